@@ -1,0 +1,435 @@
+"""One typed configuration tree for a whole run, loaded from YAML/TOML and validated up front.
+
+Every section is a frozen dataclass; the top-level :class:`Config` is built once (from a file
+plus ``--set a.b=c`` overrides) and handed down to each layer, which reads only its own section.
+Validation happens entirely at load time so that nothing starts running on a bad config: an
+unknown key, a wrong type or an impossible value raises :class:`ConfigError` naming the field
+and saying how to fix it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import hashlib
+import json
+import tomllib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A configuration value is missing, unknown, mistyped or impossible."""
+
+
+# --------------------------------------------------------------------------------------------
+# Sections
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Where a run lives and how it behaves globally."""
+
+    name: str = "run"
+    output_dir: str = "runs"  # the run writes to <output_dir>/<name>/
+    cache_dir: str = ".cache/rosearch"  # tokenised data and teacher outputs, shared across runs
+    seed: int = 0
+    device: str = "auto"  # "auto" (cuda when available), "cpu", "cuda", "cuda:N"
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    num_threads: int | None = None  # torch intra-op threads; None keeps torch's default
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.output_dir) / self.name
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Which task and which files; ``data_dir=None`` loads the task through HF ``datasets``."""
+
+    task: str = "sst2"
+    data_dir: str | None = None  # GLUE-format directory (e.g. .../glue/SST-2) or IMDB csv dir
+    max_length: int = 128  # tokens, after truncation
+    train_limit: int | None = None  # use a seeded random subset of this many training examples
+    dev_limit: int | None = None  # likewise for the dev split (None: the whole split)
+
+
+@dataclass(frozen=True)
+class TeacherConfig:
+    """The teacher: a fine-tuned classifier, or a backbone that ``rosearch teacher`` fine-tunes.
+
+    ``model`` is a local directory, a hub id, or ``pkg:<python_package>/<subdir>`` for a
+    checkpoint shipped inside an installed Python package (used offline).
+    """
+
+    model: str = "bert-base-uncased"
+    finetuned: bool = False  # True: `model` is already fine-tuned on the task; use it as is
+    output_dir: str | None = None  # where a fine-tuned teacher is saved (default: under cache_dir)
+    epochs: float = 1.0
+    max_steps: int | None = None  # overrides epochs when set
+    train_limit: int | None = None  # fine-tune on a seeded subset of the training split
+    batch_size: int = 32
+    eval_batch_size: int = 128
+    learning_rate: float = 3e-5
+    warmup_ratio: float = 0.06
+    weight_decay: float = 0.01
+    cache_hidden_layers: tuple[int, ...] = ()  # teacher layers whose hidden states are cached
+
+
+@dataclass(frozen=True)
+class SearchSpaceConfig:
+    """The space of student genomes: global shapes and the per-cell operation grid."""
+
+    hidden_sizes: tuple[int, ...] = (128, 256)
+    embedding_sizes: tuple[int, ...] = (64, 128)  # factorised embedding width E (vocab x E, E->H)
+    num_layers: tuple[int, ...] = (2, 3, 4)
+    nodes_per_cell: int = 5  # including the input and output nodes
+    max_edges: int = 9
+    op_families: tuple[str, ...] = (
+        "attn", "conv", "sepconv", "dilconv", "glu", "ffn", "identity",
+    )
+    attention_heads: tuple[int, ...] = (2, 4, 8)
+    kernel_sizes: tuple[int, ...] = (3, 5, 7)
+    ffn_ratios: tuple[int, ...] = (1, 2, 4)
+    activations: tuple[str, ...] = ("gelu", "relu", "swish", "tanh")
+    param_budget: int | None = None  # maximum student parameters (embedding included)
+    embedding_init: Literal["random", "teacher_pca"] = "teacher_pca"
+
+
+@dataclass(frozen=True)
+class DistillConfig:
+    """Knowledge distillation of one student from the cached teacher outputs."""
+
+    alpha: float = 0.5  # weight of the soft (KL) term; 1 - alpha weights hard-label CE
+    temperature: float = 2.0
+    hidden_loss_weight: float = 0.0  # > 0 adds hidden-state MSE on mapped layers
+    max_steps: int = 500
+    batch_size: int = 32
+    eval_batch_size: int = 128
+    learning_rate: float = 5e-4
+    warmup_ratio: float = 0.1
+    weight_decay: float = 0.01
+    max_grad_norm: float = 1.0
+    length_bucketing: bool = True
+    dropout: float = 0.1
+
+
+@dataclass(frozen=True)
+class EvolutionConfig:
+    """The DEAP evolutionary loop."""
+
+    population_size: int = 8
+    generations: int = 3
+    mutation_prob: float = 0.8
+    crossover_prob: float = 0.3
+    tournament_size: int = 3
+    elitism: int = 2
+    mode: Literal["weighted", "nsga2"] = "weighted"
+    max_resample: int = 50  # attempts to draw a valid, unseen child before giving up
+
+
+@dataclass(frozen=True)
+class WorkersConfig:
+    """Where fitness evaluations run."""
+
+    backend: Literal["ray", "inprocess"] = "ray"
+    address: str | None = None  # None: start local Ray; "auto" or "host:port": join a cluster
+    num_cpus_per_candidate: float = 1.0
+    num_gpus_per_candidate: float = 0.0
+    max_retries: int = 2
+    timeout_s: float | None = None
+
+
+@dataclass(frozen=True)
+class AttackConfig:
+    """Robustness measurement with a TextAttack recipe (``recipe=None``: no attack)."""
+
+    recipe: str | None = None
+    num_examples: int = 50
+    query_budget: int | None = None
+    model_batch_size: int = 64
+
+
+@dataclass(frozen=True)
+class FitnessConfig:
+    """How accuracy, robustness and efficiency combine into one fitness."""
+
+    accuracy_weight: float = 1.0
+    robustness_weight: float = 1.0
+    efficiency_weight: float = 0.1
+    efficiency_metric: Literal["params", "flops", "latency"] = "params"
+
+
+@dataclass(frozen=True)
+class Config:
+    """The whole run. Build it with :func:`load_config` or :func:`config_from_dict`."""
+
+    run: RunConfig = field(default_factory=RunConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    teacher: TeacherConfig = field(default_factory=TeacherConfig)
+    search_space: SearchSpaceConfig = field(default_factory=SearchSpaceConfig)
+    distill: DistillConfig = field(default_factory=DistillConfig)
+    evolution: EvolutionConfig = field(default_factory=EvolutionConfig)
+    workers: WorkersConfig = field(default_factory=WorkersConfig)
+    attack: AttackConfig = field(default_factory=AttackConfig)
+    fitness: FitnessConfig = field(default_factory=FitnessConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return _to_plain(dataclasses.asdict(self))
+
+    def fingerprint(self) -> str:
+        """Stable short hash of the whole config (for run metadata)."""
+        blob = json.dumps(self.to_dict(), sort_keys=True).encode()
+        return hashlib.sha256(blob).hexdigest()[:16]
+
+
+# --------------------------------------------------------------------------------------------
+# Loading
+# --------------------------------------------------------------------------------------------
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
+    """Read a YAML or TOML file (or nothing), apply ``a.b=value`` overrides, validate."""
+    data: dict[str, Any] = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"config file {str(path)!r} does not exist (fix: pass --config PATH)")
+        text = path.read_text(encoding="utf-8")
+        try:
+            if path.suffix == ".toml":
+                data = tomllib.loads(text)
+            else:
+                data = yaml.safe_load(text) or {}
+        except (yaml.YAMLError, tomllib.TOMLDecodeError) as exc:
+            raise ConfigError(f"config file {str(path)!r} is not valid {path.suffix[1:] or 'YAML'}: {exc}") from exc
+        if not isinstance(data, dict):
+            raise ConfigError(f"config file {str(path)!r} must hold a mapping of sections, got {type(data).__name__}")
+    for item in overrides:
+        apply_override(data, item)
+    return config_from_dict(data)
+
+
+def apply_override(data: dict[str, Any], item: str) -> None:
+    """Apply one ``section.key=value`` override in place; the value is parsed as YAML."""
+    key, sep, raw = item.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"override {item!r} must look like section.key=value (e.g. distill.alpha=0.3)")
+    parts = key.strip().split(".")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"override {item!r}: cannot parse value {raw!r}: {exc}") from exc
+    node = data
+    for part in parts[:-1]:
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"override {item!r}: {part!r} is a value, not a section")
+        node = child
+    node[parts[-1]] = value
+
+
+def config_from_dict(data: dict[str, Any]) -> Config:
+    """Build and validate a :class:`Config` from plain data (as parsed from YAML)."""
+    config = _build(Config, data, "")
+    validate(config)
+    return config
+
+
+def _build(cls: type, data: Any, path: str) -> Any:
+    if not isinstance(data, dict):
+        where = path or "config"
+        raise ConfigError(f"config field {where!r}: expected a mapping of keys, got {data!r}")
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    kwargs = {}
+    for key, value in data.items():
+        full = f"{path}.{key}" if path else str(key)
+        if key not in names:
+            close = difflib.get_close_matches(str(key), names, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else f" (known keys: {', '.join(names)})"
+            raise ConfigError(f"unknown config key {full!r}{hint}")
+        kwargs[key] = _coerce(value, hints[key], full)
+    return cls(**kwargs)
+
+
+def _coerce(value: Any, hint: Any, path: str) -> Any:
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+    if dataclasses.is_dataclass(hint):
+        return _build(hint, value, path)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        options = [a for a in args if a is not type(None)]
+        errors = []
+        for option in options:
+            try:
+                return _coerce(value, option, path)
+            except ConfigError as exc:
+                errors.append(str(exc))
+        raise ConfigError(errors[0] if len(errors) == 1 else f"config field {path!r}: {value!r} fits none of {options}")
+    if origin is Literal:
+        if value not in args:
+            raise ConfigError(f"config field {path!r}: {value!r} is not one of {list(args)}")
+        return value
+    if origin in (tuple, list):
+        if isinstance(value, (str, bytes)) or not isinstance(value, (list, tuple)):
+            raise ConfigError(f"config field {path!r}: expected a list, got {value!r}")
+        item_type = args[0] if args else Any
+        return tuple(_coerce(v, item_type, f"{path}[{i}]") for i, v in enumerate(value))
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"config field {path!r}: expected true or false, got {value!r}")
+        return value
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"config field {path!r}: expected an integer, got {value!r}")
+        return value
+    if hint is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"config field {path!r}: expected a number, got {value!r}")
+        return float(value)
+    if hint is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"config field {path!r}: expected a string, got {value!r}")
+        return value
+    if hint is Any:
+        return value
+    raise TypeError(f"unsupported config type {hint!r} at {path!r}")  # a bug in this module
+
+
+def _to_plain(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        return {k: _to_plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_to_plain(v) for v in obj]
+    return obj
+
+
+# --------------------------------------------------------------------------------------------
+# Validation
+# --------------------------------------------------------------------------------------------
+
+
+def _require(ok: bool, path: str, message: str) -> None:
+    if not ok:
+        raise ConfigError(f"config field {path!r}: {message}")
+
+
+def _positive(value: float | int | None, path: str) -> None:
+    if value is not None:
+        _require(value > 0, path, f"must be > 0, got {value!r}")
+
+
+def _fraction(value: float, path: str) -> None:
+    _require(0.0 <= value <= 1.0, path, f"must be between 0 and 1, got {value!r}")
+
+
+def validate(config: Config) -> None:
+    """Check values that types alone cannot; raise :class:`ConfigError` on the first problem."""
+    from rosearch.search_space.labels import ACTIVATIONS, OP_FAMILIES
+
+    run, data, teacher = config.run, config.data, config.teacher
+    _require(bool(run.name) and "/" not in run.name, "run.name", f"must be a non-empty name without '/', got {run.name!r}")
+    device = run.device
+    _require(
+        device in ("auto", "cpu", "cuda") or (device.startswith("cuda:") and device[5:].isdigit()),
+        "run.device", f"must be auto, cpu, cuda or cuda:N, got {device!r}",
+    )
+    _positive(run.num_threads, "run.num_threads")
+
+    _positive(data.max_length, "data.max_length")
+    _require(data.max_length <= 4096, "data.max_length", f"{data.max_length} is larger than any supported model")
+    _positive(data.train_limit, "data.train_limit")
+    _positive(data.dev_limit, "data.dev_limit")
+    if data.data_dir is not None:
+        _require(Path(data.data_dir).expanduser().exists(), "data.data_dir",
+                 f"directory {data.data_dir!r} does not exist (fix: point it at the task's files, or unset it to use HF datasets)")
+
+    _require(bool(teacher.model), "teacher.model", "must name a directory, hub id or pkg:<package>/<dir>")
+    _positive(teacher.epochs, "teacher.epochs")
+    _positive(teacher.max_steps, "teacher.max_steps")
+    _positive(teacher.train_limit, "teacher.train_limit")
+    _positive(teacher.batch_size, "teacher.batch_size")
+    _positive(teacher.eval_batch_size, "teacher.eval_batch_size")
+    _positive(teacher.learning_rate, "teacher.learning_rate")
+    _fraction(teacher.warmup_ratio, "teacher.warmup_ratio")
+    _require(teacher.weight_decay >= 0, "teacher.weight_decay", f"must be >= 0, got {teacher.weight_decay}")
+    for i, layer in enumerate(teacher.cache_hidden_layers):
+        _require(layer >= 0, f"teacher.cache_hidden_layers[{i}]", f"layer indices are >= 0 (0 = embeddings), got {layer}")
+
+    space = config.search_space
+    for name in ("hidden_sizes", "embedding_sizes", "num_layers", "attention_heads", "kernel_sizes", "ffn_ratios"):
+        values = getattr(space, name)
+        _require(len(values) > 0, f"search_space.{name}", "must list at least one value")
+        for i, v in enumerate(values):
+            _positive(v, f"search_space.{name}[{i}]")
+    _require(space.nodes_per_cell >= 3, "search_space.nodes_per_cell",
+             f"a cell needs input, output and at least one operation node (>= 3), got {space.nodes_per_cell}")
+    _require(space.max_edges >= 2, "search_space.max_edges", f"must be >= 2, got {space.max_edges}")
+    _require(len(space.op_families) > 0, "search_space.op_families", "must list at least one operation family")
+    for i, fam in enumerate(space.op_families):
+        _require(fam in OP_FAMILIES, f"search_space.op_families[{i}]",
+                 f"unknown operation family {fam!r} (known: {', '.join(OP_FAMILIES)})")
+    for i, act in enumerate(space.activations):
+        _require(act in ACTIVATIONS, f"search_space.activations[{i}]",
+                 f"unknown activation {act!r} (known: {', '.join(ACTIVATIONS)})")
+    if "attn" in space.op_families:
+        for h in space.hidden_sizes:
+            for heads in space.attention_heads:
+                _require(h % heads == 0, "search_space.hidden_sizes",
+                         f"hidden size {h} is not divisible by {heads} attention heads "
+                         "(fix: use hidden sizes divisible by every value of search_space.attention_heads)")
+    for i, k in enumerate(space.kernel_sizes):
+        _require(k % 2 == 1, f"search_space.kernel_sizes[{i}]", f"kernel sizes must be odd (same-length padding), got {k}")
+    _positive(space.param_budget, "search_space.param_budget")
+
+    dist = config.distill
+    _fraction(dist.alpha, "distill.alpha")
+    _positive(dist.temperature, "distill.temperature")
+    _require(dist.hidden_loss_weight >= 0, "distill.hidden_loss_weight", f"must be >= 0, got {dist.hidden_loss_weight}")
+    if dist.hidden_loss_weight > 0:
+        _require(len(teacher.cache_hidden_layers) > 0, "distill.hidden_loss_weight",
+                 "hidden-state loss needs cached teacher layers (fix: set teacher.cache_hidden_layers, e.g. [2, 4, 6])")
+    for name in ("max_steps", "batch_size", "eval_batch_size", "learning_rate", "max_grad_norm"):
+        _positive(getattr(dist, name), f"distill.{name}")
+    _fraction(dist.warmup_ratio, "distill.warmup_ratio")
+    _fraction(dist.dropout, "distill.dropout")
+    _require(dist.weight_decay >= 0, "distill.weight_decay", f"must be >= 0, got {dist.weight_decay}")
+
+    evo = config.evolution
+    _require(evo.population_size >= 2, "evolution.population_size",
+             f"a population needs at least 2 individuals, got {evo.population_size}")
+    _require(evo.generations >= 1, "evolution.generations", f"must be >= 1, got {evo.generations}")
+    _fraction(evo.mutation_prob, "evolution.mutation_prob")
+    _fraction(evo.crossover_prob, "evolution.crossover_prob")
+    _require(evo.tournament_size >= 1, "evolution.tournament_size", f"must be >= 1, got {evo.tournament_size}")
+    _require(0 <= evo.elitism < evo.population_size, "evolution.elitism",
+             f"must be in [0, population_size), got {evo.elitism} with population_size {evo.population_size}")
+    _positive(evo.max_resample, "evolution.max_resample")
+
+    workers = config.workers
+    _require(workers.num_cpus_per_candidate > 0, "workers.num_cpus_per_candidate",
+             f"must be > 0, got {workers.num_cpus_per_candidate}")
+    _require(workers.num_gpus_per_candidate >= 0, "workers.num_gpus_per_candidate",
+             f"must be >= 0, got {workers.num_gpus_per_candidate}")
+    _require(workers.max_retries >= 0, "workers.max_retries", f"must be >= 0, got {workers.max_retries}")
+    _positive(workers.timeout_s, "workers.timeout_s")
+    if workers.address is not None:
+        _require(workers.backend == "ray", "workers.address", "is only used by the ray backend (fix: set workers.backend=ray)")
+
+    attack = config.attack
+    _positive(attack.num_examples, "attack.num_examples")
+    _positive(attack.query_budget, "attack.query_budget")
+    _positive(attack.model_batch_size, "attack.model_batch_size")
+
+    fit = config.fitness
+    for name in ("accuracy_weight", "robustness_weight", "efficiency_weight"):
+        _require(getattr(fit, name) >= 0, f"fitness.{name}", f"must be >= 0, got {getattr(fit, name)}")

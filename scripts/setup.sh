@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Create .venv (or reuse it) and install rosearch with its pinned dependencies. Idempotent:
+# a second run only re-checks. CPU torch by default; for a CUDA machine see README ("GPU").
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PYTHON=${PYTHON:-python3}
+VENV=${VENV:-.venv}
+LOCK=requirements/lock.txt
+STAMP="$VENV/.rosearch-lock.sha256"
+
+if [ ! -x "$VENV/bin/python" ]; then
+  "$PYTHON" -m venv "$VENV"
+fi
+want=$(sha256sum "$LOCK" pyproject.toml | sha256sum | cut -c1-64)
+if [ "$(cat "$STAMP" 2>/dev/null)" != "$want" ]; then
+  echo "setup: installing pinned dependencies from $LOCK (first run takes a few minutes)"
+  "$VENV/bin/python" -m pip install --quiet --no-deps -r "$LOCK"
+  "$VENV/bin/python" -m pip install --quiet --no-deps -e .
+  "$VENV/bin/python" -m pip check
+  echo "$want" > "$STAMP"
+fi
+echo "setup: $("$VENV/bin/python" -c 'import torch, transformers, rosearch; print(f"rosearch ready (torch {torch.__version__}, transformers {transformers.__version__})")')"

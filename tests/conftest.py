@@ -1,0 +1,93 @@
+"""Shared fixtures: a tiny world built in the tests (vocabulary, tokenizer, GLUE-format data,
+random-weight BERT teacher), so the unit suite needs no download and runs in seconds."""
+
+from __future__ import annotations
+
+import os
+import random
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+POSITIVE = ["good", "great", "fine", "superb", "lovely", "brilliant", "moving", "fun", "charming", "witty"]
+NEGATIVE = ["bad", "awful", "dull", "boring", "poor", "terrible", "weak", "flat", "clumsy", "tedious"]
+NEUTRAL = ["the", "a", "movie", "film", "story", "plot", "was", "is", "very", "quite", "and", "acting",
+           "cast", "it", "this", "script", "ending", "director", "really", "overall"]
+SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+
+
+def shared_dir() -> Path | None:
+    """The project's ../shared folder (real data), or None when absent."""
+    env = os.environ.get("ROSEARCH_SHARED")
+    path = Path(env) if env else REPO_ROOT.parent / "shared"
+    return path if (path / "data").is_dir() else None
+
+
+def make_sentence(rng: random.Random, label: int) -> str:
+    """A toy review whose label is decided by its sentiment words (linearly separable)."""
+    words = [rng.choice(NEUTRAL) for _ in range(rng.randint(3, 9))]
+    cue = POSITIVE if label == 1 else NEGATIVE
+    for _ in range(rng.randint(1, 2)):
+        words.insert(rng.randrange(len(words) + 1), rng.choice(cue))
+    return " ".join(words)
+
+
+def write_sst2_dir(path: Path, n_train: int = 240, n_dev: int = 60, seed: int = 0) -> Path:
+    """A GLUE-format SST-2 directory (``sentence\\tlabel`` with header, trailing space like GLUE)."""
+    rng = random.Random(seed)
+    path.mkdir(parents=True, exist_ok=True)
+    for name, n in (("train.tsv", n_train), ("dev.tsv", n_dev)):
+        rows = ["sentence\tlabel"]
+        for i in range(n):
+            label = i % 2
+            rows.append(f"{make_sentence(rng, label)} \t{label}")
+        (path / name).write_text("\n".join(rows) + "\n", encoding="utf-8")
+    return path
+
+
+@pytest.fixture(scope="session")
+def vocab_file(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("vocab") / "vocab.txt"
+    path.write_text("\n".join(SPECIALS + NEUTRAL + POSITIVE + NEGATIVE) + "\n", encoding="utf-8")
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_tokenizer(vocab_file):
+    from transformers import BertTokenizerFast
+
+    return BertTokenizerFast(vocab_file=str(vocab_file), do_lower_case=True, model_max_length=64)
+
+
+@pytest.fixture(scope="session")
+def tiny_sst2_dir(tmp_path_factory) -> Path:
+    return write_sst2_dir(tmp_path_factory.mktemp("data") / "SST-2")
+
+
+@pytest.fixture(scope="session")
+def tiny_teacher_dir(tmp_path_factory, tiny_tokenizer) -> Path:
+    """A random-weight 2-layer BERT classifier (hidden 32) saved with its tokenizer."""
+    import torch
+    from transformers import BertConfig, BertForSequenceClassification
+
+    torch.manual_seed(0)
+    config = BertConfig(
+        vocab_size=tiny_tokenizer.vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+        intermediate_size=64, max_position_embeddings=64, num_labels=2,
+    )
+    model = BertForSequenceClassification(config)
+    path = tmp_path_factory.mktemp("teacher") / "tiny-bert"
+    model.save_pretrained(path)
+    tiny_tokenizer.save_pretrained(path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """Real data under ../shared/data; tests that use it skip when it is absent."""
+    path = shared_dir()
+    if path is None:
+        pytest.skip("../shared/data is not present")
+    return path / "data"
