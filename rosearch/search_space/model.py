@@ -1,0 +1,379 @@
+"""The student: an HF ``PreTrainedModel`` built from a :class:`~rosearch.search_space.genome.Genome`.
+
+One model, one file, in the manner of ``transformers/models/bert/modeling_bert.py``: a config
+class that carries the genome, a base model (factorised embeddings + one searched cell per
+layer) and a sequence-classification head. Because both are ordinary HF classes, an exported
+student reloads with ``from_pretrained`` and works with any tool that takes a HF model.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from transformers import PretrainedConfig, PreTrainedModel
+from transformers.modeling_outputs import BaseModelOutput, SequenceClassifierOutput
+
+from rosearch.search_space.genome import CellSpec, Genome, InvalidGenomeError
+from rosearch.search_space.ops import build_op
+
+logger = logging.getLogger(__name__)
+
+POOLING_MODES: tuple[str, ...] = ("mean", "cls")
+_GENOME_DERIVED = ("hidden_size", "embedding_size", "num_hidden_layers")
+
+
+class StudentConfigError(ValueError):
+    """A :class:`StudentConfig` value is missing or impossible."""
+
+
+class StudentConfig(PretrainedConfig):
+    r"""Configuration of a searched student.
+
+    Args:
+        genome (`dict`, *optional*):
+            The architecture, as ``Genome.to_dict()``: hidden size, embedding width and one cell
+            per layer. Optional only so that HF can build a default config to diff against;
+            a model cannot be built without it.
+        vocab_size (`int`, *optional*, defaults to 30522):
+            Vocabulary size; the teacher's, so that the student reads the teacher's tokens.
+        max_position_embeddings (`int`, *optional*, defaults to 512):
+            Longest sequence the learned position embeddings cover.
+        type_vocab_size (`int`, *optional*, defaults to 2):
+            Number of token types (segments) of sentence-pair tasks.
+        pad_token_id (`int`, *optional*, defaults to 0):
+            Id of the padding token (its word-embedding row gets no gradient).
+        hidden_dropout_prob (`float`, *optional*, defaults to 0.1):
+            Dropout on embeddings, inside operations (attention weights, FFN), on each cell's
+            output and in the classification head.
+        layer_norm_eps (`float`, *optional*, defaults to 1e-12):
+            Epsilon of every LayerNorm.
+        initializer_range (`float`, *optional*, defaults to 0.02):
+            Std of the normal initialisation of linear and embedding weights.
+        pooling (`str`, *optional*, defaults to `"mean"`):
+            ``"mean"``: masked mean over real tokens; ``"cls"``: the first token.
+        kwargs:
+            Passed to :class:`~transformers.PretrainedConfig` (``num_labels``, ``id2label``, ...).
+
+    ``hidden_size``, ``embedding_size`` and ``num_hidden_layers`` are read-only views of the
+    genome (``None`` without one).
+    """
+
+    model_type = "rosearch_student"
+
+    def __init__(
+        self,
+        genome: dict[str, Any] | None = None,
+        vocab_size: int = 30522,
+        max_position_embeddings: int = 512,
+        type_vocab_size: int = 2,
+        pad_token_id: int = 0,
+        hidden_dropout_prob: float = 0.1,
+        layer_norm_eps: float = 1e-12,
+        initializer_range: float = 0.02,
+        pooling: str = "mean",
+        **kwargs: Any,
+    ) -> None:
+        for key in _GENOME_DERIVED:
+            if key in kwargs:
+                raise StudentConfigError(
+                    f"StudentConfig {key}={kwargs[key]!r} cannot be set: it comes from the genome "
+                    "(fix: pass genome=Genome(...).to_dict() instead)"
+                )
+        for name, value in (("vocab_size", vocab_size), ("max_position_embeddings", max_position_embeddings),
+                            ("type_vocab_size", type_vocab_size)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise StudentConfigError(f"StudentConfig {name} must be a positive integer, got {value!r}")
+        if not 0 <= pad_token_id < vocab_size:
+            raise StudentConfigError(f"StudentConfig pad_token_id={pad_token_id} must be in [0, vocab_size={vocab_size})")
+        if not 0.0 <= hidden_dropout_prob < 1.0:
+            raise StudentConfigError(f"StudentConfig hidden_dropout_prob must be in [0, 1), got {hidden_dropout_prob}")
+        if pooling not in POOLING_MODES:
+            raise StudentConfigError(f"StudentConfig pooling={pooling!r} is unknown; use one of {list(POOLING_MODES)}")
+        self.genome = _parse_genome(genome).to_dict() if genome is not None else None
+        self.vocab_size = vocab_size
+        self.max_position_embeddings = max_position_embeddings
+        self.type_vocab_size = type_vocab_size
+        self.hidden_dropout_prob = hidden_dropout_prob
+        self.layer_norm_eps = layer_norm_eps
+        self.initializer_range = initializer_range
+        self.pooling = pooling
+        super().__init__(pad_token_id=pad_token_id, **kwargs)
+
+    @property
+    def genome_obj(self) -> Genome:
+        """The genome as a :class:`Genome`; raises :class:`StudentConfigError` when there is none."""
+        if self.genome is None:
+            raise StudentConfigError(
+                "StudentConfig has no genome, so no student can be built from it "
+                "(fix: StudentConfig(genome=Genome(...).to_dict(), ...))"
+            )
+        return _parse_genome(self.genome)
+
+    @property
+    def hidden_size(self) -> int | None:
+        return None if self.genome is None else self.genome["hidden_size"]
+
+    @property
+    def embedding_size(self) -> int | None:
+        return None if self.genome is None else self.genome["embedding_size"]
+
+    @property
+    def num_hidden_layers(self) -> int | None:
+        return None if self.genome is None else len(self.genome["cells"])
+
+
+def _parse_genome(genome: Any) -> Genome:
+    if isinstance(genome, Genome):
+        return genome
+    try:
+        return Genome.from_dict(genome)
+    except InvalidGenomeError as exc:
+        raise StudentConfigError(f"StudentConfig genome is invalid: {exc}") from exc
+
+
+# --------------------------------------------------------------------------------------------
+# Modules
+# --------------------------------------------------------------------------------------------
+
+
+class StudentEmbeddings(nn.Module):
+    """Factorised word embeddings (V x E, then E -> H, as in ALBERT) + positions + token types."""
+
+    def __init__(self, config: StudentConfig, genome: Genome) -> None:
+        super().__init__()
+        H, E = genome.hidden_size, genome.embedding_size
+        self.word_embeddings = nn.Embedding(config.vocab_size, E, padding_idx=config.pad_token_id)
+        self.embedding_projection = nn.Linear(E, H)
+        self.position_embeddings = nn.Embedding(config.max_position_embeddings, H)
+        self.token_type_embeddings = nn.Embedding(config.type_vocab_size, H)
+        self.LayerNorm = nn.LayerNorm(H, eps=config.layer_norm_eps)
+        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+
+    def forward(self, input_ids: Tensor, token_type_ids: Tensor) -> Tensor:
+        B, T = input_ids.shape
+        if T > self.position_embeddings.num_embeddings:
+            raise ValueError(
+                f"sequence length {T} exceeds max_position_embeddings={self.position_embeddings.num_embeddings} "
+                "(fix: truncate inputs to that length)"
+            )
+        positions = torch.arange(T, device=input_ids.device)  # [T]
+        x = self.embedding_projection(self.word_embeddings(input_ids))  # [B, T, H]
+        x = x + self.position_embeddings(positions)[None] + self.token_type_embeddings(token_type_ids)  # [B, T, H]
+        return self.dropout(self.LayerNorm(x))
+
+
+class StudentCell(nn.Module):
+    """One layer: the cell's DAG of operations, then residual + LayerNorm.
+
+    Nodes are computed in index order (a topological order: edges only point forward); node
+    j > 0 applies ``ops[j-1]`` to the sum of its predecessors, the output node sums its own.
+    """
+
+    def __init__(self, cell: CellSpec, hidden_size: int, dropout: float, layer_norm_eps: float) -> None:
+        super().__init__()
+        self.predecessors: tuple[tuple[int, ...], ...] = tuple(cell.predecessors(j) for j in range(cell.num_nodes))
+        self.ops = nn.ModuleList(build_op(label, hidden_size, dropout) for label in cell.ops[1:-1])
+        self.dropout = nn.Dropout(dropout)
+        self.LayerNorm = nn.LayerNorm(hidden_size, eps=layer_norm_eps)
+
+    def forward(self, x: Tensor, mask: Tensor) -> Tensor:
+        nodes = [x]  # node outputs, each [B, T, H]
+        for j, op in enumerate(self.ops, start=1):
+            nodes.append(op(sum(nodes[i] for i in self.predecessors[j]), mask))
+        out = sum(nodes[i] for i in self.predecessors[-1])  # [B, T, H]
+        return self.LayerNorm(x + self.dropout(out))
+
+
+class StudentPreTrainedModel(PreTrainedModel):
+    """Weight initialisation and HF plumbing shared by the student models."""
+
+    config_class = StudentConfig
+    base_model_prefix = "student"
+
+    def _init_weights(self, module: nn.Module) -> None:
+        """BERT's scheme for linear/embedding/LayerNorm weights. Convolutions keep PyTorch's
+        fan-in-scaled init: a depthwise filter has fan-in k, and std 0.02 would start it near zero."""
+        std = self.config.initializer_range
+        if isinstance(module, nn.Linear):
+            module.weight.data.normal_(mean=0.0, std=std)
+            if module.bias is not None:
+                module.bias.data.zero_()
+        elif isinstance(module, nn.Embedding):
+            module.weight.data.normal_(mean=0.0, std=std)
+            if module.padding_idx is not None:
+                module.weight.data[module.padding_idx].zero_()
+        elif isinstance(module, nn.LayerNorm):
+            module.weight.data.fill_(1.0)
+            module.bias.data.zero_()
+
+
+class StudentModel(StudentPreTrainedModel):
+    """Embeddings and the stack of cells; returns the last hidden state [B, T, H]."""
+
+    def __init__(self, config: StudentConfig) -> None:
+        super().__init__(config)
+        genome = config.genome_obj
+        self.embeddings = StudentEmbeddings(config, genome)
+        self.layers = nn.ModuleList(
+            StudentCell(cell, genome.hidden_size, config.hidden_dropout_prob, config.layer_norm_eps)
+            for cell in genome.cells
+        )
+        self.post_init()
+
+    def get_input_embeddings(self) -> nn.Embedding:
+        return self.embeddings.word_embeddings
+
+    def set_input_embeddings(self, value: nn.Embedding) -> None:
+        self.embeddings.word_embeddings = value
+
+    def forward(
+        self,
+        input_ids: Tensor,
+        attention_mask: Tensor | None = None,
+        token_type_ids: Tensor | None = None,
+        output_hidden_states: bool | None = None,
+        return_dict: bool | None = None,
+        **kwargs: Any,
+    ) -> BaseModelOutput | tuple[Tensor, ...]:
+        output_hidden_states = (
+            output_hidden_states if output_hidden_states is not None else self.config.output_hidden_states
+        )
+        return_dict = return_dict if return_dict is not None else getattr(self.config, "use_return_dict", True)
+        if input_ids.dim() != 2:
+            raise ValueError(f"input_ids must be [batch, seq_len], got shape {tuple(input_ids.shape)}")
+        if attention_mask is None:
+            attention_mask = torch.ones_like(input_ids)
+        if token_type_ids is None:
+            token_type_ids = torch.zeros_like(input_ids)
+        mask = attention_mask.bool()  # [B, T]
+
+        x = self.embeddings(input_ids, token_type_ids)  # [B, T, H]
+        hidden_states: tuple[Tensor, ...] = (x,)
+        for layer in self.layers:
+            x = layer(x, mask)  # [B, T, H]
+            hidden_states += (x,)
+        hidden_states_out = hidden_states if output_hidden_states else None
+        if not return_dict:
+            return tuple(t for t in (x, hidden_states_out) if t is not None)
+        return BaseModelOutput(last_hidden_state=x, hidden_states=hidden_states_out)
+
+
+class StudentForSequenceClassification(StudentPreTrainedModel):
+    """The student with a BERT-like head: pool, dense H -> H + tanh, dropout, linear to labels."""
+
+    def __init__(self, config: StudentConfig) -> None:
+        super().__init__(config)
+        self.num_labels = config.num_labels
+        self.student = StudentModel(config)
+        H = config.genome_obj.hidden_size
+        self.pooler = nn.Linear(H, H)
+        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+        self.classifier = nn.Linear(H, config.num_labels)
+        self.post_init()
+
+    def get_input_embeddings(self) -> nn.Embedding:
+        return self.student.get_input_embeddings()
+
+    def set_input_embeddings(self, value: nn.Embedding) -> None:
+        self.student.set_input_embeddings(value)
+
+    def pool(self, hidden: Tensor, attention_mask: Tensor) -> Tensor:
+        """[B, T, H] -> [B, H]: mean over real tokens (``pooling="mean"``) or the first token."""
+        if self.config.pooling == "cls":
+            return hidden[:, 0]
+        real = attention_mask.bool().unsqueeze(-1)  # [B, T, 1]
+        total = hidden.masked_fill(~real, 0.0).sum(dim=1)  # [B, H]
+        return total / real.sum(dim=1).clamp_min(1).to(hidden.dtype)  # [B, H]
+
+    def forward(
+        self,
+        input_ids: Tensor,
+        attention_mask: Tensor | None = None,
+        token_type_ids: Tensor | None = None,
+        labels: Tensor | None = None,
+        output_hidden_states: bool | None = None,
+        return_dict: bool | None = None,
+        **kwargs: Any,
+    ) -> SequenceClassifierOutput | tuple[Tensor, ...]:
+        """Logits [B, num_labels]; with ``labels``, also the loss (cross-entropy, or MSE when
+        ``num_labels == 1``); with ``output_hidden_states``, L+1 tensors [B, T, H] (embeddings,
+        then each layer) as HF BERT returns them."""
+        return_dict = return_dict if return_dict is not None else getattr(self.config, "use_return_dict", True)
+        if attention_mask is None:
+            attention_mask = torch.ones_like(input_ids)
+        outputs = self.student(
+            input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids,
+            output_hidden_states=output_hidden_states, return_dict=True,
+        )
+        pooled = torch.tanh(self.pooler(self.pool(outputs.last_hidden_state, attention_mask)))  # [B, H]
+        logits = self.classifier(self.dropout(pooled))  # [B, C]
+
+        loss = None
+        if labels is not None:
+            if self.num_labels == 1:
+                loss = nn.functional.mse_loss(logits.squeeze(-1), labels.to(logits.dtype))
+            else:
+                loss = nn.functional.cross_entropy(logits, labels.view(-1))
+        if not return_dict:
+            out = tuple(t for t in (logits, outputs.hidden_states) if t is not None)
+            return (loss,) + out if loss is not None else out
+        return SequenceClassifierOutput(loss=loss, logits=logits, hidden_states=outputs.hidden_states)
+
+
+# --------------------------------------------------------------------------------------------
+# Helpers
+# --------------------------------------------------------------------------------------------
+
+
+def init_embedding_from_teacher(model: StudentForSequenceClassification | StudentModel, teacher_embedding: Tensor) -> None:
+    """Start the student's V x E word embeddings from the teacher's lexical knowledge.
+
+    Each row becomes the coordinates of the teacher's (centred) embedding row on the teacher
+    matrix's top-E principal directions, so the student's E dimensions keep as much of the
+    teacher's embedding variance as E dimensions can. Coordinates are rescaled to an overall std
+    of ``initializer_range`` (the scale the rest of the model expects at initialisation), and the
+    sign of each direction is fixed (largest loading positive) so the result is deterministic.
+    """
+    embedding = model.get_input_embeddings()
+    V, E = embedding.weight.shape
+    if teacher_embedding.dim() != 2:
+        raise ValueError(f"teacher_embedding must be a [vocab, dim] matrix, got shape {tuple(teacher_embedding.shape)}")
+    Vt, D = teacher_embedding.shape
+    if Vt != V:
+        raise ValueError(
+            f"teacher embedding has {Vt} rows but the student vocabulary has {V} "
+            "(fix: build the student with the teacher's vocab_size)"
+        )
+    if E > D:
+        raise ValueError(
+            f"student embedding width E={E} exceeds the teacher embedding width D={D}: PCA can give at most D "
+            "components (fix: choose embedding_size <= D)"
+        )
+    X = teacher_embedding.detach().to(device="cpu", dtype=torch.float64)  # [V, D]
+    X = X - X.mean(dim=0, keepdim=True)
+    # principal directions = eigenvectors of the D x D scatter matrix: much cheaper than an SVD
+    # of the V x D matrix when V is a 30k vocabulary (seconds instead of half a minute on CPU)
+    eigenvalues, eigenvectors = torch.linalg.eigh(X.T @ X)  # ascending: [D], [D, D] (columns)
+    eigenvalues = eigenvalues.flip(0).clamp_min(0.0)  # [D], descending
+    directions = eigenvectors.flip(1)[:, :E].T  # [E, D], rows = top-E principal directions
+    signs = torch.sign(directions.gather(1, directions.abs().argmax(dim=1, keepdim=True)))  # [E, 1]
+    directions = directions * signs
+    coords = X @ directions.T  # [V, E]
+    coords = coords * (model.config.initializer_range / coords.std().clamp_min(1e-12))
+    with torch.no_grad():
+        embedding.weight.copy_(coords.to(embedding.weight.dtype))
+    explained = float(eigenvalues[:E].sum() / eigenvalues.sum().clamp_min(1e-12))
+    logger.info("initialised %dx%d student embeddings from teacher PCA (%.1f%% of variance)", V, E, 100 * explained)
+
+
+def register_auto_classes() -> None:
+    """Make ``AutoConfig`` / ``AutoModel`` / ``AutoModelForSequenceClassification`` know the student,
+    so an exported student loads through the Auto API. Idempotent; call it explicitly."""
+    from transformers import AutoConfig, AutoModel, AutoModelForSequenceClassification
+
+    AutoConfig.register(StudentConfig.model_type, StudentConfig, exist_ok=True)
+    AutoModel.register(StudentConfig, StudentModel, exist_ok=True)
+    AutoModelForSequenceClassification.register(StudentConfig, StudentForSequenceClassification, exist_ok=True)
