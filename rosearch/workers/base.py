@@ -1,0 +1,142 @@
+"""What every evaluation backend shares: the task/outcome records and the call that turns one
+evaluate-function call into an outcome.
+
+A backend's single promise is that a candidate never takes the search down: whatever the
+evaluate function does (returns, raises, returns something that is not plain metrics), the
+backend yields exactly one :class:`CandidateOutcome` for it, which the driver records durably.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import socket
+import sys
+import time
+import traceback
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal, Protocol, runtime_checkable
+
+TRACEBACK_FRAMES = 3  # frames of the traceback kept in a failed outcome's error text
+
+
+class BackendSetupError(ValueError):
+    """A backend cannot start with the given settings (bad ``workers.*`` value, unreachable cluster)."""
+
+
+@dataclass(frozen=True)
+class CandidateTask:
+    """One genome to evaluate; plain strings and ints so it ships cheaply to any worker."""
+
+    genome_hash: str
+    genome_json: str
+    seed: int
+    generation: int
+
+
+@dataclass(frozen=True)
+class CandidateOutcome:
+    """The result of evaluating one task, successful or not (never an exception)."""
+
+    genome_hash: str
+    status: Literal["ok", "failed"]
+    metrics: dict[str, Any]  # {} when failed; JSON-serialisable values
+    error: str | None  # "ExcType: message" + last traceback lines when failed
+    attempts: int  # 1 + retries used
+    seconds: float  # wall time of the successful/final attempt
+    worker: str  # e.g. "hostname:pid:cuda:0"
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "ok"
+
+
+EvaluateFn = Callable[[CandidateTask, Any], dict[str, Any]]  # (task, shared) -> metrics; raises on failure
+
+
+@runtime_checkable
+class Backend(Protocol):
+    """Where fitness evaluations run; the driver sees only this seam."""
+
+    def evaluate(self, tasks: Sequence[CandidateTask]) -> Iterator[CandidateOutcome]:
+        """Yield one outcome per task, each as soon as it finishes (any order)."""
+        ...
+
+    def close(self) -> None:
+        """Release what the backend started (idempotent)."""
+        ...
+
+
+def format_error(exc: BaseException, *, frames: int = TRACEBACK_FRAMES) -> str:
+    """``ExcType: message`` followed by the innermost traceback frames, for the results DB."""
+    head = f"{type(exc).__name__}: {exc}"
+    tail = "".join(traceback.format_tb(exc.__traceback__)[-frames:]).rstrip() if frames > 0 else ""
+    return f"{head}\nTraceback (innermost {frames} frames):\n{tail}" if tail else head
+
+
+def device_label(gpu_ids: Sequence[int | str] = ()) -> str:
+    """``cuda:<ids>`` when this process has GPUs assigned or visible, else ``cpu``.
+
+    Torch is consulted only if it is already imported: a label is not worth the import.
+    """
+    if gpu_ids:
+        return "cuda:" + ",".join(str(i) for i in gpu_ids)
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES", "").strip()
+    if visible and visible != "-1":
+        return "cuda:" + visible
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.cuda.is_available():
+        return "cuda"
+    return "cpu"
+
+
+def worker_name(gpu_ids: Sequence[int | str] = ()) -> str:
+    """``hostname:pid:device`` of the current process, recorded with every outcome."""
+    return f"{socket.gethostname()}:{os.getpid()}:{device_label(gpu_ids)}"
+
+
+def plain_metrics(metrics: Any) -> dict[str, Any]:
+    """Check that an evaluate function returned JSON-ready metrics; unwrap numpy scalars.
+
+    Raises TypeError naming the offending key, which the caller turns into a failed outcome.
+    """
+    if not isinstance(metrics, Mapping):
+        raise TypeError(f"the evaluate function must return a dict of metrics, got {type(metrics).__name__}")
+    plain: dict[str, Any] = {}
+    for key, value in metrics.items():
+        if not isinstance(key, str):
+            raise TypeError(f"metric names must be strings, got {key!r} ({type(key).__name__})")
+        if hasattr(value, "item") and getattr(value, "shape", None) == ():  # numpy / torch scalar
+            value = value.item()
+        try:
+            json.dumps(value)
+        except (TypeError, ValueError) as exc:
+            raise TypeError(
+                f"metric {key!r} has a value of type {type(value).__name__} that is not JSON-serialisable "
+                "(fix: return plain numbers, e.g. float(x) or tensor.item())"
+            ) from exc
+        plain[key] = value
+    return plain
+
+
+def run_evaluate(fn: EvaluateFn, task: CandidateTask, shared: Any, *, worker: str) -> CandidateOutcome:
+    """Call ``fn(task, shared)`` once and wrap the result, or the exception, as an outcome."""
+    start = time.perf_counter()
+    try:
+        metrics = plain_metrics(fn(task, shared))
+    except Exception as exc:  # a candidate's own failure: recorded, never raised
+        return failed_outcome(task, format_error(exc), seconds=time.perf_counter() - start, worker=worker)
+    return CandidateOutcome(
+        genome_hash=task.genome_hash, status="ok", metrics=metrics, error=None,
+        attempts=1, seconds=time.perf_counter() - start, worker=worker,
+    )
+
+
+def failed_outcome(task: CandidateTask, error: str, *, seconds: float, worker: str, attempts: int = 1) -> CandidateOutcome:
+    """A failed outcome for ``task`` (empty metrics)."""
+    return CandidateOutcome(
+        genome_hash=task.genome_hash, status="failed", metrics={}, error=error,
+        attempts=attempts, seconds=seconds if math.isfinite(seconds) else 0.0, worker=worker,
+    )

@@ -1,0 +1,353 @@
+"""Evaluation on Ray: a local Ray instance by default, or an existing cluster (``workers.address``).
+
+How a search uses Ray, and why:
+
+* the shared read-only inputs and the evaluate function are ``ray.put`` once per backend; every
+  task receives the two ObjectRefs, which Ray resolves in the worker to the stored objects
+  (numpy arrays inside come back zero-copy and read-only from the node's object store);
+* each *attempt* of a candidate is one streaming Ray task that first yields a "started" marker
+  and then the outcome. The marker tells the driver when the candidate really began running (not
+  when it was queued), so ``timeout_s`` measures running time, and which worker it runs on;
+* retries are driven here, not by Ray's ``max_retries``: Ray re-runs a task transparently and
+  does not expose the attempt count, and the results DB records honest ``attempts``. The policy
+  is Ray's: system failures (worker process crash, node death, out-of-memory kill, lost object)
+  are retried up to ``max_retries`` times; a Python exception in the candidate is deterministic
+  and becomes a failed outcome at once; a timeout is not retried either. Each Ray task itself is
+  submitted with ``max_retries=0, retry_exceptions=False``.
+
+Workers import this module and the evaluate function's module, so ``rosearch`` must be
+importable on every node (Ray adds the driver's working directory to local workers' paths; on a
+cluster install the package on the nodes or pass a ``runtime_env``).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import socket
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, replace
+from typing import Any
+from urllib.parse import urlsplit
+
+import ray
+from ray.exceptions import (
+    LocalRayletDiedError,
+    NodeDiedError,
+    ObjectLostError,
+    OutOfMemoryError,
+    RayError,
+    RaySystemError,
+    WorkerCrashedError,
+)
+
+from rosearch.workers.base import (
+    BackendSetupError,
+    CandidateOutcome,
+    CandidateTask,
+    EvaluateFn,
+    failed_outcome,
+    run_evaluate,
+    worker_name,
+)
+
+logger = logging.getLogger(__name__)
+
+PROBE_TIMEOUT_S = 5.0  # an explicit cluster address must accept a TCP connection within this
+RETRYABLE_ERRORS = (WorkerCrashedError, NodeDiedError, OutOfMemoryError, LocalRayletDiedError, ObjectLostError, RaySystemError)
+WORKER_LOG_FORMAT = "%(asctime)s %(levelname).1s %(name)s: %(message)s"
+_WORKER_HANDLER_NAME = "rosearch-worker"
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+# --------------------------------------------------------------------------------------------
+# Worker side
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Started:
+    """First item of every attempt: the candidate is now running on ``worker``."""
+
+    worker: str
+
+
+def _configure_worker_logging(level: int) -> None:
+    """Give the worker's root logger one stderr handler (Ray forwards stderr to the driver)."""
+    root = logging.getLogger()
+    if not any(h.get_name() == _WORKER_HANDLER_NAME for h in root.handlers):
+        handler = logging.StreamHandler(sys.stderr)
+        handler.set_name(_WORKER_HANDLER_NAME)
+        handler.setFormatter(logging.Formatter(WORKER_LOG_FORMAT, datefmt="%H:%M:%S"))
+        root.addHandler(handler)
+    root.setLevel(level)
+
+
+def _limit_threads(num_threads: int) -> None:
+    """Keep torch to the task's CPUs so concurrent candidates do not oversubscribe a node.
+
+    If torch is not imported yet the environment decides its pool size at import time.
+    """
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ[var] = str(num_threads)
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.get_num_threads() != num_threads:
+        torch.set_num_threads(num_threads)
+
+
+def _attempt(fn: EvaluateFn, shared: Any, task: CandidateTask, num_threads: int, log_level: int) -> Iterator[Any]:
+    """Body of one Ray task (a streaming generator): report the start, then the outcome."""
+    _configure_worker_logging(log_level)
+    _limit_threads(num_threads)
+    worker = worker_name(ray.get_gpu_ids())
+    yield _Started(worker)
+    yield run_evaluate(fn, task, shared, worker=worker)
+
+
+# --------------------------------------------------------------------------------------------
+# Driver side
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class _Attempt:
+    """Driver-side bookkeeping of one in-flight attempt."""
+
+    task: CandidateTask
+    number: int  # 1 for the first attempt
+    submitted_at: float  # time.monotonic()
+    started_at: float | None = None
+    worker: str = "unknown"
+
+    def elapsed(self, now: float) -> float:
+        return now - (self.started_at if self.started_at is not None else self.submitted_at)
+
+
+class RayBackend:
+    """Evaluates candidates as Ray tasks with ``num_cpus``/``num_gpus`` each (fractions allowed)."""
+
+    def __init__(
+        self,
+        fn: EvaluateFn,
+        shared: Any,
+        *,
+        address: str | None,
+        num_cpus: float,
+        num_gpus: float,
+        max_retries: int,
+        timeout_s: float | None,
+    ) -> None:
+        _check_settings(num_cpus=num_cpus, num_gpus=num_gpus, max_retries=max_retries, timeout_s=timeout_s)
+        self._max_retries = max_retries
+        self._timeout_s = timeout_s
+        self._num_threads = max(1, int(num_cpus))
+        self._log_level = _worker_log_level()
+        self._owns_ray = _connect(address)
+        self._closed = False
+        try:
+            _check_resources(num_cpus=num_cpus, num_gpus=num_gpus, strict=address is None and self._owns_ray)
+            self._fn_ref = ray.put(fn)
+            self._shared_ref = ray.put(shared)
+            self._remote = ray.remote(_attempt).options(
+                num_cpus=num_cpus, num_gpus=num_gpus, max_retries=0, retry_exceptions=False, num_returns="streaming",
+            )
+        except BaseException:
+            self.close()
+            raise
+
+    @property
+    def owns_ray(self) -> bool:
+        """True when this backend started (or connected) Ray and will shut it down on close."""
+        return self._owns_ray
+
+    def evaluate(self, tasks: Sequence[CandidateTask]) -> Iterator[CandidateOutcome]:
+        """Submit every task, then yield outcomes in completion order as each one finishes.
+
+        Abandoning the iterator early cancels the attempts still in flight.
+        """
+        if self._closed:
+            raise RuntimeError("RayBackend.evaluate called after close() (fix: create a new backend)")
+        pending: dict[Any, _Attempt] = {}
+        for task in tasks:
+            self._submit(task, 1, pending)
+        try:
+            while pending:
+                ready, _ = ray.wait(list(pending), num_returns=1, timeout=self._wait_timeout(pending))
+                for gen in ready:
+                    outcome = self._advance(gen, pending.pop(gen), pending)
+                    if outcome is not None:
+                        yield outcome
+                yield from self._expire(pending)
+        finally:
+            for gen in pending:
+                ray.cancel(gen, force=True)
+
+    def close(self) -> None:
+        """Shut down Ray if this backend started it (idempotent); a joined Ray is left running."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._owns_ray and ray.is_initialized():
+            ray.shutdown()
+
+    def __enter__(self) -> RayBackend:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    # ---------------------------------------------------------------------------------------
+
+    def _submit(self, task: CandidateTask, number: int, pending: dict[Any, _Attempt]) -> None:
+        gen = self._remote.remote(self._fn_ref, self._shared_ref, task, self._num_threads, self._log_level)
+        pending[gen] = _Attempt(task=task, number=number, submitted_at=time.monotonic())
+
+    def _advance(self, gen: Any, attempt: _Attempt, pending: dict[Any, _Attempt]) -> CandidateOutcome | None:
+        """Consume the next item of a ready attempt; return its outcome once it has one."""
+        task = attempt.task
+        try:
+            item = ray.get(next(gen))
+        except StopIteration:
+            return self._failed(attempt, "RuntimeError: the Ray task ended without reporting an outcome")
+        except RETRYABLE_ERRORS as exc:
+            if attempt.number <= self._max_retries:
+                logger.warning(
+                    "candidate %s: attempt %d lost to a system failure (%s); retrying (%d of %d retries)",
+                    task.genome_hash[:12], attempt.number, type(exc).__name__, attempt.number, self._max_retries,
+                )
+                self._submit(task, attempt.number + 1, pending)
+                return None
+            return self._failed(attempt, _ray_error_text(exc) + f" (after {attempt.number} attempt(s), workers.max_retries={self._max_retries})")
+        except RayError as exc:  # e.g. the function could not be deserialised on the worker
+            return self._failed(attempt, _ray_error_text(exc))
+        if isinstance(item, _Started):
+            attempt.started_at = time.monotonic()
+            attempt.worker = item.worker
+            pending[gen] = attempt
+            return None
+        outcome = replace(item, attempts=attempt.number)
+        if not outcome.ok:
+            logger.warning("candidate %s failed: %s", task.genome_hash[:12], (outcome.error or "").splitlines()[0])
+        return outcome
+
+    def _failed(self, attempt: _Attempt, error: str) -> CandidateOutcome:
+        logger.warning("candidate %s failed: %s", attempt.task.genome_hash[:12], error.splitlines()[0])
+        return failed_outcome(
+            attempt.task, error, seconds=attempt.elapsed(time.monotonic()), worker=attempt.worker, attempts=attempt.number,
+        )
+
+    def _wait_timeout(self, pending: dict[Any, _Attempt]) -> float | None:
+        """Seconds until the earliest running attempt hits ``timeout_s`` (None: wait for news)."""
+        if self._timeout_s is None:
+            return None
+        deadlines = [a.started_at + self._timeout_s for a in pending.values() if a.started_at is not None]
+        return max(0.0, min(deadlines) - time.monotonic()) if deadlines else None
+
+    def _expire(self, pending: dict[Any, _Attempt]) -> Iterator[CandidateOutcome]:
+        """Cancel (force-kill) attempts running longer than ``timeout_s``; not retried."""
+        if self._timeout_s is None:
+            return
+        now = time.monotonic()
+        for gen, attempt in list(pending.items()):
+            if attempt.started_at is not None and now - attempt.started_at >= self._timeout_s:
+                del pending[gen]
+                ray.cancel(gen, force=True)
+                yield self._failed(attempt, f"TimeoutError: timeout after {self._timeout_s:g}s (workers.timeout_s)")
+
+
+# --------------------------------------------------------------------------------------------
+# Set-up helpers
+# --------------------------------------------------------------------------------------------
+
+
+def _check_settings(*, num_cpus: float, num_gpus: float, max_retries: int, timeout_s: float | None) -> None:
+    if not num_cpus > 0:
+        raise BackendSetupError(f"workers.num_cpus_per_candidate must be > 0, got {num_cpus!r}")
+    if not num_gpus >= 0:
+        raise BackendSetupError(f"workers.num_gpus_per_candidate must be >= 0, got {num_gpus!r}")
+    if num_gpus > 1 and num_gpus != int(num_gpus):
+        raise BackendSetupError(
+            f"workers.num_gpus_per_candidate={num_gpus!r}: more than one GPU must be a whole number (fix: e.g. 1, 2 or 0.5)"
+        )
+    if isinstance(max_retries, bool) or not isinstance(max_retries, int) or max_retries < 0:
+        raise BackendSetupError(f"workers.max_retries must be an integer >= 0, got {max_retries!r}")
+    if timeout_s is not None and not timeout_s > 0:
+        raise BackendSetupError(f"workers.timeout_s must be > 0 or unset, got {timeout_s!r}")
+
+
+def _worker_log_level() -> int:
+    """Workers log at the driver's level when the driver configured logging, else at INFO."""
+    root = logging.getLogger()
+    return root.getEffectiveLevel() if root.handlers else logging.INFO
+
+
+def _connect(address: str | None) -> bool:
+    """Start or join Ray; return True when this call did so (and close() should undo it)."""
+    if address is not None:
+        _probe(address)
+    if ray.is_initialized():
+        logger.info("using the Ray session this process is already connected to")
+        return False
+    if address is None:
+        num_cpus = os.cpu_count() or 1
+        logger.info("starting a local Ray instance with %d CPUs", num_cpus)
+        ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=True, logging_level=logging.WARNING)
+        return True
+    try:
+        ray.init(address=address, log_to_driver=True, logging_level=logging.WARNING)
+    except ConnectionError as exc:
+        raise BackendSetupError(
+            f"workers.address={address!r}: cannot join a Ray cluster: {exc} "
+            "(fix: start one with `ray start --head`, or unset workers.address to run a local Ray)"
+        ) from exc
+    logger.info("joined the Ray cluster at %s", address)
+    return True
+
+
+def _probe(address: str) -> None:
+    """Fail fast on an explicit ``host:port`` that accepts no connection (Ray itself waits minutes)."""
+    if address == "auto":
+        return  # Ray resolves it from the local node's files and fails at once when there is none
+    rest = address.removeprefix("ray://")
+    try:
+        parts = urlsplit("//" + rest)
+        host, port = parts.hostname, parts.port
+    except ValueError as exc:
+        raise BackendSetupError(f"workers.address={address!r} is not 'auto' or host:port ({exc})") from exc
+    if not host or port is None:
+        raise BackendSetupError(
+            f"workers.address={address!r} is not 'auto' or host:port "
+            "(fix: e.g. workers.address=10.0.0.5:6379, or unset it to run a local Ray)"
+        )
+    try:
+        socket.create_connection((host, port), timeout=PROBE_TIMEOUT_S).close()
+    except OSError as exc:
+        raise BackendSetupError(
+            f"workers.address={address!r}: no Ray cluster reachable at {host}:{port} ({exc}) "
+            "(fix: check the head node's address and port, or unset workers.address to run a local Ray)"
+        ) from exc
+
+
+def _check_resources(*, num_cpus: float, num_gpus: float, strict: bool) -> None:
+    """A candidate that fits on no node would wait forever: refuse (local Ray) or warn (cluster,
+    whose autoscaler may still add such a node)."""
+    nodes = [n.get("Resources", {}) for n in ray.nodes() if n.get("Alive")]
+    for field, key, need in (("num_cpus_per_candidate", "CPU", num_cpus), ("num_gpus_per_candidate", "GPU", num_gpus)):
+        have = max((r.get(key, 0.0) for r in nodes), default=0.0)
+        if need > have:
+            message = (
+                f"workers.{field}={need:g} but the largest Ray node has {have:g} {key}(s) "
+                f"(fix: lower workers.{field} or add a node with enough {key}s)"
+            )
+            if strict:
+                raise BackendSetupError(message)
+            logger.warning("%s; tasks will wait until such a node joins", message)
+
+
+def _ray_error_text(exc: BaseException) -> str:
+    """``ExcType: first lines of Ray's message`` without terminal colour codes."""
+    lines = _ANSI.sub("", str(exc)).strip().splitlines()
+    return f"{type(exc).__name__}: " + "\n".join(lines[:8])
