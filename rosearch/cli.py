@@ -1,0 +1,162 @@
+"""The ``rosearch`` command: one subcommand per user task, each driven by one config file.
+
+Arguments are turned into a validated :class:`~rosearch.config.Config` here and nothing below
+this module sees argparse.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import random
+import sys
+import time
+from functools import partial
+from pathlib import Path
+from typing import Callable, Sequence
+
+from rich.console import Console
+from rich.table import Table
+
+from rosearch.config import Config, ConfigError, load_config
+
+logger = logging.getLogger("rosearch")
+
+
+def _add_config_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", "-c", type=Path, help="YAML or TOML config file")
+    parser.add_argument(
+        "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+        help="override a config value, e.g. --set distill.max_steps=200 (repeatable)",
+    )
+
+
+def _config(args: argparse.Namespace) -> Config:
+    return load_config(args.config, args.overrides)
+
+
+def cmd_teacher(args: argparse.Namespace) -> int:
+    """Fine-tune (or load) the teacher and cache its outputs on the training split."""
+    from rosearch.prepare import prepare_inputs
+    from rosearch.runtime import apply_run_settings
+
+    config = _config(args)
+    device = apply_run_settings(config.run)
+    start = time.perf_counter()
+    inputs = prepare_inputs(config, device)
+    Console().print(
+        f"teacher {inputs.teacher_dir}: dev accuracy {inputs.teacher_dev_accuracy:.4f}; "
+        f"outputs cached for {len(inputs.train)} training examples ({time.perf_counter() - start:.1f}s)"
+    )
+    return 0
+
+
+def cmd_distill(args: argparse.Namespace) -> int:
+    """Distil students (given genomes, or sampled from the search space) and report dev accuracy."""
+    from rosearch.evaluate.candidate import evaluate_candidate
+    from rosearch.prepare import prepare_inputs
+    from rosearch.runtime import apply_run_settings
+    from rosearch.search_space.cost import count_parameters
+    from rosearch.search_space.genome import Genome
+    from rosearch.search_space.sampling import sample_genome
+
+    config = _config(args)
+    device = apply_run_settings(config.run)
+    inputs = prepare_inputs(config, device)
+    if args.genome:
+        genomes = [Genome.from_json(Path(p).read_text()) for p in args.genome]
+    else:
+        rng = random.Random(config.run.seed)
+        counter = partial(
+            count_parameters, vocab_size=inputs.vocab_size, num_labels=inputs.num_labels,
+            max_position_embeddings=inputs.max_position_embeddings, type_vocab_size=inputs.type_vocab_size,
+        )
+        genomes = [sample_genome(rng, config.search_space, param_count=counter) for _ in range(args.count)]
+
+    out_root = config.run.run_dir / "students"
+    rows = []
+    for i, genome in enumerate(genomes):
+        logger.info("student %d/%d: %s", i + 1, len(genomes), genome.hash()[:12])
+        model, metrics = evaluate_candidate(genome, inputs, config, seed=config.run.seed + i, device=device)
+        out = out_root / metrics.genome_hash[:16]
+        model.save_pretrained(out)
+        (out / "genome.json").write_text(genome.to_json())
+        (out / "metrics.json").write_text(json.dumps(metrics.to_dict() | {"teacher_dev_accuracy": inputs.teacher_dev_accuracy}, indent=2))
+        rows.append((out, genome, metrics))
+
+    table = Table(title=f"distilled students (teacher dev accuracy {inputs.teacher_dev_accuracy:.4f})")
+    for column in ("student", "H", "E", "L", "params", "MFLOPs", "dev acc", "train s"):
+        table.add_column(column)
+    for out, genome, m in rows:
+        table.add_row(
+            str(out), str(genome.hidden_size), str(genome.embedding_size), str(genome.num_layers),
+            f"{m.params / 1e6:.2f}M", f"{m.flops / 1e6:.1f}", f"{m.dev_accuracy:.4f}", f"{m.train_seconds:.0f}",
+        )
+    Console().print(table)
+    return 0
+
+
+def cmd_search(args: argparse.Namespace) -> int:
+    """Run (or resume) an evolutionary search and print the best students."""
+    from rosearch.runtime import apply_run_settings
+    from rosearch.search import run_search
+
+    overrides = list(args.overrides)
+    if args.ray_address:
+        overrides += ["workers.backend=ray", f"workers.address={args.ray_address}"]
+    config = load_config(args.config, overrides)
+    apply_run_settings(config.run)
+    summary = run_search(config, resume=args.resume)
+    table = Table(title=(
+        f"top students of {summary.run_dir} — teacher dev accuracy {summary.teacher_dev_accuracy:.4f}; "
+        f"{summary.evaluated} evaluated, {summary.failed} failed, {summary.reused} reused, "
+        f"{summary.wall_seconds / 60:.1f} min"
+    ))
+    for column in ("rank", "hash", "gen", "H", "E", "L", "params", "MFLOPs", "ms@b1", "ms@b32", "dev acc", "robust acc", "fitness"):
+        table.add_column(column, justify="right")
+    for rank, row in enumerate(summary.top, start=1):
+        robust = row.get("robust_accuracy")
+        table.add_row(
+            str(rank), row["hash"][:12], str(row["generation"]), str(row["H"]), str(row["E"]), str(row["L"]),
+            f"{row['params'] / 1e6:.2f}M", f"{row['flops'] / 1e6:.1f}", f"{row.get('latency_ms_b1', float('nan')):.2f}",
+            f"{row.get('latency_ms_b32', float('nan')):.1f}", f"{row['dev_accuracy']:.4f}",
+            "-" if robust is None else f"{robust:.4f}", ", ".join(f"{v:.4f}" for v in row["objectives"]),
+        )
+    Console().print(table)
+    return 0
+
+
+COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], int], str]] = {
+    "search": (cmd_search, "run or resume an evolutionary search for robust students"),
+    "teacher": (cmd_teacher, "fine-tune or load the teacher and cache its outputs"),
+    "distill": (cmd_distill, "distil students from the cached teacher and report dev accuracy"),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="rosearch", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name, (_, help_text) in COMMANDS.items():
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        _add_config_args(p)
+        if name == "search":
+            p.add_argument("--resume", action="store_true", help="continue the run in run.output_dir/run.name")
+            p.add_argument("--ray-address", help="join a Ray cluster ('auto' or host:port) instead of local Ray")
+        if name == "distill":
+            p.add_argument("--genome", action="append", default=[], help="genome JSON file (repeatable); default: sample")
+            p.add_argument("--count", type=int, default=1, help="how many genomes to sample when no --genome is given")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return COMMANDS[args.command][0](args)
+    except ConfigError as exc:
+        print(f"rosearch: config error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

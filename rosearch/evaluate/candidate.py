@@ -1,0 +1,92 @@
+"""The fitness evaluation of one genome: build the student, distil it, measure it.
+
+This is the single function that every worker backend runs; it reads only the shared,
+read-only :class:`~rosearch.prepare.SearchInputs` and returns plain metrics, so it behaves
+the same in-process, in a Ray task, or on another machine of a cluster.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import torch
+
+from rosearch.config import Config
+from rosearch.distill.trainer import distill
+from rosearch.evaluate.accuracy import accuracy
+from rosearch.prepare import SearchInputs
+from rosearch.search_space.cost import count_flops, count_parameters
+from rosearch.search_space.genome import Genome
+from rosearch.search_space.model import StudentConfig, StudentForSequenceClassification, init_embedding_from_teacher
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class CandidateMetrics:
+    """What one evaluation measured (robustness fields join here when an attack is configured)."""
+
+    genome_hash: str
+    dev_accuracy: float
+    params: int
+    flops: int  # per example, at the dev split's mean token length
+    steps: int
+    final_loss: float
+    train_seconds: float
+    eval_seconds: float
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def build_student(genome: Genome, inputs: SearchInputs, config: Config, *, seed: int) -> StudentForSequenceClassification:
+    """A freshly initialised student for ``genome`` (embedding from the teacher's PCs if configured)."""
+    torch.manual_seed(seed)
+    student_config = StudentConfig(
+        genome=genome.to_dict(),
+        vocab_size=inputs.vocab_size,
+        max_position_embeddings=inputs.max_position_embeddings,
+        type_vocab_size=inputs.type_vocab_size,
+        num_labels=inputs.num_labels,
+        pad_token_id=inputs.pad_token_id,
+        hidden_dropout_prob=config.distill.dropout,
+    )
+    model = StudentForSequenceClassification(student_config)
+    if inputs.teacher_embedding_pcs is not None:
+        pcs = inputs.teacher_embedding_pcs[:, : genome.embedding_size]
+        init_embedding_from_teacher(model, torch.from_numpy(np.ascontiguousarray(pcs)))
+    return model
+
+
+def evaluate_candidate(
+    genome: Genome, inputs: SearchInputs, config: Config, *, seed: int, device: torch.device | str
+) -> tuple[StudentForSequenceClassification, CandidateMetrics]:
+    """Distil a student of ``genome`` from the cached teacher outputs and measure it on dev."""
+    key = genome.hash()
+    model = build_student(genome, inputs, config, seed=seed).to(device)
+    result = distill(model, inputs.train, inputs.teacher_outputs, config.distill, seed=seed, device=device)
+    start = time.perf_counter()
+    dev_accuracy = accuracy(model, inputs.dev, batch_size=config.distill.eval_batch_size, device=device)
+    eval_seconds = time.perf_counter() - start
+    mean_len = max(1, int(round(float(np.mean(inputs.dev.lengths)))))
+    metrics = CandidateMetrics(
+        genome_hash=key,
+        dev_accuracy=dev_accuracy,
+        params=count_parameters(
+            genome, vocab_size=inputs.vocab_size, num_labels=inputs.num_labels,
+            max_position_embeddings=inputs.max_position_embeddings, type_vocab_size=inputs.type_vocab_size,
+        ),
+        flops=count_flops(genome, seq_len=mean_len, num_labels=inputs.num_labels),
+        steps=result.steps,
+        final_loss=result.final_loss,
+        train_seconds=result.train_seconds,
+        eval_seconds=eval_seconds,
+    )
+    logger.info(
+        "candidate %s: dev accuracy %.4f, %.2fM params, %.1f MFLOPs, %d steps in %.1fs",
+        key[:12], dev_accuracy, metrics.params / 1e6, metrics.flops / 1e6, result.steps, result.train_seconds,
+    )
+    return model, metrics

@@ -1,0 +1,97 @@
+"""Turn a candidate's metrics into the values that selection compares.
+
+Weighted mode (RoSearch): one scalar,
+    fitness = w_acc * accuracy + w_rob * robustness + w_eff * efficiency,
+with efficiency = 1 - min(cost / reference, 1) in [0, 1] (cost = params, FLOPs or latency;
+reference = the teacher's value unless configured), so all three terms share a 0..1 scale.
+Multi-objective mode (NSGA-II): the vector (accuracy, [robustness,] cost) with weights
+(+1, [+1,] -1): no weights to tune, the whole Pareto front is kept.
+Robustness enters only when an attack is configured; it is accuracy under attack, or the
+cheap adversarial-proxy accuracy for candidates that were screened but not attacked.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+from rosearch.config import Config
+
+COST_KEYS = {"params": "params", "flops": "flops", "latency": "latency_ms_b1"}
+WORST = -1e9  # fitness of a failed candidate: below any real value, finite so DEAP can sort it
+
+
+class MissingMetricError(KeyError):
+    """A metric the fitness needs was not produced by the evaluation."""
+
+
+@dataclass(frozen=True)
+class FitnessSpec:
+    """What selection optimises, fixed for a run."""
+
+    mode: str  # "weighted" | "nsga2"
+    names: tuple[str, ...]
+    weights: tuple[float, ...]
+    use_robustness: bool
+    cost_key: str
+    reference_cost: float
+    accuracy_weight: float
+    robustness_weight: float
+    efficiency_weight: float
+
+    def values(self, metrics: Mapping[str, Any]) -> tuple[float, ...]:
+        """Selection values of a finished candidate (see the module docstring)."""
+        accuracy = _metric(metrics, "dev_accuracy")
+        cost = _metric(metrics, self.cost_key)
+        robustness = robustness_of(metrics) if self.use_robustness else 0.0
+        if self.mode == "nsga2":
+            return (accuracy, robustness, cost) if self.use_robustness else (accuracy, cost)
+        efficiency = 1.0 - min(cost / self.reference_cost, 1.0)
+        total = self.accuracy_weight * accuracy + self.efficiency_weight * efficiency
+        if self.use_robustness:
+            total += self.robustness_weight * robustness
+        return (total,)
+
+    def worst(self) -> tuple[float, ...]:
+        """Values of a failed candidate: worse than any finished one on every objective."""
+        return tuple(WORST if w > 0 else -WORST for w in self.weights)
+
+
+def robustness_of(metrics: Mapping[str, Any]) -> float:
+    """Accuracy under the full attack when measured, else the adversarial-proxy accuracy."""
+    for key in ("robust_accuracy", "proxy_robust_accuracy"):
+        value = metrics.get(key)
+        if value is not None and not math.isnan(float(value)):
+            return float(value)
+    raise MissingMetricError("robustness is in the fitness but the candidate has neither robust_accuracy nor proxy_robust_accuracy")
+
+
+def _metric(metrics: Mapping[str, Any], key: str) -> float:
+    if metrics.get(key) is None:
+        raise MissingMetricError(f"fitness needs metric {key!r}; the candidate reported {sorted(metrics)}")
+    return float(metrics[key])
+
+
+def fitness_spec(config: Config, *, teacher_cost: Mapping[str, float]) -> FitnessSpec:
+    """The run's fitness; ``teacher_cost`` gives the reference cost per metric key."""
+    fit = config.fitness
+    cost_key = COST_KEYS[fit.efficiency_metric]
+    use_robustness = config.attack.recipe is not None and fit.robustness_weight > 0
+    if config.evolution.mode == "nsga2":
+        names = ("accuracy", "robustness", cost_key) if use_robustness else ("accuracy", cost_key)
+        weights = (1.0, 1.0, -1.0) if use_robustness else (1.0, -1.0)
+    else:
+        names, weights = ("fitness",), (1.0,)
+    reference = float(teacher_cost.get(cost_key) or 0.0)
+    if config.evolution.mode == "weighted" and fit.efficiency_weight > 0 and reference <= 0:
+        raise ValueError(
+            f"fitness.efficiency_metric={fit.efficiency_metric!r} needs a reference cost, but none is known for the teacher "
+            "(fix: use efficiency_metric params or flops, or set fitness.efficiency_weight=0)"
+        )
+    return FitnessSpec(
+        mode=config.evolution.mode, names=names, weights=weights, use_robustness=use_robustness,
+        cost_key=cost_key, reference_cost=reference or 1.0,
+        accuracy_weight=fit.accuracy_weight, robustness_weight=fit.robustness_weight,
+        efficiency_weight=fit.efficiency_weight,
+    )

@@ -1,0 +1,193 @@
+"""A whole search run: prepare once, then evolve students whose fitness the workers measure.
+
+The pieces stay separate (NNI-style): :mod:`rosearch.evolution` decides what to try next,
+:mod:`rosearch.workers` decides where it runs, :func:`evaluate_task` is the evaluator, and
+:class:`~rosearch.results.store.ResultStore` keeps every finished candidate durably. This
+module only wires them: it dedups proposals against the store (a finished candidate is never
+re-trained, also across ``--resume``), records each outcome the moment it arrives, and
+checkpoints the strategy's JSON state into the same SQLite file.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import dataclass
+from functools import partial
+from typing import Any
+
+import numpy as np
+
+from rosearch.config import Config
+from rosearch.evaluate.candidate import evaluate_candidate
+from rosearch.evaluate.efficiency import measure_latency
+from rosearch.evaluate.fitness import FitnessSpec, fitness_spec
+from rosearch.evolution.loop import Proposal, evolve
+from rosearch.prepare import SearchInputs, prepare_inputs
+from rosearch.results.store import CandidateRecord, ResultStore
+from rosearch.runtime import resolve_device
+from rosearch.search_space.cost import count_parameters
+from rosearch.search_space.genome import Genome
+from rosearch.workers import CandidateOutcome, CandidateTask, make_backend
+
+logger = logging.getLogger(__name__)
+
+RESULTS_FILE = "results.sqlite"
+
+
+def candidate_seed(run_seed: int, genome_hash: str) -> int:
+    """A per-candidate seed that depends only on the run seed and the genome (not on order)."""
+    return (run_seed * 1_000_003 + int(genome_hash[:8], 16)) % 2**31
+
+
+def evaluate_task(task: CandidateTask, shared: tuple[SearchInputs, Config]) -> dict[str, Any]:
+    """Worker-side evaluator: distil, score on dev, time inference. Runs in-process or in Ray."""
+    inputs, config = shared
+    device = resolve_device(config.run.device)
+    genome = Genome.from_json(task.genome_json)
+    model, metrics = evaluate_candidate(genome, inputs, config, seed=task.seed, device=device)
+    mean_len = max(1, int(round(float(np.mean(inputs.dev.lengths)))))
+    latency = measure_latency(model, seq_len=mean_len, device=device, vocab_size=inputs.vocab_size)
+    return metrics.to_dict() | latency
+
+
+@dataclass(frozen=True)
+class SearchSummary:
+    """The outcome of a run, as a user sees it at the end."""
+
+    run_dir: str
+    evaluated: int
+    failed: int
+    reused: int
+    wall_seconds: float
+    top: list[dict[str, Any]]  # best candidates, best first
+    teacher_dev_accuracy: float
+
+
+class _Evaluator:
+    """The loop's ``evaluate`` callback: dedup against the store, run the rest, record each outcome."""
+
+    def __init__(self, store: ResultStore, backend, spec: FitnessSpec, run_seed: int) -> None:
+        self.store, self.backend, self.spec, self.run_seed = store, backend, spec, run_seed
+        self.evaluated = self.failed = self.reused = 0
+
+    def values_of(self, record: CandidateRecord) -> tuple[float, ...]:
+        return self.spec.values(record.metrics) if record.status == "ok" else self.spec.worst()
+
+    def __call__(self, proposals: list[Proposal]) -> dict[str, tuple[float, ...]]:
+        values: dict[str, tuple[float, ...]] = {}
+        pending: dict[str, Proposal] = {}
+        for proposal in proposals:
+            key = proposal.genome.hash()
+            record = self.store.candidate(key)
+            if record is not None:
+                values[key] = self.values_of(record)
+                self.reused += 1
+            elif key not in pending:
+                pending[key] = proposal
+        tasks = [
+            CandidateTask(genome_hash=key, genome_json=p.genome.to_json(), seed=candidate_seed(self.run_seed, key),
+                          generation=p.generation)
+            for key, p in pending.items()
+        ]
+        for done, outcome in enumerate(self.backend.evaluate(tasks), start=1):
+            record = self._record(outcome, pending[outcome.genome_hash])
+            values[outcome.genome_hash] = record.objectives
+            self._log(record, done, len(tasks))
+        return values
+
+    def _record(self, outcome: CandidateOutcome, proposal: Proposal) -> CandidateRecord:
+        status, error, metrics = outcome.status, outcome.error, dict(outcome.metrics)
+        objectives = self.spec.worst()
+        if status == "ok":
+            try:
+                objectives = self.spec.values(metrics)
+            except (KeyError, ValueError, TypeError) as exc:  # a metric the fitness needs is missing
+                status, error = "failed", f"{type(exc).__name__}: {exc}"
+        record = CandidateRecord(
+            genome_hash=outcome.genome_hash, genome_json=proposal.genome.to_json(), generation=proposal.generation,
+            parents=tuple(proposal.parents), status=status, metrics=metrics,
+            fitness=objectives[0] if self.spec.mode == "weighted" and status == "ok" else None,
+            objectives=tuple(objectives), error=error, attempts=outcome.attempts, seconds=outcome.seconds,
+            worker=outcome.worker, finished_at=time.time(),
+        )
+        self.store.record_candidate(record)  # committed before anything else is scheduled
+        if status == "ok":
+            self.evaluated += 1
+        else:
+            self.failed += 1
+        return record
+
+    def _log(self, record: CandidateRecord, done: int, total: int) -> None:
+        m = record.metrics
+        if record.status == "ok":
+            robust = f" robust {m['robust_accuracy']:.3f}" if m.get("robust_accuracy") is not None else ""
+            logger.info(
+                "gen %d candidate %d/%d %s: acc %.4f%s, %.2fM params, %.1f ms@b1, fitness %s, %.0fs",
+                record.generation, done, total, record.genome_hash[:12], m.get("dev_accuracy", float("nan")), robust,
+                m.get("params", 0) / 1e6, m.get("latency_ms_b1", float("nan")),
+                ", ".join(f"{v:.4f}" for v in record.objectives), record.seconds,
+            )
+        else:
+            logger.warning("gen %d candidate %d/%d %s FAILED after %d attempt(s): %s", record.generation, done, total,
+                           record.genome_hash[:12], record.attempts, (record.error or "").splitlines()[0][:300])
+
+
+def run_search(config: Config, *, resume: bool = False) -> SearchSummary:
+    """Run (or resume) the search described by ``config``; every result lands in the run's SQLite file."""
+    start = time.perf_counter()
+    run_dir = config.run.run_dir
+    run_dir.mkdir(parents=True, exist_ok=True)
+    store = ResultStore(run_dir / RESULTS_FILE)
+    try:
+        store.write_run_config(config.to_dict(), config.fingerprint(), resume=resume)
+        (run_dir / "config.json").write_text(json.dumps(config.to_dict(), indent=2))
+        device = resolve_device(config.run.device)
+        inputs = prepare_inputs(config, device)
+        spec = fitness_spec(config, teacher_cost={"params": inputs.teacher_params, "flops": inputs.teacher_flops})
+        logger.info("search: objectives %s with weights %s", spec.names, spec.weights)
+        param_count = partial(
+            count_parameters, vocab_size=inputs.vocab_size, num_labels=inputs.num_labels,
+            max_position_embeddings=inputs.max_position_embeddings, type_vocab_size=inputs.type_vocab_size,
+        )
+        backend = make_backend(config.workers, evaluate_task, (inputs, config))
+        evaluator = _Evaluator(store, backend, spec, config.run.seed)
+
+        def on_generation(generation: int, population: list) -> None:
+            hashes = [ind.genome.hash() for ind in population]
+            first = np.array([ind.fitness.values[0] for ind in population], dtype=float)
+            store.record_generation(generation, hashes, {"best": float(first.max()), "median": float(np.median(first))})
+
+        try:
+            evolve(
+                config.evolution, config.search_space, seed=config.run.seed, objective_weights=spec.weights,
+                evaluate=evaluator, param_count=param_count, checkpoint=store.save_checkpoint,
+                resume_state=store.load_checkpoint() if resume else None, on_generation=on_generation,
+            )
+        finally:
+            backend.close()
+        summary = SearchSummary(
+            run_dir=str(run_dir), evaluated=evaluator.evaluated, failed=evaluator.failed, reused=evaluator.reused,
+            wall_seconds=time.perf_counter() - start, top=top_candidates(store, spec, k=5),
+            teacher_dev_accuracy=inputs.teacher_dev_accuracy,
+        )
+        (run_dir / "summary.json").write_text(json.dumps(summary.__dict__, indent=2, default=str))
+        return summary
+    finally:
+        store.close()
+
+
+def top_candidates(store: ResultStore, spec: FitnessSpec, k: int) -> list[dict[str, Any]]:
+    """The ``k`` best finished candidates by the run's selection values (first objective first)."""
+    ok = [r for r in store.candidates() if r.status == "ok"]
+    signed = lambda r: tuple(w * v for w, v in zip(spec.weights, r.objectives))  # noqa: E731
+    ok.sort(key=signed, reverse=True)
+    rows = []
+    for r in ok[:k]:
+        genome = Genome.from_json(r.genome_json)
+        rows.append({
+            "hash": r.genome_hash, "generation": r.generation, "H": genome.hidden_size, "E": genome.embedding_size,
+            "L": genome.num_layers, "objectives": list(r.objectives), **r.metrics,
+        })
+    return rows
