@@ -29,7 +29,7 @@ from rosearch.results.store import CandidateRecord, ResultStore
 from rosearch.runtime import resolve_device
 from rosearch.search_space.cost import count_parameters
 from rosearch.search_space.genome import Genome
-from rosearch.workers import CandidateOutcome, CandidateTask, make_backend
+from rosearch.workers import CandidateOutcome, CandidateTask, EvaluateFn, make_backend
 
 logger = logging.getLogger(__name__)
 
@@ -134,8 +134,12 @@ class _Evaluator:
                            record.genome_hash[:12], record.attempts, (record.error or "").splitlines()[0][:300])
 
 
-def run_search(config: Config, *, resume: bool = False) -> SearchSummary:
-    """Run (or resume) the search described by ``config``; every result lands in the run's SQLite file."""
+def run_search(config: Config, *, resume: bool = False, evaluate_fn: EvaluateFn = evaluate_task) -> SearchSummary:
+    """Run (or resume) the search described by ``config``; every result lands in the run's SQLite file.
+
+    ``evaluate_fn`` is the worker-side evaluator (an importable function for Ray); tests and
+    experiments substitute their own, e.g. one that fails on purpose.
+    """
     start = time.perf_counter()
     run_dir = config.run.run_dir
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -151,7 +155,7 @@ def run_search(config: Config, *, resume: bool = False) -> SearchSummary:
             count_parameters, vocab_size=inputs.vocab_size, num_labels=inputs.num_labels,
             max_position_embeddings=inputs.max_position_embeddings, type_vocab_size=inputs.type_vocab_size,
         )
-        backend = make_backend(config.workers, evaluate_task, (inputs, config))
+        backend = make_backend(config.workers, evaluate_fn, (inputs, config))
         evaluator = _Evaluator(store, backend, spec, config.run.seed)
 
         def on_generation(generation: int, population: list) -> None:

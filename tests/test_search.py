@@ -1,0 +1,173 @@
+"""End-to-end searches on tiny models: in-process and on local Ray, failures, kill -9 and resume."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from rosearch.config import config_from_dict
+from rosearch.results.store import ResultStore
+from rosearch.search import evaluate_task, run_search
+from rosearch.search_space.genome import Genome
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def tiny_search_dict(tmp_path: Path, sst2_dir: Path, teacher_dir: Path, **sections) -> dict:
+    """A 2-generation, 4-individual search over tiny students (hidden 32) of a tiny teacher."""
+    data = {
+        "run": {"name": "tiny", "output_dir": str(tmp_path / "runs"), "cache_dir": str(tmp_path / "cache"),
+                "seed": 3, "device": "cpu", "num_threads": 1},
+        "data": {"task": "sst2", "data_dir": str(sst2_dir), "max_length": 32},
+        "teacher": {"model": str(teacher_dir), "finetuned": True, "eval_batch_size": 64},
+        "search_space": {"hidden_sizes": [32], "embedding_sizes": [16], "num_layers": [1, 2], "nodes_per_cell": 4,
+                         "max_edges": 5, "attention_heads": [2, 4], "kernel_sizes": [3], "ffn_ratios": [1, 2],
+                         "activations": ["gelu", "relu"]},
+        "distill": {"max_steps": 6, "batch_size": 16, "eval_batch_size": 64},
+        "evolution": {"population_size": 4, "generations": 2, "elitism": 1, "tournament_size": 2},
+        "workers": {"backend": "inprocess"},
+    }
+    for section, values in sections.items():
+        data.setdefault(section, {}).update(values)
+    return data
+
+
+def check_store(run_dir: Path, *, expect_ok: int, expect_failed: int = 0) -> list:
+    store = ResultStore(run_dir / "results.sqlite")
+    try:
+        records = store.candidates()
+        assert sum(r.status == "ok" for r in records) == expect_ok
+        assert sum(r.status == "failed" for r in records) == expect_failed
+        assert len({r.genome_hash for r in records}) == len(records)
+        for r in records:
+            assert Genome.from_json(r.genome_json).hash() == r.genome_hash
+            if r.status == "ok":
+                for key in ("dev_accuracy", "params", "flops", "latency_ms_b1", "latency_ms_b32"):
+                    assert key in r.metrics, key
+                assert 0.0 <= r.metrics["dev_accuracy"] <= 1.0
+                assert r.fitness is not None
+        gens = store.generations()
+        assert [g["generation"] for g in gens] == [0, 1]
+        assert all(len(g["population"]) == 4 for g in gens)
+        second = [r for r in records if r.generation == 1]
+        assert second and all(len(r.parents) >= 1 for r in second)  # offspring know their parents
+        assert store.load_checkpoint()["phase"] == "done"
+        assert store.run_config()["evolution"]["population_size"] == 4
+        return records
+    finally:
+        store.close()
+
+
+def test_search_inprocess_end_to_end(tmp_path, tiny_sst2_dir, tiny_teacher_dir):
+    config = config_from_dict(tiny_search_dict(tmp_path, tiny_sst2_dir, tiny_teacher_dir))
+    summary = run_search(config)
+    assert summary.evaluated == 8 and summary.failed == 0
+    check_store(config.run.run_dir, expect_ok=8)
+    assert summary.top and summary.top[0]["objectives"][0] >= summary.top[-1]["objectives"][0]
+    assert json.loads((config.run.run_dir / "summary.json").read_text())["evaluated"] == 8
+
+
+def test_search_on_local_ray(tmp_path, tiny_sst2_dir, tiny_teacher_dir):
+    pytest.importorskip("ray")
+    config = config_from_dict(tiny_search_dict(
+        tmp_path, tiny_sst2_dir, tiny_teacher_dir, workers={"backend": "ray", "num_cpus_per_candidate": 1}))
+    summary = run_search(config)
+    assert summary.evaluated == 8
+    records = check_store(config.run.run_dir, expect_ok=8)
+    assert all(r.worker.split(":")[1] != str(os.getpid()) for r in records)  # ran in Ray worker processes
+
+
+def fail_on_two_layers(task, shared):
+    """An evaluator that raises for every two-layer student (deterministic failure)."""
+    if Genome.from_json(task.genome_json).num_layers == 2:
+        raise RuntimeError("simulated candidate crash")
+    return evaluate_task(task, shared)
+
+
+def test_failed_candidate_is_recorded_and_search_completes(tmp_path, tiny_sst2_dir, tiny_teacher_dir):
+    config = config_from_dict(tiny_search_dict(tmp_path, tiny_sst2_dir, tiny_teacher_dir))
+    summary = run_search(config, evaluate_fn=fail_on_two_layers)
+    assert summary.failed >= 1 and summary.evaluated >= 1
+    store = ResultStore(config.run.run_dir / "results.sqlite")
+    failed = [r for r in store.candidates() if r.status == "failed"]
+    assert failed and all("simulated candidate crash" in r.error for r in failed)
+    assert all(Genome.from_json(r.genome_json).num_layers == 2 for r in failed)
+    assert store.load_checkpoint()["phase"] == "done"
+    store.close()
+
+
+def test_existing_run_requires_resume(tmp_path, tiny_sst2_dir, tiny_teacher_dir):
+    data = tiny_search_dict(tmp_path, tiny_sst2_dir, tiny_teacher_dir, evolution={"generations": 1})
+    run_search(config_from_dict(data))
+    with pytest.raises(ValueError, match="--resume"):
+        run_search(config_from_dict(data))
+
+
+def _finished(db: Path) -> int:
+    if not db.exists():
+        return 0
+    try:
+        with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5) as conn:
+            return conn.execute("SELECT COUNT(*) FROM candidates").fetchone()[0]
+    except sqlite3.OperationalError:
+        return 0
+
+
+def _cli(config_path: Path, *extra: str) -> list[str]:
+    return [sys.executable, str(REPO / "run_search.py"), "--config", str(config_path), *extra]
+
+
+def test_kill_and_resume_matches_uninterrupted_run(tmp_path, tiny_sst2_dir, tiny_teacher_dir):
+    data = tiny_search_dict(tmp_path, tiny_sst2_dir, tiny_teacher_dir)
+    env = dict(os.environ, PYTHONPATH=str(REPO), HF_HUB_OFFLINE="1")
+
+    # the reference: the same search, never interrupted
+    ref = dict(data, run=dict(data["run"], name="reference"))
+    ref_path = tmp_path / "reference.yaml"
+    ref_path.write_text(yaml.safe_dump(ref))
+    subprocess.run(_cli(ref_path), env=env, check=True, capture_output=True, timeout=300)
+
+    path = tmp_path / "killed.yaml"
+    path.write_text(yaml.safe_dump(data))
+    db = tmp_path / "runs" / "tiny" / "results.sqlite"
+    proc = subprocess.Popen(_cli(path), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 240
+    while _finished(db) < 5 and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    assert proc.poll() is None, "the search finished before it could be killed"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+
+    store = ResultStore(db, read_only=True)
+    before = {r.genome_hash: r.finished_at for r in store.candidates()}
+    store.close()
+    assert 5 <= len(before) < 8
+
+    resumed = subprocess.run(_cli(path, "--resume"), env=env, capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+
+    store = ResultStore(db, read_only=True)
+    after = {r.genome_hash: r for r in store.candidates()}
+    final = store.generations()[-1]["population"]
+    store.close()
+    assert len(after) == 8
+    for key, finished_at in before.items():  # finished candidates were not re-trained
+        assert after[key].finished_at == finished_at
+
+    ref_store = ResultStore(tmp_path / "runs" / "reference" / "results.sqlite", read_only=True)
+    ref_records = {r.genome_hash: r for r in ref_store.candidates()}
+    ref_final = ref_store.generations()[-1]["population"]
+    ref_store.close()
+    assert set(after) == set(ref_records)
+    assert final == ref_final
+    for key, record in after.items():
+        assert record.metrics["dev_accuracy"] == ref_records[key].metrics["dev_accuracy"]
