@@ -32,6 +32,12 @@ def _add_config_args(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _console() -> Console:
+    """Stdout console; wide when redirected to a file so result tables are not truncated."""
+    console = Console()
+    return console if console.is_terminal else Console(width=220)
+
+
 def _config(args: argparse.Namespace) -> Config:
     return load_config(args.config, args.overrides)
 
@@ -45,7 +51,7 @@ def cmd_teacher(args: argparse.Namespace) -> int:
     device = apply_run_settings(config.run)
     start = time.perf_counter()
     inputs = prepare_inputs(config, device)
-    Console().print(
+    _console().print(
         f"teacher {inputs.teacher_dir}: dev accuracy {inputs.teacher_dev_accuracy:.4f}; "
         f"outputs cached for {len(inputs.train)} training examples ({time.perf_counter() - start:.1f}s)"
     )
@@ -93,7 +99,7 @@ def cmd_distill(args: argparse.Namespace) -> int:
             str(out), str(genome.hidden_size), str(genome.embedding_size), str(genome.num_layers),
             f"{m.params / 1e6:.2f}M", f"{m.flops / 1e6:.1f}", f"{m.dev_accuracy:.4f}", f"{m.train_seconds:.0f}",
         )
-    Console().print(table)
+    _console().print(table)
     return 0
 
 
@@ -123,7 +129,7 @@ def cmd_search(args: argparse.Namespace) -> int:
             f"{row.get('latency_ms_b32', float('nan')):.1f}", f"{row['dev_accuracy']:.4f}",
             "-" if robust is None else f"{robust:.4f}", ", ".join(f"{v:.4f}" for v in row["objectives"]),
         )
-    Console().print(table)
+    _console().print(table)
     return 0
 
 

@@ -373,7 +373,9 @@ def validate(config: Config) -> None:
             _positive(v, f"search_space.{name}[{i}]")
     _require(space.nodes_per_cell >= 3, "search_space.nodes_per_cell",
              f"a cell needs input, output and at least one operation node (>= 3), got {space.nodes_per_cell}")
-    _require(space.max_edges >= 2, "search_space.max_edges", f"must be >= 2, got {space.max_edges}")
+    _require(space.max_edges >= space.nodes_per_cell - 1, "search_space.max_edges",
+             f"a cell of {space.nodes_per_cell} nodes needs at least {space.nodes_per_cell - 1} edges to connect them, "
+             f"got {space.max_edges} (fix: raise max_edges or lower nodes_per_cell)")
     _require(len(space.op_families) > 0, "search_space.op_families", "must list at least one operation family")
     for i, fam in enumerate(space.op_families):
         _require(fam in OP_FAMILIES, f"search_space.op_families[{i}]",

@@ -49,6 +49,7 @@ def test_int_is_accepted_for_float_but_not_bool_for_int():
         ({"search_space": {"kernel_sizes": [4]}}, "search_space.kernel_sizes[0]", "odd"),
         ({"search_space": {"param_budget": -5}}, "search_space.param_budget", "> 0"),
         ({"search_space": {"hidden_sizes": 128}}, "search_space.hidden_sizes", "expected a list"),
+        ({"search_space": {"nodes_per_cell": 5, "max_edges": 3}}, "search_space.max_edges", "at least 4 edges"),
         ({"evolution": {"elitism": 8}}, "evolution.elitism", "population_size"),
         ({"evolution": {"mode": "random"}}, "evolution.mode", "not one of"),
         ({"run": {"device": "tpu"}}, "run.device", "auto, cpu, cuda"),

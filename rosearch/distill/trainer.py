@@ -233,7 +233,7 @@ def _train(
             mean_loss = losses[logged_upto:step].mean().item()
             logged_upto = step
             history.append((step, mean_loss))
-            logger.info("distill step %d/%d loss %.4f lr %.3g", step, max_steps, mean_loss, scheduler.get_last_lr()[0])
+            logger.debug("distill step %d/%d loss %.4f lr %.3g", step, max_steps, mean_loss, scheduler.get_last_lr()[0])
             if progress is not None:
                 progress(step, max_steps, mean_loss)
 

@@ -366,7 +366,7 @@ def init_embedding_from_teacher(model: StudentForSequenceClassification | Studen
     with torch.no_grad():
         embedding.weight.copy_(coords.to(embedding.weight.dtype))
     explained = float(eigenvalues[:E].sum() / eigenvalues.sum().clamp_min(1e-12))
-    logger.info("initialised %dx%d student embeddings from teacher PCA (%.1f%% of variance)", V, E, 100 * explained)
+    logger.debug("initialised %dx%d student embeddings from teacher PCA (%.1f%% of the given embedding variance)", V, E, 100 * explained)
 
 
 def register_auto_classes() -> None:
