@@ -20,6 +20,7 @@ from rich.console import Console
 from rich.table import Table
 
 from rosearch.config import Config, ConfigError, load_config
+from rosearch.results.store import ResultStoreError
 
 logger = logging.getLogger("rosearch")
 
@@ -65,6 +66,7 @@ def cmd_distill(args: argparse.Namespace) -> int:
     from rosearch.runtime import apply_run_settings
     from rosearch.search_space.cost import count_parameters
     from rosearch.search_space.genome import Genome
+    from rosearch.search import candidate_seed
     from rosearch.search_space.sampling import sample_genome
 
     config = _config(args)
@@ -84,7 +86,9 @@ def cmd_distill(args: argparse.Namespace) -> int:
     rows = []
     for i, genome in enumerate(genomes):
         logger.info("student %d/%d: %s", i + 1, len(genomes), genome.hash()[:12])
-        model, metrics = evaluate_candidate(genome, inputs, config, seed=config.run.seed + i, device=device)
+        # the same seed a search uses for this genome, so a search's winner is reproduced exactly
+        seed = candidate_seed(config.run.seed, genome.hash())
+        model, metrics = evaluate_candidate(genome, inputs, config, seed=seed, device=device)
         out = out_root / metrics.genome_hash[:16]
         model.save_pretrained(out)
         (out / "genome.json").write_text(genome.to_json())
@@ -161,6 +165,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return COMMANDS[args.command][0](args)
     except ConfigError as exc:
         print(f"rosearch: config error: {exc}", file=sys.stderr)
+        return 2
+    except ResultStoreError as exc:
+        print(f"rosearch: {exc}", file=sys.stderr)
         return 2
 
 

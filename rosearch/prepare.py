@@ -23,7 +23,8 @@ from rosearch.batching import EncodedSplit
 from rosearch.config import Config
 from rosearch.data import Example, get_task, load_split
 from rosearch.distill.teacher import finetune_teacher, load_teacher, resolve_model_path
-from rosearch.distill.teacher_cache import TeacherOutputs, load_or_compute_teacher_outputs, logits_accuracy
+from rosearch.distill.teacher_cache import TeacherOutputs, load_or_compute_teacher_outputs
+from rosearch.evaluate.accuracy import logits_accuracy
 
 logger = logging.getLogger(__name__)
 

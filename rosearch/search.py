@@ -34,6 +34,7 @@ from rosearch.workers import CandidateOutcome, CandidateTask, EvaluateFn, make_b
 logger = logging.getLogger(__name__)
 
 RESULTS_FILE = "results.sqlite"
+BEST_GENOME_FILE = "best_genome.json"  # the top candidate, for `rosearch distill --genome`
 
 
 def candidate_seed(run_seed: int, genome_hash: str) -> int:
@@ -177,6 +178,9 @@ def run_search(config: Config, *, resume: bool = False, evaluate_fn: EvaluateFn 
             teacher_dev_accuracy=inputs.teacher_dev_accuracy,
         )
         (run_dir / "summary.json").write_text(json.dumps(summary.__dict__, indent=2, default=str))
+        if summary.top:
+            best = store.candidate(summary.top[0]["hash"])
+            (run_dir / BEST_GENOME_FILE).write_text(best.genome_json)
         return summary
     finally:
         store.close()

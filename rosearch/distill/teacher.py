@@ -21,7 +21,6 @@ import time
 from pathlib import Path
 from typing import Iterator
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from transformers import (
@@ -36,6 +35,7 @@ from transformers import (
 
 from rosearch.batching import EncodedSplit, iterate_batches
 from rosearch.config import TeacherConfig
+from rosearch.evaluate.accuracy import logits_accuracy, predict_logits
 
 logger = logging.getLogger(__name__)
 
@@ -167,25 +167,6 @@ def iter_predictions(
     model.eval()
     for batch in iterate_batches(split, batch_size, shuffle=False, bucketing=True, device=device):
         yield batch, model(**model_inputs(batch), output_hidden_states=output_hidden_states)
-
-
-def predict_logits(
-    model: torch.nn.Module, split: EncodedSplit, *, batch_size: int, device: torch.device | str
-) -> np.ndarray:
-    """Logits for every example, row ``i`` = example ``i`` (float32 [n, C])."""
-    logits = np.zeros((len(split), split.num_labels), dtype=np.float32)
-    for batch, outputs in iter_predictions(model, split, batch_size=batch_size, device=device):
-        logits[batch["indices"].cpu().numpy()] = outputs.logits.float().cpu().numpy()
-    return logits
-
-
-def logits_accuracy(logits: np.ndarray, labels: np.ndarray) -> float:
-    """Fraction of rows whose arg-max equals the label."""
-    if len(logits) != len(labels):
-        raise TeacherError(f"logits have {len(logits)} rows but there are {len(labels)} labels")
-    if len(labels) == 0:
-        return float("nan")
-    return float((np.asarray(logits).argmax(axis=1) == np.asarray(labels)).mean())
 
 
 # --------------------------------------------------------------------------------------------

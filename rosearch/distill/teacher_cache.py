@@ -24,7 +24,8 @@ import numpy as np
 import torch
 
 from rosearch.batching import EncodedSplit
-from rosearch.distill.teacher import iter_predictions, logits_accuracy, teacher_fingerprint
+from rosearch.distill.teacher import iter_predictions, teacher_fingerprint
+from rosearch.evaluate.accuracy import logits_accuracy
 
 logger = logging.getLogger(__name__)
 

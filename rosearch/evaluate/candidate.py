@@ -57,7 +57,7 @@ def build_student(genome: Genome, inputs: SearchInputs, config: Config, *, seed:
     model = StudentForSequenceClassification(student_config)
     if inputs.teacher_embedding_pcs is not None:
         pcs = inputs.teacher_embedding_pcs[:, : genome.embedding_size]
-        init_embedding_from_teacher(model, torch.from_numpy(np.ascontiguousarray(pcs)))
+        init_embedding_from_teacher(model, torch.tensor(pcs, dtype=torch.float32))  # copy: shared arrays are read-only
     return model
 
 
