@@ -111,7 +111,7 @@ def test_kd_learns_the_toy_task(toy, student_init, caplog):
     student = copy.deepcopy(student_init)
     assert accuracy(student, dev, batch_size=32, device="cpu") < 0.8  # not solved before training
     calls: list[tuple[int, int, float]] = []
-    with caplog.at_level(logging.INFO, logger="rosearch.distill.trainer"):
+    with caplog.at_level(logging.DEBUG, logger="rosearch.distill.trainer"):
         result = distill(student, train, make_teacher(perfect_logits(train)), CFG, seed=0, device="cpu",
                          progress=lambda *args: calls.append(args))
     assert isinstance(result, DistillResult)
