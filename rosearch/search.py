@@ -29,7 +29,7 @@ from rosearch.results.store import CandidateRecord, ResultStore
 from rosearch.runtime import resolve_device
 from rosearch.search_space.cost import count_parameters
 from rosearch.search_space.genome import Genome
-from rosearch.workers import CandidateOutcome, CandidateTask, EvaluateFn, make_backend
+from rosearch.workers import CandidateOutcome, CandidateTask, EvaluateFn, check_workers, make_backend
 
 logger = logging.getLogger(__name__)
 
@@ -142,6 +142,7 @@ def run_search(config: Config, *, resume: bool = False, evaluate_fn: EvaluateFn 
     experiments substitute their own, e.g. one that fails on purpose.
     """
     start = time.perf_counter()
+    check_workers(config.workers)  # seconds, before minutes of data/teacher preparation
     run_dir = config.run.run_dir
     run_dir.mkdir(parents=True, exist_ok=True)
     store = ResultStore(run_dir / RESULTS_FILE)

@@ -112,6 +112,15 @@ def test_existing_run_requires_resume(tmp_path, tiny_sst2_dir, tiny_teacher_dir)
         run_search(config_from_dict(data))
 
 
+def test_unreachable_ray_address_fails_before_any_work(tmp_path, tiny_sst2_dir, tiny_teacher_dir):
+    data = tiny_search_dict(tmp_path, tiny_sst2_dir, tiny_teacher_dir, workers={"backend": "ray", "address": "127.0.0.1:1"})
+    start = time.time()
+    with pytest.raises(ValueError, match=r"workers.address='127.0.0.1:1'"):
+        run_search(config_from_dict(data))
+    assert time.time() - start < 30
+    assert not (tmp_path / "runs").exists() and not (tmp_path / "cache").exists()  # nothing was prepared
+
+
 def _finished(db: Path) -> int:
     if not db.exists():
         return 0

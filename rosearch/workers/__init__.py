@@ -21,7 +21,7 @@ from rosearch.workers.base import (
     worker_name,
 )
 from rosearch.workers.inprocess import InProcessBackend
-from rosearch.workers.ray_pool import RayBackend
+from rosearch.workers.ray_pool import RayBackend, preflight
 
 logger = logging.getLogger(__name__)
 
@@ -34,9 +34,18 @@ __all__ = [
     "InProcessBackend",
     "RayBackend",
     "format_error",
+    "check_workers",
     "make_backend",
+    "preflight",
     "worker_name",
 ]
+
+
+def check_workers(cfg: WorkersConfig) -> None:
+    """Fail fast on a ``workers`` section that cannot work (e.g. an unreachable Ray address)."""
+    if cfg.backend == "ray":
+        preflight(address=cfg.address, num_cpus=cfg.num_cpus_per_candidate, num_gpus=cfg.num_gpus_per_candidate,
+                  max_retries=cfg.max_retries, timeout_s=cfg.timeout_s)
 
 
 def make_backend(cfg: WorkersConfig, fn: EvaluateFn, shared: Any) -> Backend:

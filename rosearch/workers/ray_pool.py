@@ -263,6 +263,16 @@ class RayBackend:
 # --------------------------------------------------------------------------------------------
 
 
+def preflight(*, address: str | None, num_cpus: float, num_gpus: float, max_retries: int, timeout_s: float | None) -> None:
+    """The checks that need no Ray session: settings, and that an explicit address answers.
+
+    Run before any expensive preparation so that a bad ``workers`` section fails in seconds.
+    """
+    _check_settings(num_cpus=num_cpus, num_gpus=num_gpus, max_retries=max_retries, timeout_s=timeout_s)
+    if address is not None:
+        _probe(address)
+
+
 def _check_settings(*, num_cpus: float, num_gpus: float, max_retries: int, timeout_s: float | None) -> None:
     if not num_cpus > 0:
         raise BackendSetupError(f"workers.num_cpus_per_candidate must be > 0, got {num_cpus!r}")
