@@ -13,12 +13,22 @@ from rosearch.config import RunConfig
 
 
 def setup_logging(level: str = "INFO") -> None:
-    """Configure the root logger for a command-line run (libraries never call this)."""
-    logging.basicConfig(
-        level=getattr(logging, level),
-        format="%(asctime)s %(levelname).1s %(name)s: %(message)s",
-        datefmt="%H:%M:%S",
-    )
+    """Configure the root logger for a command-line run (libraries never call this).
+
+    On a terminal, records go through rich's console so that they print above live progress
+    bars; redirected to a file, they are plain timestamped lines.
+    """
+    from rich.console import Console
+    from rich.logging import RichHandler
+    from rich import get_console
+
+    if Console(stderr=True).is_terminal:
+        handler: logging.Handler = RichHandler(console=get_console(), show_path=False, log_time_format="%H:%M:%S")
+        handler.setFormatter(logging.Formatter("%(name)s: %(message)s"))
+    else:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname).1s %(name)s: %(message)s", "%H:%M:%S"))
+    logging.basicConfig(level=getattr(logging, level), handlers=[handler], force=True)
     for noisy in ("urllib3", "filelock", "datasets", "transformers.modeling_utils"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, getattr(logging, level)))
 

@@ -66,11 +66,45 @@ class SearchSummary:
     teacher_dev_accuracy: float
 
 
+class SearchProgress:
+    """Live bars (overall and current generation) on a terminal; nothing when output is redirected."""
+
+    def __init__(self, generations: int, population: int) -> None:
+        from rich import get_console
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        console = get_console()
+        self._bars = Progress(
+            TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+            console=console, transient=True, disable=not console.is_terminal,
+        )
+        self._total = self._bars.add_task("search candidates", total=generations * population)
+        self._generation: int | None = None
+
+    def __enter__(self) -> "SearchProgress":
+        self._bars.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._bars.stop()
+
+    def start_generation(self, generation: int, candidates: int) -> None:
+        if self._generation is not None:
+            self._bars.remove_task(self._generation)
+        self._generation = self._bars.add_task(f"generation {generation}", total=max(candidates, 1))
+
+    def candidate_done(self) -> None:
+        self._bars.advance(self._total)
+        if self._generation is not None:
+            self._bars.advance(self._generation)
+
+
 class _Evaluator:
     """The loop's ``evaluate`` callback: dedup against the store, run the rest, record each outcome."""
 
-    def __init__(self, store: ResultStore, backend, spec: FitnessSpec, run_seed: int) -> None:
+    def __init__(self, store: ResultStore, backend, spec: FitnessSpec, run_seed: int, progress: "SearchProgress") -> None:
         self.store, self.backend, self.spec, self.run_seed = store, backend, spec, run_seed
+        self.progress = progress
         self.evaluated = self.failed = self.reused = 0
 
     def values_of(self, record: CandidateRecord) -> tuple[float, ...]:
@@ -92,10 +126,13 @@ class _Evaluator:
                           generation=p.generation)
             for key, p in pending.items()
         ]
+        generation = proposals[0].generation if proposals else 0
+        self.progress.start_generation(generation, len(tasks))
         for done, outcome in enumerate(self.backend.evaluate(tasks), start=1):
             record = self._record(outcome, pending[outcome.genome_hash])
             values[outcome.genome_hash] = record.objectives
             self._log(record, done, len(tasks))
+            self.progress.candidate_done()
         return values
 
     def _record(self, outcome: CandidateOutcome, proposal: Proposal) -> CandidateRecord:
@@ -158,7 +195,8 @@ def run_search(config: Config, *, resume: bool = False, evaluate_fn: EvaluateFn 
             max_position_embeddings=inputs.max_position_embeddings, type_vocab_size=inputs.type_vocab_size,
         )
         backend = make_backend(config.workers, evaluate_fn, (inputs, config))
-        evaluator = _Evaluator(store, backend, spec, config.run.seed)
+        progress = SearchProgress(config.evolution.generations, config.evolution.population_size)
+        evaluator = _Evaluator(store, backend, spec, config.run.seed, progress)
 
         def on_generation(generation: int, population: list) -> None:
             hashes = [ind.genome.hash() for ind in population]
@@ -166,11 +204,12 @@ def run_search(config: Config, *, resume: bool = False, evaluate_fn: EvaluateFn 
             store.record_generation(generation, hashes, {"best": float(first.max()), "median": float(np.median(first))})
 
         try:
-            evolve(
-                config.evolution, config.search_space, seed=config.run.seed, objective_weights=spec.weights,
-                evaluate=evaluator, param_count=param_count, checkpoint=store.save_checkpoint,
-                resume_state=store.load_checkpoint() if resume else None, on_generation=on_generation,
-            )
+            with progress:
+                evolve(
+                    config.evolution, config.search_space, seed=config.run.seed, objective_weights=spec.weights,
+                    evaluate=evaluator, param_count=param_count, checkpoint=store.save_checkpoint,
+                    resume_state=store.load_checkpoint() if resume else None, on_generation=on_generation,
+                )
         finally:
             backend.close()
         summary = SearchSummary(
