@@ -20,9 +20,20 @@ from rich.console import Console
 from rich.table import Table
 
 from rosearch.config import Config, ConfigError, load_config
+from rosearch.data import DataError
+from rosearch.distill.teacher import TeacherError
+from rosearch.evolution.operators import SearchSpaceExhaustedError
 from rosearch.results.store import ResultStoreError
+from rosearch.search_space.genome import InvalidGenomeError
+from rosearch.search_space.sampling import BudgetError
+from rosearch.workers import BackendSetupError
 
 logger = logging.getLogger("rosearch")
+
+USER_ERRORS = (
+    ResultStoreError, DataError, TeacherError, BackendSetupError, BudgetError, SearchSpaceExhaustedError,
+    InvalidGenomeError,
+)
 
 
 def _add_config_args(parser: argparse.ArgumentParser) -> None:
@@ -166,8 +177,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"rosearch: config error: {exc}", file=sys.stderr)
         return 2
-    except ResultStoreError as exc:
-        print(f"rosearch: {exc}", file=sys.stderr)
+    except USER_ERRORS as exc:  # bad input the user can fix: the message says how, no traceback
+        print(f"rosearch: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 2
 
 

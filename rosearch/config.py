@@ -147,16 +147,6 @@ class WorkersConfig:
 
 
 @dataclass(frozen=True)
-class AttackConfig:
-    """Robustness measurement with a TextAttack recipe (``recipe=None``: no attack)."""
-
-    recipe: str | None = None
-    num_examples: int = 50
-    query_budget: int | None = None
-    model_batch_size: int = 64
-
-
-@dataclass(frozen=True)
 class FitnessConfig:
     """How accuracy, robustness and efficiency combine into one fitness."""
 
@@ -177,7 +167,6 @@ class Config:
     distill: DistillConfig = field(default_factory=DistillConfig)
     evolution: EvolutionConfig = field(default_factory=EvolutionConfig)
     workers: WorkersConfig = field(default_factory=WorkersConfig)
-    attack: AttackConfig = field(default_factory=AttackConfig)
     fitness: FitnessConfig = field(default_factory=FitnessConfig)
 
     def to_dict(self) -> dict[str, Any]:
@@ -187,6 +176,26 @@ class Config:
         """Stable short hash of the whole config (for run metadata)."""
         blob = json.dumps(self.to_dict(), sort_keys=True).encode()
         return hashlib.sha256(blob).hexdigest()[:16]
+
+    def results_fingerprint(self) -> str:
+        """Hash of the fields that decide a run's results; a resumed run must keep it.
+
+        Where and how fast candidates run (``workers``, ``run.device``, threads, logging) and how
+        many generations to go (``evolution.generations``, so a finished run can be extended)
+        are left out: changing them on ``--resume`` is safe.
+        """
+        data = self.to_dict()
+        for section, key in RESUMABLE_FIELDS:
+            if key is None:
+                data.pop(section, None)
+            else:
+                data[section].pop(key, None)
+        return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
+
+
+RESUMABLE_FIELDS: tuple[tuple[str, str | None], ...] = (
+    ("workers", None), ("run", "device"), ("run", "num_threads"), ("run", "log_level"), ("evolution", "generations"),
+)
 
 
 # --------------------------------------------------------------------------------------------
@@ -424,14 +433,20 @@ def validate(config: Config) -> None:
              f"must be >= 0, got {workers.num_gpus_per_candidate}")
     _require(workers.max_retries >= 0, "workers.max_retries", f"must be >= 0, got {workers.max_retries}")
     _positive(workers.timeout_s, "workers.timeout_s")
+    if workers.backend == "ray" and run.device.startswith("cuda") and workers.num_gpus_per_candidate == 0:
+        raise ConfigError(
+            f"config field 'workers.num_gpus_per_candidate': run.device={run.device!r} needs a GPU per candidate, "
+            "but Ray hides GPUs from tasks that ask for none (fix: set workers.num_gpus_per_candidate, e.g. 0.5)"
+        )
     if workers.address is not None:
         _require(workers.backend == "ray", "workers.address", "is only used by the ray backend (fix: set workers.backend=ray)")
-
-    attack = config.attack
-    _positive(attack.num_examples, "attack.num_examples")
-    _positive(attack.query_budget, "attack.query_budget")
-    _positive(attack.model_batch_size, "attack.model_batch_size")
 
     fit = config.fitness
     for name in ("accuracy_weight", "robustness_weight", "efficiency_weight"):
         _require(getattr(fit, name) >= 0, f"fitness.{name}", f"must be >= 0, got {getattr(fit, name)}")
+    _require(
+        not (fit.efficiency_metric == "latency" and evo.mode == "weighted" and fit.efficiency_weight > 0),
+        "fitness.efficiency_metric",
+        "latency has no teacher reference to normalise against in weighted mode "
+        "(fix: use params or flops, set fitness.efficiency_weight=0, or evolution.mode=nsga2)",
+    )

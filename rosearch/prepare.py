@@ -13,43 +13,23 @@ import json
 import logging
 import re
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from rosearch.batching import EncodedSplit
-from rosearch.config import Config
-from rosearch.data import Example, get_task, load_split
-from rosearch.distill.teacher import finetune_teacher, load_teacher, resolve_model_path
-from rosearch.distill.teacher_cache import TeacherOutputs, load_or_compute_teacher_outputs
+from transformers import AutoConfig, PretrainedConfig
+
+from rosearch.config import Config, ConfigError
+from rosearch.data import get_task, load_split
+from rosearch.distill.teacher import TeacherError, finetune_teacher, is_bare_backbone, load_teacher, resolve_model_path
+from rosearch.distill.teacher_cache import load_or_compute_teacher_outputs
 from rosearch.evaluate.accuracy import logits_accuracy
+from rosearch.search_inputs import SearchInputs
 
 logger = logging.getLogger(__name__)
 
 TEACHER_INFO = "teacher_info.json"
-
-
-@dataclass(frozen=True)
-class SearchInputs:
-    """Read-only inputs shared by every candidate evaluation of a run."""
-
-    train: EncodedSplit
-    dev: EncodedSplit
-    dev_examples: tuple[Example, ...]  # raw text of the dev split (attacks need it)
-    teacher_outputs: TeacherOutputs  # on `train`, computed once
-    teacher_embedding_pcs: np.ndarray | None  # [V, E_max] principal-component coordinates of the teacher's word embeddings
-    vocab_size: int
-    num_labels: int
-    max_position_embeddings: int
-    type_vocab_size: int
-    pad_token_id: int
-    teacher_dir: str
-    teacher_dev_accuracy: float
-    teacher_params: int
-    teacher_flops: int  # per example at the dev split's mean length (2 x non-embedding params x T)
-    timings: dict[str, float] = dataclasses.field(default_factory=dict)
 
 
 def teacher_output_dir(config: Config) -> Path:
@@ -72,9 +52,14 @@ def prepare_teacher(config: Config, device: torch.device) -> tuple[Path, dict]:
     """Return the directory of a fine-tuned teacher for ``config``, fine-tuning it if needed."""
     task = get_task(config.data.task)
     if config.teacher.finetuned:
-        path = Path(resolve_model_path(config.teacher.model))
+        path = resolve_model_path(config.teacher.model)
+        if is_bare_backbone(AutoConfig.from_pretrained(path)):
+            raise TeacherError(
+                f"teacher.model={config.teacher.model!r} is a bare backbone without a fine-tuned classifier head "
+                "(fix: set teacher.finetuned=false so `rosearch teacher` fine-tunes it first)"
+            )
         logger.info("teacher: using fine-tuned %s as is", config.teacher.model)
-        return path, {}
+        return Path(path), {}
     out = teacher_output_dir(config)
     info_path = out / TEACHER_INFO
     if info_path.is_file():
@@ -104,50 +89,58 @@ def teacher_embedding_pcs(model: torch.nn.Module, components: int) -> np.ndarray
     return (centered @ vh[:k].T).numpy().astype(np.float32)  # [V, k]
 
 
+def teacher_flops(config: PretrainedConfig, seq_len: int) -> int:
+    """FLOPs per example of a BERT-style encoder, counted like ``search_space.cost.count_flops``.
+
+    2 x multiply-adds of the Q/K/V/output projections and the FFN per token, the attention
+    score and value matmuls (4 T^2 H per layer), and the pooler + classifier once.
+    """
+    h, layers, ffn = int(config.hidden_size), int(config.num_hidden_layers), int(config.intermediate_size)
+    t = seq_len
+    per_layer = 2 * t * (4 * h * h + 2 * h * ffn) + 4 * t * t * h
+    head = 2 * (h * h + h * int(config.num_labels))
+    return layers * per_layer + head
+
+
 def prepare_inputs(config: Config, device: torch.device) -> SearchInputs:
     """Data, teacher and teacher outputs for a run; cached work is reused, not recomputed."""
     timings: dict[str, float] = {}
     start = time.perf_counter()
-    teacher_dir, info = prepare_teacher(config, device)
+    teacher_dir, _ = prepare_teacher(config, device)
     timings["teacher_s"] = time.perf_counter() - start  # ~0 when the fine-tuned teacher is reused
 
     task = get_task(config.data.task)
     model, tokenizer = load_teacher(str(teacher_dir), task.num_labels, device)
+    mcfg = model.config
+    space = config.search_space
+    if space.embedding_init == "teacher_pca" and max(space.embedding_sizes) > int(mcfg.hidden_size):
+        raise ConfigError(
+            f"config field 'search_space.embedding_sizes': {max(space.embedding_sizes)} is wider than the teacher's "
+            f"embeddings ({mcfg.hidden_size}), so teacher_pca cannot initialise it "
+            f"(fix: keep embedding sizes <= {mcfg.hidden_size}, or set search_space.embedding_init=random)"
+        )
     start = time.perf_counter()
     _, train = load_split(config.data, "train", tokenizer, config.run.cache_dir, config.run.seed)
-    dev_examples, dev = load_split(config.data, "dev", tokenizer, config.run.cache_dir, config.run.seed)
+    _, dev = load_split(config.data, "dev", tokenizer, config.run.cache_dir, config.run.seed)
     timings["data_s"] = time.perf_counter() - start
 
     start = time.perf_counter()
-    outputs = load_or_compute_teacher_outputs(
-        model, teacher_dir, train,
-        layers=tuple(config.teacher.cache_hidden_layers),
-        batch_size=config.teacher.eval_batch_size, device=device, cache_dir=config.run.cache_dir,
-    )
+    layers = tuple(config.teacher.cache_hidden_layers) if config.distill.hidden_loss_weight > 0 else ()
+    common = dict(batch_size=config.teacher.eval_batch_size, device=device, cache_dir=config.run.cache_dir)
+    outputs = load_or_compute_teacher_outputs(model, teacher_dir, train, layers=layers, **common)
+    # memory-mapped hidden states become plain arrays: Ray then ships them once, out of band
+    outputs = dataclasses.replace(outputs, hidden={k: np.asarray(v) for k, v in outputs.hidden.items()})
+    dev_outputs = load_or_compute_teacher_outputs(model, teacher_dir, dev, layers=(), **common)
     timings["teacher_outputs_s"] = time.perf_counter() - start
-    logger.info("teacher: accuracy %.4f on the %d distillation examples", logits_accuracy(outputs.logits, train.labels), len(train))
+    teacher_dev = logits_accuracy(dev_outputs.logits, dev.labels)
+    logger.info("teacher: accuracy %.4f on the %d distillation examples, %.4f on dev",
+                logits_accuracy(outputs.logits, train.labels), len(train), teacher_dev)
 
-    if "dev_accuracy" in info:
-        teacher_dev = float(info["dev_accuracy"])
-    else:
-        dev_outputs = load_or_compute_teacher_outputs(
-            model, teacher_dir, dev, layers=(), batch_size=config.teacher.eval_batch_size,
-            device=device, cache_dir=config.run.cache_dir,
-        )
-        teacher_dev = logits_accuracy(dev_outputs.logits, dev.labels)
-    logger.info("teacher: dev accuracy %.4f", teacher_dev)
-
-    pcs = None
-    if config.search_space.embedding_init == "teacher_pca":
-        pcs = teacher_embedding_pcs(model, max(config.search_space.embedding_sizes))
-    mcfg = model.config
-    teacher_params = sum(p.numel() for p in model.parameters())
-    embedding_params = sum(p.numel() for n, p in model.named_parameters() if "embeddings" in n)
-    mean_len = max(1.0, float(np.mean(dev.lengths)))
+    pcs = teacher_embedding_pcs(model, max(space.embedding_sizes)) if space.embedding_init == "teacher_pca" else None
+    dev_mean_length = max(1, int(round(float(np.mean(dev.lengths)))))
     inputs = SearchInputs(
         train=train,
         dev=dev,
-        dev_examples=tuple(dev_examples),
         teacher_outputs=outputs,
         teacher_embedding_pcs=pcs,
         vocab_size=int(mcfg.vocab_size),
@@ -157,9 +150,12 @@ def prepare_inputs(config: Config, device: torch.device) -> SearchInputs:
         pad_token_id=train.pad_token_id,
         teacher_dir=str(teacher_dir),
         teacher_dev_accuracy=teacher_dev,
-        teacher_params=teacher_params,
-        teacher_flops=int(2 * (teacher_params - embedding_params) * mean_len),
+        teacher_params=sum(p.numel() for p in model.parameters()),
+        teacher_flops=teacher_flops(mcfg, dev_mean_length),
+        dev_mean_length=dev_mean_length,
         timings=timings,
     )
     del model
+    if device.type == "cuda":
+        torch.cuda.empty_cache()  # the driver keeps no teacher memory while workers share the GPU
     return inputs

@@ -24,7 +24,8 @@ from rosearch.evaluate.candidate import evaluate_candidate
 from rosearch.evaluate.efficiency import measure_latency
 from rosearch.evaluate.fitness import FitnessSpec, fitness_spec
 from rosearch.evolution.loop import Proposal, evolve
-from rosearch.prepare import SearchInputs, prepare_inputs
+from rosearch.prepare import prepare_inputs
+from rosearch.search_inputs import SearchInputs
 from rosearch.results.store import CandidateRecord, ResultStore
 from rosearch.runtime import resolve_device
 from rosearch.search_space.cost import count_parameters
@@ -42,14 +43,20 @@ def candidate_seed(run_seed: int, genome_hash: str) -> int:
     return (run_seed * 1_000_003 + int(genome_hash[:8], 16)) % 2**31
 
 
+def worker_device(config: Config) -> str:
+    """The device spec inside a worker: Ray shows a task only its assigned GPUs, as cuda:0.."""
+    if config.workers.backend == "ray" and config.run.device.startswith("cuda"):
+        return "cuda"
+    return config.run.device
+
+
 def evaluate_task(task: CandidateTask, shared: tuple[SearchInputs, Config]) -> dict[str, Any]:
     """Worker-side evaluator: distil, score on dev, time inference. Runs in-process or in Ray."""
     inputs, config = shared
-    device = resolve_device(config.run.device)
+    device = resolve_device(worker_device(config))
     genome = Genome.from_json(task.genome_json)
     model, metrics = evaluate_candidate(genome, inputs, config, seed=task.seed, device=device)
-    mean_len = max(1, int(round(float(np.mean(inputs.dev.lengths)))))
-    latency = measure_latency(model, seq_len=mean_len, device=device, vocab_size=inputs.vocab_size)
+    latency = measure_latency(model, seq_len=inputs.dev_mean_length, device=device, vocab_size=inputs.vocab_size)
     return metrics.to_dict() | latency
 
 
@@ -64,6 +71,7 @@ class SearchSummary:
     wall_seconds: float
     top: list[dict[str, Any]]  # best candidates, best first
     teacher_dev_accuracy: float
+    timings: dict[str, float]  # seconds of each preparation stage
 
 
 class SearchProgress:
@@ -184,10 +192,16 @@ def run_search(config: Config, *, resume: bool = False, evaluate_fn: EvaluateFn 
     run_dir.mkdir(parents=True, exist_ok=True)
     store = ResultStore(run_dir / RESULTS_FILE)
     try:
-        store.write_run_config(config.to_dict(), config.fingerprint(), resume=resume)
-        (run_dir / "config.json").write_text(json.dumps(config.to_dict(), indent=2))
+        fingerprint = config.results_fingerprint()
+        if store.run_config() is not None:  # an existing run: refuse without --resume or with other results fields
+            store.write_run_config(config.to_dict(), fingerprint, resume=resume)
         device = resolve_device(config.run.device)
+        if device.type == "cuda" and config.workers.backend == "ray" and config.workers.num_gpus_per_candidate == 0:
+            logger.warning("the teacher runs on %s but candidates get no GPU (set workers.num_gpus_per_candidate)", device)
         inputs = prepare_inputs(config, device)
+        # written only once preparation succeeded, so a failed preparation leaves no run behind
+        store.write_run_config(config.to_dict(), fingerprint, resume=resume)
+        (run_dir / "config.json").write_text(json.dumps(config.to_dict(), indent=2))
         spec = fitness_spec(config, teacher_cost={"params": inputs.teacher_params, "flops": inputs.teacher_flops})
         logger.info("search: objectives %s with weights %s", spec.names, spec.weights)
         param_count = partial(
@@ -215,7 +229,7 @@ def run_search(config: Config, *, resume: bool = False, evaluate_fn: EvaluateFn 
         summary = SearchSummary(
             run_dir=str(run_dir), evaluated=evaluator.evaluated, failed=evaluator.failed, reused=evaluator.reused,
             wall_seconds=time.perf_counter() - start, top=top_candidates(store, spec, k=5),
-            teacher_dev_accuracy=inputs.teacher_dev_accuracy,
+            teacher_dev_accuracy=inputs.teacher_dev_accuracy, timings=inputs.timings,
         )
         (run_dir / "summary.json").write_text(json.dumps(summary.__dict__, indent=2, default=str))
         if summary.top:

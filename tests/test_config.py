@@ -50,6 +50,8 @@ def test_int_is_accepted_for_float_but_not_bool_for_int():
         ({"search_space": {"param_budget": -5}}, "search_space.param_budget", "> 0"),
         ({"search_space": {"hidden_sizes": 128}}, "search_space.hidden_sizes", "expected a list"),
         ({"search_space": {"nodes_per_cell": 5, "max_edges": 3}}, "search_space.max_edges", "at least 4 edges"),
+        ({"run": {"device": "cuda"}, "workers": {"backend": "ray"}}, "workers.num_gpus_per_candidate", "needs a GPU"),
+        ({"fitness": {"efficiency_metric": "latency"}}, "fitness.efficiency_metric", "no teacher reference"),
         ({"evolution": {"elitism": 8}}, "evolution.elitism", "population_size"),
         ({"evolution": {"mode": "random"}}, "evolution.mode", "not one of"),
         ({"run": {"device": "tpu"}}, "run.device", "auto, cpu, cuda"),
@@ -98,3 +100,11 @@ def test_shipped_configs_are_valid():
             if "data.data_dir" in str(exc):
                 pytest.skip(f"{path.name}: {exc}")
             raise
+
+
+def test_results_fingerprint_ignores_where_and_how_long_but_not_what():
+    base = config_from_dict({})
+    assert config_from_dict({"workers": {"backend": "inprocess"}, "run": {"log_level": "DEBUG", "num_threads": 1},
+                             "evolution": {"generations": 9}}).results_fingerprint() == base.results_fingerprint()
+    assert config_from_dict({"distill": {"max_steps": 7}}).results_fingerprint() != base.results_fingerprint()
+    assert config_from_dict({"run": {"seed": 1}}).results_fingerprint() != base.results_fingerprint()

@@ -121,6 +121,54 @@ def test_unreachable_ray_address_fails_before_any_work(tmp_path, tiny_sst2_dir, 
     assert not (tmp_path / "runs").exists() and not (tmp_path / "cache").exists()  # nothing was prepared
 
 
+def test_failed_preparation_does_not_lock_the_run(tmp_path, tiny_sst2_dir, tiny_teacher_dir):
+    import shutil
+
+    from rosearch.data import DataError
+
+    broken = tmp_path / "SST-2"
+    shutil.copytree(tiny_sst2_dir, broken)
+    (broken / "dev.tsv").unlink()
+    data = tiny_search_dict(tmp_path, broken, tiny_teacher_dir, evolution={"generations": 1})
+    with pytest.raises(DataError, match="dev.tsv"):
+        run_search(config_from_dict(data))
+    shutil.copy(tiny_sst2_dir / "dev.tsv", broken / "dev.tsv")
+    assert run_search(config_from_dict(data)).evaluated == 4  # no --resume needed after the fix
+
+
+def test_resume_extends_a_finished_run_and_may_change_workers(tmp_path, tiny_sst2_dir, tiny_teacher_dir):
+    data = tiny_search_dict(tmp_path, tiny_sst2_dir, tiny_teacher_dir, evolution={"generations": 1})
+    run_search(config_from_dict(data))
+    more = tiny_search_dict(tmp_path, tiny_sst2_dir, tiny_teacher_dir, workers={"max_retries": 0})
+    summary = run_search(config_from_dict(more), resume=True)
+    assert summary.evaluated == 4  # only the new generation was trained
+    check_store(config_from_dict(more).run.run_dir, expect_ok=8)
+    changed = tiny_search_dict(tmp_path, tiny_sst2_dir, tiny_teacher_dir, distill={"max_steps": 7})
+    with pytest.raises(ValueError, match="distill.max_steps"):
+        run_search(config_from_dict(changed), resume=True)
+
+
+def test_finetuned_flag_on_a_bare_backbone_is_refused(tmp_path, tiny_sst2_dir, tiny_tokenizer):
+    from transformers import BertConfig, BertModel
+
+    from rosearch.distill.teacher import TeacherError
+
+    bare = tmp_path / "bare"
+    BertModel(BertConfig(vocab_size=tiny_tokenizer.vocab_size, hidden_size=32, num_hidden_layers=1,
+                         num_attention_heads=2, intermediate_size=64)).save_pretrained(bare)
+    tiny_tokenizer.save_pretrained(bare)
+    with pytest.raises(TeacherError, match="finetuned=false"):
+        run_search(config_from_dict(tiny_search_dict(tmp_path, tiny_sst2_dir, bare)))
+
+
+def test_embedding_wider_than_teacher_is_a_config_error(tmp_path, tiny_sst2_dir, tiny_teacher_dir):
+    from rosearch.config import ConfigError
+
+    data = tiny_search_dict(tmp_path, tiny_sst2_dir, tiny_teacher_dir, search_space={"embedding_sizes": [64]})
+    with pytest.raises(ConfigError, match="search_space.embedding_sizes"):
+        run_search(config_from_dict(data))
+
+
 def _finished(db: Path) -> int:
     if not db.exists():
         return 0

@@ -11,13 +11,12 @@ import logging
 import time
 from dataclasses import asdict, dataclass
 
-import numpy as np
 import torch
 
 from rosearch.config import Config
 from rosearch.distill.trainer import distill
 from rosearch.evaluate.accuracy import accuracy
-from rosearch.prepare import SearchInputs
+from rosearch.search_inputs import SearchInputs
 from rosearch.search_space.cost import count_flops, count_parameters
 from rosearch.search_space.genome import Genome
 from rosearch.search_space.model import StudentConfig, StudentForSequenceClassification, init_embedding_from_teacher
@@ -27,12 +26,12 @@ logger = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class CandidateMetrics:
-    """What one evaluation measured (robustness fields join here when an attack is configured)."""
+    """What one evaluation measured; the worker adds latency (and, with attacks, robustness) keys."""
 
     genome_hash: str
     dev_accuracy: float
     params: int
-    flops: int  # per example, at the dev split's mean token length
+    flops: int  # per example, at the dev split's mean token length (SearchInputs.dev_mean_length)
     steps: int
     final_loss: float
     train_seconds: float
@@ -71,7 +70,6 @@ def evaluate_candidate(
     start = time.perf_counter()
     dev_accuracy = accuracy(model, inputs.dev, batch_size=config.distill.eval_batch_size, device=device)
     eval_seconds = time.perf_counter() - start
-    mean_len = max(1, int(round(float(np.mean(inputs.dev.lengths)))))
     metrics = CandidateMetrics(
         genome_hash=key,
         dev_accuracy=dev_accuracy,
@@ -79,7 +77,7 @@ def evaluate_candidate(
             genome, vocab_size=inputs.vocab_size, num_labels=inputs.num_labels,
             max_position_embeddings=inputs.max_position_embeddings, type_vocab_size=inputs.type_vocab_size,
         ),
-        flops=count_flops(genome, seq_len=mean_len, num_labels=inputs.num_labels),
+        flops=count_flops(genome, seq_len=inputs.dev_mean_length, num_labels=inputs.num_labels),
         steps=result.steps,
         final_loss=result.final_loss,
         train_seconds=result.train_seconds,

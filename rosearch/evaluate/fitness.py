@@ -6,8 +6,9 @@ with efficiency = 1 - min(cost / reference, 1) in [0, 1] (cost = params, FLOPs o
 reference = the teacher's value unless configured), so all three terms share a 0..1 scale.
 Multi-objective mode (NSGA-II): the vector (accuracy, [robustness,] cost) with weights
 (+1, [+1,] -1): no weights to tune, the whole Pareto front is kept.
-Robustness enters only when an attack is configured; it is accuracy under attack, or the
-cheap adversarial-proxy accuracy for candidates that were screened but not attacked.
+Robustness enters when the run measures it (``fitness_spec(..., robustness=True)``): it is then
+read from the candidate's ``robust_accuracy`` (accuracy under attack) or, for candidates only
+screened, ``proxy_robust_accuracy``; a run without robustness measurement ignores its weight.
 """
 
 from __future__ import annotations
@@ -73,11 +74,14 @@ def _metric(metrics: Mapping[str, Any], key: str) -> float:
     return float(metrics[key])
 
 
-def fitness_spec(config: Config, *, teacher_cost: Mapping[str, float]) -> FitnessSpec:
-    """The run's fitness; ``teacher_cost`` gives the reference cost per metric key."""
+def fitness_spec(config: Config, *, teacher_cost: Mapping[str, float], robustness: bool = False) -> FitnessSpec:
+    """The run's fitness; ``teacher_cost`` gives the reference cost per metric key.
+
+    ``robustness`` says whether candidates of this run report robustness metrics.
+    """
     fit = config.fitness
     cost_key = COST_KEYS[fit.efficiency_metric]
-    use_robustness = config.attack.recipe is not None and fit.robustness_weight > 0
+    use_robustness = robustness and fit.robustness_weight > 0
     if config.evolution.mode == "nsga2":
         names = ("accuracy", "robustness", cost_key) if use_robustness else ("accuracy", cost_key)
         weights = (1.0, 1.0, -1.0) if use_robustness else (1.0, -1.0)

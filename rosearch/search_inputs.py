@@ -1,0 +1,35 @@
+"""The read-only inputs every candidate evaluation of a run shares.
+
+Plain arrays and numbers only, so that a Ray backend puts them into the object store once and
+every worker maps them without a copy. Built by :func:`rosearch.prepare.prepare_inputs`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from rosearch.batching import EncodedSplit
+from rosearch.distill.teacher_cache import TeacherOutputs
+
+
+@dataclass(frozen=True)
+class SearchInputs:
+    """Data, cached teacher outputs and the teacher's reference numbers for one run."""
+
+    train: EncodedSplit
+    dev: EncodedSplit
+    teacher_outputs: TeacherOutputs  # on `train`, computed once
+    teacher_embedding_pcs: np.ndarray | None  # [V, E_max] principal-component coordinates of the teacher's word embeddings
+    vocab_size: int
+    num_labels: int
+    max_position_embeddings: int
+    type_vocab_size: int
+    pad_token_id: int
+    teacher_dir: str
+    teacher_dev_accuracy: float
+    teacher_params: int
+    teacher_flops: int  # per example at `dev_mean_length`, counted like search_space.cost.count_flops
+    dev_mean_length: int  # tokens; the sequence length of FLOPs and latency figures
+    timings: dict[str, float] = field(default_factory=dict)  # seconds per preparation stage

@@ -1,0 +1,45 @@
+"""Fitness values: the weighted RoSearch sum, NSGA-II objective vectors, failures."""
+
+from __future__ import annotations
+
+import pytest
+
+from rosearch.config import config_from_dict
+from rosearch.evaluate.fitness import WORST, MissingMetricError, fitness_spec
+
+TEACHER = {"params": 20_000_000, "flops": 1_000_000_000}
+METRICS = {"dev_accuracy": 0.85, "params": 5_000_000, "flops": 100_000_000, "robust_accuracy": 0.40}
+
+
+def test_weighted_sum_by_hand():
+    spec = fitness_spec(config_from_dict({"fitness": {"accuracy_weight": 1.0, "efficiency_weight": 0.2}}), teacher_cost=TEACHER)
+    assert spec.names == ("fitness",) and spec.weights == (1.0,)
+    assert spec.values(METRICS) == pytest.approx((0.85 + 0.2 * (1 - 5 / 20),))
+    bigger = dict(METRICS, params=40_000_000)  # costlier than the teacher: efficiency clamps at 0
+    assert spec.values(bigger) == pytest.approx((0.85,))
+
+
+def test_robustness_enters_only_when_measured():
+    config = config_from_dict({"fitness": {"robustness_weight": 0.5, "efficiency_weight": 0.0}})
+    assert fitness_spec(config, teacher_cost=TEACHER).values(METRICS) == pytest.approx((0.85,))
+    spec = fitness_spec(config, teacher_cost=TEACHER, robustness=True)
+    assert spec.values(METRICS) == pytest.approx((0.85 + 0.5 * 0.40,))
+    proxy = {k: v for k, v in METRICS.items() if k != "robust_accuracy"} | {"proxy_robust_accuracy": 0.3}
+    assert spec.values(proxy) == pytest.approx((0.85 + 0.5 * 0.3,))
+    with pytest.raises(MissingMetricError, match="robust"):
+        spec.values({"dev_accuracy": 0.8, "params": 1})
+
+
+def test_nsga2_objectives_and_worst():
+    config = config_from_dict({"evolution": {"mode": "nsga2"}, "fitness": {"efficiency_metric": "flops"}})
+    spec = fitness_spec(config, teacher_cost=TEACHER, robustness=True)
+    assert spec.names == ("accuracy", "robustness", "flops") and spec.weights == (1.0, 1.0, -1.0)
+    assert spec.values(METRICS) == (0.85, 0.40, 100_000_000.0)
+    assert spec.worst() == (WORST, WORST, -WORST)  # worse than anything on every objective
+    assert fitness_spec(config, teacher_cost=TEACHER).values(METRICS) == (0.85, 100_000_000.0)
+
+
+def test_missing_metric_names_it():
+    spec = fitness_spec(config_from_dict({}), teacher_cost=TEACHER)
+    with pytest.raises(MissingMetricError, match="dev_accuracy"):
+        spec.values({"params": 3})
