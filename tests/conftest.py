@@ -91,3 +91,35 @@ def shared_data() -> Path:
     if path is None:
         pytest.skip("../shared/data is not present")
     return path / "data"
+
+
+def encode_texts(tokenizer, first: list[str], labels: list[int], fingerprint: str,
+                 second: list[str] | None = None):
+    """A ragged EncodedSplit built straight from a tokenizer (for tests of layers below rosearch.data)."""
+    import numpy as np
+
+    from rosearch.batching import EncodedSplit
+
+    enc = tokenizer(first, second, truncation=True, max_length=64, return_token_type_ids=second is not None)
+    offsets = np.zeros(len(first) + 1, dtype=np.int64)
+    np.cumsum([len(x) for x in enc["input_ids"]], out=offsets[1:])
+    return EncodedSplit(
+        input_ids=np.concatenate([np.asarray(x, dtype=np.int32) for x in enc["input_ids"]]),
+        offsets=offsets,
+        labels=np.asarray(labels, dtype=np.int64),
+        token_type_ids=None if second is None else np.concatenate([np.asarray(x, dtype=np.int8) for x in enc["token_type_ids"]]),
+        pad_token_id=tokenizer.pad_token_id,
+        num_labels=2,
+        fingerprint=fingerprint,
+    )
+
+
+@pytest.fixture(scope="module")
+def single_thread():
+    """Tiny models are overhead-bound; one intra-op thread avoids contention on small shared CPUs."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -7,7 +7,7 @@ import random
 import numpy as np
 import pytest
 import torch
-from conftest import POSITIVE, make_sentence
+from conftest import POSITIVE, encode_texts, make_sentence
 from torch import nn
 from transformers import BertConfig, BertForSequenceClassification
 from transformers.modeling_outputs import SequenceClassifierOutput
@@ -16,13 +16,7 @@ from rosearch.batching import EncodedSplit
 from rosearch.evaluate.accuracy import accuracy, logits_accuracy, predict_logits
 
 
-@pytest.fixture(scope="module", autouse=True)
-def single_thread():
-    """Tiny models are overhead-bound; one intra-op thread avoids contention on small shared CPUs."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 def encode(tokenizer, n: int, seed: int, pairs: bool = False) -> EncodedSplit:
@@ -30,18 +24,7 @@ def encode(tokenizer, n: int, seed: int, pairs: bool = False) -> EncodedSplit:
     labels = [rng.randint(0, 1) for _ in range(n)]
     first = [make_sentence(rng, y) for y in labels]
     second = [make_sentence(rng, y) for y in labels] if pairs else None
-    enc = tokenizer(first, second, return_token_type_ids=pairs)
-    offsets = np.zeros(n + 1, dtype=np.int64)
-    np.cumsum([len(x) for x in enc["input_ids"]], out=offsets[1:])
-    return EncodedSplit(
-        input_ids=np.concatenate([np.asarray(x, dtype=np.int32) for x in enc["input_ids"]]),
-        offsets=offsets,
-        labels=np.asarray(labels, dtype=np.int64),
-        token_type_ids=np.concatenate([np.asarray(x, dtype=np.int8) for x in enc["token_type_ids"]]) if pairs else None,
-        pad_token_id=tokenizer.pad_token_id,
-        num_labels=2,
-        fingerprint=f"toy-{seed}-{pairs}",
-    )
+    return encode_texts(tokenizer, first, labels, f"toy-{seed}-{pairs}", second)
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import make_sentence
+from conftest import encode_texts, make_sentence
 from rosearch.batching import EncodedSplit, collate
 from rosearch.config import TeacherConfig
 from rosearch.distill.teacher import (
@@ -33,19 +33,7 @@ from rosearch.distill.teacher_cache import (
 
 
 def encode(tokenizer, sentences: list[str], labels: list[int], fingerprint: str) -> EncodedSplit:
-    """A ragged EncodedSplit built directly from the tokenizer (no dependency on rosearch.data)."""
-    ids = [tokenizer(s, truncation=True, max_length=32)["input_ids"] for s in sentences]
-    offsets = np.zeros(len(ids) + 1, dtype=np.int64)
-    np.cumsum([len(x) for x in ids], out=offsets[1:])
-    return EncodedSplit(
-        input_ids=np.concatenate([np.asarray(x, dtype=np.int32) for x in ids]),
-        offsets=offsets,
-        labels=np.asarray(labels, dtype=np.int64),
-        token_type_ids=None,
-        pad_token_id=tokenizer.pad_token_id,
-        num_labels=2,
-        fingerprint=fingerprint,
-    )
+    return encode_texts(tokenizer, sentences, labels, fingerprint)
 
 
 def toy_split(tokenizer, n: int, seed: int) -> EncodedSplit:

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 import pytest
 import torch
-from conftest import make_sentence
+from conftest import encode_texts, make_sentence
 from transformers import BertConfig, BertForSequenceClassification
 
 from rosearch.batching import EncodedSplit
@@ -55,18 +55,7 @@ def make_teacher(logits: np.ndarray, hidden: dict[int, np.ndarray] | None = None
 def encode(tokenizer, n: int, seed: int, tag: str) -> EncodedSplit:
     rng = random.Random(seed)
     labels = [i % 2 for i in range(n)]
-    ids = tokenizer([make_sentence(rng, y) for y in labels])["input_ids"]
-    offsets = np.zeros(n + 1, dtype=np.int64)
-    np.cumsum([len(x) for x in ids], out=offsets[1:])
-    return EncodedSplit(
-        input_ids=np.concatenate([np.asarray(x, dtype=np.int32) for x in ids]),
-        offsets=offsets,
-        labels=np.asarray(labels, dtype=np.int64),
-        token_type_ids=None,
-        pad_token_id=tokenizer.pad_token_id,
-        num_labels=2,
-        fingerprint=f"toy-{tag}",
-    )
+    return encode_texts(tokenizer, [make_sentence(rng, y) for y in labels], labels, f"toy-{tag}")
 
 
 def perfect_logits(split: EncodedSplit) -> np.ndarray:
@@ -74,13 +63,7 @@ def perfect_logits(split: EncodedSplit) -> np.ndarray:
     return np.where(np.eye(2, dtype=bool)[split.labels], 4.0, -4.0).astype(np.float32)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def single_thread():
-    """Tiny models are overhead-bound; one intra-op thread avoids contention on small shared CPUs."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 @pytest.fixture(scope="module")
