@@ -30,7 +30,9 @@ from rosearch.results.store import CandidateRecord, ResultStore
 from rosearch.runtime import resolve_device
 from rosearch.search_space.cost import count_parameters
 from rosearch.search_space.genome import Genome
-from rosearch.workers import CandidateOutcome, CandidateTask, EvaluateFn, check_workers, make_backend
+from rosearch.workers import (
+    CandidateOutcome, CandidateTask, EvaluateFn, check_workers, is_transient_failure, make_backend,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -124,6 +126,9 @@ class _Evaluator:
         for proposal in proposals:
             key = proposal.genome.hash()
             record = self.store.candidate(key)
+            if record is not None and record.status == "failed" and is_transient_failure(record.error):
+                logger.info("candidate %s failed transiently before (%s); trying it again", key[:12], record.error.splitlines()[0])
+                record = None
             if record is not None:
                 values[key] = self.values_of(record)
                 self.reused += 1

@@ -228,3 +228,38 @@ def test_kill_and_resume_matches_uninterrupted_run(tmp_path, tiny_sst2_dir, tiny
     assert final == ref_final
     for key, record in after.items():
         assert record.metrics["dev_accuracy"] == ref_records[key].metrics["dev_accuracy"]
+
+
+def test_resume_retries_transient_failures_but_not_candidate_errors(tmp_path):
+    """A stored timeout/crash is the machine's fault and is run again; a Python error is reused."""
+    from rosearch.evolution.loop import Proposal
+    from rosearch.evaluate.fitness import fitness_spec
+    from rosearch.results.store import CandidateRecord
+    from rosearch.search import SearchProgress, _Evaluator
+    from rosearch.search_space.sampling import sample_genome
+    from rosearch.workers import InProcessBackend
+    import random
+
+    config = config_from_dict({})
+    rng = random.Random(0)
+    transient, permanent = (sample_genome(rng, config.search_space) for _ in range(2))
+    store = ResultStore(tmp_path / "r.sqlite")
+    for genome, error in ((transient, "TimeoutError: timeout after 5s (workers.timeout_s)"),
+                          (permanent, "RuntimeError: shapes do not match")):
+        store.record_candidate(CandidateRecord(
+            genome_hash=genome.hash(), genome_json=genome.to_json(), generation=0, parents=(), status="failed",
+            metrics={}, fitness=None, objectives=(-1e9,), error=error, attempts=1, seconds=1.0, worker="w",
+            finished_at=1.0))
+    calls = []
+
+    def fake_evaluate(task, shared):
+        calls.append(task.genome_hash)
+        return {"dev_accuracy": 0.8, "params": 1_000_000, "flops": 10}
+
+    spec = fitness_spec(config, teacher_cost={"params": 20_000_000, "flops": 100})
+    evaluator = _Evaluator(store, InProcessBackend(fake_evaluate, None), spec, 0, SearchProgress(1, 2))
+    values = evaluator([Proposal(transient, 0, ()), Proposal(permanent, 0, ())])
+    assert calls == [transient.hash()]
+    assert store.candidate(transient.hash()).status == "ok"
+    assert values[permanent.hash()] == spec.worst()
+    store.close()

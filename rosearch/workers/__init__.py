@@ -18,6 +18,7 @@ from rosearch.workers.base import (
     CandidateTask,
     EvaluateFn,
     format_error,
+    is_transient_failure,
     worker_name,
 )
 from rosearch.workers.inprocess import InProcessBackend
@@ -34,6 +35,7 @@ __all__ = [
     "InProcessBackend",
     "RayBackend",
     "format_error",
+    "is_transient_failure",
     "check_workers",
     "make_backend",
     "preflight",

@@ -69,6 +69,18 @@ class Backend(Protocol):
         ...
 
 
+# Failures of the machine, not of the candidate: a resumed search tries such candidates again.
+TRANSIENT_ERRORS: frozenset[str] = frozenset({
+    "TimeoutError", "WorkerCrashedError", "NodeDiedError", "OutOfMemoryError", "ObjectLostError",
+    "RaySystemError", "LocalRayletDiedError",
+})
+
+
+def is_transient_failure(error: str | None) -> bool:
+    """True when a stored error (``ExcType: ...``, see :func:`format_error`) was the machine's fault."""
+    return bool(error) and error.split(":", 1)[0].strip() in TRANSIENT_ERRORS
+
+
 def format_error(exc: BaseException, *, frames: int = TRACEBACK_FRAMES) -> str:
     """``ExcType: message`` followed by the innermost traceback frames, for the results DB."""
     head = f"{type(exc).__name__}: {exc}"
