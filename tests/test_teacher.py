@@ -254,8 +254,8 @@ def test_finetune_learns_toy_task_and_saves(tiny_teacher_dir, tiny_tokenizer, tm
 
 
 def test_finetune_is_deterministic_under_seed(tiny_teacher_dir, tiny_tokenizer, tmp_path):
-    train, dev = toy_split(tiny_tokenizer, 48, seed=8), toy_split(tiny_tokenizer, 8, seed=9)
-    cfg = TeacherConfig(epochs=1.0, batch_size=8, learning_rate=1e-3, train_limit=40)
+    train, dev = toy_split(tiny_tokenizer, 40, seed=8), toy_split(tiny_tokenizer, 8, seed=9)
+    cfg = TeacherConfig(epochs=1.0, batch_size=8, learning_rate=1e-3)
     runs = []
     for run in range(2):
         model, tokenizer = load_teacher(str(tiny_teacher_dir), 2, "cpu")

@@ -193,13 +193,6 @@ def _total_steps(n: int, cfg: TeacherConfig) -> int:
     return max(1, math.ceil(cfg.epochs * math.ceil(n / cfg.batch_size)))
 
 
-def _limit_train(train: EncodedSplit, limit: int | None, seed: int) -> EncodedSplit:
-    if limit is None or limit >= len(train):
-        return train
-    chosen = sorted(random.Random(seed).sample(range(len(train)), limit))
-    return train.subset(chosen, tag=f"teacher-limit{limit}-seed{seed}")
-
-
 def finetune_teacher(
     model: PreTrainedModel,
     train: EncodedSplit,
@@ -219,13 +212,14 @@ def finetune_teacher(
     ``cfg.epochs``, gradient clipping at 1.0. Dropout draws from torch's global generator, so
     it is seeded inside :func:`torch.random.fork_rng` and the caller's RNG state is untouched.
     ``teacher_info.json`` is written last: its presence marks a complete checkpoint.
+    ``train`` is used whole: the caller picks the subset (``prepare`` loads the seeded
+    ``teacher.train_limit`` subset through the data layer, which caches it).
     Returns the info dict.
     """
     if train.num_labels != dev.num_labels or model.config.num_labels != train.num_labels:
         raise TeacherError(
             f"label counts disagree: model {model.config.num_labels}, train {train.num_labels}, dev {dev.num_labels}"
         )
-    train = _limit_train(train, cfg.train_limit, seed)
     if len(train) == 0 or len(dev) == 0:
         raise TeacherError(
             f"teacher fine-tuning needs non-empty splits, got {len(train)} train / {len(dev)} dev examples"
