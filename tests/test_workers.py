@@ -21,6 +21,7 @@ from rosearch.workers import (
     BackendSetupError,
     CandidateOutcome,
     CandidateTask,
+    Evaluation,
     InProcessBackend,
     RayBackend,
     make_backend,
@@ -121,6 +122,20 @@ def test_inprocess_non_json_metrics_fail_with_the_key_named():
     assert outcome.error.startswith("TypeError: the evaluate function must return a dict")
 
 
+def with_files(task, shared):
+    """An evaluate function that returns files (like a trained student's weights) with its metrics."""
+    return Evaluation({"value": task.seed}, artifacts={"model.bin": bytes([task.seed]) * 3})
+
+
+def test_artifacts_travel_with_ok_outcomes_and_bad_names_fail():
+    (outcome,) = InProcessBackend(with_files, shared=None).evaluate(tasks(1))
+    assert outcome.ok and outcome.metrics == {"value": 0} and outcome.artifacts == {"model.bin": b"\0\0\0"}
+    for name, content, message in (("../x", b"1", "plain file name"), ("w.bin", "text", "must be bytes")):
+        bad = InProcessBackend(lambda task, shared: Evaluation({}, {name: content}), shared=None)
+        (outcome,) = bad.evaluate(tasks(1))
+        assert outcome.status == "failed" and message in outcome.error and outcome.artifacts == {}
+
+
 def test_inprocess_passes_shared_by_reference_and_refuses_after_close():
     shared = {"array": np.arange(10)}
     backend = make_backend(WorkersConfig(backend="inprocess"), lambda task, shared_: {"same": shared_ is shared}, shared)
@@ -193,6 +208,17 @@ def test_ray_ok_and_failed_outcomes(ray_session):
     assert (failed.status, failed.metrics, failed.attempts) == ("failed", {}, 1)  # exceptions are not retried
     assert failed.error.startswith("ValueError: bad seed 1") and "Traceback" in failed.error
     assert outcomes["h0"].metrics == {"value": 0} and outcomes["h2"].metrics == {"value": 2}
+
+
+def test_ray_outcomes_carry_artifacts_and_tasks_carry_payloads(ray_session):
+    def echo_payload(task, shared):
+        return Evaluation({"kind": task.kind}, artifacts={f"copy-{name}": data for name, data in task.payload.items()})
+
+    backend = ray_backend(echo_payload)
+    task = CandidateTask(genome_hash="h0", genome_json="{}", seed=0, generation=0, kind="attack", payload={"w": b"abc"})
+    (outcome,) = backend.evaluate([task])
+    backend.close()
+    assert outcome.ok and outcome.metrics == {"kind": "attack"} and outcome.artifacts == {"copy-w": b"abc"}
 
 
 def test_ray_shared_input_is_put_once_and_read_zero_copy(ray_session):

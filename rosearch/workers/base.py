@@ -16,7 +16,7 @@ import sys
 import time
 import traceback
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol, runtime_checkable
 
 TRACEBACK_FRAMES = 3  # frames of the traceback kept in a failed outcome's error text
@@ -28,12 +28,30 @@ class BackendSetupError(ValueError):
 
 @dataclass(frozen=True)
 class CandidateTask:
-    """One genome to evaluate; plain strings and ints so it ships cheaply to any worker."""
+    """One genome to evaluate; plain strings, ints and bytes so it ships cheaply to any worker.
+
+    ``kind`` says what to do with it: ``"train"`` (distil and measure) or ``"attack"`` (run the
+    full adversarial attack on an already trained student whose files are in ``payload``).
+    """
 
     genome_hash: str
     genome_json: str
     seed: int
     generation: int
+    kind: Literal["train", "attack"] = "train"
+    payload: Mapping[str, bytes] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """What an evaluate function returns when it has files for the driver as well as metrics.
+
+    Files (e.g. the trained student's ``model.safetensors``) travel back with the outcome rather
+    than through a shared file system, so a Ray cluster needs none.
+    """
+
+    metrics: Mapping[str, Any]
+    artifacts: Mapping[str, bytes] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -47,13 +65,14 @@ class CandidateOutcome:
     attempts: int  # 1 + retries used
     seconds: float  # wall time of the successful/final attempt
     worker: str  # e.g. "hostname:pid:cuda:0"
+    artifacts: Mapping[str, bytes] = field(default_factory=dict)  # files for the driver to keep (ok only)
 
     @property
     def ok(self) -> bool:
         return self.status == "ok"
 
 
-EvaluateFn = Callable[[CandidateTask, Any], dict[str, Any]]  # (task, shared) -> metrics; raises on failure
+EvaluateFn = Callable[[CandidateTask, Any], "dict[str, Any] | Evaluation"]  # (task, shared) -> metrics; raises on failure
 
 
 @runtime_checkable
@@ -137,13 +156,27 @@ def run_evaluate(fn: EvaluateFn, task: CandidateTask, shared: Any, *, worker: st
     """Call ``fn(task, shared)`` once and wrap the result, or the exception, as an outcome."""
     start = time.perf_counter()
     try:
-        metrics = plain_metrics(fn(task, shared))
+        result = fn(task, shared)
+        artifacts = plain_artifacts(result.artifacts) if isinstance(result, Evaluation) else {}
+        metrics = plain_metrics(result.metrics if isinstance(result, Evaluation) else result)
     except Exception as exc:  # a candidate's own failure: recorded, never raised
         return failed_outcome(task, format_error(exc), seconds=time.perf_counter() - start, worker=worker)
     return CandidateOutcome(
         genome_hash=task.genome_hash, status="ok", metrics=metrics, error=None,
-        attempts=1, seconds=time.perf_counter() - start, worker=worker,
+        attempts=1, seconds=time.perf_counter() - start, worker=worker, artifacts=artifacts,
     )
+
+
+def plain_artifacts(artifacts: Any) -> dict[str, bytes]:
+    """Check that returned files are ``{plain file name: bytes}`` (no paths: the driver picks the folder)."""
+    if not isinstance(artifacts, Mapping):
+        raise TypeError(f"Evaluation.artifacts must be a dict of file name -> bytes, got {type(artifacts).__name__}")
+    for name, content in artifacts.items():
+        if not isinstance(name, str) or not name or "/" in name or "\\" in name or name.startswith("."):
+            raise TypeError(f"artifact name {name!r} must be a plain file name (no folders, not hidden)")
+        if not isinstance(content, bytes):
+            raise TypeError(f"artifact {name!r} must be bytes, got {type(content).__name__}")
+    return dict(artifacts)
 
 
 def failed_outcome(task: CandidateTask, error: str, *, seconds: float, worker: str, attempts: int = 1) -> CandidateOutcome:
