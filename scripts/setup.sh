@@ -19,4 +19,6 @@ if [ "$(cat "$STAMP" 2>/dev/null)" != "$want" ]; then
   "$VENV/bin/python" -m pip check
   echo "$want" > "$STAMP"
 fi
+# WordNet (for PWWS and WordNet augmentation) comes from Debian; rosearch writes the NLTK layout itself
+bash scripts/provision_wordnet.sh
 echo "setup: $("$VENV/bin/python" -c 'import torch, transformers, rosearch; print(f"rosearch ready (torch {torch.__version__}, transformers {transformers.__version__})")')"

@@ -1,0 +1,150 @@
+"""``rosearch attack``: attack a saved classifier (a teacher or an exported student) on dev data.
+
+Values come from ``--config``'s attack (and data/run) sections when given; flags override them,
+and the merged config is validated like any other, so a bad value is reported with its field
+name. Results are printed as a table and written as JSON (per-example rows) + CSV (summary).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+from typing import Any, Sequence
+
+from rosearch.config import Config, config_from_dict, load_config
+
+logger = logging.getLogger(__name__)
+
+_TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "vocab.json", "spiece.model",
+                    "sentencepiece.bpe.model")
+
+# flag dest -> (config section, key)
+_OVERRIDES: dict[str, tuple[str, str]] = {
+    "n": ("attack", "num_examples"),
+    "seed": ("attack", "seed"),
+    "query_budget": ("attack", "query_budget"),
+    "batch_size": ("attack", "model_batch_size"),
+    "neighbors": ("attack", "neighbors_path"),
+    "sentence_encoder": ("attack", "sentence_encoder"),
+    "wordnet_dir": ("attack", "wordnet_dir"),
+    "nltk_data": ("attack", "nltk_data"),
+    "task": ("data", "task"),
+    "data_dir": ("data", "data_dir"),
+    "max_length": ("data", "max_length"),
+    "cache_dir": ("run", "cache_dir"),
+    "device": ("run", "device"),
+}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The ``rosearch attack`` flags (all but --model default to the config's values)."""
+    parser.add_argument("--model", required=True, type=Path, help="HF classifier dir or exported rosearch student dir")
+    parser.add_argument("--tokenizer", type=Path, help="tokenizer dir, when the model dir has none")
+    parser.add_argument("--task", help="task name (default: data.task, sst2)")
+    parser.add_argument("--data-dir", help="GLUE-format task files (default: data.data_dir; unset: HF datasets)")
+    parser.add_argument("--recipe", action="append", help="attack recipe, repeatable (default: attack.recipe)")
+    parser.add_argument("--n", type=int, help="dev examples to attack (default: attack.num_examples)")
+    parser.add_argument("--seed", type=int, help="sample and recipe seed (default: attack.seed)")
+    parser.add_argument("--query-budget", type=int, help="model queries per example (default: unlimited)")
+    parser.add_argument("--batch-size", type=int, help="texts per model forward (default: attack.model_batch_size)")
+    parser.add_argument("--max-length", type=int, help="tokens after truncation (default: data.max_length)")
+    parser.add_argument("--neighbors", help="synonym-neighbour table for textfooler-local (.json/.json.gz)")
+    parser.add_argument("--sentence-encoder", help="local USE stand-in for textfooler-local (dir or pkg:...)")
+    parser.add_argument("--wordnet-dir", help="WordNet 3.0 dict dir (default: $ROSEARCH_WORDNET_DIR, /usr/share/wordnet)")
+    parser.add_argument("--nltk-data", help="NLTK data dir rosearch provisions (default: <cache-dir>/nltk_data)")
+    parser.add_argument("--out", type=Path, help="output dir (default: <model>/attacks)")
+    parser.add_argument("--cache-dir", help="rosearch cache dir (default: run.cache_dir)")
+    parser.add_argument("--device", help="auto, cpu, cuda or cuda:N (default: run.device)")
+    parser.add_argument("--config", type=Path, help="YAML/TOML config whose attack/data/run sections give defaults")
+
+
+def merged_config(args: argparse.Namespace) -> Config:
+    """``--config`` (or the defaults) with the given flags applied, validated."""
+    data = (load_config(args.config) if args.config is not None else Config()).to_dict()
+    for dest, (section, key) in _OVERRIDES.items():
+        value = getattr(args, dest, None)
+        if value is not None:
+            data[section][key] = value
+    return config_from_dict(data)
+
+
+def _has_tokenizer(path: Path) -> bool:
+    return any((path / name).is_file() for name in _TOKENIZER_FILES)
+
+
+def load_classifier(model_dir: Path, tokenizer_dir: Path | None) -> tuple[Any, Any]:
+    """Model and tokenizer from ``model_dir`` (students load too); the tokenizer from
+    ``tokenizer_dir`` when given, else from ``model_dir``."""
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from rosearch.search_space.model import register_auto_classes
+
+    if not (model_dir / "config.json").is_file():
+        raise ValueError(f"--model {str(model_dir)!r} is not a saved model directory (no config.json there)")
+    source = tokenizer_dir if tokenizer_dir is not None else model_dir
+    if not _has_tokenizer(source):
+        raise ValueError(
+            f"no tokenizer files in {str(source)!r} (fix: pass --tokenizer DIR, e.g. the teacher's directory)"
+        )
+    register_auto_classes()
+    model = AutoModelForSequenceClassification.from_pretrained(model_dir)
+    tokenizer = AutoTokenizer.from_pretrained(source)
+    return model, tokenizer
+
+
+def run(args: argparse.Namespace) -> int:
+    """Attack ``--model`` with each recipe on a seeded dev sample; print and write the results."""
+    from rich.console import Console
+
+    from rosearch.attack.runner import attack_model, reports_table, sample_attack_examples, write_reports
+    from rosearch.data import get_task, load_examples
+    from rosearch.runtime import resolve_device
+
+    config = merged_config(args)
+    attack = config.attack
+    recipes = tuple(args.recipe) if args.recipe else (attack.recipe,)
+    spec = get_task(config.data.task)
+    model_dir = Path(args.model).expanduser()
+    model, tokenizer = load_classifier(model_dir, args.tokenizer)
+    if model.config.num_labels != spec.num_labels:
+        raise ValueError(
+            f"model {str(model_dir)!r} has {model.config.num_labels} labels but task {spec.name} has {spec.num_labels} "
+            "(fix: pass the --task the model was trained on)"
+        )
+    device = resolve_device(config.run.device)
+    model.to(device).eval()
+    examples = sample_attack_examples(load_examples(spec.name, "dev", config.data.data_dir), attack.num_examples, attack.seed)
+    reports = []
+    for recipe in recipes:
+        reports.append(attack_model(
+            model, tokenizer, examples, attack, recipe=recipe, cache_dir=config.run.cache_dir,
+            model_name=model_dir.resolve().name, max_length=config.data.max_length, device=device,
+            text_columns=spec.hf_text_columns,
+        ))
+    console = Console() if Console().is_terminal else Console(width=220)
+    console.print(reports_table(reports))
+    json_path, csv_path = write_reports(reports, args.out if args.out is not None else model_dir / "attacks")
+    console.print(f"wrote {json_path} and {csv_path}")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Stand-alone entry (``python -m rosearch.attack.command``); ``rosearch attack`` is the same."""
+    from rosearch.attack.resources import MissingResourceError
+    from rosearch.runtime import setup_logging
+
+    parser = argparse.ArgumentParser(prog="rosearch attack", description=__doc__.splitlines()[0])
+    add_arguments(parser)
+    args = parser.parse_args(argv)
+    setup_logging("INFO")
+    try:
+        return run(args)
+    except (MissingResourceError, ValueError) as err:
+        logger.error("%s", err)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
