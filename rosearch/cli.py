@@ -19,10 +19,14 @@ from typing import Callable, Sequence
 from rich.console import Console
 from rich.table import Table
 
+from rosearch.attack.resources import MissingResourceError
 from rosearch.config import Config, ConfigError, load_config
 from rosearch.data import DataError
 from rosearch.distill.teacher import TeacherError
 from rosearch.evolution.operators import SearchSpaceExhaustedError
+from rosearch.prepare import ProxySetError
+from rosearch.results.export import ExportError
+from rosearch.results.stats import StatsError
 from rosearch.results.store import ResultStoreError
 from rosearch.search_space.genome import InvalidGenomeError
 from rosearch.search_space.sampling import BudgetError
@@ -32,7 +36,7 @@ logger = logging.getLogger("rosearch")
 
 USER_ERRORS = (
     ResultStoreError, DataError, TeacherError, BackendSetupError, BudgetError, SearchSpaceExhaustedError,
-    InvalidGenomeError,
+    InvalidGenomeError, MissingResourceError, ProxySetError, StatsError, ExportError,
 )
 
 
@@ -79,6 +83,7 @@ def cmd_distill(args: argparse.Namespace) -> int:
     from rosearch.search_space.genome import Genome
     from rosearch.search import candidate_seed
     from rosearch.search_space.sampling import sample_genome
+    from rosearch.tokenizer_files import read_tokenizer_files
 
     config = _config(args)
     device = apply_run_settings(config.run)
@@ -102,6 +107,8 @@ def cmd_distill(args: argparse.Namespace) -> int:
         model, metrics = evaluate_candidate(genome, inputs, config, seed=seed, device=device)
         out = out_root / metrics.genome_hash[:16]
         model.save_pretrained(out)
+        for name, content in read_tokenizer_files(inputs.teacher_dir).items():  # so `rosearch attack --model` works
+            (out / name).write_bytes(content)
         (out / "genome.json").write_text(genome.to_json())
         (out / "metrics.json").write_text(json.dumps(metrics.to_dict() | {"teacher_dev_accuracy": inputs.teacher_dev_accuracy}, indent=2))
         rows.append((out, genome, metrics))
@@ -134,17 +141,27 @@ def cmd_search(args: argparse.Namespace) -> int:
         f"{summary.evaluated} evaluated, {summary.failed} failed, {summary.reused} reused, "
         f"{summary.wall_seconds / 60:.1f} min"
     ))
-    for column in ("rank", "hash", "gen", "H", "E", "L", "params", "MFLOPs", "ms@b1", "ms@b32", "dev acc", "robust acc", "fitness"):
+    columns = ("rank", "hash", "gen", "H", "E", "L", "params", "MFLOPs", "ms@b1", "ms@b32", "dev acc", "proxy acc",
+               "acc under attack", "attack success", "fitness")
+    for column in columns:
         table.add_column(column, justify="right")
+    optional = lambda row, key: "-" if row.get(key) is None else f"{row[key]:.4f}"  # noqa: E731
     for rank, row in enumerate(summary.top, start=1):
-        robust = row.get("robust_accuracy")
         table.add_row(
             str(rank), row["hash"][:12], str(row["generation"]), str(row["H"]), str(row["E"]), str(row["L"]),
             f"{row['params'] / 1e6:.2f}M", f"{row['flops'] / 1e6:.1f}", f"{row.get('latency_ms_b1', float('nan')):.2f}",
             f"{row.get('latency_ms_b32', float('nan')):.1f}", f"{row['dev_accuracy']:.4f}",
-            "-" if robust is None else f"{robust:.4f}", ", ".join(f"{v:.4f}" for v in row["objectives"]),
+            optional(row, "proxy_robust_accuracy"), optional(row, "robust_accuracy"), optional(row, "attack_success_rate"),
+            ", ".join(f"{v:.4f}" for v in row["objectives"]),
         )
     _console().print(table)
+    if summary.teacher_attack:
+        t = summary.teacher_attack
+        _console().print(
+            f"teacher under {t.get('recipe')}: accuracy {t.get('clean_accuracy', float('nan')):.4f} -> "
+            f"{t.get('accuracy_under_attack', float('nan')):.4f} on {t.get('n')} dev examples "
+            f"(success rate {t.get('attack_success_rate', float('nan')):.4f})"
+        )
     return 0
 
 
@@ -155,9 +172,24 @@ COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], int], str]] = {
 }
 
 
+def _extension_commands() -> dict[str, tuple[Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int], str]]:
+    """Commands that own their arguments: attacks on any model, and the analysis of finished runs."""
+    from rosearch.attack import command as attack_command
+    from rosearch.results.commands import COMMANDS as RESULTS_COMMANDS
+
+    return {
+        "attack": (attack_command.add_arguments, attack_command.run, "attack a trained classifier with TextAttack recipes"),
+        **RESULTS_COMMANDS,
+    }
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="rosearch", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
+    for name, (add_arguments, run, help_text) in _extension_commands().items():
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        add_arguments(p)
+        p.set_defaults(run=run)
     for name, (_, help_text) in COMMANDS.items():
         p = sub.add_parser(name, help=help_text, description=help_text)
         _add_config_args(p)
@@ -173,7 +205,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        return COMMANDS[args.command][0](args)
+        return args.run(args) if args.command not in COMMANDS else COMMANDS[args.command][0](args)
     except ConfigError as exc:
         print(f"rosearch: config error: {exc}", file=sys.stderr)
         return 2

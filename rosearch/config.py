@@ -104,7 +104,12 @@ class SearchSpaceConfig:
 
 @dataclass(frozen=True)
 class DistillConfig:
-    """Knowledge distillation of one student from the cached teacher outputs."""
+    """Knowledge distillation of one student from the cached teacher outputs.
+
+    ``methods`` switches on robust variants of the same trainer (descriptions and papers in
+    ``rosearch.distill.methods.METHODS``); each method's knobs carry its name as a prefix and
+    are read only while the method is on.
+    """
 
     alpha: float = 0.5  # weight of the soft (KL) term; 1 - alpha weights hard-label CE
     temperature: float = 2.0
@@ -118,6 +123,34 @@ class DistillConfig:
     max_grad_norm: float = 1.0
     length_bucketing: bool = True
     dropout: float = 0.1
+    methods: tuple[str, ...] = ()  # any of: augment, mate_kd, layer_kd, rift, adv_finetune
+    # augment: TextAttack augmenters over the transfer set; the teacher labels the copies once (cached)
+    augment_recipes: tuple[str, ...] = ("wordnet", "neighbors", "insert", "char")
+    augment_per_example: int = 1  # augmented copies per chosen training example (recipes taken in turn)
+    augment_limit: int | None = None  # augment a seeded subset of this many training examples (None: all)
+    augment_fraction: float = 0.5  # share of every training batch drawn from the augmented copies
+    augment_pct_words: float = 0.1  # share of a text's words one augmentation changes (at least one)
+    # mate_kd: a masked-LM generator rewrites masked tokens to maximise teacher-student divergence
+    mate_kd_weight: float = 1.0  # weight of the soft KD term on generator-perturbed text
+    mate_kd_mask_prob: float = 0.3  # share of real (non-special) tokens the generator rewrites
+    mate_kd_generator_steps: int = 1  # generator (maximisation) updates per cycle
+    mate_kd_generator_every: int = 1  # student steps per cycle (the generator updates at its start)
+    mate_kd_generator_lr: float = 1e-5
+    mate_kd_gumbel_temperature: float = 1.0
+    mate_kd_generator_layers: int = 2  # teacher layers the generator's encoder keeps
+    mate_kd_pretrain_steps: int = 300  # MLM steps that adapt the generator to the transfer set (cached)
+    # layer_kd: TinyBERT-style hidden-state MSE + attention-distribution KL on mapped layers
+    layer_kd_weight: float = 1.0  # hidden-state MSE weight (replaces hidden_loss_weight)
+    attention_loss_weight: float = 1.0  # KL(teacher || student) of head-averaged attention rows
+    # rift: class-conditional InfoNCE between projected student and cached teacher features
+    rift_weight: float = 0.1
+    rift_temperature: float = 0.1
+    # adv_finetune: after KD, attack the student on training examples and fine-tune on the hits
+    adv_finetune_steps: int = 100
+    adv_finetune_examples: int = 200  # training examples attacked (seeded sample)
+    adv_finetune_recipe: str | None = None  # a key of rosearch.attack.recipes.RECIPES (None: attack.recipe)
+    adv_finetune_lr: float = 1e-4  # constant learning rate of the fine-tuning steps
+    adv_finetune_fraction: float = 0.5  # share of each fine-tuning batch drawn from adversarial examples
 
 
 @dataclass(frozen=True)
@@ -157,6 +190,32 @@ class FitnessConfig:
 
 
 @dataclass(frozen=True)
+class AttackConfig:
+    """Adversarial robustness: which TextAttack recipe, on which examples, and when in a search.
+
+    One seeded sample of ``num_examples`` dev examples is attacked per model. In a search
+    (``enabled``), the teacher is attacked once on it (cached); its successful adversarial
+    texts form the *proxy set* whose accuracy every candidate reports cheaply, and the full
+    attack runs on the candidates that ``full_attack`` selects.
+    """
+
+    enabled: bool = False  # a search measures robustness (the fitness then has a robustness term)
+    recipe: str = "pwws"  # a key of rosearch.attack.recipes.RECIPES
+    num_examples: int = 200  # seeded sample of the dev split attacked per model
+    query_budget: int | None = None  # model queries per example (None: unlimited, as in the papers)
+    model_batch_size: int = 64  # texts per model forward during an attack
+    seed: int = 0  # picks the attacked sample (and seeds the recipes' randomness)
+    proxy: bool = True  # score every candidate on the teacher's adversarial examples
+    proxy_recipe: str | None = None  # recipe that builds the proxy set (default: `recipe`)
+    full_attack: Literal["top_k", "all", "none"] = "top_k"  # which candidates get the full attack
+    top_k: int = 2  # with top_k: the best k new candidates of each generation, and the final top k
+    neighbors_path: str | None = None  # counter-fitted synonym-neighbour table (.json or .json.gz)
+    nltk_data: str | None = None  # NLTK data dir rosearch provisions (default: <run.cache_dir>/nltk_data)
+    wordnet_dir: str | None = None  # WordNet 3.0 database (default: $ROSEARCH_WORDNET_DIR or /usr/share/wordnet)
+    sentence_encoder: str | None = None  # offline stand-in for USE in textfooler-local (a model dir or pkg:...)
+
+
+@dataclass(frozen=True)
 class Config:
     """The whole run. Build it with :func:`load_config` or :func:`config_from_dict`."""
 
@@ -168,6 +227,7 @@ class Config:
     evolution: EvolutionConfig = field(default_factory=EvolutionConfig)
     workers: WorkersConfig = field(default_factory=WorkersConfig)
     fitness: FitnessConfig = field(default_factory=FitnessConfig)
+    attack: AttackConfig = field(default_factory=AttackConfig)
 
     def to_dict(self) -> dict[str, Any]:
         return _to_plain(dataclasses.asdict(self))
@@ -195,6 +255,7 @@ class Config:
 
 RESUMABLE_FIELDS: tuple[tuple[str, str | None], ...] = (
     ("workers", None), ("run", "device"), ("run", "num_threads"), ("run", "log_level"), ("evolution", "generations"),
+    ("attack", "model_batch_size"), ("attack", "nltk_data"),
 )
 
 
@@ -414,6 +475,7 @@ def validate(config: Config) -> None:
     _fraction(dist.warmup_ratio, "distill.warmup_ratio")
     _fraction(dist.dropout, "distill.dropout")
     _require(dist.weight_decay >= 0, "distill.weight_decay", f"must be >= 0, got {dist.weight_decay}")
+    _validate_distill_methods(config)
 
     evo = config.evolution
     _require(evo.population_size >= 2, "evolution.population_size",
@@ -441,6 +503,8 @@ def validate(config: Config) -> None:
     if workers.address is not None:
         _require(workers.backend == "ray", "workers.address", "is only used by the ray backend (fix: set workers.backend=ray)")
 
+    _validate_attack(config)
+
     fit = config.fitness
     for name in ("accuracy_weight", "robustness_weight", "efficiency_weight"):
         _require(getattr(fit, name) >= 0, f"fitness.{name}", f"must be >= 0, got {getattr(fit, name)}")
@@ -450,3 +514,92 @@ def validate(config: Config) -> None:
         "latency has no teacher reference to normalise against in weighted mode "
         "(fix: use params or flops, set fitness.efficiency_weight=0, or evolution.mode=nsga2)",
     )
+
+
+def _validate_distill_methods(config: Config) -> None:
+    """The robust KD methods of the distill section and their knobs (see rosearch.distill.methods)."""
+    from rosearch.distill.methods import AUGMENT_RECIPES, METHODS
+
+    dist = config.distill
+    for i, name in enumerate(dist.methods):
+        _require(name in METHODS, f"distill.methods[{i}]", f"unknown method {name!r} (known: {', '.join(METHODS)})")
+        _require(name not in dist.methods[:i], f"distill.methods[{i}]", f"method {name!r} is listed twice")
+    methods = set(dist.methods)
+
+    _require(len(dist.augment_recipes) > 0, "distill.augment_recipes",
+             f"must list at least one augmenter (known: {', '.join(AUGMENT_RECIPES)})")
+    for i, recipe in enumerate(dist.augment_recipes):
+        _require(recipe in AUGMENT_RECIPES, f"distill.augment_recipes[{i}]",
+                 f"unknown augmenter {recipe!r} (known: {', '.join(AUGMENT_RECIPES)})")
+        _require(recipe not in dist.augment_recipes[:i], f"distill.augment_recipes[{i}]", f"{recipe!r} is listed twice")
+    if "augment" in methods and "neighbors" in dist.augment_recipes:
+        _require(config.attack.neighbors_path is not None, "distill.augment_recipes",
+                 "the 'neighbors' augmenter needs the synonym-neighbour table (fix: set attack.neighbors_path, e.g. "
+                 "../shared/data/embeddings/counterfitted_neighbors.json.gz, or drop 'neighbors' from the list)")
+    _require(dist.augment_per_example >= 1, "distill.augment_per_example", f"must be >= 1, got {dist.augment_per_example}")
+    _positive(dist.augment_limit, "distill.augment_limit")
+    _require(0.0 < dist.augment_pct_words <= 1.0, "distill.augment_pct_words",
+             f"must be in (0, 1], got {dist.augment_pct_words}")
+    for name, method in (("augment_fraction", "augment"), ("adv_finetune_fraction", "adv_finetune")):
+        value = getattr(dist, name)
+        _require(0.0 < value < 1.0, f"distill.{name}", f"must be strictly between 0 and 1, got {value}")
+        share = int(round(value * dist.batch_size))
+        _require(method not in methods or 1 <= share <= dist.batch_size - 1, f"distill.{name}",
+                 f"{value} of a batch of {dist.batch_size} leaves {share} examples of one kind and "
+                 f"{dist.batch_size - share} of the other; both need at least one "
+                 "(fix: a fraction nearer 0.5, or a larger distill.batch_size)")
+
+    for name in ("mate_kd_weight", "mate_kd_generator_lr", "mate_kd_gumbel_temperature",
+                 "rift_weight", "rift_temperature", "adv_finetune_lr"):
+        _require(getattr(dist, name) > 0, f"distill.{name}", f"must be > 0, got {getattr(dist, name)}")
+    _require(0.0 < dist.mate_kd_mask_prob <= 1.0, "distill.mate_kd_mask_prob",
+             f"must be in (0, 1], got {dist.mate_kd_mask_prob}")
+    _require(dist.mate_kd_generator_steps >= 0, "distill.mate_kd_generator_steps",
+             f"must be >= 0 (0 freezes the generator), got {dist.mate_kd_generator_steps}")
+    for name in ("mate_kd_generator_every", "mate_kd_generator_layers", "adv_finetune_steps", "adv_finetune_examples"):
+        _require(getattr(dist, name) >= 1, f"distill.{name}", f"must be >= 1, got {getattr(dist, name)}")
+    _require(dist.mate_kd_pretrain_steps >= 0, "distill.mate_kd_pretrain_steps",
+             f"must be >= 0, got {dist.mate_kd_pretrain_steps}")
+
+    for name in ("layer_kd_weight", "attention_loss_weight"):
+        _require(getattr(dist, name) >= 0, f"distill.{name}", f"must be >= 0, got {getattr(dist, name)}")
+    if "layer_kd" in methods:
+        _require(dist.layer_kd_weight > 0 or dist.attention_loss_weight > 0, "distill.layer_kd_weight",
+                 "layer_kd needs a hidden-state or an attention term (fix: set distill.layer_kd_weight or "
+                 "distill.attention_loss_weight > 0)")
+        _require(dist.hidden_loss_weight == 0, "distill.hidden_loss_weight",
+                 f"is {dist.hidden_loss_weight}, but layer_kd weighs the hidden-state loss itself "
+                 "(fix: set distill.hidden_loss_weight=0 and use distill.layer_kd_weight)")
+
+    if dist.adv_finetune_recipe is not None:
+        from rosearch.attack.recipes import recipe_names
+
+        names = recipe_names()
+        _require(dist.adv_finetune_recipe in names, "distill.adv_finetune_recipe",
+                 f"unknown recipe {dist.adv_finetune_recipe!r} (known: {', '.join(names)})")
+
+
+def _validate_attack(config: Config) -> None:
+    """The attack section: known recipes, positive sizes, and a robustness signal for every candidate."""
+    from rosearch.attack.recipes import recipe_names
+
+    attack = config.attack
+    names = recipe_names()
+    for field_name in ("recipe", "proxy_recipe"):
+        value = getattr(attack, field_name)
+        if value is not None:
+            _require(value in names, f"attack.{field_name}", f"unknown recipe {value!r} (known: {', '.join(names)})")
+    _positive(attack.num_examples, "attack.num_examples")
+    _positive(attack.query_budget, "attack.query_budget")
+    _positive(attack.model_batch_size, "attack.model_batch_size")
+    _require(attack.top_k >= 1, "attack.top_k", f"must be >= 1, got {attack.top_k}")
+    if attack.neighbors_path is not None:
+        _require(Path(attack.neighbors_path).expanduser().is_file(), "attack.neighbors_path",
+                 f"file {attack.neighbors_path!r} does not exist (fix: point it at a synonym-neighbour table, "
+                 "e.g. ../shared/data/embeddings/counterfitted_neighbors.json.gz)")
+    if attack.enabled and config.fitness.robustness_weight > 0 and not attack.proxy and attack.full_attack != "all":
+        raise ConfigError(
+            "config field 'attack.proxy': the fitness has a robustness term, so every candidate needs a robustness "
+            f"figure, but attack.proxy is off and attack.full_attack={attack.full_attack!r} attacks only some "
+            "(fix: set attack.proxy=true, attack.full_attack=all, or fitness.robustness_weight=0)"
+        )

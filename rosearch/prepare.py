@@ -21,15 +21,22 @@ import torch
 from transformers import AutoConfig, PretrainedConfig
 
 from rosearch.config import Config, ConfigError
-from rosearch.data import get_task, load_split
-from rosearch.distill.teacher import TeacherError, finetune_teacher, is_bare_backbone, load_teacher, resolve_model_path
+from rosearch.data import Example, encode_examples, get_task, load_split
+from rosearch.distill.teacher import (
+    TeacherError, finetune_teacher, is_bare_backbone, load_teacher, resolve_model_path, teacher_fingerprint,
+)
 from rosearch.distill.teacher_cache import load_or_compute_teacher_outputs
 from rosearch.evaluate.accuracy import logits_accuracy
 from rosearch.search_inputs import SearchInputs
+from rosearch.tokenizer_files import read_tokenizer_files
 
 logger = logging.getLogger(__name__)
 
 TEACHER_INFO = "teacher_info.json"
+
+
+class ProxySetError(ValueError):
+    """The teacher's attack produced no adversarial example to score candidates on."""
 
 
 def teacher_output_dir(config: Config) -> Path:
@@ -121,7 +128,7 @@ def prepare_inputs(config: Config, device: torch.device) -> SearchInputs:
         )
     start = time.perf_counter()
     _, train = load_split(config.data, "train", tokenizer, config.run.cache_dir, config.run.seed)
-    _, dev = load_split(config.data, "dev", tokenizer, config.run.cache_dir, config.run.seed)
+    dev_examples, dev = load_split(config.data, "dev", tokenizer, config.run.cache_dir, config.run.seed)
     timings["data_s"] = time.perf_counter() - start
 
     start = time.perf_counter()
@@ -138,6 +145,11 @@ def prepare_inputs(config: Config, device: torch.device) -> SearchInputs:
 
     pcs = teacher_embedding_pcs(model, max(space.embedding_sizes)) if space.embedding_init == "teacher_pca" else None
     dev_mean_length = max(1, int(round(float(np.mean(dev.lengths)))))
+    robustness: dict = {}
+    if config.attack.enabled:
+        start = time.perf_counter()
+        robustness = prepare_robustness(config, model, tokenizer, teacher_dir, dev_examples, device)
+        timings["robustness_s"] = time.perf_counter() - start
     inputs = SearchInputs(
         train=train,
         dev=dev,
@@ -154,8 +166,51 @@ def prepare_inputs(config: Config, device: torch.device) -> SearchInputs:
         teacher_flops=teacher_flops(mcfg, dev_mean_length),
         dev_mean_length=dev_mean_length,
         timings=timings,
+        **robustness,
     )
     del model
     if device.type == "cuda":
         torch.cuda.empty_cache()  # the driver keeps no teacher memory while workers share the GPU
     return inputs
+
+
+def prepare_robustness(
+    config: Config, teacher: torch.nn.Module, tokenizer, teacher_dir: Path, dev_examples: list[Example], device: torch.device
+) -> dict:
+    """The SearchInputs fields of a robustness-measuring run: attack sample, tokenizer, proxy set.
+
+    The teacher is attacked once on the seeded sample (cached on disk, keyed by the teacher's
+    weights, the recipe and the examples); its successful adversarial texts, encoded, are the
+    proxy set every candidate is scored on.
+    """
+    from rosearch.attack.proxy import load_or_build_proxy_set
+    from rosearch.attack.runner import sample_attack_examples
+
+    attack = config.attack
+    task = get_task(config.data.task)
+    examples = tuple(sample_attack_examples(dev_examples, attack.num_examples, attack.seed))
+    fields: dict = {"tokenizer_files": read_tokenizer_files(teacher_dir), "attack_examples": examples}
+    if not attack.proxy:
+        logger.info("robustness: %d dev examples for full attacks with %s; no proxy set", len(examples), attack.recipe)
+        return fields
+    proxy = load_or_build_proxy_set(
+        teacher, tokenizer, examples, attack, cache_dir=config.run.cache_dir, teacher_key=teacher_fingerprint(teacher_dir),
+        max_length=config.data.max_length, device=device, text_columns=task.text_columns,
+    )
+    if len(proxy) == 0:
+        report = proxy.teacher_report
+        raise ProxySetError(
+            f"the teacher's {proxy.recipe} attack on {len(examples)} dev examples left no adversarial example for the proxy "
+            f"set: it misclassified {report.get('skipped')} of them before any attack (fix: check the teacher, raise "
+            "attack.num_examples, or set attack.proxy=false with attack.full_attack=all)"
+        )
+    adversarial = proxy.examples()
+    key = hashlib.sha256(json.dumps([proxy.recipe, proxy.texts_a, proxy.texts_b, proxy.labels]).encode()).hexdigest()
+    fields["proxy"] = encode_examples(adversarial, tokenizer, config.data.max_length, f"proxy-{key}", task.num_labels)
+    fields["teacher_attack"] = dict(proxy.teacher_report)
+    logger.info(
+        "robustness: proxy set of %d adversarial examples (%s against the teacher on %d dev examples: accuracy under "
+        "attack %.3f)", len(adversarial), proxy.recipe, len(examples),
+        float(proxy.teacher_report.get("accuracy_under_attack", float("nan"))),
+    )
+    return fields

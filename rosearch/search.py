@@ -10,10 +10,12 @@ checkpoints the strategy's JSON state into the same SQLite file.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from functools import partial
 from typing import Any
 
@@ -23,21 +25,24 @@ from rosearch.config import Config
 from rosearch.evaluate.candidate import evaluate_candidate
 from rosearch.evaluate.efficiency import measure_latency
 from rosearch.evaluate.fitness import FitnessSpec, fitness_spec
+from rosearch.evaluate.robustness import full_attack_metrics, proxy_metrics
 from rosearch.evolution.loop import Proposal, evolve
 from rosearch.prepare import prepare_inputs
 from rosearch.search_inputs import SearchInputs
+from rosearch.results.artifacts import load_student, read_candidate_files, student_files, write_candidate_files
 from rosearch.results.store import CandidateRecord, ResultStore
 from rosearch.runtime import resolve_device
 from rosearch.search_space.cost import count_parameters
 from rosearch.search_space.genome import Genome
 from rosearch.workers import (
-    CandidateOutcome, CandidateTask, EvaluateFn, check_workers, is_transient_failure, make_backend,
+    CandidateOutcome, CandidateTask, EvaluateFn, Evaluation, check_workers, is_transient_failure, make_backend,
 )
 
 logger = logging.getLogger(__name__)
 
 RESULTS_FILE = "results.sqlite"
 BEST_GENOME_FILE = "best_genome.json"  # the top candidate, for `rosearch distill --genome`
+RUN_INFO_FILE = "run_info.json"  # the teacher's reference numbers, for reports and model cards
 
 
 def candidate_seed(run_seed: int, genome_hash: str) -> int:
@@ -52,14 +57,28 @@ def worker_device(config: Config) -> str:
     return config.run.device
 
 
-def evaluate_task(task: CandidateTask, shared: tuple[SearchInputs, Config]) -> dict[str, Any]:
-    """Worker-side evaluator: distil, score on dev, time inference. Runs in-process or in Ray."""
+def evaluate_task(task: CandidateTask, shared: tuple[SearchInputs, Config]) -> Evaluation:
+    """Worker-side evaluator; runs in-process or in Ray.
+
+    A ``train`` task distils the genome, scores it on dev (and on the adversarial proxy set),
+    times inference and returns the trained weights for the driver to keep; with
+    ``attack.full_attack=all`` it also runs the full attack. An ``attack`` task runs the full
+    attack on the trained student whose files it carries.
+    """
     inputs, config = shared
     device = resolve_device(worker_device(config))
+    name = task.genome_hash[:12]
+    if task.kind == "attack":
+        model = load_student(task.payload, device)
+        return Evaluation(full_attack_metrics(model, inputs, config, device=device, name=name))
     genome = Genome.from_json(task.genome_json)
     model, metrics = evaluate_candidate(genome, inputs, config, seed=task.seed, device=device)
-    latency = measure_latency(model, seq_len=inputs.dev_mean_length, device=device, vocab_size=inputs.vocab_size)
-    return metrics.to_dict() | latency
+    result = metrics.to_dict()
+    result |= measure_latency(model, seq_len=inputs.dev_mean_length, device=device, vocab_size=inputs.vocab_size)
+    result |= proxy_metrics(model, inputs, config, device=device)
+    if config.attack.enabled and config.attack.full_attack == "all":
+        result |= full_attack_metrics(model, inputs, config, device=device, name=name)
+    return Evaluation(result, artifacts=student_files(model))
 
 
 @dataclass(frozen=True)
@@ -74,6 +93,8 @@ class SearchSummary:
     top: list[dict[str, Any]]  # best candidates, best first
     teacher_dev_accuracy: float
     timings: dict[str, float]  # seconds of each preparation stage
+    teacher_attack: dict[str, Any] | None = None  # the teacher's attack report (robustness runs)
+    attacked: int = 0  # full attacks run by this invocation
 
 
 class SearchProgress:
@@ -110,12 +131,21 @@ class SearchProgress:
 
 
 class _Evaluator:
-    """The loop's ``evaluate`` callback: dedup against the store, run the rest, record each outcome."""
+    """The loop's ``evaluate`` callback: dedup against the store, run the rest, record each outcome.
 
-    def __init__(self, store: ResultStore, backend, spec: FitnessSpec, run_seed: int, progress: "SearchProgress") -> None:
-        self.store, self.backend, self.spec, self.run_seed = store, backend, spec, run_seed
+    With ``attack.full_attack=top_k`` it then runs the full attack on the generation's best
+    ``attack.top_k`` candidates that lack one; the result is merged into their stored metrics
+    (selection stays on the run's one robustness figure, see :mod:`rosearch.evaluate.fitness`).
+    """
+
+    def __init__(
+        self, store: ResultStore, backend, spec: FitnessSpec, config: Config, progress: "SearchProgress"
+    ) -> None:
+        self.store, self.backend, self.spec, self.run_seed = store, backend, spec, config.run.seed
+        self.run_dir = config.run.run_dir
+        self.attack_top_k = config.attack.top_k if config.attack.enabled and config.attack.full_attack == "top_k" else 0
         self.progress = progress
-        self.evaluated = self.failed = self.reused = 0
+        self.evaluated = self.failed = self.reused = self.attacked = 0
 
     def values_of(self, record: CandidateRecord) -> tuple[float, ...]:
         return self.spec.values(record.metrics) if record.status == "ok" else self.spec.worst()
@@ -146,10 +176,44 @@ class _Evaluator:
             values[outcome.genome_hash] = record.objectives
             self._log(record, done, len(tasks))
             self.progress.candidate_done()
+        if self.attack_top_k:
+            self.attack_best(list(values), self.attack_top_k, f"generation {generation}")
         return values
+
+    def attack_best(self, hashes: list[str], k: int, scope: str) -> None:
+        """Run the full attack on the best ``k`` finished candidates of ``hashes`` that have none yet."""
+        records = [r for r in (self.store.candidate(h) for h in dict.fromkeys(hashes)) if r is not None and r.status == "ok"]
+        records.sort(key=lambda r: tuple(w * v for w, v in zip(self.spec.weights, r.objectives)), reverse=True)
+        chosen = [r for r in records[:k] if "robust_accuracy" not in r.metrics and "attack_error" not in r.metrics]
+        tasks = []
+        for r in chosen:
+            files = read_candidate_files(self.run_dir, r.genome_hash)
+            if files is None:
+                logger.warning("candidate %s has no stored weights; skipping its full attack", r.genome_hash[:12])
+                continue
+            tasks.append(CandidateTask(genome_hash=r.genome_hash, genome_json=r.genome_json, seed=r.generation,
+                                       generation=r.generation, kind="attack", payload=files))
+        if not tasks:
+            return
+        logger.info("full attack on the %s's top %d: %s", scope, len(tasks), ", ".join(t.genome_hash[:12] for t in tasks))
+        for outcome in self.backend.evaluate(tasks):
+            record = self.store.candidate(outcome.genome_hash)
+            if outcome.ok:
+                extra = dict(outcome.metrics)
+                self.attacked += 1
+                logger.info("candidate %s under attack: accuracy %.3f -> %.3f, success rate %.3f, %.0f queries/example, %.0fs",
+                            outcome.genome_hash[:12], extra.get("clean_accuracy_attacked_sample", float("nan")),
+                            extra.get("robust_accuracy", float("nan")), extra.get("attack_success_rate", float("nan")),
+                            extra.get("attack_queries", float("nan")), outcome.seconds)
+            else:  # the candidate stays a finished candidate; the error is kept with its metrics
+                extra = {"attack_error": (outcome.error or "").splitlines()[0][:500]}
+                logger.warning("candidate %s: full attack failed: %s", outcome.genome_hash[:12], extra["attack_error"])
+            self.store.record_candidate(dataclasses.replace(record, metrics=dict(record.metrics) | extra))
 
     def _record(self, outcome: CandidateOutcome, proposal: Proposal) -> CandidateRecord:
         status, error, metrics = outcome.status, outcome.error, dict(outcome.metrics)
+        if status == "ok" and outcome.artifacts:  # weights first: a stored candidate always has them
+            write_candidate_files(self.run_dir, outcome.genome_hash, outcome.artifacts)
         objectives = self.spec.worst()
         if status == "ok":
             try:
@@ -173,7 +237,10 @@ class _Evaluator:
     def _log(self, record: CandidateRecord, done: int, total: int) -> None:
         m = record.metrics
         if record.status == "ok":
-            robust = f" robust {m['robust_accuracy']:.3f}" if m.get("robust_accuracy") is not None else ""
+            robust = "".join(
+                f" {label} {m[key]:.3f}" for key, label in (("proxy_robust_accuracy", "proxy"), ("robust_accuracy", "robust"))
+                if m.get(key) is not None
+            )
             logger.info(
                 "gen %d candidate %d/%d %s: acc %.4f%s, %.2fM params, %.1f ms@b1, fitness %s, %.0fs",
                 record.generation, done, total, record.genome_hash[:12], m.get("dev_accuracy", float("nan")), robust,
@@ -207,6 +274,7 @@ def run_search(config: Config, *, resume: bool = False, evaluate_fn: EvaluateFn 
         # written only once preparation succeeded, so a failed preparation leaves no run behind
         store.write_run_config(config.to_dict(), fingerprint, resume=resume)
         (run_dir / "config.json").write_text(json.dumps(config.to_dict(), indent=2))
+        write_run_info(run_dir, inputs)
         spec = fitness_spec(config, teacher_cost={"params": inputs.teacher_params, "flops": inputs.teacher_flops})
         logger.info("search: objectives %s with weights %s", spec.names, spec.weights)
         param_count = partial(
@@ -215,7 +283,7 @@ def run_search(config: Config, *, resume: bool = False, evaluate_fn: EvaluateFn 
         )
         backend = make_backend(config.workers, evaluate_fn, (inputs, config))
         progress = SearchProgress(config.evolution.generations, config.evolution.population_size)
-        evaluator = _Evaluator(store, backend, spec, config.run.seed, progress)
+        evaluator = _Evaluator(store, backend, spec, config, progress)
 
         def on_generation(generation: int, population: list) -> None:
             hashes = [ind.genome.hash() for ind in population]
@@ -229,12 +297,16 @@ def run_search(config: Config, *, resume: bool = False, evaluate_fn: EvaluateFn 
                     evaluate=evaluator, param_count=param_count, checkpoint=store.save_checkpoint,
                     resume_state=store.load_checkpoint() if resume else None, on_generation=on_generation,
                 )
+            if evaluator.attack_top_k:  # the final top list always carries full-attack numbers
+                final = [row["hash"] for row in top_candidates(store, spec, k=len(store.candidates()))]
+                evaluator.attack_best(final, evaluator.attack_top_k, "run")
         finally:
             backend.close()
         summary = SearchSummary(
             run_dir=str(run_dir), evaluated=evaluator.evaluated, failed=evaluator.failed, reused=evaluator.reused,
             wall_seconds=time.perf_counter() - start, top=top_candidates(store, spec, k=5),
             teacher_dev_accuracy=inputs.teacher_dev_accuracy, timings=inputs.timings,
+            teacher_attack=inputs.teacher_attack, attacked=evaluator.attacked,
         )
         (run_dir / "summary.json").write_text(json.dumps(summary.__dict__, indent=2, default=str))
         if summary.top:
@@ -243,6 +315,17 @@ def run_search(config: Config, *, resume: bool = False, evaluate_fn: EvaluateFn 
         return summary
     finally:
         store.close()
+
+
+def write_run_info(run_dir: Path, inputs: SearchInputs) -> None:
+    """The teacher's reference numbers next to the results (reports and model cards quote them)."""
+    info = {
+        "teacher_dir": inputs.teacher_dir, "teacher_dev_accuracy": inputs.teacher_dev_accuracy,
+        "teacher_params": inputs.teacher_params, "teacher_flops": inputs.teacher_flops,
+        "dev_mean_length": inputs.dev_mean_length, "teacher_attack": inputs.teacher_attack,
+        "attack_examples": len(inputs.attack_examples), "proxy_examples": None if inputs.proxy is None else len(inputs.proxy),
+    }
+    (run_dir / RUN_INFO_FILE).write_text(json.dumps(info, indent=2, default=str))
 
 
 def top_candidates(store: ResultStore, spec: FitnessSpec, k: int) -> list[dict[str, Any]]:

@@ -6,11 +6,14 @@ every worker maps them without a copy. Built by :func:`rosearch.prepare.prepare_
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
 from rosearch.batching import EncodedSplit
+from rosearch.data import Example
 from rosearch.distill.teacher_cache import TeacherOutputs
 
 
@@ -33,3 +36,8 @@ class SearchInputs:
     teacher_flops: int  # per example at `dev_mean_length`, counted like search_space.cost.count_flops
     dev_mean_length: int  # tokens; the sequence length of FLOPs and latency figures
     timings: dict[str, float] = field(default_factory=dict)  # seconds per preparation stage
+    tokenizer_files: Mapping[str, bytes] = field(default_factory=dict)  # the teacher's tokenizer, for attacks in workers
+    attack_examples: tuple[Example, ...] = ()  # the seeded dev sample every full attack uses (raw text)
+    proxy: EncodedSplit | None = None  # the teacher's successful adversarial examples, encoded (attack.proxy)
+    teacher_attack: dict[str, Any] | None = None  # the teacher's attack report on `attack_examples`
+    method_inputs: Any = None  # rosearch.distill.methods.MethodInputs when distill.methods need once-per-run work

@@ -20,23 +20,35 @@ def test_weighted_sum_by_hand():
 
 
 def test_robustness_enters_only_when_measured():
-    config = config_from_dict({"fitness": {"robustness_weight": 0.5, "efficiency_weight": 0.0}})
-    assert fitness_spec(config, teacher_cost=TEACHER).values(METRICS) == pytest.approx((0.85,))
-    spec = fitness_spec(config, teacher_cost=TEACHER, robustness=True)
+    fitness = {"robustness_weight": 0.5, "efficiency_weight": 0.0}
+    off = config_from_dict({"fitness": fitness})
+    assert fitness_spec(off, teacher_cost=TEACHER).values(METRICS) == pytest.approx((0.85,))
+    full = config_from_dict({"fitness": fitness, "attack": {"enabled": True, "full_attack": "all"}})
+    spec = fitness_spec(full, teacher_cost=TEACHER)
+    assert spec.robustness_key == "robust_accuracy"
     assert spec.values(METRICS) == pytest.approx((0.85 + 0.5 * 0.40,))
-    proxy = {k: v for k, v in METRICS.items() if k != "robust_accuracy"} | {"proxy_robust_accuracy": 0.3}
-    assert spec.values(proxy) == pytest.approx((0.85 + 0.5 * 0.3,))
-    with pytest.raises(MissingMetricError, match="robust"):
+    with pytest.raises(MissingMetricError, match="robust_accuracy"):
         spec.values({"dev_accuracy": 0.8, "params": 1})
 
 
+def test_proxy_robustness_is_the_one_figure_every_candidate_is_compared_on():
+    config = config_from_dict({"fitness": {"robustness_weight": 0.5, "efficiency_weight": 0.0}, "attack": {"enabled": True}})
+    spec = fitness_spec(config, teacher_cost=TEACHER)
+    assert spec.robustness_key == "proxy_robust_accuracy"
+    screened = METRICS | {"proxy_robust_accuracy": 0.3}  # also fully attacked: the proxy still decides selection
+    assert spec.values(screened) == pytest.approx((0.85 + 0.5 * 0.3,))
+    with pytest.raises(MissingMetricError, match="proxy_robust_accuracy"):
+        spec.values(METRICS)
+
+
 def test_nsga2_objectives_and_worst():
-    config = config_from_dict({"evolution": {"mode": "nsga2"}, "fitness": {"efficiency_metric": "flops"}})
-    spec = fitness_spec(config, teacher_cost=TEACHER, robustness=True)
+    plain = {"evolution": {"mode": "nsga2"}, "fitness": {"efficiency_metric": "flops"}}
+    config = config_from_dict(plain | {"attack": {"enabled": True, "full_attack": "all"}})
+    spec = fitness_spec(config, teacher_cost=TEACHER)
     assert spec.names == ("accuracy", "robustness", "flops") and spec.weights == (1.0, 1.0, -1.0)
     assert spec.values(METRICS) == (0.85, 0.40, 100_000_000.0)
     assert spec.worst() == (WORST, WORST, -WORST)  # worse than anything on every objective
-    assert fitness_spec(config, teacher_cost=TEACHER).values(METRICS) == (0.85, 100_000_000.0)
+    assert fitness_spec(config_from_dict(plain), teacher_cost=TEACHER).values(METRICS) == (0.85, 100_000_000.0)
 
 
 def test_missing_metric_names_it():

@@ -55,6 +55,7 @@ def check_store(run_dir: Path, *, expect_ok: int, expect_failed: int = 0) -> lis
                     assert key in r.metrics, key
                 assert 0.0 <= r.metrics["dev_accuracy"] <= 1.0
                 assert r.fitness is not None
+                assert (run_dir / "candidates" / r.genome_hash / "model.safetensors").is_file()  # weights kept
         gens = store.generations()
         assert [g["generation"] for g in gens] == [0, 1]
         assert all(len(g["population"]) == 4 for g in gens)
@@ -74,6 +75,26 @@ def test_search_inprocess_end_to_end(tmp_path, tiny_sst2_dir, tiny_teacher_dir):
     check_store(config.run.run_dir, expect_ok=8)
     assert summary.top and summary.top[0]["objectives"][0] >= summary.top[-1]["objectives"][0]
     assert json.loads((config.run.run_dir / "summary.json").read_text())["evaluated"] == 8
+    info = json.loads((config.run.run_dir / "run_info.json").read_text())
+    assert info["teacher_dev_accuracy"] == summary.teacher_dev_accuracy and info["teacher_attack"] is None
+
+
+def test_kept_weights_reproduce_the_stored_accuracy(tmp_path, tiny_sst2_dir, tiny_teacher_dir, tiny_tokenizer):
+    """The weights a worker shipped back are the ones it measured (reloaded: same dev accuracy)."""
+    from rosearch.data import load_split
+    from rosearch.evaluate.accuracy import accuracy
+    from rosearch.results.artifacts import load_student, read_candidate_files
+
+    config = config_from_dict(tiny_search_dict(tmp_path, tiny_sst2_dir, tiny_teacher_dir,
+                                               evolution={"generations": 1}))
+    run_search(config)
+    _, dev = load_split(config.data, "dev", tiny_tokenizer, config.run.cache_dir, config.run.seed)
+    with ResultStore(config.run.run_dir / "results.sqlite") as store:
+        records = [r for r in store.candidates() if r.status == "ok"]
+    assert records
+    for r in records:
+        model = load_student(read_candidate_files(config.run.run_dir, r.genome_hash))
+        assert accuracy(model, dev, batch_size=64, device="cpu") == r.metrics["dev_accuracy"]
 
 
 def test_search_on_local_ray(tmp_path, tiny_sst2_dir, tiny_teacher_dir):
@@ -257,9 +278,40 @@ def test_resume_retries_transient_failures_but_not_candidate_errors(tmp_path):
         return {"dev_accuracy": 0.8, "params": 1_000_000, "flops": 10}
 
     spec = fitness_spec(config, teacher_cost={"params": 20_000_000, "flops": 100})
-    evaluator = _Evaluator(store, InProcessBackend(fake_evaluate, None), spec, 0, SearchProgress(1, 2))
+    evaluator = _Evaluator(store, InProcessBackend(fake_evaluate, None), spec, config, SearchProgress(1, 2))
     values = evaluator([Proposal(transient, 0, ()), Proposal(permanent, 0, ())])
     assert calls == [transient.hash()]
     assert store.candidate(transient.hash()).status == "ok"
     assert values[permanent.hash()] == spec.worst()
     store.close()
+
+
+def test_robustness_search_scores_every_candidate_on_the_proxy_and_attacks_the_top(tmp_path, tiny_sst2_dir, tiny_teacher_dir):
+    """attack.enabled: the teacher's adversarial examples score every candidate; the full
+    attack runs on each generation's best candidate and the final top one, through the workers."""
+    attack = {"enabled": True, "recipe": "deepwordbug", "num_examples": 6, "top_k": 1, "model_batch_size": 32,
+              "nltk_data": str(tmp_path / "nltk")}
+    # the random tiny teacher is fine-tuned first: a teacher that is wrong everywhere leaves nothing to attack
+    teacher = {"finetuned": False, "epochs": 4, "learning_rate": 2e-3, "batch_size": 16}
+    config = config_from_dict(tiny_search_dict(tmp_path, tiny_sst2_dir, tiny_teacher_dir, attack=attack, teacher=teacher,
+                                               fitness={"robustness_weight": 0.5}))
+    summary = run_search(config)
+    records = [r for r in check_store(config.run.run_dir, expect_ok=8) if r.status == "ok"]
+    teacher = summary.teacher_attack
+    assert teacher["recipe"] == "deepwordbug" and teacher["n"] == 6
+    assert teacher["successful"] + teacher["failed"] + teacher["skipped"] == 6
+    proxy_size = json.loads((config.run.run_dir / "run_info.json").read_text())["proxy_examples"]
+    assert proxy_size == teacher["successful"] + teacher["failed"] >= 1
+    teacher_params = json.loads((config.run.run_dir / "run_info.json").read_text())["teacher_params"]
+    for r in records:
+        m = r.metrics
+        assert 0.0 <= m["proxy_robust_accuracy"] <= 1.0 and m["proxy_examples"] == proxy_size
+        efficiency = 1 - min(m["params"] / teacher_params, 1)
+        assert r.fitness == pytest.approx(m["dev_accuracy"] + 0.5 * m["proxy_robust_accuracy"] + 0.1 * efficiency)
+    attacked = [r for r in records if "robust_accuracy" in r.metrics]
+    assert 1 <= len(attacked) <= 3  # top 1 of each of 2 generations + the final top 1 (may coincide)
+    for r in attacked:
+        m = r.metrics
+        assert m["attack_successful"] + m["attack_failed"] + m["attack_skipped"] == 6
+        assert m["robust_accuracy"] <= m["clean_accuracy_attacked_sample"]
+    assert "robust_accuracy" in summary.top[0]  # the final top candidate always carries full-attack numbers

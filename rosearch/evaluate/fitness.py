@@ -6,9 +6,11 @@ with efficiency = 1 - min(cost / reference, 1) in [0, 1] (cost = params, FLOPs o
 reference = the teacher's value unless configured), so all three terms share a 0..1 scale.
 Multi-objective mode (NSGA-II): the vector (accuracy, [robustness,] cost) with weights
 (+1, [+1,] -1): no weights to tune, the whole Pareto front is kept.
-Robustness enters when the run measures it (``fitness_spec(..., robustness=True)``): it is then
-read from the candidate's ``robust_accuracy`` (accuracy under attack) or, for candidates only
-screened, ``proxy_robust_accuracy``; a run without robustness measurement ignores its weight.
+Robustness enters when the run measures it (``attack.enabled``). Every candidate must be
+compared on the same robustness figure, so the run picks one key for all: the accuracy on the
+teacher's adversarial proxy set (``proxy_robust_accuracy``, cheap, every candidate) unless the
+full attack runs on every candidate (``attack.full_attack=all`` or no proxy), in which case it
+is the accuracy under attack (``robust_accuracy``). A run without robustness ignores its weight.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ class FitnessSpec:
     names: tuple[str, ...]
     weights: tuple[float, ...]
     use_robustness: bool
+    robustness_key: str
     cost_key: str
     reference_cost: float
     accuracy_weight: float
@@ -45,7 +48,7 @@ class FitnessSpec:
         """Selection values of a finished candidate (see the module docstring)."""
         accuracy = _metric(metrics, "dev_accuracy")
         cost = _metric(metrics, self.cost_key)
-        robustness = robustness_of(metrics) if self.use_robustness else 0.0
+        robustness = robustness_of(metrics, self.robustness_key) if self.use_robustness else 0.0
         if self.mode == "nsga2":
             return (accuracy, robustness, cost) if self.use_robustness else (accuracy, cost)
         efficiency = 1.0 - min(cost / self.reference_cost, 1.0)
@@ -59,13 +62,18 @@ class FitnessSpec:
         return tuple(WORST if w > 0 else -WORST for w in self.weights)
 
 
-def robustness_of(metrics: Mapping[str, Any]) -> float:
-    """Accuracy under the full attack when measured, else the adversarial-proxy accuracy."""
-    for key in ("robust_accuracy", "proxy_robust_accuracy"):
-        value = metrics.get(key)
-        if value is not None and not math.isnan(float(value)):
-            return float(value)
-    raise MissingMetricError("robustness is in the fitness but the candidate has neither robust_accuracy nor proxy_robust_accuracy")
+def robustness_of(metrics: Mapping[str, Any], key: str) -> float:
+    """The robustness figure ``key`` of a finished candidate (see the module docstring)."""
+    value = metrics.get(key)
+    if value is None or math.isnan(float(value)):
+        raise MissingMetricError(f"robustness is in the fitness but the candidate has no {key!r}; it reported {sorted(metrics)}")
+    return float(value)
+
+
+def robustness_key(config: Config) -> str:
+    """The metric every candidate of ``config``'s run is compared on for robustness."""
+    attack = config.attack
+    return "robust_accuracy" if attack.full_attack == "all" or not attack.proxy else "proxy_robust_accuracy"
 
 
 def _metric(metrics: Mapping[str, Any], key: str) -> float:
@@ -74,14 +82,11 @@ def _metric(metrics: Mapping[str, Any], key: str) -> float:
     return float(metrics[key])
 
 
-def fitness_spec(config: Config, *, teacher_cost: Mapping[str, float], robustness: bool = False) -> FitnessSpec:
-    """The run's fitness; ``teacher_cost`` gives the reference cost per metric key.
-
-    ``robustness`` says whether candidates of this run report robustness metrics.
-    """
+def fitness_spec(config: Config, *, teacher_cost: Mapping[str, float]) -> FitnessSpec:
+    """The run's fitness; ``teacher_cost`` gives the reference cost per metric key."""
     fit = config.fitness
     cost_key = COST_KEYS[fit.efficiency_metric]
-    use_robustness = robustness and fit.robustness_weight > 0
+    use_robustness = config.attack.enabled and fit.robustness_weight > 0
     if config.evolution.mode == "nsga2":
         names = ("accuracy", "robustness", cost_key) if use_robustness else ("accuracy", cost_key)
         weights = (1.0, 1.0, -1.0) if use_robustness else (1.0, -1.0)
@@ -95,7 +100,7 @@ def fitness_spec(config: Config, *, teacher_cost: Mapping[str, float], robustnes
         )
     return FitnessSpec(
         mode=config.evolution.mode, names=names, weights=weights, use_robustness=use_robustness,
-        cost_key=cost_key, reference_cost=reference or 1.0,
+        robustness_key=robustness_key(config), cost_key=cost_key, reference_cost=reference or 1.0,
         accuracy_weight=fit.accuracy_weight, robustness_weight=fit.robustness_weight,
         efficiency_weight=fit.efficiency_weight,
     )

@@ -1,0 +1,64 @@
+"""A tokenizer as a handful of bytes, so it travels to workers that do not share a file system.
+
+Attacks run inside workers and need the teacher's tokenizer (students share it). On a Ray
+cluster the teacher directory may exist only on the driver's machine, so the driver reads the
+tokenizer's files once and ships them with the run's inputs; a worker writes them to a local
+temporary folder (once per content digest) and loads the tokenizer from there.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+import uuid
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+TOKENIZER_FILES = (
+    "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt", "vocab.json", "merges.txt",
+    "added_tokens.json", "spiece.model", "sentencepiece.bpe.model",
+)
+
+
+class TokenizerFilesError(ValueError):
+    """A directory holds no tokenizer files."""
+
+
+def read_tokenizer_files(model_dir: str | Path) -> dict[str, bytes]:
+    """The tokenizer files of ``model_dir`` (those of :data:`TOKENIZER_FILES` that exist)."""
+    model_dir = Path(model_dir)
+    files = {name: (model_dir / name).read_bytes() for name in TOKENIZER_FILES if (model_dir / name).is_file()}
+    if not files:
+        raise TokenizerFilesError(
+            f"{model_dir} holds no tokenizer files (looked for {', '.join(TOKENIZER_FILES[:4])}, ...) "
+            "(fix: save the tokenizer next to the model with tokenizer.save_pretrained(dir))"
+        )
+    return files
+
+
+def files_digest(files: Mapping[str, bytes]) -> str:
+    digest = hashlib.sha256()
+    for name in sorted(files):
+        digest.update(name.encode() + b"\0" + hashlib.sha256(files[name]).digest())
+    return digest.hexdigest()[:16]
+
+
+def materialize_tokenizer(files: Mapping[str, bytes], root: str | Path | None = None) -> Any:
+    """Load the tokenizer whose files are ``files``, writing them under ``root`` (default: temp dir) once."""
+    from transformers import AutoTokenizer
+
+    folder = Path(root or tempfile.gettempdir()) / "rosearch-tokenizers" / files_digest(files)
+    if not folder.is_dir():
+        partial = folder.with_name(f"{folder.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.partial")
+        partial.mkdir(parents=True)
+        for name, content in files.items():
+            (partial / name).write_bytes(content)
+        try:
+            os.replace(partial, folder)
+        except OSError:  # another process published the same content first
+            for child in partial.iterdir():
+                child.unlink()
+            partial.rmdir()
+    return AutoTokenizer.from_pretrained(str(folder))
