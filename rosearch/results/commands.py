@@ -1,0 +1,169 @@
+"""``rosearch stats``, ``rosearch report`` and ``rosearch export``: the analysis of a finished run.
+
+Each command owns its arguments; ``COMMANDS`` maps a name to (add_arguments, run, help) for
+``rosearch.cli`` to register. Heavy imports happen inside ``run`` so that building the parser
+(``rosearch --help``) stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import pandas
+    from rich.console import Console
+    from rich.table import Table
+
+logger = logging.getLogger(__name__)
+
+SHOWN_ROWS = 10  # op labels and correlations printed (the CSVs have all)
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def _console() -> Console:
+    """Stdout console; wide when redirected so that tables are not truncated."""
+    from rich.console import Console
+
+    console = Console()
+    return console if console.is_terminal else Console(width=220)
+
+
+def _table(title: str, frame: pandas.DataFrame, columns: Sequence[str], *, left: Sequence[str] = (),
+           headers: dict[str, str] | None = None) -> Table:
+    """A rich table of ``frame``'s ``columns`` (columns without any value are left out)."""
+    from rich.table import Table
+
+    from rosearch.results.report import HEADERS, format_value
+
+    headers = {**HEADERS, **(headers or {})}
+    shown = [c for c in columns if c in frame and frame[c].notna().any()]
+    table = Table(title=title, title_justify="left")
+    for column in shown:
+        table.add_column(headers.get(column, column), justify="left" if column in left else "right")
+    for row in frame[shown].to_dict("records"):
+        table.add_row(*(format_value(row[c], c) for c in shown))
+    return table
+
+
+# --------------------------------------------------------------------------------------------
+# rosearch stats
+# --------------------------------------------------------------------------------------------
+
+
+def add_stats_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("run_dir", type=Path, help="run directory (runs/<run.name>)")
+    parser.add_argument("--top-k", type=_positive_int, default=5, help="size of the top group compared with the rest")
+    parser.add_argument("--out", type=Path, help="directory for the CSV tables (default: <run_dir>/stats)")
+
+
+def run_stats(args: argparse.Namespace) -> int:
+    """Print the run's statistics tables and write them as CSV."""
+    from rosearch.results.stats import compute_stats, results_path
+    from rosearch.runtime import setup_logging
+
+    setup_logging("INFO")
+    report = compute_stats(args.run_dir, args.top_k)
+    console = _console()
+    frame = report.frame
+    k = report.top_k
+    if report.robustness_key is None:
+        console.print(f"{args.run_dir}: {len(frame)} finished candidates; no robustness measured, "
+                      "so accuracy and fitness only")
+    else:
+        console.print(f"{args.run_dir}: {len(frame)} finished candidates; robustness = {report.robustness_key} "
+                      f"({int(frame['robustness'].notna().sum())} candidates have it)")
+    top = report.top.assign(hash=report.top["genome_hash"].str[:12])
+    console.print(_table(f"top {k} by the run's selection", top, [
+        "rank", "hash", "generation", "hidden_size", "embedding_size", "num_layers", "params", "flops", "latency_ms_b1",
+        "accuracy", "robustness", "fitness", "attention_share", "convolution_share", "edges_per_cell",
+    ], left=["hash"]))
+    console.print(_table("shapes", report.shapes, list(report.shapes.columns), left=["dimension"]))
+    op_columns = ["op", "n_with", "n_without", "top_k_with", "top_k_frac", "all_frac", "mean_accuracy_with",
+                  "mean_accuracy_without", "mean_robustness_with", "mean_robustness_without"]
+    ops = report.op_stats
+    headers = {"top_k_with": f"in top-{k}", "top_k_frac": f"share of top-{k}", "all_frac": "share of all"}
+    console.print(_table(f"op families (top-{k} vs all)", ops[ops["level"] == "family"], op_columns, left=["op"],
+                         headers=headers))
+    console.print(_table(f"op labels most enriched in the top-{k} (first {SHOWN_ROWS})",
+                         ops[ops["level"] == "label"].head(SHOWN_ROWS), op_columns, left=["op"], headers=headers))
+    target = "robustness" if report.robustness_key else "accuracy"
+    correlation_columns = ["feature", "n_accuracy", "rho_accuracy", "p_accuracy"]
+    if report.robustness_key:
+        correlation_columns += ["n_robustness", "rho_robustness", "p_robustness"]
+    console.print(_table(f"Spearman correlation with {target} (first {SHOWN_ROWS} by |rho|)",
+                         report.correlations.head(SHOWN_ROWS), correlation_columns, left=["feature"]))
+    out = args.out or results_path(args.run_dir).parent / "stats"
+    paths = report.write_csv(out)
+    console.print(f"wrote {', '.join(str(p) for p in paths)}")
+    return 0
+
+
+# --------------------------------------------------------------------------------------------
+# rosearch report
+# --------------------------------------------------------------------------------------------
+
+
+def add_report_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("run_dir", type=Path, help="run directory (runs/<run.name>)")
+    parser.add_argument("--out", type=Path, help="HTML file to write (default: <run_dir>/report.html)")
+    parser.add_argument("--top-k", type=_positive_int, default=5, help="students shown in detail (with cell drawings)")
+
+
+def run_report(args: argparse.Namespace) -> int:
+    """Write the run's self-contained HTML report."""
+    from rosearch.results.report import write_report
+    from rosearch.runtime import setup_logging
+
+    setup_logging("INFO")
+    path = write_report(args.run_dir, args.out, top_k=args.top_k)
+    _console().print(f"wrote {path}")
+    return 0
+
+
+# --------------------------------------------------------------------------------------------
+# rosearch export
+# --------------------------------------------------------------------------------------------
+
+
+def add_export_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("run_dir", type=Path, help="run directory (runs/<run.name>)")
+    parser.add_argument("--top", type=_positive_int, default=3, help="how many of the best students to export")
+    parser.add_argument("--out", type=Path, required=True, help="directory that receives one folder per student")
+    parser.add_argument("--retrain-steps", type=_positive_int,
+                        help="distil each student again for this many steps (default: the search's weights)")
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (for any distillation)")
+
+
+def run_export(args: argparse.Namespace) -> int:
+    """Export the run's best students as Hugging Face folders and list them."""
+    from rosearch.results.export import export_students
+    from rosearch.runtime import setup_logging
+
+    setup_logging("INFO")
+    folders = export_students(args.run_dir, args.out, top=args.top, retrain_steps=args.retrain_steps, device=args.device)
+    console = _console()
+    for folder in folders:
+        console.print(f"exported {folder}")
+    console.print("load with: from rosearch.search_space.model import register_auto_classes; register_auto_classes(); "
+                  "AutoModelForSequenceClassification.from_pretrained(folder, use_safetensors=True)")
+    return 0
+
+
+COMMANDS: dict[str, tuple[Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int], str]] = {
+    "stats": (add_stats_arguments, run_stats, "statistics of a run: which shapes and operations go with robustness"),
+    "report": (add_report_arguments, run_report, "write a self-contained HTML report of a run"),
+    "export": (add_export_arguments, run_export, "export a run's best students as Hugging Face model folders"),
+}

@@ -1,0 +1,465 @@
+"""Export a run's best students as standalone Hugging Face model folders.
+
+Each folder holds what ``from_pretrained`` needs (``config.json`` + ``model.safetensors``, no
+pickle), the teacher's tokenizer, the genome, the search's metrics and a model card naming the
+exact run. The weights are the ones the search measured when the run kept them
+(``candidates/<hash>/``); older runs kept none, so the student is distilled again with the run's
+stored config and the candidate's own seed, which reproduces the search's training when the
+rosearch code is the same (on CPU the search's per-candidate thread count is used too). Every folder
+is reloaded through the Auto API after writing and must give the in-memory model's logits.
+
+Loading an export (``import rosearch`` alone does not register the student classes)::
+
+    from rosearch.search_space.model import register_auto_classes
+    register_auto_classes()
+    model = AutoModelForSequenceClassification.from_pretrained(folder, use_safetensors=True)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import shutil
+import types
+import typing
+import uuid
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from rosearch.config import Config, ConfigError, config_from_dict
+from rosearch.evaluate.candidate import evaluate_candidate
+from rosearch.prepare import prepare_inputs
+from rosearch.results.artifacts import load_student, read_candidate_files
+from rosearch.results.stats import open_store, ranked_records, read_run_json, results_path, teacher_reference
+from rosearch.results.store import CandidateRecord
+from rosearch.search import candidate_seed
+from rosearch.search_inputs import SearchInputs
+from rosearch.search_space.genome import Genome
+
+logger = logging.getLogger(__name__)
+
+LOGITS_ATOL = 1e-6  # reload check: the same weights on the same device give the same logits
+CHECK_TEXTS = (
+    "a gripping, beautifully acted film",
+    "the plot is dull and the ending falls flat",
+    "not bad at all",
+    "it was a movie",
+)
+# config fields that hold file system paths, relative to the directory the run was started from
+_PATH_FIELDS = (
+    ("run", "cache_dir"), ("data", "data_dir"), ("teacher", "output_dir"), ("attack", "neighbors_path"),
+    ("attack", "nltk_data"), ("attack", "wordnet_dir"), ("attack", "sentence_encoder"),
+)
+
+
+class ExportError(ValueError):
+    """A student cannot be exported as asked, or its export does not reload to the same model."""
+
+
+# --------------------------------------------------------------------------------------------
+# The run's config
+# --------------------------------------------------------------------------------------------
+
+
+def run_root(run_dir: Path, output_dir: str, name: str) -> Path:
+    """The directory the run was started from: ``run_dir`` minus its ``<output_dir>/<name>`` tail.
+
+    Relative paths in the stored config are relative to it. When the run folder was moved or
+    renamed the tail does not match and the current directory is assumed.
+    """
+    tail = Path(output_dir) / name
+    resolved = run_dir.resolve()
+    if not tail.is_absolute() and ".." not in tail.parts and resolved.parts[-len(tail.parts):] == tail.parts:
+        return Path(*resolved.parts[: -len(tail.parts)])
+    logger.info("run %s does not end in %s; resolving its relative paths against %s", run_dir, tail, Path.cwd())
+    return Path.cwd()
+
+
+def _legacy_cleaned(cls: type, data: Any, path: str, dropped: list[str]) -> Any:
+    """``data`` without keys this version does not know and without nulls it does not accept.
+
+    Older runs stored e.g. ``attack.recipe: null``; such values only ever meant "unused", so the
+    current default takes their place.
+    """
+    if not isinstance(data, dict):
+        return data
+    hints = typing.get_type_hints(cls)
+    out = {}
+    for key, value in data.items():
+        full = f"{path}.{key}" if path else key
+        if key not in hints:
+            dropped.append(full)
+            continue
+        hint = hints[key]
+        if dataclasses.is_dataclass(hint):
+            out[key] = _legacy_cleaned(hint, value, full, dropped)
+            continue
+        optional = typing.get_origin(hint) in (typing.Union, types.UnionType) and type(None) in typing.get_args(hint)
+        if value is None and not optional:
+            dropped.append(full)
+            continue
+        out[key] = value
+    return out
+
+
+def load_run_config(run_dir: str | Path) -> Config:
+    """The run's :class:`Config`, as stored with its results, usable from any working directory.
+
+    Relative paths are resolved against the directory the run was started from; values an
+    older rosearch wrote that this version rejects are replaced by defaults (with a warning).
+    """
+    run_dir = results_path(run_dir).parent
+    with open_store(run_dir) as store:
+        raw = store.run_config()
+    raw = raw if raw is not None else read_run_json(run_dir, "config.json")
+    if not raw:
+        raise ExportError(f"run {run_dir} stored no config (neither in its results nor in config.json)")
+    data = json.loads(json.dumps(raw))  # a deep copy
+    run = data.setdefault("run", {})
+    root = run_root(run_dir, str(run.get("output_dir", "runs")), str(run.get("name", run_dir.name)))
+    for section, key in _PATH_FIELDS:
+        value = (data.get(section) or {}).get(key)
+        if isinstance(value, str) and not Path(value).expanduser().is_absolute():
+            data[section][key] = str(root / value)
+    teacher = data.get("teacher") or {}
+    model = teacher.get("model")
+    # a fine-tuned teacher given by relative path: rebased (the path is not part of any cache key then)
+    if teacher.get("finetuned") and isinstance(model, str) and not model.startswith("pkg:") and (root / model).is_dir():
+        teacher["model"] = str(root / model)
+    run["output_dir"], run["name"] = str(run_dir.resolve().parent), run_dir.resolve().name
+    try:
+        return config_from_dict(data)
+    except ConfigError as first:
+        dropped: list[str] = []
+        cleaned = _legacy_cleaned(Config, data, "", dropped)
+        if not dropped:
+            raise ExportError(f"the stored config of {run_dir} is not valid for this rosearch: {first}") from first
+        logger.warning("run %s: config values this rosearch does not accept were replaced by defaults: %s",
+                       run_dir, ", ".join(dropped))
+        try:
+            return config_from_dict(cleaned)
+        except ConfigError as exc:
+            raise ExportError(f"the stored config of {run_dir} is not valid for this rosearch: {exc}") from exc
+
+
+# --------------------------------------------------------------------------------------------
+# Weights
+# --------------------------------------------------------------------------------------------
+
+
+@contextmanager
+def torch_threads(count: int | None) -> Iterator[None]:
+    """Run the body with ``count`` intra-op threads (None: unchanged), then restore the old count."""
+    previous = torch.get_num_threads()
+    if count is not None and count != previous:
+        torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        if torch.get_num_threads() != previous:
+            torch.set_num_threads(previous)
+
+
+def search_threads(config: Config) -> int | None:
+    """The thread count the search trained its candidates with (CPU float sums depend on it)."""
+    if config.workers.backend == "ray":
+        return max(1, int(config.workers.num_cpus_per_candidate))  # as workers.ray_pool limits each task
+    return config.run.num_threads
+
+
+class _Distiller:
+    """Distils students with the run's config; prepares the run's inputs once, on first use."""
+
+    def __init__(self, config: Config, device: torch.device) -> None:
+        self.config, self.device = config, device
+        self._inputs = None
+
+    @property
+    def inputs(self) -> SearchInputs:
+        if self._inputs is None:
+            logger.info("export: preparing the run's data and teacher outputs (mostly cache hits)")
+            self._inputs = prepare_inputs(self.config, self.device)
+        return self._inputs
+
+    def teacher_reference(self) -> dict[str, Any]:
+        """The teacher's numbers as the prepared inputs know them (the keys of ``run_info.json``)."""
+        inputs = self.inputs
+        return {"teacher_dir": inputs.teacher_dir, "teacher_dev_accuracy": inputs.teacher_dev_accuracy,
+                "teacher_params": inputs.teacher_params, "teacher_flops": inputs.teacher_flops,
+                "dev_mean_length": inputs.dev_mean_length}
+
+    def distil(self, record: CandidateRecord, max_steps: int | None) -> tuple[torch.nn.Module, float]:
+        """The student of ``record`` trained as the search trained it (``max_steps`` overrides the budget)."""
+        config = self.config
+        if max_steps is not None:
+            config = dataclasses.replace(config, distill=dataclasses.replace(config.distill, max_steps=max_steps))
+        genome = Genome.from_json(record.genome_json)
+        seed = candidate_seed(config.run.seed, record.genome_hash)
+        with torch_threads(search_threads(config) if self.device.type == "cpu" else None):
+            model, metrics = evaluate_candidate(genome, self.inputs, config, seed=seed, device=self.device)
+        return model, metrics.dev_accuracy
+
+
+# --------------------------------------------------------------------------------------------
+# Writing one student
+# --------------------------------------------------------------------------------------------
+
+
+def _teacher_dir(run_dir: Path, config: Config) -> Path:
+    """Where the run's teacher (and so its tokenizer) lives."""
+    from rosearch.distill.teacher import resolve_model_path
+    from rosearch.prepare import teacher_output_dir
+
+    recorded = teacher_reference(run_dir).get("teacher_dir")
+    if recorded:
+        path = Path(recorded)
+        if not path.is_absolute():
+            path = run_root(run_dir, config.run.output_dir, config.run.name) / path
+        if path.is_dir():
+            return path
+        logger.warning("run_info.json names teacher %s, which does not exist; deriving it from the config", path)
+    if config.teacher.finetuned:
+        return Path(resolve_model_path(config.teacher.model))
+    return teacher_output_dir(config)
+
+
+def _package_version() -> str:
+    try:
+        return metadata.version("rosearch")
+    except metadata.PackageNotFoundError:
+        return "unknown"
+
+
+def _fmt(value: Any, digits: int = 4) -> str:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return "n/a"
+    return f"{value:.{digits}f}"
+
+
+def model_card(*, folder: str, run_dir: Path, record: CandidateRecord, rank: int, seed: int, config: Config,
+               meta: Mapping[str, str], teacher: Mapping[str, Any], export: Mapping[str, Any]) -> str:
+    """The README.md of an exported student: numbers, architecture, provenance, how to load it."""
+    m = record.metrics
+    genome = Genome.from_json(record.genome_json)
+    rows = [("dev accuracy (search)", _fmt(m.get("dev_accuracy")))]
+    if export["weights"] != "stored":
+        rows.append((f"dev accuracy (these weights, {export['weights']})", _fmt(export["dev_accuracy"])))
+    for key, name in (("proxy_robust_accuracy", "accuracy on the teacher's adversarial examples (proxy)"),
+                      ("robust_accuracy", "accuracy under attack"), ("attack_success_rate", "attack success rate"),
+                      ("perturbed_word_pct", "perturbed words (%)"), ("attack_queries", "queries per example")):
+        if m.get(key) is not None:
+            rows.append((name, _fmt(m[key], 2 if key in ("perturbed_word_pct", "attack_queries") else 4)))
+    rows += [
+        ("parameters", f"{m['params'] / 1e6:.2f}M" if m.get("params") else "n/a"),
+        ("FLOPs per example", (f"{m['flops'] / 1e6:.1f}M at {teacher['dev_mean_length']} tokens (dev mean)"
+                               if teacher.get("dev_mean_length") else f"{m['flops'] / 1e6:.1f}M at the dev mean length")
+         if m.get("flops") else "n/a"),
+        ("latency, batch 1 / 32 (ms)", f"{_fmt(m.get('latency_ms_b1'), 2)} / {_fmt(m.get('latency_ms_b32'), 1)}"),
+        ("teacher dev accuracy", _fmt(teacher.get("teacher_dev_accuracy"))),
+    ]
+    table = "\n".join(f"| {k} | {v} |" for k, v in rows)
+    layers = "\n".join(
+        f"- layer {i}: {', '.join(cell.ops[1:-1])} ({cell.num_edges} edges)" for i, cell in enumerate(genome.cells)
+    )
+    notes = []
+    if export["weights"] == "redistilled":
+        notes.append("The run kept no weights, so this student was distilled again with the run's config and the "
+                     "candidate's seed" + ("." if export["dev_accuracy"] == m.get("dev_accuracy") else
+                     "; it does not match the search's dev accuracy (other rosearch code or thread count)."))
+    if export["weights"] == "retrained" and any(k in m for k in ("proxy_robust_accuracy", "robust_accuracy")):
+        notes.append("Robustness figures were measured on the search's weights; these weights were distilled again "
+                     f"for {export['retrain_steps']} steps and were not attacked.")
+    attack_note = "".join(f"\n{note}\n" for note in notes)
+    return f"""---
+library_name: transformers
+pipeline_tag: text-classification
+tags: [rosearch, knowledge-distillation, neural-architecture-search]
+---
+
+# rosearch student {record.genome_hash[:12]} (rank {rank} of run `{run_dir.name}`)
+
+A {genome.num_layers}-layer student (hidden size {genome.hidden_size}, embedding width {genome.embedding_size})
+found by rosearch's evolutionary search and distilled from the teacher `{config.teacher.model}` on
+`{config.data.task}`.
+
+| metric | value |
+|---|---|
+{table}
+{attack_note}
+## Architecture
+
+Each layer is a small DAG cell (node 0 the input, the last node the output; a node applies its
+operation to the sum of its predecessors), followed by residual + LayerNorm. The embedding is
+factorised ({genome.embedding_size} -> {genome.hidden_size}). Full genome: `genome.json`.
+
+{layers}
+
+## Provenance
+
+- run: `{run_dir.name}` (generation {record.generation}, rank {rank} by the run's selection)
+- config fingerprint: `{meta.get('config_fingerprint', 'unknown')}`
+- genome hash: `{record.genome_hash}`
+- seed: {seed} (run seed {config.run.seed})
+- distillation: {export['steps']} steps; weights {export['weights']}
+- rosearch version: {meta.get('rosearch_version', 'unknown')} (search), {_package_version()} (export)
+
+## How to load
+
+`import rosearch` alone does not register the student classes with transformers; call
+`register_auto_classes()` first:
+
+```python
+from transformers import AutoModelForSequenceClassification, AutoTokenizer
+from rosearch.search_space.model import register_auto_classes
+
+register_auto_classes()
+model = AutoModelForSequenceClassification.from_pretrained("{folder}", use_safetensors=True)
+tokenizer = AutoTokenizer.from_pretrained("{folder}")
+logits = model(**tokenizer(["a gripping film"], return_tensors="pt")).logits
+```
+"""
+
+
+def verify_export(model: torch.nn.Module, folder: Path) -> float:
+    """Reload ``folder`` through the Auto API and compare its logits with ``model``'s; return the max difference."""
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from rosearch.search_space.model import StudentForSequenceClassification, register_auto_classes
+
+    register_auto_classes()
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    reloaded = AutoModelForSequenceClassification.from_pretrained(folder, use_safetensors=True).eval()
+    if not isinstance(reloaded, StudentForSequenceClassification):
+        raise ExportError(f"{folder} reloads as {type(reloaded).__name__}, not StudentForSequenceClassification")
+    max_length = int(model.config.max_position_embeddings)
+    batch = tokenizer(list(CHECK_TEXTS), padding=True, truncation=True, max_length=max_length, return_tensors="pt")
+    inputs = {k: v for k, v in batch.items() if k in ("input_ids", "attention_mask", "token_type_ids")}
+    with torch.no_grad():
+        before = model.eval()(**inputs).logits  # [n, C]
+        after = reloaded(**inputs).logits  # [n, C]
+    difference = float((before - after).abs().max())
+    if not difference <= LOGITS_ATOL:
+        raise ExportError(
+            f"{folder} does not reload to the exported model: logits differ by up to {difference:.3g} "
+            f"(tolerance {LOGITS_ATOL}); the folder is incomplete or was changed while writing"
+        )
+    return difference
+
+
+def _publish(partial: Path, final: Path) -> None:
+    """Replace ``final`` by ``partial``; only an earlier export (it has genome.json) is ever replaced."""
+    if final.exists():
+        if not (final / "genome.json").is_file():
+            raise ExportError(f"{final} exists and is not a rosearch export; choose another --out directory")
+        shutil.rmtree(final)
+    os.replace(partial, final)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Run:
+    """What every exported student of one run shares."""
+
+    run_dir: Path
+    config: Config
+    meta: Mapping[str, str]  # the store's metadata (config fingerprint, rosearch version)
+    tokenizer: Any  # the teacher's
+
+
+def _student(record: CandidateRecord, run: _Run, distiller: _Distiller, retrain_steps: int | None,
+             teacher: dict[str, Any]) -> tuple[torch.nn.Module, dict[str, Any], dict[str, Any]]:
+    """The student's weights (stored, re-distilled or retrained), how they were obtained, and the teacher's numbers."""
+    stored_accuracy = record.metrics.get("dev_accuracy")
+    files = None if retrain_steps is not None else read_candidate_files(run.run_dir, record.genome_hash)
+    export = {"weights": "stored", "dev_accuracy": stored_accuracy, "search_dev_accuracy": stored_accuracy,
+              "retrain_steps": retrain_steps, "steps": retrain_steps or run.config.distill.max_steps}
+    if files is not None:
+        return load_student(files), export, teacher
+    export["weights"] = "retrained" if retrain_steps is not None else "redistilled"
+    name = record.genome_hash[:12]
+    logger.info("export: distilling %s %s", name,
+                f"for {retrain_steps} steps" if retrain_steps else "again (the run kept no weights)")
+    model, export["dev_accuracy"] = distiller.distil(record, retrain_steps)
+    teacher = distiller.teacher_reference() | teacher  # older runs recorded less about their teacher
+    if export["weights"] == "redistilled":
+        if export["dev_accuracy"] == stored_accuracy:
+            logger.info("export: %s reproduced its search dev accuracy %.4f", name, stored_accuracy)
+        else:
+            logger.warning("export: %s re-distilled to dev accuracy %.4f, the search measured %s "
+                           "(other rosearch code, device or thread count?)", name, export["dev_accuracy"], stored_accuracy)
+    return model, export, teacher
+
+
+def _write_student(model: torch.nn.Module, folder: Path, run: _Run, record: CandidateRecord, rank: int,
+                   export: Mapping[str, Any], teacher: Mapping[str, Any]) -> None:
+    """Write, check and publish one student folder (a failed check leaves no folder behind)."""
+    seed = candidate_seed(run.config.run.seed, record.genome_hash)
+    partial = folder.with_name(f".{folder.name}.{uuid.uuid4().hex[:8]}.partial")
+    try:
+        model.save_pretrained(partial, safe_serialization=True)
+        run.tokenizer.save_pretrained(partial)
+        (partial / "genome.json").write_text(Genome.from_json(record.genome_json).to_json() + "\n")
+        (partial / "metrics.json").write_text(json.dumps({
+            "genome_hash": record.genome_hash, "rank": rank, "generation": record.generation, "seed": seed,
+            "fitness": record.fitness, "objectives": list(record.objectives or ()), "search_metrics": record.metrics,
+            "export": export, "teacher": teacher, "run": run.run_dir.name,
+            "config_fingerprint": run.meta.get("config_fingerprint"),
+        }, indent=2, default=str) + "\n")
+        (partial / "README.md").write_text(model_card(
+            folder=folder.name, run_dir=run.run_dir, record=record, rank=rank, seed=seed, config=run.config,
+            meta=run.meta, teacher=teacher, export=export,
+        ))
+        difference = verify_export(model, partial)
+        _publish(partial, folder)
+    finally:
+        shutil.rmtree(partial, ignore_errors=True)
+    logger.info("export: rank %d %s -> %s (%s weights, dev accuracy %s, reload max |Δlogit| %.1g)",
+                rank, record.genome_hash[:12], folder, export["weights"], _fmt(export["dev_accuracy"]), difference)
+
+
+def export_students(run_dir: str | Path, out_dir: str | Path, *, top: int = 3, retrain_steps: int | None = None,
+                    device: str = "auto") -> list[Path]:
+    """Write the run's ``top`` best students under ``out_dir`` (one folder each, best first); return the folders.
+
+    Weights come from ``candidates/<hash>/`` when the run kept them, else from distilling the
+    genome again exactly as the search did. ``retrain_steps`` distils every student again with
+    that many steps instead (e.g. a longer budget than the search could afford) and records the
+    new dev accuracy next to the search's. Folders are named ``rank<r>-<hash[:12]>``.
+    """
+    from transformers import AutoTokenizer
+
+    from rosearch.data import get_task
+    from rosearch.runtime import resolve_device
+
+    for name, value in (("top", top), ("retrain_steps", retrain_steps)):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+            raise ExportError(f"export {name} must be a positive integer, got {value!r}")
+    run_dir = results_path(run_dir).parent
+    with open_store(run_dir) as store:
+        records = ranked_records(store)[:top]
+        meta = store.metadata()
+    if not records:
+        raise ExportError(f"run {run_dir} has no finished candidate to export")
+    config = load_run_config(run_dir)  # its run.device is the search's; `device` is where we distil
+    run = _Run(run_dir, config, meta, AutoTokenizer.from_pretrained(_teacher_dir(run_dir, config)))
+    distiller = _Distiller(config, resolve_device(device))
+    label_names = get_task(config.data.task).label_names
+    teacher = teacher_reference(run_dir)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    folders = []
+    for rank, record in enumerate(records, start=1):
+        model, export, teacher = _student(record, run, distiller, retrain_steps, teacher)
+        model = model.to("cpu").eval()
+        model.config.id2label = dict(enumerate(label_names))
+        model.config.label2id = {label: i for i, label in enumerate(label_names)}
+        folder = out_dir / f"rank{rank}-{record.genome_hash[:12]}"
+        _write_student(model, folder, run, record, rank, export, teacher)
+        folders.append(folder)
+    return folders
