@@ -25,6 +25,7 @@ from rosearch.data import Example, encode_examples, get_task, load_split
 from rosearch.distill.teacher import (
     TeacherError, finetune_teacher, is_bare_backbone, load_teacher, resolve_model_path, teacher_fingerprint,
 )
+from rosearch.distill.methods import prepare_method_inputs, teacher_cache_request
 from rosearch.distill.teacher_cache import load_or_compute_teacher_outputs
 from rosearch.evaluate.accuracy import logits_accuracy
 from rosearch.search_inputs import SearchInputs
@@ -127,16 +128,22 @@ def prepare_inputs(config: Config, device: torch.device) -> SearchInputs:
             f"(fix: keep embedding sizes <= {mcfg.hidden_size}, or set search_space.embedding_init=random)"
         )
     start = time.perf_counter()
-    _, train = load_split(config.data, "train", tokenizer, config.run.cache_dir, config.run.seed)
+    train_examples, train = load_split(config.data, "train", tokenizer, config.run.cache_dir, config.run.seed)
     dev_examples, dev = load_split(config.data, "dev", tokenizer, config.run.cache_dir, config.run.seed)
     timings["data_s"] = time.perf_counter() - start
 
     start = time.perf_counter()
-    layers = tuple(config.teacher.cache_hidden_layers) if config.distill.hidden_loss_weight > 0 else ()
+    # hidden states (hidden_loss_weight / layer_kd), attention (layer_kd) and features (rift): one teacher pass
+    request = teacher_cache_request(config, int(mcfg.num_hidden_layers))
     common = dict(batch_size=config.teacher.eval_batch_size, device=device, cache_dir=config.run.cache_dir)
-    outputs = load_or_compute_teacher_outputs(model, teacher_dir, train, layers=layers, **common)
+    outputs = load_or_compute_teacher_outputs(model, teacher_dir, train, **request.kwargs(), **common)
     # memory-mapped hidden states become plain arrays: Ray then ships them once, out of band
-    outputs = dataclasses.replace(outputs, hidden={k: np.asarray(v) for k, v in outputs.hidden.items()})
+    outputs = dataclasses.replace(
+        outputs,
+        hidden={k: np.asarray(v) for k, v in outputs.hidden.items()},
+        attention={k: np.asarray(v) for k, v in outputs.attention.items()},
+        features=None if outputs.features is None else np.asarray(outputs.features),
+    )
     dev_outputs = load_or_compute_teacher_outputs(model, teacher_dir, dev, layers=(), **common)
     timings["teacher_outputs_s"] = time.perf_counter() - start
     teacher_dev = logits_accuracy(dev_outputs.logits, dev.labels)
@@ -145,6 +152,11 @@ def prepare_inputs(config: Config, device: torch.device) -> SearchInputs:
 
     pcs = teacher_embedding_pcs(model, max(space.embedding_sizes)) if space.embedding_init == "teacher_pca" else None
     dev_mean_length = max(1, int(round(float(np.mean(dev.lengths)))))
+    start = time.perf_counter()
+    method_inputs = prepare_method_inputs(
+        config, teacher_dir=str(teacher_dir), train_examples=train_examples, train=train, device=device
+    )  # None unless distill.methods has augment, mate_kd or adv_finetune
+    timings["methods_s"] = time.perf_counter() - start
     robustness: dict = {}
     if config.attack.enabled:
         start = time.perf_counter()
@@ -166,6 +178,7 @@ def prepare_inputs(config: Config, device: torch.device) -> SearchInputs:
         teacher_flops=teacher_flops(mcfg, dev_mean_length),
         dev_mean_length=dev_mean_length,
         timings=timings,
+        method_inputs=method_inputs,
         **robustness,
     )
     del model

@@ -1,4 +1,4 @@
-"""KD and hidden-state losses against hand-computed values, and the student↔teacher layer map."""
+"""KD, hidden-state, attention and InfoNCE losses against hand-computed values, and the layer map."""
 
 from __future__ import annotations
 
@@ -8,7 +8,15 @@ import pytest
 import torch
 from torch import nn
 
-from rosearch.distill.losses import hidden_mse_loss, kd_loss, kd_loss_terms, uniform_layer_map
+from rosearch.distill.losses import (
+    attention_kl_loss,
+    class_conditional_info_nce,
+    hidden_mse_loss,
+    kd_loss,
+    kd_loss_terms,
+    masked_mean,
+    uniform_layer_map,
+)
 
 
 def _softmax(xs: list[float]) -> list[float]:
@@ -140,3 +148,89 @@ def test_uniform_layer_map(num_layers, teacher_layers, expected):
 def test_uniform_layer_map_rejects_bad_input(num_layers, teacher_layers):
     with pytest.raises(ValueError):
         uniform_layer_map(num_layers, teacher_layers)
+
+
+# --------------------------------------------------------------------------------------------
+# Robust-KD terms: attention KL, class-conditional InfoNCE, masked mean
+# --------------------------------------------------------------------------------------------
+
+def _rows(*rows: list[float]) -> torch.Tensor:
+    return torch.tensor([list(rows)])  # [1, T, T]
+
+
+def test_attention_kl_of_equal_distributions_is_zero():
+    probs = torch.softmax(torch.randn(2, 4, 4, generator=torch.Generator().manual_seed(0)), dim=-1)
+    mask = torch.ones(2, 4)
+    assert attention_kl_loss(probs, probs.clone(), mask).item() == pytest.approx(0.0, abs=1e-6)
+
+
+def test_attention_kl_matches_hand_computation_and_ignores_padding():
+    # one sequence of 2 real tokens padded to 3; padded query rows/keys hold garbage
+    teacher = _rows([0.5, 0.5, 0.0], [1.0, 0.0, 0.0], [0.3, 0.3, 0.4])
+    student = _rows([0.25, 0.7, 0.05], [0.5, 0.4, 0.1], [0.9, 0.05, 0.05])
+    mask = torch.tensor([[1, 1, 0]])
+    # the student's real-key mass is not renormalised (it is its distribution); the teacher's is
+    row0 = 0.5 * math.log(0.5 / 0.25) + 0.5 * math.log(0.5 / 0.7)
+    row1 = 1.0 * math.log(1.0 / 0.5)
+    assert attention_kl_loss(student, teacher, mask).item() == pytest.approx((row0 + row1) / 2, abs=1e-6)
+
+
+def test_attention_kl_renormalises_float16_teacher_rows():
+    teacher = _rows([0.499, 0.499], [0.2, 0.79])  # rows sum to 0.998 / 0.99 (float16 storage)
+    exact = teacher / teacher.sum(-1, keepdim=True)
+    mask = torch.ones(1, 2)
+    assert attention_kl_loss(exact, teacher, mask).item() == pytest.approx(0.0, abs=1e-6)
+
+
+def test_attention_kl_rejects_shapes():
+    with pytest.raises(ValueError, match="batch, T, T"):
+        attention_kl_loss(torch.zeros(1, 2, 2), torch.zeros(1, 3, 3), torch.ones(1, 2))
+
+
+def test_info_nce_with_identical_orthonormal_features():
+    eye = torch.eye(3)  # three examples of one class, features e_0, e_1, e_2 on both sides
+    tau = 0.5
+    loss = class_conditional_info_nce(eye, eye.clone(), torch.tensor([1, 1, 1]), temperature=tau)
+    # positive cos 1, two negatives cos 0: -log(e^{1/τ} / (e^{1/τ} + 2))
+    assert loss.item() == pytest.approx(math.log(1 + 2 * math.exp(-1 / tau)), abs=1e-6)
+
+
+def test_info_nce_contrasts_only_within_a_class():
+    z = torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 0.0], [0.0, 1.0]])
+    t = torch.tensor([[1.0, 0.0], [0.0, 1.0], [0.0, 1.0], [1.0, 0.0]])
+    labels = torch.tensor([0, 1, 0, 1])
+    tau = 1.0
+    # anchor 0 (class 0): positive t0 (cos 1), negative t2 (cos 0); anchor 2: positive t2 (cos 0), negative t0 (cos 1)
+    good = -math.log(math.e / (math.e + 1))
+    bad = -math.log(1 / (1 + math.e))
+    expected = (good + good + bad + bad) / 4  # class 1 mirrors class 0
+    loss = class_conditional_info_nce(z, t, labels, temperature=tau)
+    assert loss.item() == pytest.approx(expected, abs=1e-6)
+    # examples of the other class never act as negatives: making them identical changes nothing
+    t_other = t.clone()
+    t_other[1] = t_other[0]
+    labels_split = torch.tensor([0, 1, 2, 3])  # every anchor alone in its class
+    assert class_conditional_info_nce(z, t_other, labels_split, temperature=tau).item() == 0.0
+
+
+def test_info_nce_gradient_pulls_the_positive_closer():
+    z = torch.tensor([[0.6, 0.8], [0.8, 0.6]], requires_grad=True)  # each nearer the other's positive
+    t = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    loss = class_conditional_info_nce(z, t, torch.tensor([0, 0]), temperature=1.0)
+    assert loss.item() > math.log(2)  # worse than chance
+    loss.backward()
+    with torch.no_grad():
+        after = class_conditional_info_nce(z - 0.5 * z.grad, t, torch.tensor([0, 0]), temperature=1.0)
+    assert after.item() < loss.item() - 0.01
+
+
+def test_info_nce_rejects_bad_input():
+    with pytest.raises(ValueError, match="temperature"):
+        class_conditional_info_nce(torch.zeros(2, 3), torch.zeros(2, 3), torch.tensor([0, 1]), temperature=0.0)
+    with pytest.raises(ValueError, match="project the student features"):
+        class_conditional_info_nce(torch.zeros(2, 3), torch.zeros(2, 4), torch.tensor([0, 1]), temperature=1.0)
+
+
+def test_masked_mean_ignores_padding():
+    hidden = torch.tensor([[[1.0, 2.0], [3.0, 4.0], [100.0, 100.0]]])
+    assert masked_mean(hidden, torch.tensor([[1, 1, 0]])).tolist() == [[2.0, 3.0]]

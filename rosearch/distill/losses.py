@@ -1,4 +1,5 @@
-"""Distillation objectives: soft-label KD (Hinton et al., 2015) and hidden-state MSE (TinyBERT).
+"""Distillation objectives: soft-label KD (Hinton et al., 2015), hidden-state MSE (TinyBERT),
+attention-distribution KL (TinyBERT / MiniLM) and class-conditional InfoNCE (RIFT).
 
 Pure functions of tensors, so the trainer, the robust variants and the tests share one exact
 definition of each loss.
@@ -6,6 +7,7 @@ definition of each loss.
 
 from __future__ import annotations
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
@@ -111,3 +113,67 @@ def uniform_layer_map(num_student_layers: int, teacher_layers: tuple[int, ...]) 
         teacher = (2 * j * big_k + m) // (2 * m)  # round(j * K / m), halves up; 1-based position
         pairs.append((student, layers[teacher - 1]))
     return pairs
+
+
+def masked_mean(hidden: Tensor, mask: Tensor) -> Tensor:
+    """[B, T, H] -> [B, H]: the mean over real tokens (``mask == 1``), as the teacher features are pooled."""
+    weights = mask.to(hidden.dtype).unsqueeze(-1)  # [B, T, 1]
+    return (hidden * weights).sum(dim=1) / weights.sum(dim=1).clamp_min(1.0)
+
+
+def attention_kl_loss(student_probs: Tensor, teacher_probs: Tensor, mask: Tensor) -> Tensor:
+    """Mean over real query tokens of KL(teacher row ‖ student row), rows taken over real keys.
+
+    Both inputs are attention probabilities [B, T, T] (query x key), averaged over heads so that
+    a student with 2 heads can match a teacher with 12. Teacher rows are renormalised over the
+    real keys (the cache stores them in float16), padded queries and keys count nothing, and
+    ``0 · log 0 = 0``; so equal distributions give exactly 0 and the loss never depends on padding.
+    """
+    if student_probs.shape != teacher_probs.shape or student_probs.shape[:2] != mask.shape or (
+        student_probs.dim() != 3 or student_probs.shape[1] != student_probs.shape[2]
+    ):
+        raise ValueError(
+            f"attention probabilities must both be [batch, T, T] with mask [batch, T]: student "
+            f"{tuple(student_probs.shape)}, teacher {tuple(teacher_probs.shape)}, mask {tuple(mask.shape)}"
+        )
+    real = mask.bool()  # [B, T]
+    pair = (real.unsqueeze(2) & real.unsqueeze(1)).to(torch.float32)  # [B, T(query), T(key)]
+    t = teacher_probs.float() * pair
+    t = t / t.sum(dim=-1, keepdim=True).clamp_min(1e-12)  # rows of padded queries stay all-zero
+    log_s = student_probs.float().clamp_min(1e-12).log()  # [B, T, T]
+    kl = (torch.xlogy(t, t) - t * log_s) * pair  # [B, T, T]
+    return kl.sum() / real.sum().clamp_min(1).to(kl.dtype)
+
+
+def class_conditional_info_nce(
+    student_features: Tensor, teacher_features: Tensor, labels: Tensor, *, temperature: float
+) -> Tensor:
+    """RIFT-style InfoNCE that keeps student features informative of the teacher's *within* a class.
+
+    For anchor i, the positive is the teacher feature of the same example and the negatives are
+    the teacher features of the other batch examples with label ``labels[i]``; similarities are
+    cosines divided by ``temperature``::
+
+        loss_i = -log( exp(cos(z_i, t_i)/τ) / Σ_{j: y_j = y_i} exp(cos(z_i, t_j)/τ) )
+
+    Contrasting only inside a class means the term cannot be lowered by encoding the label alone
+    (the CE/KD terms already do that); it rewards keeping the teacher's finer distinctions. The
+    mean is over anchors whose class has at least two members in the batch; with none, 0.
+    """
+    if temperature <= 0:
+        raise ValueError(f"class_conditional_info_nce temperature must be > 0, got {temperature!r}")
+    if student_features.dim() != 2 or student_features.shape != teacher_features.shape or (
+        labels.shape != student_features.shape[:1]
+    ):
+        raise ValueError(
+            f"features must both be [batch, D] with labels [batch]: student {tuple(student_features.shape)}, "
+            f"teacher {tuple(teacher_features.shape)}, labels {tuple(labels.shape)} "
+            "(fix: project the student features to the teacher width first)"
+        )
+    z = F.normalize(student_features.float(), dim=-1)  # [B, D]
+    t = F.normalize(teacher_features.float(), dim=-1)  # [B, D]
+    same = labels.unsqueeze(1) == labels.unsqueeze(0)  # [B, B]
+    logits = (z @ t.T / temperature).masked_fill(~same, float("-inf"))  # [B, B]
+    log_prob = logits.diagonal() - torch.logsumexp(logits, dim=1)  # [B]
+    anchors = (same.sum(dim=1) > 1).to(log_prob.dtype)  # [B]; a lone anchor has log_prob 0 anyway
+    return -(log_prob * anchors).sum() / anchors.sum().clamp_min(1.0)  # no host sync

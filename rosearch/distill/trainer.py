@@ -2,18 +2,28 @@
 
 The search controls fidelity through ``DistillConfig.max_steps``: every candidate gets exactly
 that many optimizer steps (epochs cycle with a reshuffle), so candidates are compared at equal
-cost. The teacher never runs here; its logits (and, for the TinyBERT-style hidden loss, its
-hidden states) come from the on-disk cache and are gathered by each batch's example indices.
+cost. The teacher's logits (and, for the TinyBERT-style layer losses, its hidden states and
+attention; for RIFT, its features) come from the on-disk cache and are gathered by each
+batch's example indices.
+
+Robust variants are options of this same loop (``cfg.methods``; see
+:mod:`rosearch.distill.methods`): ``augment`` draws a share of every batch from the augmented
+transfer set, ``layer_kd`` and ``rift`` add loss terms on the clean batch, ``mate_kd`` adds a
+KD term on generator-perturbed text (the only method that runs the teacher live), and
+``adv_finetune`` attacks the trained student and fine-tunes it briefly at the end. With
+``methods=()`` the loop is exactly the plain KD loop: same batches, same random draws, same
+weights.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import random
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -24,8 +34,10 @@ from transformers import get_linear_schedule_with_warmup
 from rosearch.batching import EncodedSplit, batch_indices, collate
 from rosearch.config import DistillConfig
 from rosearch.distill.losses import hidden_mse_loss, kd_loss, uniform_layer_map
+from rosearch.distill.methods import NEEDS_METHOD_INPUTS, MethodInputsError
 
 if TYPE_CHECKING:
+    from rosearch.distill.methods import MethodInputs
     from rosearch.distill.teacher_cache import TeacherOutputs
 
 logger = logging.getLogger(__name__)
@@ -46,6 +58,7 @@ class DistillResult:
     examples_per_second: float
     final_loss: float  # mean training loss over the last ~10% of steps
     loss_history: tuple[tuple[int, float], ...]  # (step, mean loss since the previous entry)
+    method_stats: dict[str, float] = field(default_factory=dict)  # per-method numbers (seconds, counts, ...)
 
 
 def distill(
@@ -58,6 +71,7 @@ def distill(
     device: torch.device | str,
     progress: ProgressFn | None = None,
     log_every: int | None = None,
+    method_inputs: "MethodInputs | None" = None,
 ) -> DistillResult:
     """Distil ``student`` on ``train`` for exactly ``cfg.max_steps`` optimizer steps, in place.
 
@@ -79,6 +93,13 @@ def distill(
 
     The student is left in eval mode with its gradients released. ``progress(step, max_steps,
     loss)`` is called at every log interval.
+
+    ``cfg.methods`` adds the robust variants (module docstring); ``augment``, ``mate_kd`` and
+    ``adv_finetune`` need ``method_inputs`` from
+    :func:`~rosearch.distill.methods.prepare_method_inputs`, ``layer_kd`` and ``rift`` need the
+    teacher outputs that :func:`~rosearch.distill.methods.teacher_cache_request` asks for.
+    ``train_seconds`` covers everything (adv_finetune's attack and fine-tuning included);
+    ``examples_per_second`` the KD loop; ``method_stats`` breaks the extra work down.
     """
     num_examples = len(train)
     if num_examples == 0:
@@ -91,6 +112,14 @@ def distill(
         )
     if log_every is not None and log_every < 1:
         raise ValueError(f"log_every must be >= 1, got {log_every}")
+    for method in cfg.methods:
+        if method in NEEDS_METHOD_INPUTS:
+            if method_inputs is None:
+                raise MethodInputsError(
+                    f"distill.methods has {method!r}, which needs method inputs, but none were given "
+                    "(fix: pass method_inputs=prepare_method_inputs(config, ...))"
+                )
+            method_inputs.require(method)
     max_steps = cfg.max_steps
     log_every = log_every or max(1, max_steps // 20)
     device = torch.device(device)
@@ -98,13 +127,55 @@ def distill(
 
     with torch.random.fork_rng(devices=fork_devices):
         torch.manual_seed(seed)
-        return _train(student, train, teacher, cfg, random.Random(seed), device, progress, log_every)
+        return _train(student, train, teacher, cfg, random.Random(seed), device, progress, log_every,
+                      method_inputs, seed)
 
 
-def _batches(train: EncodedSplit, cfg: DistillConfig, rng: random.Random) -> Iterator[list[int]]:
+def _batches(train: EncodedSplit, batch_size: int, cfg: DistillConfig, rng: random.Random) -> Iterator[list[int]]:
     """Endless stream of batch index lists; each pass over the data is a fresh shuffle."""
     while True:
-        yield from batch_indices(train.lengths, cfg.batch_size, shuffle=True, rng=rng, bucketing=cfg.length_bucketing)
+        yield from batch_indices(train.lengths, batch_size, shuffle=True, rng=rng, bucketing=cfg.length_bucketing)
+
+
+class _AugmentStream:
+    """``augment``: the share of every batch drawn from the teacher-labelled augmented copies.
+
+    The batch keeps ``cfg.batch_size`` examples (``augment_fraction`` of them augmented) rather
+    than alternating clean and augmented batches: every step then estimates the same mixed
+    objective, the step budget keeps its meaning, and a step costs what a plain step costs.
+    Its shuffles come from their own seeded RNG.
+    """
+
+    def __init__(self, inputs: "MethodInputs", cfg: DistillConfig, seed: int, device: torch.device) -> None:
+        self.split = inputs.augmented
+        self.cfg = cfg
+        self.device = device
+        self.batch_size = int(round(cfg.augment_fraction * cfg.batch_size))
+        if not 1 <= self.batch_size <= cfg.batch_size - 1:
+            raise ValueError(
+                f"distill.augment_fraction={cfg.augment_fraction} of a batch of {cfg.batch_size} leaves no room for "
+                "one of the two kinds (fix: a fraction nearer 0.5, or a larger distill.batch_size)"
+            )
+        self.logits = torch.as_tensor(np.asarray(inputs.augmented_outputs.logits, dtype=np.float32), device=device)
+        if tuple(self.logits.shape) != (len(self.split), self.split.num_labels):
+            raise MethodInputsError(
+                f"augmented teacher logits have shape {tuple(self.logits.shape)}, the augmented split needs "
+                f"({len(self.split)}, {self.split.num_labels}) (fix: rebuild the method inputs)"
+            )
+        self.batches = _batches(self.split, self.batch_size, cfg, random.Random(f"{seed}:augment"))
+        self.seen = 0
+        logger.info("augment: %d of every %d batch examples from %d augmented copies",
+                    self.batch_size, cfg.batch_size, len(self.split))
+
+    def mixed_kd(self, student: nn.Module, clean_loss: Tensor, clean_count: int) -> Tensor:
+        """The KD loss of the whole mixed batch: the example-weighted mean of both parts."""
+        indices = next(self.batches)
+        batch = collate(self.split, indices, self.device)
+        logits = _forward(student, batch, hidden=False).logits  # [Ba, C]
+        loss = kd_loss(logits, self.logits[batch["indices"]], batch["labels"],
+                       alpha=self.cfg.alpha, temperature=self.cfg.temperature)
+        self.seen += len(indices)
+        return (clean_count * clean_loss + len(indices) * loss) / (clean_count + len(indices))
 
 
 def _forward(student: nn.Module, batch: dict[str, Tensor], hidden: bool) -> Any:
@@ -155,6 +226,17 @@ def _optimizer(modules: list[nn.Module], cfg: DistillConfig) -> torch.optim.Adam
     return torch.optim.AdamW([g for g in groups if g["params"]], lr=cfg.learning_rate)
 
 
+def _student_width(student: nn.Module, batch: dict[str, Tensor]) -> int:
+    """Width of the student's last hidden state, from one no-grad eval-mode forward."""
+    student.eval()
+    with torch.no_grad():
+        states = _forward(student, batch, hidden=True).hidden_states
+    student.train()
+    if states is None:
+        raise ValueError(f"student {type(student).__name__} returned no hidden_states; rift needs them")
+    return int(states[-1].shape[-1])
+
+
 def _train(
     student: nn.Module,
     train: EncodedSplit,
@@ -164,23 +246,35 @@ def _train(
     device: torch.device,
     progress: ProgressFn | None,
     log_every: int,
+    method_inputs: "MethodInputs | None",
+    seed: int,
 ) -> DistillResult:
     max_steps = cfg.max_steps
+    methods = set(cfg.methods)
     student.to(device)
     student.train()
     teacher_logits = torch.as_tensor(np.asarray(teacher.logits, dtype=np.float32), device=device)  # [n, C]
-    batches = _batches(train, cfg, rng)
+    augment = _AugmentStream(method_inputs, cfg, seed, device) if "augment" in methods else None
+    batches = _batches(train, cfg.batch_size - (augment.batch_size if augment else 0), cfg, rng)
 
-    use_hidden = cfg.hidden_loss_weight > 0
+    hidden_weight = cfg.layer_kd_weight if "layer_kd" in methods else cfg.hidden_loss_weight
+    use_hidden = hidden_weight > 0
     first = next(batches)
     pairs: list[tuple[int, int]] = []
     projections = nn.ModuleList()
+    if use_hidden and "layer_kd" in methods and not teacher.layers:
+        raise ValueError(
+            "layer_kd's hidden-state term needs cached teacher hidden states, but the teacher outputs hold none "
+            "(fix: compute them with rosearch.distill.methods.teacher_cache_request(config, ...).kwargs(), or set "
+            "distill.layer_kd_weight=0)"
+        )
     if use_hidden:
         pairs, projections = _layer_projections(student, collate(train, first, device), teacher, device)
         logger.info("hidden-state loss on (student, teacher) layer pairs %s", pairs)
     projections.train()
+    terms = _MethodTerms(student, train, teacher, cfg, method_inputs, collate(train, first, device), seed, device)
 
-    optimizer = _optimizer([student, projections], cfg)
+    optimizer = _optimizer([student, projections, *terms.modules], cfg)
     scheduler = get_linear_schedule_with_warmup(
         optimizer, num_warmup_steps=int(round(cfg.warmup_ratio * max_steps)), num_training_steps=max_steps
     )
@@ -194,11 +288,14 @@ def _train(
     for step in range(1, max_steps + 1):
         indices = first if step == 1 else next(batches)
         batch = collate(train, indices, device)
-        out = _forward(student, batch, hidden=use_hidden)
+        with terms.recording():
+            out = _forward(student, batch, hidden=use_hidden or terms.needs_hidden)
         loss = kd_loss(
             out.logits, teacher_logits[batch["indices"]], batch["labels"],
             alpha=cfg.alpha, temperature=cfg.temperature,
         )
+        if augment is not None:
+            loss = augment.mixed_kd(student, loss, len(indices))
         if use_hidden:
             mask = batch["attention_mask"]  # [B, T]
             layer_losses = [
@@ -210,7 +307,9 @@ def _train(
                 )
                 for (s, t), proj in zip(pairs, projections)
             ]
-            loss = loss + cfg.hidden_loss_weight * torch.stack(layer_losses).mean()
+            loss = loss + hidden_weight * torch.stack(layer_losses).mean()
+        if terms.active:
+            loss = loss + terms.loss(student, batch, out, indices, step)
 
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -242,10 +341,80 @@ def _train(
     tail = max(1, math.ceil(0.1 * max_steps))
     student.zero_grad(set_to_none=True)
     student.eval()
+    stats = terms.stats()
+    if augment is not None:
+        stats["augment_examples_seen"] = augment.seen
+    del terms, augment  # MATE-KD's live teacher and generator go before any fine-tuning
+    total_seconds = seconds
+    if "adv_finetune" in methods:
+        from rosearch.distill.adversarial import adversarial_finetune
+
+        stats["kd_seconds"] = seconds
+        stats.update(adversarial_finetune(student, train, teacher_logits, cfg, method_inputs, seed=seed, device=device))
+        total_seconds = time.perf_counter() - start
     return DistillResult(
         steps=max_steps,
-        train_seconds=seconds,
+        train_seconds=total_seconds,
         examples_per_second=seen / seconds if seconds > 0 else float("inf"),
         final_loss=float(per_step[-tail:].mean()),
         loss_history=tuple(history),
+        method_stats=stats,
     )
+
+
+class _MethodTerms:
+    """The extra loss terms of ``layer_kd`` (attention), ``rift`` and ``mate_kd`` on the clean batch.
+
+    Built once per run; ``modules`` are their trainable parts (RIFT's projection), optimised
+    with the student and dropped afterwards. With none of these methods it is inert.
+    """
+
+    def __init__(
+        self, student: nn.Module, train: EncodedSplit, teacher: "TeacherOutputs", cfg: DistillConfig,
+        inputs: "MethodInputs | None", first_batch: dict[str, Tensor], seed: int, device: torch.device,
+    ) -> None:
+        methods = set(cfg.methods)
+        self.cfg = cfg
+        self.train = train
+        self.teacher = teacher
+        self.device = device
+        self.attention = None
+        self.rift = None
+        self.mate = None
+        if "layer_kd" in methods and cfg.attention_loss_weight > 0:
+            from rosearch.distill.layer_kd import AttentionTerm
+
+            self.attention = AttentionTerm(student, teacher)
+        if "rift" in methods:
+            from rosearch.distill.rift import RiftTerm
+
+            self.rift = RiftTerm(_student_width(student, first_batch), teacher, cfg.rift_temperature, device)
+        if "mate_kd" in methods:
+            from rosearch.distill.mate_kd import MateKD
+
+            self.mate = MateKD(inputs, cfg, train.num_labels, seed, device)
+        self.modules: list[nn.Module] = [self.rift.projection] if self.rift is not None else []
+        self.needs_hidden = self.rift is not None
+        self.active = (self.attention is not None and self.attention.active) or self.rift is not None or (
+            self.mate is not None
+        )
+
+    def recording(self) -> contextlib.AbstractContextManager:
+        """Around the clean forward: captures the student's attention when layer_kd needs it."""
+        return self.attention.recording() if self.attention is not None else contextlib.nullcontext()
+
+    def loss(self, student: nn.Module, batch: dict[str, Tensor], out: Any, indices: list[int], step: int) -> Tensor:
+        """The weighted sum of the active terms for this step's clean batch."""
+        mask = batch["attention_mask"]  # [B, T]
+        total = torch.zeros((), device=self.device)
+        if self.attention is not None and self.attention.active:
+            total = total + self.cfg.attention_loss_weight * self.attention.loss(self.teacher, self.train, indices, mask)
+        if self.rift is not None:
+            features = self.teacher.features_batch(indices, device=self.device)  # [B, Ht]
+            total = total + self.cfg.rift_weight * self.rift.loss(out.hidden_states[-1], mask, features, batch["labels"])
+        if self.mate is not None:
+            total = total + self.cfg.mate_kd_weight * self.mate.student_loss(student, batch, step)
+        return total
+
+    def stats(self) -> dict[str, float]:
+        return self.mate.stats() if self.mate is not None else {}

@@ -66,7 +66,10 @@ def evaluate_candidate(
     """Distil a student of ``genome`` from the cached teacher outputs and measure it on dev."""
     key = genome.hash()
     model = build_student(genome, inputs, config, seed=seed).to(device)
-    result = distill(model, inputs.train, inputs.teacher_outputs, config.distill, seed=seed, device=device)
+    result = distill(
+        model, inputs.train, inputs.teacher_outputs, config.distill, seed=seed, device=device,
+        method_inputs=inputs.method_inputs,
+    )
     start = time.perf_counter()
     dev_accuracy = accuracy(model, inputs.dev, batch_size=config.distill.eval_batch_size, device=device)
     eval_seconds = time.perf_counter() - start
