@@ -297,9 +297,13 @@ def run_search(config: Config, *, resume: bool = False, evaluate_fn: EvaluateFn 
                     evaluate=evaluator, param_count=param_count, checkpoint=store.save_checkpoint,
                     resume_state=store.load_checkpoint() if resume else None, on_generation=on_generation,
                 )
-            if evaluator.attack_top_k:  # the final top list always carries full-attack numbers
-                final = [row["hash"] for row in top_candidates(store, spec, k=len(store.candidates()))]
-                evaluator.attack_best(final, evaluator.attack_top_k, "run")
+            if evaluator.attack_top_k:  # the final top list (NSGA-II: the whole Pareto front) gets full-attack numbers
+                if spec.mode == "nsga2":
+                    front = pareto_front(store, spec)
+                    evaluator.attack_best(front, len(front), "run's Pareto front")
+                else:
+                    ranked = [row["hash"] for row in top_candidates(store, spec, k=evaluator.attack_top_k)]
+                    evaluator.attack_best(ranked, evaluator.attack_top_k, "run")
         finally:
             backend.close()
         summary = SearchSummary(
@@ -326,6 +330,13 @@ def write_run_info(run_dir: Path, inputs: SearchInputs) -> None:
         "attack_examples": len(inputs.attack_examples), "proxy_examples": None if inputs.proxy is None else len(inputs.proxy),
     }
     (run_dir / RUN_INFO_FILE).write_text(json.dumps(info, indent=2, default=str))
+
+
+def pareto_front(store: ResultStore, spec: FitnessSpec) -> list[str]:
+    """Hashes of the finished candidates no other finished candidate dominates on every objective."""
+    ok = [(r.genome_hash, tuple(w * v for w, v in zip(spec.weights, r.objectives))) for r in store.candidates() if r.status == "ok"]
+    dominated = lambda a, b: all(x <= y for x, y in zip(a, b)) and a != b  # noqa: E731  (b dominates a)
+    return [h for h, values in ok if not any(dominated(values, other) for _, other in ok)]
 
 
 def top_candidates(store: ResultStore, spec: FitnessSpec, k: int) -> list[dict[str, Any]]:

@@ -315,3 +315,19 @@ def test_robustness_search_scores_every_candidate_on_the_proxy_and_attacks_the_t
         assert m["attack_successful"] + m["attack_failed"] + m["attack_skipped"] == 6
         assert m["robust_accuracy"] <= m["clean_accuracy_attacked_sample"]
     assert "robust_accuracy" in summary.top[0]  # the final top candidate always carries full-attack numbers
+
+
+def test_pareto_front_keeps_exactly_the_non_dominated_candidates(tmp_path):
+    from rosearch.evaluate.fitness import fitness_spec
+    from rosearch.results.store import CandidateRecord
+    from rosearch.search import pareto_front
+
+    config = config_from_dict({"evolution": {"mode": "nsga2"}, "attack": {"enabled": True, "full_attack": "all"}})
+    spec = fitness_spec(config, teacher_cost={"params": 10, "flops": 10})  # (accuracy, robustness, params)
+    points = {"a": (0.9, 0.2, 5.0), "b": (0.8, 0.5, 5.0), "c": (0.8, 0.2, 5.0), "d": (0.7, 0.1, 1.0), "e": (0.7, 0.1, 2.0)}
+    with ResultStore(tmp_path / "r.sqlite") as store:
+        for i, (name, objectives) in enumerate(points.items()):
+            store.record_candidate(CandidateRecord(
+                genome_hash=name, genome_json="{}", generation=0, parents=(), status="ok", metrics={}, fitness=None,
+                objectives=objectives, error=None, attempts=1, seconds=1.0, worker="w", finished_at=float(i)))
+        assert sorted(pareto_front(store, spec)) == ["a", "b", "d"]  # c is dominated by a and b, e by d
