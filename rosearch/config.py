@@ -134,13 +134,13 @@ class DistillConfig:
     mate_kd_weight: float = 1.0  # weight of the soft KD term on generator-perturbed text
     mate_kd_mask_prob: float = 0.3  # share of real (non-special) tokens the generator rewrites
     mate_kd_generator_steps: int = 1  # generator (maximisation) updates per cycle
-    mate_kd_generator_every: int = 1  # student steps per cycle (the generator updates at its start)
+    mate_kd_generator_every: int = 10  # student steps per cycle (the generator updates at its start)
     mate_kd_generator_lr: float = 1e-5
     mate_kd_gumbel_temperature: float = 1.0
     mate_kd_generator_layers: int = 2  # teacher layers the generator's encoder keeps
     mate_kd_pretrain_steps: int = 300  # MLM steps that adapt the generator to the transfer set (cached)
     # layer_kd: TinyBERT-style hidden-state MSE + attention-distribution KL on mapped layers
-    layer_kd_weight: float = 1.0  # hidden-state MSE weight (replaces hidden_loss_weight)
+    layer_kd_weight: float = 0.1  # hidden-state MSE weight (replaces hidden_loss_weight)
     attention_loss_weight: float = 1.0  # KL(teacher || student) of head-averaged attention rows
     # rift: class-conditional InfoNCE between projected student and cached teacher features
     rift_weight: float = 0.1
@@ -204,6 +204,7 @@ class AttackConfig:
     num_examples: int = 200  # seeded sample of the dev split attacked per model
     query_budget: int | None = None  # model queries per example (None: unlimited, as in the papers)
     model_batch_size: int = 64  # texts per model forward during an attack
+    num_workers: int = 1  # CPU processes sharing one attack's examples (results are identical for any value)
     seed: int = 0  # picks the attacked sample (and seeds the recipes' randomness)
     proxy: bool = True  # score every candidate on the teacher's adversarial examples
     proxy_recipe: str | None = None  # recipe that builds the proxy set (default: `recipe`)
@@ -255,7 +256,7 @@ class Config:
 
 RESUMABLE_FIELDS: tuple[tuple[str, str | None], ...] = (
     ("workers", None), ("run", "device"), ("run", "num_threads"), ("run", "log_level"), ("evolution", "generations"),
-    ("attack", "model_batch_size"), ("attack", "nltk_data"),
+    ("attack", "model_batch_size"), ("attack", "nltk_data"), ("attack", "num_workers"),
 )
 
 
@@ -592,6 +593,7 @@ def _validate_attack(config: Config) -> None:
     _positive(attack.num_examples, "attack.num_examples")
     _positive(attack.query_budget, "attack.query_budget")
     _positive(attack.model_batch_size, "attack.model_batch_size")
+    _positive(attack.num_workers, "attack.num_workers")
     _require(attack.top_k >= 1, "attack.top_k", f"must be >= 1, got {attack.top_k}")
     if attack.neighbors_path is not None:
         _require(Path(attack.neighbors_path).expanduser().is_file(), "attack.neighbors_path",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import dataclasses
 import json
 import random
 import shutil
@@ -213,3 +214,57 @@ def test_command_needs_a_tokenizer(tiny_teacher_dir, tiny_sst2_dir, tmp_path):
     args = command_args("--model", str(bare), "--data-dir", str(tiny_sst2_dir), "--cache-dir", str(tmp_path))
     with pytest.raises(ValueError, match="--tokenizer"):
         run(args)
+
+
+# --------------------------------------------------------------------------------------------
+# Parallel attack workers (attack.num_workers)
+# --------------------------------------------------------------------------------------------
+
+
+def test_a_chunk_attacked_alone_matches_the_whole_run(attack_cfg, tiny_tokenizer, tmp_path):
+    """Per-example seeds make an example's result independent of what ran before it: the
+    premise that lets workers split the sample."""
+    from rosearch.attack.runner import _attack_chunk, _Chunk
+
+    model = KeywordClassifier(tiny_tokenizer)
+    whole = run_deepwordbug(model, tiny_tokenizer, attack_cfg, tmp_path)
+    chunk = _Chunk(model=model, tokenizer=tiny_tokenizer, examples=EXAMPLES[2:], text_columns=("text",), start=2,
+                   cfg=attack_cfg, recipe="deepwordbug", cache_dir=str(tmp_path), max_length=32,
+                   threads=torch.get_num_threads(), log_level=None)
+    alone = _attack_chunk(chunk)
+    assert [row for row, _ in alone.rows] == list(whole.examples[2:])
+    assert [row.index for row, _ in alone.rows] == [2, 3, 4]
+    assert alone.constraints == whole.constraints and alone.seconds > 0
+
+
+def test_worker_count_is_capped_and_cpu_only(attack_cfg):
+    from rosearch.attack.runner import _worker_count
+
+    cfg = dataclasses.replace(attack_cfg, num_workers=4)
+    assert _worker_count(cfg, 10, torch.device("cpu")) == 4
+    assert _worker_count(cfg, 3, torch.device("cpu")) == 3  # never more workers than examples
+    assert _worker_count(cfg, 10, torch.device("cuda")) == 1  # a GPU attack stays in this process
+    assert _worker_count(attack_cfg, 10, torch.device("cpu")) == 1
+
+
+def test_num_workers_is_validated():
+    from rosearch.config import ConfigError, config_from_dict
+
+    assert config_from_dict({"attack": {"num_workers": 3}}).attack.num_workers == 3
+    with pytest.raises(ConfigError, match="attack.num_workers"):
+        config_from_dict({"attack": {"num_workers": 0}})
+
+
+def test_parallel_workers_return_the_sequential_results(attack_cfg, tiny_tokenizer, tmp_path):
+    """Two spawned worker processes (each imports TextAttack: the slowest test here, ~10 s)."""
+    from rosearch.attack.runner import run_attack
+
+    model = KeywordClassifier(tiny_tokenizer)
+    kwargs = dict(recipe=None, cache_dir=tmp_path, model_name="kw", max_length=32, device="cpu", text_columns=("text",))
+    sequential = run_attack(model, tiny_tokenizer, EXAMPLES, attack_cfg, **kwargs)
+    parallel = run_attack(model, tiny_tokenizer, EXAMPLES, dataclasses.replace(attack_cfg, num_workers=2), **kwargs)
+    assert parallel.report.examples == sequential.report.examples  # statuses, texts, queries, in sample order
+    assert parallel.perturbed_columns == sequential.perturbed_columns
+    same = ("clean_accuracy", "accuracy_under_attack", "attack_success_rate", "mean_queries", "constraints")
+    assert all(getattr(parallel.report, k) == getattr(sequential.report, k) for k in same)
+    assert {r.status for r in sequential.report.examples} == {"successful", "failed", "skipped"}

@@ -2,7 +2,11 @@
 
 Examples are attacked one by one with ``Attack.attack`` (TextAttack's ``Attacker`` would write
 CSV logs and print interactively), under seeded RNGs that are restored afterwards so a caller's
-training is not perturbed. The summary uses TextAttack's ``Attacker`` definitions exactly:
+training is not perturbed. Every example is seeded from its own position in the sample, and
+TextAttack clears its caches after each example, so an example's result does not depend on
+which others ran before it in the same process. That is what lets ``attack.num_workers`` CPU
+processes share the sample in contiguous chunks and still return exactly the sequential
+results. The summary uses TextAttack's ``Attacker`` definitions exactly:
 skipped = originally misclassified; clean accuracy = (n - skipped) / n; accuracy under attack
 = failed / n; success rate = successful / (successful + failed); words-perturbed % averaged over
 successful attacks; queries averaged over the attacked (non-skipped) examples.
@@ -10,22 +14,25 @@ successful attacks; queries averaged over the attacked (non-skipped) examples.
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import csv
 import dataclasses
 import json
 import logging
 import math
+import multiprocessing
 import os
 import random
 import re
+import sys
 import time
 import uuid
 from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Iterator, Literal, Sequence
+from typing import Any, Callable, Iterator, Literal, Sequence
 
 import numpy as np
 import torch
@@ -43,6 +50,7 @@ logger = logging.getLogger(__name__)
 AttackExample = Example
 Status = Literal["successful", "failed", "skipped"]
 _PROGRESS_STEPS = 10
+_WORKER_LOG_FORMAT = "%(asctime)s %(levelname).1s %(name)s [attack worker %(process)d]: %(message)s"
 
 
 @dataclass(frozen=True)
@@ -58,6 +66,9 @@ class ExampleResult:
     perturbed_word_pct: float | None  # words changed (% of the original's words), successful only
     original_prediction: int
     perturbed_prediction: int
+
+
+_Attacked = tuple[ExampleResult, tuple[str, ...] | None]  # a row and its perturbed text's columns (None: skipped)
 
 
 @dataclass(frozen=True)
@@ -207,6 +218,145 @@ def _summarise(recipe: str, model_name: str, rows: Sequence[ExampleResult], seco
     )
 
 
+def _attack_range(attack: Any, examples: Sequence[Example], inputs: Sequence[str | OrderedDict], seed: int,
+                  start: int, on_result: Callable[[ExampleResult], None]) -> list[_Attacked]:
+    """Attack ``examples`` (positions ``start``, ``start + 1``, ... of the whole sample) in order,
+    each under its own seed; ``on_result`` sees every row as it is done (progress logging)."""
+    results = []
+    with _restored_rngs():
+        for offset, (example, attack_input) in enumerate(zip(examples, inputs)):
+            index = start + offset
+            _seed_example(seed, index)
+            row, columns = _example_result(index, example, attack.attack(attack_input, example.label))
+            results.append((row, columns))
+            on_result(row)
+    return results
+
+
+def _usable_cpus() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def _worker_count(cfg: AttackConfig, n: int, device: torch.device) -> int:
+    """Processes to use: ``attack.num_workers``, at most one per example, and one on a GPU (where
+    batched queries already keep the device busy and each process would hold its own model copy)."""
+    workers = min(cfg.num_workers, n)
+    if workers > 1 and device.type != "cpu":
+        logger.info("attack: attack.num_workers=%d applies to CPU attacks; attacking on %s in this process",
+                    cfg.num_workers, device)
+        return 1
+    return workers
+
+
+@dataclass(frozen=True)
+class _Chunk:
+    """One worker process's contiguous share of a parallel attack (pickled once, sent once)."""
+
+    model: nn.Module
+    tokenizer: Any
+    examples: tuple[Example, ...]
+    text_columns: tuple[str, ...]
+    start: int  # position of examples[0] in the whole sample (its seed)
+    cfg: AttackConfig
+    recipe: str
+    cache_dir: str
+    max_length: int
+    threads: int  # torch intra-op threads in the worker: usable CPUs // workers
+    log_level: int | None  # the parent's logging level (None: it configured no logging)
+
+
+@dataclass(frozen=True)
+class _ChunkResult:
+    start: int
+    rows: tuple[_Attacked, ...]
+    constraints: tuple[str, ...]
+    notes: tuple[str, ...]
+    seconds: float
+
+
+def _configure_worker_logging(level: int | None) -> None:
+    """Spawned processes start with bare logging: mirror the parent's level on stderr."""
+    if level is None:
+        return
+    root = logging.getLogger()
+    if not root.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter(_WORKER_LOG_FORMAT, datefmt="%H:%M:%S"))
+        root.addHandler(handler)
+    root.setLevel(level)
+
+
+def _attack_chunk(chunk: _Chunk) -> _ChunkResult:
+    """Body of one worker process: build the attack on a CPU wrapper, attack the chunk."""
+    start_time = time.perf_counter()
+    _configure_worker_logging(chunk.log_level)
+    torch.set_num_threads(chunk.threads)
+    prepare_textattack(chunk.cfg, chunk.cache_dir)
+    wrapper = make_wrapper(chunk.model, chunk.tokenizer, max_length=chunk.max_length,
+                           batch_size=chunk.cfg.model_batch_size, device="cpu")
+    built = build_attack(chunk.recipe, wrapper, chunk.cfg)
+    inputs = [_attack_input(e, chunk.text_columns) for e in chunk.examples]
+    n, end = len(chunk.examples), chunk.start + len(chunk.examples) - 1
+    every = max(1, math.ceil(n / _PROGRESS_STEPS))
+    done: list[ExampleResult] = []
+
+    def progress(row: ExampleResult) -> None:
+        done.append(row)
+        if len(done) % every == 0 or len(done) == n:
+            logger.info("attack: examples %d-%d: %d/%d done, %d successful, %.1fs elapsed", chunk.start, end,
+                        len(done), n, sum(r.status == "successful" for r in done), time.perf_counter() - start_time)
+
+    rows = _attack_range(built.attack, chunk.examples, inputs, chunk.cfg.seed, chunk.start, progress)
+    return _ChunkResult(start=chunk.start, rows=tuple(rows), constraints=built.constraints, notes=built.notes,
+                        seconds=time.perf_counter() - start_time)
+
+
+def _attack_in_workers(model: nn.Module, tokenizer: Any, examples: Sequence[Example], cfg: AttackConfig, *,
+                       recipe: str, cache_dir: str | Path, model_name: str, max_length: int,
+                       text_columns: tuple[str, ...], workers: int
+                       ) -> tuple[list[_Attacked], tuple[str, ...], tuple[str, ...]]:
+    """Split the sample into ``workers`` contiguous chunks and attack each in a spawned process.
+
+    ``spawn`` (not ``fork``) because a forked child of a process that already ran OpenMP
+    threads, or holds Ray or CUDA state, can deadlock. The model travels to each worker once
+    (torch shares its tensors through shared memory); each worker imports TextAttack and builds
+    its own attack, which costs seconds, so workers pay off on attacks that take longer than that.
+    """
+    n = len(examples)
+    bounds = [i * n // workers for i in range(workers + 1)]  # contiguous chunks, sizes differ by at most one
+    threads = max(1, _usable_cpus() // workers)
+    root = logging.getLogger()
+    log_level = root.getEffectiveLevel() if root.handlers else None
+    chunks = [
+        _Chunk(model=model, tokenizer=tokenizer, examples=tuple(examples[a:b]), text_columns=text_columns, start=a,
+               cfg=cfg, recipe=recipe, cache_dir=str(cache_dir), max_length=max_length, threads=threads,
+               log_level=log_level)
+        for a, b in zip(bounds[:-1], bounds[1:])
+    ]
+    logger.info("attack: %s on %s: %d examples in %d worker processes (%d torch thread(s) each)", recipe, model_name,
+                n, workers, threads)
+    start = time.perf_counter()
+    results: list[_ChunkResult] = []
+    context = multiprocessing.get_context("spawn")
+    with concurrent.futures.ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
+        futures = [pool.submit(_attack_chunk, chunk) for chunk in chunks]
+        try:
+            for future in concurrent.futures.as_completed(futures):
+                result = future.result()
+                results.append(result)
+                done = sum(len(r.rows) for r in results)
+                logger.info("attack: %s on %s: %d/%d done (examples %d-%d in %.1fs), %.1fs elapsed", recipe,
+                            model_name, done, n, result.start, result.start + len(result.rows) - 1, result.seconds,
+                            time.perf_counter() - start)
+        except BaseException:
+            for future in futures:
+                future.cancel()
+            raise
+    results.sort(key=lambda r: r.start)
+    rows = [row for result in results for row in result.rows]
+    return rows, results[0].constraints, results[0].notes
+
+
 def run_attack(model: nn.Module, tokenizer: Any, examples: Sequence[Example], cfg: AttackConfig, *,
                recipe: str | None, cache_dir: str | Path, model_name: str, max_length: int,
                device: torch.device | str, text_columns: tuple[str, ...]) -> AttackOutcome:
@@ -218,26 +368,33 @@ def run_attack(model: nn.Module, tokenizer: Any, examples: Sequence[Example], cf
     start = time.perf_counter()
     prepare_textattack(cfg, cache_dir)
     device = torch.device(device)
-    wrapper = make_wrapper(model, tokenizer, max_length=max_length, batch_size=cfg.model_batch_size, device=device)
-    built = build_attack(name, wrapper, cfg)
     n = len(examples)
-    every = max(1, math.ceil(n / _PROGRESS_STEPS))
-    rows: list[ExampleResult] = []
-    columns: list[tuple[str, ...] | None] = []
-    logger.info("attack: %s on %s: %d examples", name, model_name, n)
-    with _restored_rngs():
-        for i, (example, attack_input) in enumerate(zip(examples, inputs)):
-            _seed_example(cfg.seed, i)
-            row, perturbed = _example_result(i, example, built.attack.attack(attack_input, example.label))
-            rows.append(row)
-            columns.append(perturbed)
-            done = i + 1
-            if done % every == 0 or done == n:
+    workers = _worker_count(cfg, n, device)
+    if workers > 1:
+        results, constraints, notes = _attack_in_workers(
+            model, tokenizer, examples, cfg, recipe=name, cache_dir=cache_dir, model_name=model_name,
+            max_length=max_length, text_columns=text_columns, workers=workers,
+        )
+    else:
+        wrapper = make_wrapper(model, tokenizer, max_length=max_length, batch_size=cfg.model_batch_size, device=device)
+        built = build_attack(name, wrapper, cfg)
+        constraints, notes = built.constraints, built.notes
+        every = max(1, math.ceil(n / _PROGRESS_STEPS))
+        done: list[ExampleResult] = []
+        logger.info("attack: %s on %s: %d examples", name, model_name, n)
+
+        def progress(row: ExampleResult) -> None:
+            done.append(row)
+            if len(done) % every == 0 or len(done) == n:
                 elapsed = time.perf_counter() - start
-                wins = sum(r.status == "successful" for r in rows)
-                logger.info("attack: %s on %s: %d/%d done, %d successful, %.1fs elapsed, ETA %.1fs",
-                            name, model_name, done, n, wins, elapsed, elapsed / done * (n - done))
-    report = _summarise(name, model_name, rows, time.perf_counter() - start, built.constraints, built.notes)
+                logger.info("attack: %s on %s: %d/%d done, %d successful, %.1fs elapsed, ETA %.1fs", name, model_name,
+                            len(done), n, sum(r.status == "successful" for r in done), elapsed,
+                            elapsed / len(done) * (n - len(done)))
+
+        results = _attack_range(built.attack, examples, inputs, cfg.seed, 0, progress)
+    rows = [row for row, _ in results]
+    columns = [perturbed for _, perturbed in results]
+    report = _summarise(name, model_name, rows, time.perf_counter() - start, constraints, notes)
     logger.info(
         "attack: %s on %s: clean acc %.3f, acc under attack %.3f, success rate %.3f (%d/%d/%d succ/fail/skip), "
         "%.1f%% words perturbed, %.1f queries, %.1fs", name, model_name, report.clean_accuracy,
@@ -256,6 +413,8 @@ def attack_model(model: nn.Module, tokenizer: Any, examples: Sequence[Example], 
     ``text_columns`` names the input columns (one for single-text tasks, two for pairs).
     Raises :class:`~rosearch.attack.resources.MissingResourceError` when the recipe's resources
     are missing, ValueError for bad input. Python/numpy/torch RNG states are left as found.
+    With ``cfg.num_workers`` > 1 (CPU only) the examples are shared among that many spawned
+    processes; the report is the same as a sequential run's except for ``wall_seconds``.
     """
     return run_attack(model, tokenizer, examples, cfg, recipe=recipe, cache_dir=cache_dir, model_name=model_name,
                       max_length=max_length, device=device, text_columns=text_columns).report
