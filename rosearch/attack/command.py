@@ -14,11 +14,10 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from rosearch.config import Config, config_from_dict, load_config
+from rosearch.tokenizer_files import TOKENIZER_FILES
 
 logger = logging.getLogger(__name__)
 
-_TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "vocab.json", "spiece.model",
-                    "sentencepiece.bpe.model")
 
 # flag dest -> (config section, key)
 _OVERRIDES: dict[str, tuple[str, str]] = {
@@ -26,6 +25,7 @@ _OVERRIDES: dict[str, tuple[str, str]] = {
     "seed": ("attack", "seed"),
     "query_budget": ("attack", "query_budget"),
     "batch_size": ("attack", "model_batch_size"),
+    "workers": ("attack", "num_workers"),
     "neighbors": ("attack", "neighbors_path"),
     "sentence_encoder": ("attack", "sentence_encoder"),
     "wordnet_dir": ("attack", "wordnet_dir"),
@@ -49,6 +49,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, help="sample and recipe seed (default: attack.seed)")
     parser.add_argument("--query-budget", type=int, help="model queries per example (default: unlimited)")
     parser.add_argument("--batch-size", type=int, help="texts per model forward (default: attack.model_batch_size)")
+    parser.add_argument("--workers", type=int, help="parallel attack processes (default: attack.num_workers)")
     parser.add_argument("--max-length", type=int, help="tokens after truncation (default: data.max_length)")
     parser.add_argument("--neighbors", help="synonym-neighbour table for textfooler-local (.json/.json.gz)")
     parser.add_argument("--sentence-encoder", help="local USE stand-in for textfooler-local (dir or pkg:...)")
@@ -71,7 +72,7 @@ def merged_config(args: argparse.Namespace) -> Config:
 
 
 def _has_tokenizer(path: Path) -> bool:
-    return any((path / name).is_file() for name in _TOKENIZER_FILES)
+    return any((path / name).is_file() for name in TOKENIZER_FILES if name != "special_tokens_map.json")
 
 
 def load_classifier(model_dir: Path, tokenizer_dir: Path | None) -> tuple[Any, Any]:
