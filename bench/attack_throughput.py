@@ -48,7 +48,7 @@ from typing import Any, Callable, Sequence
 import torch
 from torch import nn
 
-from common import BenchError, MachineInfo, console, describe_machine, print_machine, print_table
+from common import BenchError, MachineInfo, console, describe_machine, print_machine, print_table, write_figures
 from rosearch.attack.command import load_classifier
 from rosearch.attack.resources import MissingResourceError, prepare_textattack
 from rosearch.attack.runner import AttackReport, attack_model, sample_attack_examples
@@ -511,10 +511,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         logger.error("%s", err)
         return 2
     report(result)
-    if settings.json_path is not None:
-        settings.json_path.parent.mkdir(parents=True, exist_ok=True)
-        settings.json_path.write_text(json.dumps(result.to_dict(), indent=2) + "\n", encoding="utf-8")
-        logger.info("figures written to %s", settings.json_path)
+    write_figures(settings.json_path, result.to_dict())
     return 0
 
 

@@ -8,6 +8,7 @@ segment, which would itself slow the loop being measured) and peak memory from t
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import platform
@@ -273,3 +274,12 @@ def print_table(
 
 def print_machine(out: Console, machine: MachineInfo) -> None:
     print_table(out, "machine", ("", ""), machine.rows(), align="left")
+
+
+def write_figures(path: Path | None, figures: dict) -> None:
+    """Save a benchmark's figures as JSON when ``--json PATH`` was given."""
+    if path is None:
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(figures, indent=2) + "\n", encoding="utf-8")
+    logging.getLogger(__name__).info("figures written to %s", path)

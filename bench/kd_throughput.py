@@ -42,6 +42,7 @@ from torch.utils.data import DataLoader, TensorDataset
 from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer, get_linear_schedule_with_warmup
 
 from common import (
+    write_figures,
     BenchError,
     MachineInfo,
     PeakMemory,
@@ -698,10 +699,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         logger.error("%s", err)
         return 2
     report(result)
-    if settings.json_path is not None:
-        settings.json_path.parent.mkdir(parents=True, exist_ok=True)
-        settings.json_path.write_text(json.dumps(result.to_dict(), indent=2) + "\n", encoding="utf-8")
-        logger.info("figures written to %s", settings.json_path)
+    write_figures(settings.json_path, result.to_dict())
     return 0
 
 

@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import logging
 import os
 import shutil
@@ -52,7 +51,7 @@ from typing import Any, Sequence
 import psutil
 import torch
 
-from common import BenchError, MachineInfo, console, describe_machine, print_machine, print_table
+from common import BenchError, MachineInfo, console, describe_machine, print_machine, print_table, write_figures
 from rosearch.config import Config, ConfigError, load_config
 from rosearch.evaluate.candidate import evaluate_candidate
 from rosearch.evaluate.efficiency import measure_latency
@@ -511,10 +510,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     report(result)
     if settings.keep:
         logger.info("run directory kept: %s", workdir)
-    if settings.json_path is not None:
-        settings.json_path.parent.mkdir(parents=True, exist_ok=True)
-        settings.json_path.write_text(json.dumps(result.to_dict(), indent=2) + "\n", encoding="utf-8")
-        logger.info("figures written to %s", settings.json_path)
+    write_figures(settings.json_path, result.to_dict())
     return 0
 
 
