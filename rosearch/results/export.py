@@ -109,6 +109,21 @@ def _legacy_cleaned(cls: type, data: Any, path: str, dropped: list[str]) -> Any:
     return out
 
 
+def _stored_config(run_dir: Path) -> dict:
+    with open_store(run_dir) as store:
+        raw = store.run_config()
+    raw = raw if raw is not None else read_run_json(run_dir, "config.json")
+    if not raw:
+        raise ExportError(f"run {run_dir} stored no config (neither in its results nor in config.json)")
+    return raw
+
+
+def stored_run_root(run_dir: Path) -> Path:
+    """The directory the run was started from, per the run's own stored (relative) output path."""
+    run = _stored_config(run_dir).get("run") or {}
+    return run_root(run_dir, str(run.get("output_dir", "runs")), str(run.get("name", run_dir.name)))
+
+
 def load_run_config(run_dir: str | Path) -> Config:
     """The run's :class:`Config`, as stored with its results, usable from any working directory.
 
@@ -116,14 +131,9 @@ def load_run_config(run_dir: str | Path) -> Config:
     older rosearch wrote that this version rejects are replaced by defaults (with a warning).
     """
     run_dir = results_path(run_dir).parent
-    with open_store(run_dir) as store:
-        raw = store.run_config()
-    raw = raw if raw is not None else read_run_json(run_dir, "config.json")
-    if not raw:
-        raise ExportError(f"run {run_dir} stored no config (neither in its results nor in config.json)")
-    data = json.loads(json.dumps(raw))  # a deep copy
+    data = json.loads(json.dumps(_stored_config(run_dir)))  # a deep copy
     run = data.setdefault("run", {})
-    root = run_root(run_dir, str(run.get("output_dir", "runs")), str(run.get("name", run_dir.name)))
+    root = stored_run_root(run_dir)
     for section, key in _PATH_FIELDS:
         value = (data.get(section) or {}).get(key)
         if isinstance(value, str) and not Path(value).expanduser().is_absolute():
@@ -221,7 +231,7 @@ def _teacher_dir(run_dir: Path, config: Config) -> Path:
     if recorded:
         path = Path(recorded)
         if not path.is_absolute():
-            path = run_root(run_dir, config.run.output_dir, config.run.name) / path
+            path = stored_run_root(run_dir) / path
         if path.is_dir():
             return path
         logger.warning("run_info.json names teacher %s, which does not exist; deriving it from the config", path)
