@@ -59,6 +59,13 @@ def test_int_is_accepted_for_float_but_not_bool_for_int():
         ({"distill": {"hidden_loss_weight": 1.0}}, "distill.hidden_loss_weight", "cache_hidden_layers"),
         ({"workers": {"backend": "inprocess", "address": "auto"}}, "workers.address", "ray backend"),
         ({"run": "fast"}, "run", "mapping"),
+        ({"attack": {"recipe": "bert-attack"}}, "attack.recipe", "unknown recipe 'bert-attack'"),
+        ({"attack": {"proxy_recipe": "hotflip"}}, "attack.proxy_recipe", "known: "),
+        ({"attack": {"num_examples": 0}}, "attack.num_examples", "> 0"),
+        ({"attack": {"top_k": 0}}, "attack.top_k", ">= 1"),
+        ({"attack": {"num_workers": 0}}, "attack.num_workers", "> 0"),
+        ({"attack": {"neighbors_path": "/nonexistent/neighbors.json"}}, "attack.neighbors_path", "does not exist"),
+        ({"attack": {"enabled": True, "proxy": False}}, "attack.proxy", "every candidate needs a robustness"),
     ],
 )
 def test_errors_name_the_field(data, field, fragment):

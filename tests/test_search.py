@@ -331,3 +331,15 @@ def test_pareto_front_keeps_exactly_the_non_dominated_candidates(tmp_path):
                 genome_hash=name, genome_json="{}", generation=0, parents=(), status="ok", metrics={}, fitness=None,
                 objectives=objectives, error=None, attempts=1, seconds=1.0, worker="w", finished_at=float(i)))
         assert sorted(pareto_front(store, spec)) == ["a", "b", "d"]  # c is dominated by a and b, e by d
+
+
+def test_a_teacher_wrong_on_every_attacked_example_is_a_clear_error(tmp_path, tiny_sst2_dir, tiny_teacher_dir):
+    """The random tiny teacher misclassifies the whole sample: no adversarial example, no proxy set."""
+    import torch
+
+    from rosearch.prepare import ProxySetError, prepare_inputs
+
+    attack = {"enabled": True, "recipe": "deepwordbug", "num_examples": 6, "nltk_data": str(tmp_path / "nltk")}
+    config = config_from_dict(tiny_search_dict(tmp_path, tiny_sst2_dir, tiny_teacher_dir, attack=attack))
+    with pytest.raises(ProxySetError, match="misclassified 6 of them.*attack.num_examples"):
+        prepare_inputs(config, torch.device("cpu"))
