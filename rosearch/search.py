@@ -191,7 +191,8 @@ class _Evaluator:
             if files is None:
                 logger.warning("candidate %s has no stored weights; skipping its full attack", r.genome_hash[:12])
                 continue
-            tasks.append(CandidateTask(genome_hash=r.genome_hash, genome_json=r.genome_json, seed=r.generation,
+            seed = candidate_seed(self.run_seed, r.genome_hash)  # the attack itself is seeded by attack.seed
+            tasks.append(CandidateTask(genome_hash=r.genome_hash, genome_json=r.genome_json, seed=seed,
                                        generation=r.generation, kind="attack", payload=files))
         if not tasks:
             return
