@@ -100,6 +100,13 @@ class SearchSpaceConfig:
     activations: tuple[str, ...] = ("gelu", "relu", "swish", "tanh")
     param_budget: int | None = None  # maximum student parameters (embedding included)
     embedding_init: Literal["random", "teacher_pca"] = "teacher_pca"
+    defenses: tuple[str, ...] = ()  # input defenses (rosearch.defense.DEFENSE_NAMES) every candidate carries
+    defense_choices: tuple[str, ...] = ()  # defenses the evolution switches on or off per candidate (a gene)
+
+    def defenses_used(self) -> tuple[str, ...]:
+        """Every defense some candidate of the run may carry, in application order."""
+        used = set(self.defenses) | set(self.defense_choices)
+        return tuple(n for n in ("word_recognition", "synonym_encoding") if n in used)
 
 
 @dataclass(frozen=True)
@@ -217,6 +224,21 @@ class AttackConfig:
 
 
 @dataclass(frozen=True)
+class DefenseConfig:
+    """How the student's input defenses are built (which ones a candidate carries is part of its
+    genome: ``search_space.defenses`` and ``search_space.defense_choices``).
+
+    Word recognition's lexicon and frequency prior are the task's training text; synonym
+    clusters come from WordNet (``attack.wordnet_dir``) and ``attack.neighbors_path``.
+    """
+
+    max_edit_distance: int = 2  # word recognition: furthest known word an unknown word may map to
+    backoff: Literal["neutral", "keep"] = "neutral"  # unknown word with no known word in reach: neutral word, or keep
+    neutral_word: str = "unk"  # what `backoff: neutral` maps such words to (a lower-case letter word)
+    synonym_sources: tuple[str, ...] = ("wordnet", "counterfitted")  # relations the synonym clusters are built from
+
+
+@dataclass(frozen=True)
 class Config:
     """The whole run. Build it with :func:`load_config` or :func:`config_from_dict`."""
 
@@ -229,6 +251,7 @@ class Config:
     workers: WorkersConfig = field(default_factory=WorkersConfig)
     fitness: FitnessConfig = field(default_factory=FitnessConfig)
     attack: AttackConfig = field(default_factory=AttackConfig)
+    defense: DefenseConfig = field(default_factory=DefenseConfig)
 
     def to_dict(self) -> dict[str, Any]:
         return _to_plain(dataclasses.asdict(self))
@@ -246,12 +269,22 @@ class Config:
         are left out: changing them on ``--resume`` is safe.
         """
         data = self.to_dict()
+        if not config_uses_defenses(self):  # runs made before defenses existed keep their fingerprint
+            data.pop("defense")
+            for key in ("defenses", "defense_choices"):
+                data["search_space"].pop(key)
         for section, key in RESUMABLE_FIELDS:
             if key is None:
                 data.pop(section, None)
             else:
                 data[section].pop(key, None)
         return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def config_uses_defenses(config: Config) -> bool:
+    """Whether any candidate of the run carries a defense, or the defense section is set."""
+    default = _to_plain(dataclasses.asdict(DefenseConfig()))
+    return bool(config.search_space.defenses_used()) or _to_plain(dataclasses.asdict(config.defense)) != default
 
 
 RESUMABLE_FIELDS: tuple[tuple[str, str | None], ...] = (
@@ -505,6 +538,7 @@ def validate(config: Config) -> None:
         _require(workers.backend == "ray", "workers.address", "is only used by the ray backend (fix: set workers.backend=ray)")
 
     _validate_attack(config)
+    _validate_defense(config)
 
     fit = config.fitness
     for name in ("accuracy_weight", "robustness_weight", "efficiency_weight"):
@@ -605,3 +639,43 @@ def _validate_attack(config: Config) -> None:
             f"figure, but attack.proxy is off and attack.full_attack={attack.full_attack!r} attacks only some "
             "(fix: set attack.proxy=true, attack.full_attack=all, or fitness.robustness_weight=0)"
         )
+
+
+# Distillation methods that tie the student's tokens to the teacher's (per-token targets) or encode
+# their own texts; a synonym-encoded student sees other tokens, so they cannot be combined yet.
+_TOKEN_ALIGNED_METHODS = ("layer_kd", "augment", "adv_finetune")
+
+
+def _validate_defense(config: Config) -> None:
+    """Defense genes and the defense section: known names, resources to build from, compatible methods."""
+    from rosearch.defense.names import DEFENSE_NAMES, SYNONYM_ENCODING
+
+    defense, space = config.defense, config.search_space
+    for field_name in ("defenses", "defense_choices"):
+        values = getattr(space, field_name)
+        unknown = [v for v in values if v not in DEFENSE_NAMES]
+        _require(not unknown, f"search_space.{field_name}",
+                 f"unknown defense(s) {unknown} (known: {', '.join(DEFENSE_NAMES)})")
+        _require(len(set(values)) == len(values), f"search_space.{field_name}", f"names repeat: {list(values)}")
+    overlap = sorted(set(space.defense_choices) & set(space.defenses))
+    _require(not overlap, "search_space.defense_choices", f"{overlap} are also in search_space.defenses (always on), "
+             "so the search cannot switch them off (fix: list each defense in one of the two)")
+    _require(1 <= defense.max_edit_distance <= 3, "defense.max_edit_distance",
+             f"must be 1, 2 or 3, got {defense.max_edit_distance}")
+    _require(defense.neutral_word.isalpha() and defense.neutral_word.islower(), "defense.neutral_word",
+             f"must be one lower-case word of letters, got {defense.neutral_word!r}")
+    unknown_sources = [s for s in defense.synonym_sources if s not in ("wordnet", "counterfitted")]
+    _require(not unknown_sources, "defense.synonym_sources",
+             f"unknown source(s) {unknown_sources} (known: wordnet, counterfitted)")
+    if SYNONYM_ENCODING in space.defenses_used():
+        _require(bool(defense.synonym_sources), "defense.synonym_sources", "is empty, so synonym encoding has no "
+                 "synonyms (fix: list wordnet and/or counterfitted)")
+        if "counterfitted" in defense.synonym_sources:
+            _require(config.attack.neighbors_path is not None, "attack.neighbors_path",
+                     "is unset, but synonym encoding reads the counter-fitted neighbour table from it (fix: set it, "
+                     "e.g. ../shared/data/embeddings/counterfitted_neighbors.json.gz, or drop counterfitted from "
+                     "defense.synonym_sources)")
+        clash = [m for m in config.distill.methods if m in _TOKEN_ALIGNED_METHODS]
+        _require(not clash and config.distill.hidden_loss_weight == 0, "distill.methods",
+                 f"{clash or ['hidden_loss_weight']} align the student's tokens with the teacher's, which synonym "
+                 "encoding changes (fix: drop them, or drop synonym_encoding from search_space.defenses and defense_choices)")

@@ -21,13 +21,15 @@ import torch
 from transformers import AutoConfig, PretrainedConfig
 
 from rosearch.config import Config, ConfigError
-from rosearch.data import Example, encode_examples, get_task, load_split
+from rosearch.batching import EncodedSplit
+from rosearch.data import Example, encode_examples, get_task, load_examples, load_split
 from rosearch.distill.teacher import (
     TeacherError, finetune_teacher, is_bare_backbone, load_teacher, resolve_model_path, teacher_fingerprint,
 )
 from rosearch.distill.methods import prepare_method_inputs, teacher_cache_request
 from rosearch.distill.teacher_cache import load_or_compute_teacher_outputs
 from rosearch.evaluate.accuracy import logits_accuracy
+from rosearch.prepare_defense import build_defense_resources, encode_defended_splits
 from rosearch.search_inputs import SearchInputs
 from rosearch.tokenizer_files import read_tokenizer_files
 
@@ -162,6 +164,12 @@ def prepare_inputs(config: Config, device: torch.device) -> SearchInputs:
         start = time.perf_counter()
         robustness = prepare_robustness(config, model, tokenizer, teacher_dir, dev_examples, device)
         timings["robustness_s"] = time.perf_counter() - start
+    defense_fields: dict = {}
+    if config.search_space.defenses_used():
+        start = time.perf_counter()
+        defense_fields = prepare_defense_inputs(config, tokenizer, task.num_labels, train_examples, train, dev_examples,
+                                                dev, robustness)
+        timings["defense_s"] = time.perf_counter() - start
     inputs = SearchInputs(
         train=train,
         dev=dev,
@@ -180,11 +188,27 @@ def prepare_inputs(config: Config, device: torch.device) -> SearchInputs:
         timings=timings,
         method_inputs=method_inputs,
         **robustness,
+        **defense_fields,
     )
     del model
     if device.type == "cuda":
         torch.cuda.empty_cache()  # the driver keeps no teacher memory while workers share the GPU
     return inputs
+
+
+def prepare_defense_inputs(config: Config, tokenizer, num_labels: int, train_examples: list[Example],
+                           train: EncodedSplit, dev_examples: list[Example], dev: EncodedSplit, robustness: dict) -> dict:
+    """The SearchInputs fields of a run whose candidates carry input defenses: the resources
+    (lexicon from the task's whole training split, synonym clusters) and every split as each
+    defended student sees it."""
+    lexicon_texts = [t for e in load_examples(config.data.task, "train", config.data.data_dir)
+                     for t in (e.text_a, e.text_b) if t is not None]
+    resources = build_defense_resources(config, lexicon_texts)
+    splits: dict = {"train": (train_examples, train), "dev": (dev_examples, dev)}
+    if robustness.get("proxy") is not None:
+        splits["proxy"] = (robustness["proxy_examples"], robustness["proxy"])
+    defended = encode_defended_splits(config, resources, splits, tokenizer, num_labels)
+    return {"defense_resources": resources, "defended_splits": defended}
 
 
 def prepare_robustness(
@@ -220,6 +244,7 @@ def prepare_robustness(
     adversarial = proxy.examples()
     key = hashlib.sha256(json.dumps([proxy.recipe, proxy.texts_a, proxy.texts_b, proxy.labels]).encode()).hexdigest()
     fields["proxy"] = encode_examples(adversarial, tokenizer, config.data.max_length, f"proxy-{key}", task.num_labels)
+    fields["proxy_examples"] = tuple(adversarial)
     fields["teacher_attack"] = dict(proxy.teacher_report)
     logger.info(
         "robustness: proxy set of %d adversarial examples (%s against the teacher on %d dev examples: accuracy under "

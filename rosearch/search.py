@@ -68,16 +68,16 @@ def evaluate_task(task: CandidateTask, shared: tuple[SearchInputs, Config]) -> E
     inputs, config = shared
     device = resolve_device(worker_device(config))
     name = task.genome_hash[:12]
+    genome = Genome.from_json(task.genome_json)
     if task.kind == "attack":
         model = load_student(task.payload, device)
-        return Evaluation(full_attack_metrics(model, inputs, config, device=device, name=name))
-    genome = Genome.from_json(task.genome_json)
+        return Evaluation(full_attack_metrics(model, inputs, config, device=device, name=name, defenses=genome.defenses))
     model, metrics = evaluate_candidate(genome, inputs, config, seed=task.seed, device=device)
     result = metrics.to_dict()
     result |= measure_latency(model, seq_len=inputs.dev_mean_length, device=device, vocab_size=inputs.vocab_size)
-    result |= proxy_metrics(model, inputs, config, device=device)
+    result |= proxy_metrics(model, inputs, config, device=device, defenses=genome.defenses)
     if config.attack.enabled and config.attack.full_attack == "all":
-        result |= full_attack_metrics(model, inputs, config, device=device, name=name)
+        result |= full_attack_metrics(model, inputs, config, device=device, name=name, defenses=genome.defenses)
     return Evaluation(result, artifacts=student_files(model))
 
 

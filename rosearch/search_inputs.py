@@ -7,13 +7,14 @@ every worker maps them without a copy. Built by :func:`rosearch.prepare.prepare_
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
 
 from rosearch.batching import EncodedSplit
 from rosearch.data import Example
+from rosearch.defense.pipeline import Defense, DefenseResources
 from rosearch.distill.teacher_cache import TeacherOutputs
 
 
@@ -39,5 +40,29 @@ class SearchInputs:
     tokenizer_files: Mapping[str, bytes] = field(default_factory=dict)  # the teacher's tokenizer, for attacks in workers
     attack_examples: tuple[Example, ...] = ()  # the seeded dev sample every full attack uses (raw text)
     proxy: EncodedSplit | None = None  # the teacher's successful adversarial examples, encoded (attack.proxy)
+    proxy_examples: tuple[Example, ...] = ()  # the same adversarial examples as raw text (for defended students)
     teacher_attack: dict[str, Any] | None = None  # the teacher's attack report on `attack_examples`
     method_inputs: Any = None  # rosearch.distill.methods.MethodInputs when distill.methods need once-per-run work
+    defense_resources: DefenseResources | None = None  # lexicon + synonym clusters, when candidates carry defenses
+    # "+".join(defenses) -> split name ("train", "dev", "proxy") -> that split with the defenses applied
+    defended_splits: Mapping[str, Mapping[str, EncodedSplit]] = field(default_factory=dict)
+
+    def defense(self, names: tuple[str, ...]) -> Defense | None:
+        """The input defense of a candidate carrying ``names`` (None for an undefended one)."""
+        if not names:
+            return None
+        if self.defense_resources is None:
+            raise ValueError(f"a candidate carries defenses {list(names)} but the run prepared none "
+                             "(fix: list them in search_space.defenses or search_space.defense_choices)")
+        return Defense(names, self.defense_resources)
+
+    def for_defenses(self, names: tuple[str, ...]) -> SearchInputs:
+        """These inputs as a student carrying ``names`` sees them: train, dev and proxy defended."""
+        if not names:
+            return self
+        key = "+".join(names)
+        splits = self.defended_splits.get(key)
+        if splits is None:
+            raise ValueError(f"no defended splits for {key!r} (prepared: {sorted(self.defended_splits)}; fix: list "
+                             "the defenses in search_space.defenses or search_space.defense_choices)")
+        return replace(self, **{name: split for name, split in splits.items()})

@@ -42,6 +42,7 @@ from torch import nn
 from rosearch.attack.recipes import build_attack
 from rosearch.attack.resources import prepare_textattack
 from rosearch.attack.wrapper import make_wrapper
+from rosearch.defense.pipeline import Defense
 from rosearch.config import AttackConfig
 from rosearch.data import Example
 
@@ -263,6 +264,7 @@ class _Chunk:
     max_length: int
     threads: int  # torch intra-op threads in the worker: usable CPUs // workers
     log_level: int | None  # the parent's logging level (None: it configured no logging)
+    defense: Defense | None = None  # the model's input defenses (part of what is attacked)
 
 
 @dataclass(frozen=True)
@@ -293,7 +295,7 @@ def _attack_chunk(chunk: _Chunk) -> _ChunkResult:
     torch.set_num_threads(chunk.threads)
     prepare_textattack(chunk.cfg, chunk.cache_dir)
     wrapper = make_wrapper(chunk.model, chunk.tokenizer, max_length=chunk.max_length,
-                           batch_size=chunk.cfg.model_batch_size, device="cpu")
+                           batch_size=chunk.cfg.model_batch_size, device="cpu", defense=chunk.defense)
     built = build_attack(chunk.recipe, wrapper, chunk.cfg)
     inputs = [_attack_input(e, chunk.text_columns) for e in chunk.examples]
     n, end = len(chunk.examples), chunk.start + len(chunk.examples) - 1
@@ -313,7 +315,7 @@ def _attack_chunk(chunk: _Chunk) -> _ChunkResult:
 
 def _attack_in_workers(model: nn.Module, tokenizer: Any, examples: Sequence[Example], cfg: AttackConfig, *,
                        recipe: str, cache_dir: str | Path, model_name: str, max_length: int,
-                       text_columns: tuple[str, ...], workers: int
+                       text_columns: tuple[str, ...], workers: int, defense: Defense | None = None
                        ) -> tuple[list[_Attacked], tuple[str, ...], tuple[str, ...]]:
     """Split the sample into ``workers`` contiguous chunks and attack each in a spawned process.
 
@@ -330,7 +332,7 @@ def _attack_in_workers(model: nn.Module, tokenizer: Any, examples: Sequence[Exam
     chunks = [
         _Chunk(model=model, tokenizer=tokenizer, examples=tuple(examples[a:b]), text_columns=text_columns, start=a,
                cfg=cfg, recipe=recipe, cache_dir=str(cache_dir), max_length=max_length, threads=threads,
-               log_level=log_level)
+               log_level=log_level, defense=defense)
         for a, b in zip(bounds[:-1], bounds[1:])
     ]
     logger.info("attack: %s on %s: %d examples in %d worker processes (%d torch thread(s) each)", recipe, model_name,
@@ -359,7 +361,7 @@ def _attack_in_workers(model: nn.Module, tokenizer: Any, examples: Sequence[Exam
 
 def run_attack(model: nn.Module, tokenizer: Any, examples: Sequence[Example], cfg: AttackConfig, *,
                recipe: str | None, cache_dir: str | Path, model_name: str, max_length: int,
-               device: torch.device | str, text_columns: tuple[str, ...]) -> AttackOutcome:
+               device: torch.device | str, text_columns: tuple[str, ...], defense: Defense | None = None) -> AttackOutcome:
     """:func:`attack_model`, also returning the perturbed texts column by column."""
     if not examples:
         raise ValueError("no examples to attack (fix: check attack.num_examples and the dev split)")
@@ -373,10 +375,11 @@ def run_attack(model: nn.Module, tokenizer: Any, examples: Sequence[Example], cf
     if workers > 1:
         results, constraints, notes = _attack_in_workers(
             model, tokenizer, examples, cfg, recipe=name, cache_dir=cache_dir, model_name=model_name,
-            max_length=max_length, text_columns=text_columns, workers=workers,
+            max_length=max_length, text_columns=text_columns, workers=workers, defense=defense,
         )
     else:
-        wrapper = make_wrapper(model, tokenizer, max_length=max_length, batch_size=cfg.model_batch_size, device=device)
+        wrapper = make_wrapper(model, tokenizer, max_length=max_length, batch_size=cfg.model_batch_size, device=device,
+                               defense=defense)
         built = build_attack(name, wrapper, cfg)
         constraints, notes = built.constraints, built.notes
         every = max(1, math.ceil(n / _PROGRESS_STEPS))
@@ -406,7 +409,8 @@ def run_attack(model: nn.Module, tokenizer: Any, examples: Sequence[Example], cf
 
 def attack_model(model: nn.Module, tokenizer: Any, examples: Sequence[Example], cfg: AttackConfig, *,
                  recipe: str | None = None, cache_dir: str | Path, model_name: str, max_length: int,
-                 device: torch.device | str, text_columns: tuple[str, ...] = ("text",)) -> AttackReport:
+                 device: torch.device | str, text_columns: tuple[str, ...] = ("text",),
+                 defense: Defense | None = None) -> AttackReport:
     """Attack ``model`` (already on ``device``) on every example with ``recipe`` (default
     ``cfg.recipe``) and return the report.
 
@@ -415,9 +419,11 @@ def attack_model(model: nn.Module, tokenizer: Any, examples: Sequence[Example], 
     are missing, ValueError for bad input. Python/numpy/torch RNG states are left as found.
     With ``cfg.num_workers`` > 1 (CPU only) the examples are shared among that many spawned
     processes; the report is the same as a sequential run's except for ``wall_seconds``.
+    ``defense`` (the model's input defenses) is applied to every query, so the attack sees the
+    deployed pipeline as a black box, with the recipe's stock constraints.
     """
     return run_attack(model, tokenizer, examples, cfg, recipe=recipe, cache_dir=cache_dir, model_name=model_name,
-                      max_length=max_length, device=device, text_columns=text_columns).report
+                      max_length=max_length, device=device, text_columns=text_columns, defense=defense).report
 
 
 # --------------------------------------------------------------------------------------------

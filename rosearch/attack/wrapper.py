@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from rosearch.batching import EncodedSplit, batch_indices, collate
+from rosearch.defense.pipeline import Defense, defend_pair
 
 if TYPE_CHECKING:
     from textattack.models.wrappers import ModelWrapper
@@ -58,7 +59,7 @@ def _wrapper_class() -> type:
         (float32 numpy [N, num_labels]) in input order."""
 
         def __init__(self, model: nn.Module, tokenizer: Any, *, max_length: int, batch_size: int,
-                     device: torch.device | str) -> None:
+                     device: torch.device | str, defense: Defense | None = None) -> None:
             if batch_size < 1:
                 raise ValueError(f"attack wrapper batch_size must be >= 1, got {batch_size} (fix: attack.model_batch_size)")
             if max_length < 2:
@@ -71,9 +72,10 @@ def _wrapper_class() -> type:
             self.batch_size = batch_size
             self.device = torch.device(device)
             self.num_labels = int(getattr(getattr(model, "config", None), "num_labels", 0) or 0)
+            self.defense = defense  # part of the queried model: every text passes it before tokenisation
 
         def __call__(self, text_input_list: Sequence[str | tuple[str, ...]]) -> np.ndarray:
-            texts = list(text_input_list)
+            texts = defend_pair(self.defense, list(text_input_list))
             if not texts:
                 return np.zeros((0, self.num_labels), dtype=np.float32)
             split = _encode(self.tokenizer, texts, self.max_length)
@@ -100,16 +102,19 @@ def _wrapper_class() -> type:
         def _tokenize(self, inputs: Sequence[str]) -> list[list[str]]:
             return [
                 self.tokenizer.convert_ids_to_tokens(self.tokenizer(x, truncation=True, max_length=self.max_length)["input_ids"])
-                for x in inputs
+                for x in defend_pair(self.defense, list(inputs))
             ]
 
     return BatchedClassifierWrapper
 
 
-def make_wrapper(model: nn.Module, tokenizer: Any, *, max_length: int, batch_size: int, device: torch.device | str) -> ModelWrapper:
+def make_wrapper(model: nn.Module, tokenizer: Any, *, max_length: int, batch_size: int, device: torch.device | str,
+                 defense: Defense | None = None) -> ModelWrapper:
     """A ``textattack.models.wrappers.ModelWrapper`` around ``model`` (any HF sequence
     classifier with ``.logits`` outputs). It takes a list of texts (or of ``(a, b)`` tuples for
     pair tasks), truncates to ``max_length`` tokens, and returns float32 logits [N, C]; the
     result equals running each text alone, up to float tolerance. ``model`` must already be on
-    ``device``."""
-    return _wrapper_class()(model, tokenizer, max_length=max_length, batch_size=batch_size, device=device)
+    ``device``. A ``defense`` (the student's input defenses) is applied to every queried text
+    first, so an attack through this wrapper attacks the whole deployed pipeline, black-box."""
+    return _wrapper_class()(model, tokenizer, max_length=max_length, batch_size=batch_size, device=device,
+                            defense=defense)

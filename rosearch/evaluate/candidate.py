@@ -63,8 +63,14 @@ def build_student(genome: Genome, inputs: SearchInputs, config: Config, *, seed:
 def evaluate_candidate(
     genome: Genome, inputs: SearchInputs, config: Config, *, seed: int, device: torch.device | str
 ) -> tuple[StudentForSequenceClassification, CandidateMetrics]:
-    """Distil a student of ``genome`` from the cached teacher outputs and measure it on dev."""
+    """Distil a student of ``genome`` from the cached teacher outputs and measure it on dev.
+
+    A genome with input defenses trains and is measured on text passed through them (the same
+    defense the attack queries and the export carries); the teacher's targets are its outputs
+    on the original text.
+    """
     key = genome.hash()
+    inputs = inputs.for_defenses(genome.defenses)
     model = build_student(genome, inputs, config, seed=seed).to(device)
     result = distill(
         model, inputs.train, inputs.teacher_outputs, config.distill, seed=seed, device=device,

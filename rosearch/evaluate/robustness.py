@@ -22,8 +22,11 @@ from rosearch.tokenizer_files import materialize_tokenizer
 logger = logging.getLogger(__name__)
 
 
-def proxy_metrics(model: torch.nn.Module, inputs: SearchInputs, config: Config, *, device: torch.device | str) -> dict[str, Any]:
-    """``proxy_robust_accuracy`` on the run's adversarial proxy set (empty when the run has none)."""
+def proxy_metrics(model: torch.nn.Module, inputs: SearchInputs, config: Config, *, device: torch.device | str,
+                  defenses: tuple[str, ...] = ()) -> dict[str, Any]:
+    """``proxy_robust_accuracy`` on the run's adversarial proxy set (empty when the run has none),
+    as a student carrying ``defenses`` sees it."""
+    inputs = inputs.for_defenses(defenses)
     if inputs.proxy is None:
         return {}
     if len(inputs.proxy) == 0:  # the teacher resisted every attack: no adversarial example to score on
@@ -33,14 +36,17 @@ def proxy_metrics(model: torch.nn.Module, inputs: SearchInputs, config: Config, 
 
 
 def full_attack_metrics(
-    model: torch.nn.Module, inputs: SearchInputs, config: Config, *, device: torch.device | str, name: str
+    model: torch.nn.Module, inputs: SearchInputs, config: Config, *, device: torch.device | str, name: str,
+    defenses: tuple[str, ...] = (),
 ) -> dict[str, Any]:
-    """Attack ``model`` with ``attack.recipe`` on the run's seeded dev sample; flat metrics for the store."""
+    """Attack ``model`` behind its input ``defenses`` with ``attack.recipe`` on the run's seeded dev
+    sample (black-box: every query passes the defense); flat metrics for the store."""
     from rosearch.attack.runner import attack_model
 
     tokenizer = materialize_tokenizer(inputs.tokenizer_files)
     report = attack_model(
         model, tokenizer, inputs.attack_examples, config.attack, cache_dir=config.run.cache_dir, model_name=name,
         max_length=config.data.max_length, device=device, text_columns=get_task(config.data.task).text_columns,
+        defense=inputs.defense(defenses),
     )
     return report.metrics()

@@ -11,6 +11,8 @@ module does not depend on model code.
 
 from __future__ import annotations
 
+import dataclasses
+
 import logging
 import random
 from dataclasses import dataclass
@@ -80,10 +82,10 @@ def _check_budget_args(space: SearchSpaceConfig, param_count: ParamCount | None)
 
 
 def _finish(hidden: int, embedding: int, cells: Sequence[CellSpec], space: SearchSpaceConfig,
-            param_count: ParamCount | None) -> Genome:
+            param_count: ParamCount | None, defenses: Sequence[str] = ()) -> Genome:
     """Build the child genome and enforce the budget; :class:`_Rejected` when it is not usable."""
     try:
-        genome = Genome(hidden, embedding, tuple(cells))
+        genome = Genome(hidden, embedding, tuple(cells), tuple(defenses))
     except InvalidGenomeError as exc:
         raise _Rejected(str(exc)) from exc
     if space.param_budget is not None and param_count is not None:
@@ -210,7 +212,9 @@ def mutate(genome: Genome, rng: random.Random, space: SearchSpaceConfig, *,
     - ``hidden_size`` (attention ops whose heads do not divide the new H are relabelled to a
       head count that does), ``embedding_size``;
     - ``depth``: to the neighbouring allowed depth of ``space.num_layers``, by duplicating
-      random layers in place or dropping random layers.
+      random layers in place or dropping random layers;
+    - ``defense`` (only when ``space.defense_choices`` is set): one of the choices is switched
+      on or off; the other kinds keep the parent's defenses.
 
     An attempt that is invalid, over ``space.param_budget``, or isomorphic to the parent is
     redrawn; after ``max_tries`` attempts a fresh :func:`sample_genome` is returned instead,
@@ -218,11 +222,15 @@ def mutate(genome: Genome, rng: random.Random, space: SearchSpaceConfig, *,
     """
     _check_budget_args(space, param_count)
     parent_hash = genome.hash()
+    kinds = MUTATIONS + (("defense",) if space.defense_choices else ())
     for _ in range(max_tries):
-        kind = rng.choice(MUTATIONS)
+        kind = rng.choice(kinds)
         try:
-            hidden, embedding, cells = _mutate_once(genome, kind, rng, space)
-            child = _finish(hidden, embedding, cells, space, param_count)
+            if kind == "defense":
+                child = _toggle_defense(genome, rng, space)
+            else:
+                hidden, embedding, cells = _mutate_once(genome, kind, rng, space)
+                child = _finish(hidden, embedding, cells, space, param_count, genome.defenses)
         except _Rejected as exc:
             logger.debug("mutation %s of %s rejected: %s", kind, parent_hash[:12], exc)
             continue
@@ -230,6 +238,14 @@ def mutate(genome: Genome, rng: random.Random, space: SearchSpaceConfig, *,
             return child
     logger.debug("no valid mutation of %s in %d tries; sampling a fresh genome", parent_hash[:12], max_tries)
     return sample_genome(rng, space, param_count=param_count)
+
+
+def _toggle_defense(genome: Genome, rng: random.Random, space: SearchSpaceConfig) -> Genome:
+    """``genome`` with one of ``space.defense_choices`` switched (the always-on defenses stay)."""
+    name = rng.choice(space.defense_choices)
+    current = set(genome.defenses)
+    current ^= {name}
+    return dataclasses.replace(genome, defenses=tuple(current | set(space.defenses)))
 
 
 # --------------------------------------------------------------------------------------------
@@ -261,15 +277,29 @@ def crossover(a: Genome, b: Genome, rng: random.Random, space: SearchSpaceConfig
         for i in range(min(len(cells1), len(cells2))):
             if rng.random() < 0.5:
                 cells1[i], cells2[i] = cells2[i], cells1[i]
+        d1, d2 = _cross_defenses(a, b, rng, space)
         try:
             usable1, usable2 = space_labels(space, h1), space_labels(space, h2)
-            child1 = _finish(h1, e1, [_repair_heads(c, h1, usable1, rng) for c in cells1], space, param_count)
-            child2 = _finish(h2, e2, [_repair_heads(c, h2, usable2, rng) for c in cells2], space, param_count)
+            child1 = _finish(h1, e1, [_repair_heads(c, h1, usable1, rng) for c in cells1], space, param_count, d1)
+            child2 = _finish(h2, e2, [_repair_heads(c, h2, usable2, rng) for c in cells2], space, param_count, d2)
         except _Rejected as exc:
             logger.debug("crossover of %s and %s rejected: %s", a.hash()[:12], b.hash()[:12], exc)
             continue
         return child1, child2
     return a, b
+
+
+def _cross_defenses(a: Genome, b: Genome, rng: random.Random,
+                    space: SearchSpaceConfig) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """Uniform crossover of the defense genes: each choice is swapped between the children with
+    probability 1/2 (no draw at all when the space has no defense choices)."""
+    d1, d2 = set(a.defenses), set(b.defenses)
+    for name in space.defense_choices:
+        if rng.random() < 0.5:
+            in1, in2 = name in d1, name in d2
+            d1 = (d1 | {name}) if in2 else (d1 - {name})
+            d2 = (d2 | {name}) if in1 else (d2 - {name})
+    return tuple(d1), tuple(d2)
 
 
 # --------------------------------------------------------------------------------------------

@@ -20,6 +20,7 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Any, Sequence
 
+from rosearch.defense.names import canonical_defenses
 from rosearch.search_space import labels
 
 
@@ -257,8 +258,13 @@ class Genome:
     hidden_size: int
     embedding_size: int
     cells: tuple[CellSpec, ...]
+    defenses: tuple[str, ...] = ()  # input defenses the student carries (rosearch.defense), in application order
 
     def __post_init__(self) -> None:
+        try:
+            object.__setattr__(self, "defenses", canonical_defenses(self.defenses, "genome defenses"))
+        except ValueError as exc:
+            raise InvalidGenomeError(str(exc)) from None
         for name in ("hidden_size", "embedding_size"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -286,8 +292,14 @@ class Genome:
 
     def hash(self) -> str:
         """32 hex chars of sha256 over (H, E, per-layer cell hashes): THE key of a genome."""
-        key = json.dumps([self.hidden_size, self.embedding_size, [cell.hash() for cell in self.cells]])
-        return _sha256(key)[:32]
+        parts: list[Any] = [self.hidden_size, self.embedding_size, [cell.hash() for cell in self.cells]]
+        if self.defenses:  # undefended genomes keep the hashes they had before defenses existed
+            parts.append(list(self.defenses))
+        return _sha256(json.dumps(parts))[:32]
+
+    def architecture(self) -> Genome:
+        """The same network without defenses (what is built and counted as a model)."""
+        return Genome(self.hidden_size, self.embedding_size, self.cells)
 
     def op_labels_used(self) -> tuple[str, ...]:
         """Distinct operation labels over all layers, sorted."""
@@ -299,15 +311,19 @@ class Genome:
         return dict(sorted(counts.items()))
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        out: dict[str, Any] = {
             "hidden_size": self.hidden_size,
             "embedding_size": self.embedding_size,
             "cells": [cell.to_dict() for cell in self.cells],
         }
+        if self.defenses:
+            out["defenses"] = list(self.defenses)
+        return out
 
     @classmethod
     def from_dict(cls, data: Any) -> Genome:
-        _check_keys(data, ("hidden_size", "embedding_size", "cells"), "genome")
+        keys = ("hidden_size", "embedding_size", "cells")
+        _check_keys(data, keys + (("defenses",) if isinstance(data, dict) and "defenses" in data else ()), "genome")
         cells = data["cells"]
         if isinstance(cells, (str, bytes, dict)) or not isinstance(cells, Sequence):
             raise InvalidGenomeError(f"genome cells must be a list of cell mappings, got {cells!r}")
@@ -317,7 +333,7 @@ class Genome:
                 parsed.append(CellSpec.from_dict(cell))
             except InvalidGenomeError as exc:
                 raise InvalidGenomeError(f"genome layer {layer}: {exc}") from exc
-        return cls(data["hidden_size"], data["embedding_size"], tuple(parsed))
+        return cls(data["hidden_size"], data["embedding_size"], tuple(parsed), data.get("defenses", ()))
 
     def to_json(self) -> str:
         """Compact, key-sorted JSON; ``Genome.from_json(g.to_json()) == g``."""

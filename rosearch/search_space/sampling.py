@@ -75,7 +75,7 @@ def sample_genome(
     param_count: Callable[[Genome], int] | None = None,
     max_tries: int = 200,
 ) -> Genome:
-    """Draw H, E, L and one cell per layer; redraw while over ``space.param_budget``.
+    """Draw H, E, L, one cell per layer and the defense genes; redraw while over ``space.param_budget``.
 
     Attention labels whose head count does not divide the drawn H are left out of that
     genome's op choices. With a budget, ``param_count`` (e.g. ``cost.count_parameters``) is
@@ -96,7 +96,7 @@ def sample_genome(
         depth = rng.choice(space.num_layers)
         usable = _labels_for_hidden_size(all_labels, hidden)
         cells = tuple(sample_cell(rng, space.nodes_per_cell, usable, space.max_edges) for _ in range(depth))
-        genome = Genome(hidden, embedding, cells)
+        genome = Genome(hidden, embedding, cells, sample_defenses(rng, space))
         if space.param_budget is None or param_count is None:
             return genome
         count = param_count(genome)
@@ -111,6 +111,16 @@ def sample_genome(
         f"embedding_size={genome.embedding_size}, num_layers={genome.num_layers}); fix: raise the budget "
         "or allow smaller hidden_sizes / embedding_sizes / num_layers"
     )
+
+
+def sample_defenses(rng: random.Random, space: SearchSpaceConfig) -> tuple[str, ...]:
+    """``space.defenses`` plus each of ``space.defense_choices`` with probability 1/2.
+
+    Draws nothing from ``rng`` when there are no choices, so spaces without defense genes
+    sample exactly the genomes they sampled before defenses existed.
+    """
+    chosen = [name for name in space.defense_choices if rng.random() < 0.5]
+    return tuple(space.defenses) + tuple(chosen)
 
 
 def _labels_for_hidden_size(all_labels: Sequence[str], hidden_size: int) -> list[str]:

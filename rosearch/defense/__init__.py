@@ -1,0 +1,19 @@
+"""Input defenses that travel with a student (part of the model an attacker queries).
+
+- :mod:`~rosearch.defense.words`: what a word is to a defense
+- :mod:`~rosearch.defense.word_recognition`: unknown word -> likely known word (character attacks)
+- :mod:`~rosearch.defense.synonym_encoding`: word -> synonym-cluster representative (word swaps)
+- :mod:`~rosearch.defense.pipeline`: the composition, saved and loaded with a student
+
+A leaf package: it imports nothing else of rosearch, so every layer can apply a defense.
+"""
+
+from rosearch.defense.names import DEFENSE_NAMES, SYNONYM_ENCODING, WORD_RECOGNITION, canonical_defenses
+from rosearch.defense.pipeline import (
+    DEFENSE_FILE, Defense, DefenseError, DefenseResources, defend_pair, load_defense,
+)
+
+__all__ = [
+    "DEFENSE_FILE", "DEFENSE_NAMES", "SYNONYM_ENCODING", "WORD_RECOGNITION", "Defense", "DefenseError",
+    "DefenseResources", "canonical_defenses", "defend_pair", "load_defense",
+]

@@ -1,0 +1,96 @@
+"""Once per run: the resources every candidate's input defenses are built from, and the run's
+splits as each defended student sees them (so workers never re-tokenise).
+
+Word recognition's lexicon and frequency prior are the words of the task's training text;
+synonym clusters are built over that vocabulary from WordNet (exactly PWWS's candidate
+relation) and the counter-fitted neighbour table (TextFooler-style swaps), as configured.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from rosearch.attack.resources import load_neighbors, prepare_textattack
+from rosearch.batching import EncodedSplit
+from rosearch.config import Config
+from rosearch.data import Example, encode_examples
+from rosearch.defense.names import SYNONYM_ENCODING
+from rosearch.defense.pipeline import Defense, DefenseResources
+from rosearch.defense.synonym_encoding import build_clusters
+from rosearch.defense.wordnet_synonyms import wordnet_relations
+from rosearch.defense.words import word_counts
+
+logger = logging.getLogger(__name__)
+
+
+def defense_key(names: Sequence[str]) -> str:
+    """How a set of defenses is named in :attr:`SearchInputs.defended_splits` (``+``-joined)."""
+    return "+".join(names)
+
+
+def defense_combinations(config: Config) -> list[tuple[str, ...]]:
+    """Every non-empty defense set a candidate of this run may carry: the always-on defenses plus
+    any subset of the choices, each in application order."""
+    space = config.search_space
+    out = []
+    for k in range(len(space.defense_choices) + 1):
+        for chosen in itertools.combinations(space.defense_choices, k):
+            names = tuple(n for n in space.defenses_used() if n in set(space.defenses) | set(chosen))
+            if names:
+                out.append(names)
+    return out
+
+
+def build_defense_resources(config: Config, lexicon_texts: Sequence[str]) -> DefenseResources:
+    """Lexicon counts from ``lexicon_texts`` and, when some candidate may carry synonym
+    encoding, the synonym clusters over that vocabulary."""
+    cfg = config.defense
+    start = time.perf_counter()
+    counts = word_counts(lexicon_texts)
+    synonyms: dict[str, str] = {}
+    if SYNONYM_ENCODING in config.search_space.defenses_used():
+        relations: dict[str, set[str]] = {}
+        sources: list[Mapping[str, Sequence[str]]] = []
+        if "wordnet" in cfg.synonym_sources:
+            prepare_textattack(config.attack, config.run.cache_dir)  # provisions nltk's WordNet layout
+            sources.append(wordnet_relations(sorted(counts)))
+        if "counterfitted" in cfg.synonym_sources:
+            sources.append(load_neighbors(config.attack.neighbors_path))
+        for source in sources:
+            for word, related in source.items():
+                relations.setdefault(word, set()).update(related)
+        synonyms = build_clusters(counts, relations)
+    resources = DefenseResources(counts=dict(counts), synonyms=synonyms, max_distance=cfg.max_edit_distance,
+                                 backoff=cfg.backoff, neutral_word=cfg.neutral_word)
+    logger.info("defense: lexicon of %d words from %d training texts; %d words synonym-encoded into %d clusters (%.1fs)",
+                len(counts), len(lexicon_texts), len(synonyms), len(set(synonyms.values())), time.perf_counter() - start)
+    return resources
+
+
+def defend_examples(defense: Defense, examples: Sequence[Example]) -> list[Example]:
+    """``examples`` with the defense applied to every text (labels unchanged)."""
+    return [Example(text_a=defense.apply(e.text_a), text_b=None if e.text_b is None else defense.apply(e.text_b),
+                    label=e.label) for e in examples]
+
+
+def encode_defended_splits(
+    config: Config, resources: DefenseResources, splits: Mapping[str, tuple[Sequence[Example], EncodedSplit]],
+    tokenizer: Any, num_labels: int,
+) -> dict[str, dict[str, EncodedSplit]]:
+    """For every defense set of the run, each named split as that defended student sees it."""
+    out: dict[str, dict[str, EncodedSplit]] = {}
+    for names in defense_combinations(config):
+        start = time.perf_counter()
+        defense = Defense(names, resources)
+        key = defense_key(names)
+        out[key] = {
+            name: encode_examples(defend_examples(defense, examples), tokenizer, config.data.max_length,
+                                  f"{split.fingerprint}|defense={key}", num_labels)
+            for name, (examples, split) in splits.items()
+        }
+        logger.info("defense: %s applied to %s in %.1fs", key, ", ".join(splits), time.perf_counter() - start)
+    return out
