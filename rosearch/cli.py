@@ -76,6 +76,7 @@ def cmd_teacher(args: argparse.Namespace) -> int:
 
 def cmd_distill(args: argparse.Namespace) -> int:
     """Distil students (given genomes, or sampled from the search space) and report dev accuracy."""
+    from rosearch.defense.names import DEFENSE_NAMES
     from rosearch.evaluate.candidate import evaluate_candidate
     from rosearch.prepare import prepare_inputs
     from rosearch.runtime import apply_run_settings
@@ -86,11 +87,14 @@ def cmd_distill(args: argparse.Namespace) -> int:
     from rosearch.tokenizer_files import read_tokenizer_files
 
     config = _config(args)
+    genomes = [Genome.from_json(Path(p).read_text()) for p in args.genome] if args.genome else []
+    carried = {name for genome in genomes for name in genome.defenses} - set(config.search_space.defenses_used())
+    if carried:  # prepare what the given genomes' defenses need, as if the search could choose them
+        choices = [n for n in DEFENSE_NAMES if n in carried | set(config.search_space.defense_choices)]
+        config = load_config(args.config, [*args.overrides, f"search_space.defense_choices={json.dumps(choices)}"])
     device = apply_run_settings(config.run)
     inputs = prepare_inputs(config, device)
-    if args.genome:
-        genomes = [Genome.from_json(Path(p).read_text()) for p in args.genome]
-    else:
+    if not args.genome:
         rng = random.Random(config.run.seed)
         counter = partial(
             count_parameters, vocab_size=inputs.vocab_size, num_labels=inputs.num_labels,
@@ -110,15 +114,19 @@ def cmd_distill(args: argparse.Namespace) -> int:
         for name, content in read_tokenizer_files(inputs.teacher_dir).items():  # so `rosearch attack --model` works
             (out / name).write_bytes(content)
         (out / "genome.json").write_text(genome.to_json())
+        defense = inputs.defense(genome.defenses)
+        if defense is not None:  # the student is only itself with its input defenses (attack and predict load them)
+            defense.save(out)
         (out / "metrics.json").write_text(json.dumps(metrics.to_dict() | {"teacher_dev_accuracy": inputs.teacher_dev_accuracy}, indent=2))
         rows.append((out, genome, metrics))
 
     table = Table(title=f"distilled students (teacher dev accuracy {inputs.teacher_dev_accuracy:.4f})")
-    for column in ("student", "H", "E", "L", "params", "MFLOPs", "dev acc", "train s"):
+    for column in ("student", "H", "E", "L", "defenses", "params", "MFLOPs", "dev acc", "train s"):
         table.add_column(column)
     for out, genome, m in rows:
         table.add_row(
             str(out), str(genome.hidden_size), str(genome.embedding_size), str(genome.num_layers),
+            "+".join(genome.defenses) or "-",
             f"{m.params / 1e6:.2f}M", f"{m.flops / 1e6:.1f}", f"{m.dev_accuracy:.4f}", f"{m.train_seconds:.0f}",
         )
     _console().print(table)

@@ -276,6 +276,9 @@ def run_search(config: Config, *, resume: bool = False, evaluate_fn: EvaluateFn 
         store.write_run_config(config.to_dict(), fingerprint, resume=resume)
         (run_dir / "config.json").write_text(json.dumps(config.to_dict(), indent=2))
         write_run_info(run_dir, inputs)
+        defense = inputs.defense(config.search_space.defenses_used())
+        if defense is not None:  # every defense a candidate may carry, so exports need no preparation
+            defense.save(run_dir)
         spec = fitness_spec(config, teacher_cost={"params": inputs.teacher_params, "flops": inputs.teacher_flops})
         logger.info("search: objectives %s with weights %s", spec.names, spec.weights)
         param_count = partial(

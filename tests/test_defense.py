@@ -223,3 +223,39 @@ def test_defended_splits_are_what_the_student_sees(tmp_path, tiny_sst2_dir, tiny
     assert inputs.defense(()) is None and inputs.for_defenses(()) is inputs
     with pytest.raises(ValueError, match="word_recognition"):
         inputs.for_defenses(("word_recognition",))
+
+
+def test_export_keeps_the_defense_and_predicts_identically_on_perturbed_text(tmp_path, tiny_sst2_dir, tiny_teacher_dir,
+                                                                              single_thread):
+    """Every candidate carries word recognition: the export saves it, reloads it, and the reloaded
+    pipeline gives the searched model's logits on misspelt text; the model card lists it."""
+    import torch
+    from test_search import tiny_search_dict
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from rosearch.results.artifacts import load_student, read_candidate_files
+    from rosearch.results.export import export_students
+    from rosearch.search import run_search
+    from rosearch.search_space.model import register_auto_classes
+
+    data = {"search_space": {"defenses": ["word_recognition"]}, "evolution": {"generations": 1}}
+    config = config_from_dict(tiny_search_dict(tmp_path, tiny_sst2_dir, tiny_teacher_dir, **data))
+    run_search(config)
+    run_dir = config.run.run_dir
+    assert load_defense(run_dir).names == ("word_recognition",)  # the run keeps its defense resources
+    (folder,) = export_students(run_dir, tmp_path / "out", top=1, device="cpu")
+    defense = load_defense(folder)
+    assert defense is not None and defense.names == ("word_recognition",)
+    assert "word recognition" in (folder / "README.md").read_text()
+    register_auto_classes()
+    reloaded = AutoModelForSequenceClassification.from_pretrained(folder, use_safetensors=True).eval()
+    genome_hash = json.loads((folder / "metrics.json").read_text())["genome_hash"]
+    searched = load_student(read_candidate_files(run_dir, genome_hash)).eval()
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    clean, perturbed = ["the film was witty and charming"], ["teh flim was wttiy and chraming"]
+    with torch.no_grad():
+        def logits(model, texts):
+            return model(**tokenizer(defense(texts), return_tensors="pt")).logits
+
+        assert torch.equal(logits(reloaded, perturbed), logits(searched, perturbed))
+        assert torch.equal(logits(reloaded, perturbed), logits(reloaded, clean))  # the typos are repaired

@@ -101,6 +101,7 @@ def run(args: argparse.Namespace) -> int:
 
     from rosearch.attack.runner import attack_model, reports_table, sample_attack_examples, write_reports
     from rosearch.data import get_task, load_examples
+    from rosearch.defense.pipeline import load_defense
     from rosearch.runtime import resolve_device
 
     config = merged_config(args)
@@ -114,6 +115,9 @@ def run(args: argparse.Namespace) -> int:
             f"model {str(model_dir)!r} has {model.config.num_labels} labels but task {spec.name} has {spec.num_labels} "
             "(fix: pass the --task the model was trained on)"
         )
+    defense = load_defense(model_dir)  # part of the deployed model: every attack query goes through it
+    if defense is not None:
+        logger.info("attack: %s carries input defenses %s; attacking the whole pipeline", model_dir, "+".join(defense.names))
     device = resolve_device(config.run.device)
     model.to(device).eval()
     examples = sample_attack_examples(load_examples(spec.name, "dev", config.data.data_dir), attack.num_examples, attack.seed)
@@ -122,7 +126,7 @@ def run(args: argparse.Namespace) -> int:
         reports.append(attack_model(
             model, tokenizer, examples, attack, recipe=recipe, cache_dir=config.run.cache_dir,
             model_name=model_dir.resolve().name, max_length=config.data.max_length, device=device,
-            text_columns=spec.hf_text_columns,
+            text_columns=spec.hf_text_columns, defense=defense,
         ))
     console = Console() if Console().is_terminal else Console(width=220)
     console.print(reports_table(reports))

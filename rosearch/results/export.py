@@ -41,6 +41,7 @@ from rosearch.results.stats import open_store, ranked_records, read_run_json, re
 from rosearch.results.store import CandidateRecord
 from rosearch.search import candidate_seed
 from rosearch.search_inputs import SearchInputs
+from rosearch.defense.pipeline import Defense, defend_pair, load_defense
 from rosearch.search_space.genome import Genome
 
 logger = logging.getLogger(__name__)
@@ -254,7 +255,8 @@ def _fmt(value: Any, digits: int = 4) -> str:
 
 
 def model_card(*, folder: str, run_dir: Path, record: CandidateRecord, rank: int, seed: int, config: Config,
-               meta: Mapping[str, str], teacher: Mapping[str, Any], export: Mapping[str, Any]) -> str:
+               meta: Mapping[str, str], teacher: Mapping[str, Any], export: Mapping[str, Any],
+               defense: Defense | None = None) -> str:
     """The README.md of an exported student: numbers, architecture, provenance, how to load it."""
     m = record.metrics
     genome = Genome.from_json(record.genome_json)
@@ -287,6 +289,7 @@ def model_card(*, folder: str, run_dir: Path, record: CandidateRecord, rank: int
         notes.append("Robustness figures were measured on the search's weights; these weights were distilled again "
                      f"for {export['retrain_steps']} steps and were not attacked.")
     attack_note = "".join(f"\n{note}\n" for note in notes)
+    defense_section = _defense_section(defense)
     return f"""---
 library_name: transformers
 pipeline_tag: text-classification
@@ -310,7 +313,7 @@ operation to the sum of its predecessors), followed by residual + LayerNorm. The
 factorised ({genome.embedding_size} -> {genome.hidden_size}). Full genome: `genome.json`.
 
 {layers}
-
+{defense_section}
 ## Provenance
 
 - run: `{run_dir.name}` (generation {record.generation}, rank {rank} by the run's selection)
@@ -334,11 +337,45 @@ model = AutoModelForSequenceClassification.from_pretrained("{folder}", use_safet
 tokenizer = AutoTokenizer.from_pretrained("{folder}")
 logits = model(**tokenizer(["a gripping film"], return_tensors="pt")).logits
 ```
+""" + (_DEFENSE_LOADING.replace("{folder}", folder) if defense is not None else "")
+
+
+_DEFENSE_LOADING = """
+This student carries input defenses (`defense.json.gz`): apply them to every text before the
+tokenizer, as rosearch's attack and predict commands do. Without them the model sees text it was
+not trained on (synonym encoding) and loses its robustness to misspellings (word recognition):
+
+```python
+from rosearch.defense import load_defense
+
+defense = load_defense("{folder}")
+texts = defense(["a grippnig film"])  # -> the text the student was trained to read
+logits = model(**tokenizer(texts, return_tensors="pt")).logits
+```
 """
 
 
-def verify_export(model: torch.nn.Module, folder: Path) -> float:
-    """Reload ``folder`` through the Auto API and compare its logits with ``model``'s; return the max difference."""
+def _defense_section(defense: Defense | None) -> str:
+    """The model card's description of the student's input defenses (empty when it has none)."""
+    if defense is None:
+        return ""
+    info = defense.describe()
+    lines = ["", "## Input defenses (part of the model: apply them before the tokenizer)", ""]
+    if "word_recognition" in info:
+        wr = info["word_recognition"]
+        lines.append(f"- word recognition: a word outside the {wr['lexicon_words']:,}-word training lexicon is mapped to "
+                     f"the most frequent known word within {wr['max_edit_distance']} edits (adjacent swaps count 1); "
+                     f"with none in reach, to `{wr['neutral_word']}` (backoff `{wr['backoff']}`)")
+    if "synonym_encoding" in info:
+        se = info["synonym_encoding"]
+        lines.append(f"- synonym encoding: {se['mapped_words']:,} words are written as one of {se['clusters']:,} "
+                     "synonym-cluster representatives (WordNet + counter-fitted neighbours), in training and inference")
+    return "\n".join(lines) + "\n"
+
+
+def verify_export(model: torch.nn.Module, folder: Path, defense: Defense | None = None) -> float:
+    """Reload ``folder`` through the Auto API and compare its logits with ``model``'s (behind
+    ``defense``, on clean and misspelt texts, when it has one); return the max difference."""
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     from rosearch.search_space.model import StudentForSequenceClassification, register_auto_classes
@@ -349,7 +386,13 @@ def verify_export(model: torch.nn.Module, folder: Path) -> float:
     if not isinstance(reloaded, StudentForSequenceClassification):
         raise ExportError(f"{folder} reloads as {type(reloaded).__name__}, not StudentForSequenceClassification")
     max_length = int(model.config.max_position_embeddings)
-    batch = tokenizer(list(CHECK_TEXTS), padding=True, truncation=True, max_length=max_length, return_tensors="pt")
+    texts = list(CHECK_TEXTS) + [_misspelt(t) for t in CHECK_TEXTS]
+    reloaded_defense = load_defense(folder)
+    if (reloaded_defense is None) != (defense is None) or (
+            defense is not None and (reloaded_defense.names != defense.names or reloaded_defense(texts) != defense(texts))):
+        raise ExportError(f"{folder}: the saved input defense does not reload to the exported one")
+    texts = defend_pair(defense, texts)
+    batch = tokenizer(texts, padding=True, truncation=True, max_length=max_length, return_tensors="pt")
     inputs = {k: v for k, v in batch.items() if k in ("input_ids", "attention_mask", "token_type_ids")}
     with torch.no_grad():
         before = model.eval()(**inputs).logits  # [n, C]
@@ -361,6 +404,11 @@ def verify_export(model: torch.nn.Module, folder: Path) -> float:
             f"(tolerance {LOGITS_ATOL}); the folder is incomplete or was changed while writing"
         )
     return difference
+
+
+def _misspelt(text: str) -> str:
+    """``text`` with the inner letters of every long word swapped (a DeepWordBug-like edit)."""
+    return " ".join(w[0] + w[2] + w[1] + w[3:] if len(w) > 4 and w.isalpha() else w for w in text.split())
 
 
 def _publish(partial: Path, final: Path) -> None:
@@ -406,14 +454,28 @@ def _student(record: CandidateRecord, run: _Run, distiller: _Distiller, retrain_
     return model, export, teacher
 
 
+def candidate_defense(run_dir: Path, genome: Genome, distiller: _Distiller) -> Defense | None:
+    """The input defense a candidate carries: from the run's saved defense resources, or (runs
+    that kept none) prepared again from the run's config."""
+    if not genome.defenses:
+        return None
+    saved = load_defense(run_dir)
+    if saved is not None and set(genome.defenses) <= set(saved.names):
+        return saved.restricted(genome.defenses)
+    logger.info("export: run %s kept no defense resources; building them from its config", run_dir)
+    return distiller.inputs.defense(genome.defenses)
+
+
 def _write_student(model: torch.nn.Module, folder: Path, run: _Run, record: CandidateRecord, rank: int,
-                   export: Mapping[str, Any], teacher: Mapping[str, Any]) -> None:
+                   export: Mapping[str, Any], teacher: Mapping[str, Any], defense: Defense | None = None) -> None:
     """Write, check and publish one student folder (a failed check leaves no folder behind)."""
     seed = candidate_seed(run.config.run.seed, record.genome_hash)
     partial = folder.with_name(f".{folder.name}.{uuid.uuid4().hex[:8]}.partial")
     try:
         model.save_pretrained(partial, safe_serialization=True)
         run.tokenizer.save_pretrained(partial)
+        if defense is not None:  # the student is only itself with its input defenses
+            defense.save(partial)
         (partial / "genome.json").write_text(Genome.from_json(record.genome_json).to_json() + "\n")
         (partial / "metrics.json").write_text(json.dumps({
             "genome_hash": record.genome_hash, "rank": rank, "generation": record.generation, "seed": seed,
@@ -423,9 +485,9 @@ def _write_student(model: torch.nn.Module, folder: Path, run: _Run, record: Cand
         }, indent=2, default=str) + "\n")
         (partial / "README.md").write_text(model_card(
             folder=folder.name, run_dir=run.run_dir, record=record, rank=rank, seed=seed, config=run.config,
-            meta=run.meta, teacher=teacher, export=export,
+            meta=run.meta, teacher=teacher, export=export, defense=defense,
         ))
-        difference = verify_export(model, partial)
+        difference = verify_export(model, partial, defense)
         _publish(partial, folder)
     finally:
         shutil.rmtree(partial, ignore_errors=True)
@@ -470,6 +532,7 @@ def export_students(run_dir: str | Path, out_dir: str | Path, *, top: int = 3, r
         model.config.id2label = dict(enumerate(label_names))
         model.config.label2id = {label: i for i, label in enumerate(label_names)}
         folder = out_dir / f"rank{rank}-{record.genome_hash[:12]}"
-        _write_student(model, folder, run, record, rank, export, teacher)
+        defense = candidate_defense(run_dir, Genome.from_json(record.genome_json), distiller)
+        _write_student(model, folder, run, record, rank, export, teacher, defense)
         folders.append(folder)
     return folders
