@@ -259,3 +259,39 @@ def test_export_keeps_the_defense_and_predicts_identically_on_perturbed_text(tmp
 
         assert torch.equal(logits(reloaded, perturbed), logits(searched, perturbed))
         assert torch.equal(logits(reloaded, perturbed), logits(reloaded, clean))  # the typos are repaired
+
+
+def test_adaptive_recipes_attack_around_the_defense(tmp_path, tiny_tokenizer, tiny_teacher_dir, single_thread):
+    """deepwordbug-adaptive only proposes real-word typos; pwws-adaptive only swaps that change
+    the defended text; both refuse an undefended model."""
+    from transformers import AutoModelForSequenceClassification
+
+    from rosearch.attack.recipes import _local_classes, build_attack
+    from rosearch.attack.resources import prepare_textattack
+    from rosearch.attack.runner import attack_model
+    from rosearch.attack.wrapper import make_wrapper
+    from rosearch.config import AttackConfig
+    from rosearch.data import Example
+
+    cfg = AttackConfig(nltk_data=str(tmp_path / "nltk"), model_batch_size=8, seed=1)
+    prepare_textattack(cfg, tmp_path)
+    model = AutoModelForSequenceClassification.from_pretrained(tiny_teacher_dir).eval()
+    counts = word_counts([" ".join(NEUTRAL + POSITIVE + NEGATIVE + ["fat", "flit", "fin", "line"])])
+    defense = Defense(["word_recognition", "synonym_encoding"],
+                      DefenseResources(counts=counts, synonyms=build_clusters(counts, {"good": ["fine", "superb"]})))
+    plain = make_wrapper(model, tiny_tokenizer, max_length=32, batch_size=8, device="cpu")
+    with pytest.raises(ValueError, match="defense-aware"):
+        build_attack("deepwordbug-adaptive", plain, cfg)
+    local = _local_classes()
+    swap = local.RealWordCharSwap(defense.known_words().__contains__)
+    assert swap._get_replacement_words("flat") == ["fat", "flit"]  # deletion, substitution: both real words
+    crossing = local.DefenseCrossingSwap(local.RealWordCharSwap(lambda w: w in {"fine", "fin", "line"}), defense)
+    assert crossing._get_replacement_words("fine") == ["fin", "line"]  # "fine" itself is never proposed
+    wrapper = make_wrapper(model, tiny_tokenizer, max_length=32, batch_size=8, device="cpu", defense=defense)
+    examples = [Example("the film was good and witty", None, 1), Example("a dull , boring plot", None, 0)]
+    for recipe in ("deepwordbug-adaptive", "pwws-adaptive"):
+        built = build_attack(recipe, wrapper, cfg)
+        assert any("adaptive" in note for note in built.notes)
+        report = attack_model(model, tiny_tokenizer, examples, cfg, recipe=recipe, cache_dir=tmp_path,
+                              model_name="tiny", max_length=32, device="cpu", defense=defense)
+        assert report.successful + report.failed + report.skipped == 2

@@ -170,9 +170,44 @@ def _local_classes() -> types.SimpleNamespace:
         def extra_repr_keys(self) -> list[str]:
             return ["name"] + super().extra_repr_keys()
 
+    class RealWordCharSwap(WordSwap):
+        """Every single-character edit of a word (adjacent swap, deletion, insertion or substitution
+        of a lower-case letter) that lands on another word ``keep`` accepts: typos that a word
+        recognition defense cannot tell from real words."""
+
+        def __init__(self, keep: Callable[[str], bool]) -> None:
+            super().__init__()
+            self.keep = keep
+
+        def _get_replacement_words(self, word: str) -> list[str]:
+            w = word.lower()
+            letters = "abcdefghijklmnopqrstuvwxyz"
+            edits = {w[:i] + w[i + 1] + w[i] + w[i + 2:] for i in range(len(w) - 1)}
+            edits |= {w[:i] + w[i + 1:] for i in range(len(w))} if len(w) > 1 else set()
+            edits |= {w[:i] + c + w[i:] for i in range(len(w) + 1) for c in letters}
+            edits |= {w[:i] + c + w[i + 1:] for i in range(len(w)) for c in letters}
+            return sorted(e for e in edits if e != w and e.isalpha() and self.keep(e))
+
+    class DefenseCrossingSwap(WordSwap):
+        """A word swap restricted to replacements the defense does not map back to what the
+        original word becomes (e.g. synonyms outside the encoder's cluster)."""
+
+        def __init__(self, base: Any, defense: Any) -> None:
+            super().__init__()
+            self.base = base
+            self.defense = defense
+
+        def _get_replacement_words(self, word: str) -> list[str]:
+            target = self.defense.apply(word)
+            return [r for r in self.base._get_replacement_words(word) if self.defense.apply(r) != target]
+
+        def extra_repr_keys(self) -> list[str]:
+            return ["base"]
+
     return types.SimpleNamespace(
         NeighborWordSwap=NeighborWordSwap, PairFirstTextFrozen=PairFirstTextFrozen,
-        LocalSentenceEncoder=LocalSentenceEncoder,
+        LocalSentenceEncoder=LocalSentenceEncoder, RealWordCharSwap=RealWordCharSwap,
+        DefenseCrossingSwap=DefenseCrossingSwap,
     )
 
 
@@ -303,6 +338,47 @@ def _build_textfooler_local(wrapper: ModelWrapper, cfg: AttackConfig) -> BuiltAt
     return _built(Attack(goal_function, constraints, transformation, search_method), "textfooler-local", notes)
 
 
+def _wrapper_defense(wrapper: ModelWrapper, recipe: str) -> Any:
+    defense = getattr(wrapper, "defense", None)
+    if not defense:
+        raise ValueError(f"recipe {recipe!r} is defense-aware and the attacked model carries no input defense "
+                         "(fix: attack a defended student, or use the stock recipe)")
+    return defense
+
+
+def _build_deepwordbug_adaptive(wrapper: ModelWrapper, cfg: AttackConfig) -> BuiltAttack:
+    """DeepWordBug whose edits only land on words the defense keeps as they are (an adaptive
+    attack on word recognition): same goal, constraints and search as the stock recipe."""
+    from textattack import Attack
+    from textattack.attack_recipes import DeepWordBugGao2018
+
+    defense = _wrapper_defense(wrapper, "deepwordbug-adaptive")
+    stock = DeepWordBugGao2018.build(wrapper)
+    kept = frozenset(w for w in defense.known_words() if w)  # what word recognition leaves unchanged
+    transformation = _local_classes().RealWordCharSwap(kept.__contains__)
+    attack = Attack(stock.goal_function, stock.pre_transformation_constraints + stock.constraints, transformation,
+                    stock.search_method)
+    return _built(attack, "deepwordbug-adaptive", [
+        "adaptive: character edits (swap/delete/insert/substitute one letter) restricted to results that are words of "
+        f"the defense's lexicon ({len(kept):,} words), so word recognition leaves them as they are"])
+
+
+def _build_pwws_adaptive(wrapper: ModelWrapper, cfg: AttackConfig) -> BuiltAttack:
+    """PWWS whose WordNet swaps are restricted to those that still change the defended text (e.g.
+    synonyms outside the encoder's cluster): an adaptive attack on synonym encoding."""
+    from textattack import Attack
+    from textattack.attack_recipes import PWWSRen2019
+
+    defense = _wrapper_defense(wrapper, "pwws-adaptive")
+    stock = PWWSRen2019.build(wrapper)
+    transformation = _local_classes().DefenseCrossingSwap(stock.transformation, defense)
+    attack = Attack(stock.goal_function, stock.pre_transformation_constraints + stock.constraints, transformation,
+                    stock.search_method)
+    return _built(attack, "pwws-adaptive", [
+        "adaptive: PWWS's WordNet swaps restricted to those the defense does not map back to the original word's "
+        "encoding (named-entity swaps omitted, as in TextAttack)"])
+
+
 RECIPES: Mapping[str, RecipeSpec] = types.MappingProxyType({
     "deepwordbug": RecipeSpec(
         name="deepwordbug", paper="Gao et al., IEEE S&P Workshops 2018 (DeepWordBug)",
@@ -333,6 +409,18 @@ RECIPES: Mapping[str, RecipeSpec] = types.MappingProxyType({
         setting="TextFooler search and goal with swaps from a local counter-fitted neighbour table; USE replaced by a "
                 "local sentence encoder when configured, POS skipped offline",
         needs=("neighbors",), build=_build_textfooler_local,
+    ),
+    "deepwordbug-adaptive": RecipeSpec(
+        name="deepwordbug-adaptive", paper="adaptive check of word recognition (after Pruthi et al. 2019, sec. 5)",
+        setting="DeepWordBug's search and constraints; one-letter edits that land on another word of the defended "
+                "model's lexicon (real-word typos); needs a defended model",
+        needs=(), build=_build_deepwordbug_adaptive,
+    ),
+    "pwws-adaptive": RecipeSpec(
+        name="pwws-adaptive", paper="adaptive check of synonym encoding (after Wang et al. 2021)",
+        setting="PWWS's search and constraints; WordNet swaps that cross the defended model's synonym clusters; "
+                "needs a defended model",
+        needs=("wordnet",), build=_build_pwws_adaptive,
     ),
 })
 

@@ -80,6 +80,14 @@ class Defense:
     def __call__(self, texts: Iterable[str]) -> list[str]:
         return [self.apply(t) for t in texts]
 
+    def known_words(self) -> frozenset[str]:
+        """Words the defense leaves unchanged when it has word recognition (its lexicon); else
+        every word of the lexicon (what an adaptive attack treats as real words)."""
+        for step in self._steps:
+            if isinstance(step, WordRecognizer):
+                return step.known
+        return frozenset(self.resources.counts)
+
     def __bool__(self) -> bool:
         return bool(self.names)
 
