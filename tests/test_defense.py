@@ -295,3 +295,26 @@ def test_adaptive_recipes_attack_around_the_defense(tmp_path, tiny_tokenizer, ti
         report = attack_model(model, tiny_tokenizer, examples, cfg, recipe=recipe, cache_dir=tmp_path,
                               model_name="tiny", max_length=32, device="cpu", defense=defense)
         assert report.successful + report.failed + report.skipped == 2
+
+
+def test_stats_report_defense_effects_next_to_the_ops(tmp_path, tiny_sst2_dir, tiny_teacher_dir):
+    from test_search import tiny_search_dict
+
+    from rosearch.results.stats import compute_stats
+    from rosearch.search import run_search
+
+    data = {"search_space": {"defense_choices": ["word_recognition"]}, "evolution": {"generations": 1}}
+    config = config_from_dict(tiny_search_dict(tmp_path, tiny_sst2_dir, tiny_teacher_dir, **data))
+    run_search(config)
+    report = compute_stats(config.run.run_dir, top_k=2)
+    frame = report.frame
+    carried = frame["defense_word_recognition"]
+    assert set(carried) <= {0, 1} and carried.sum() == frame["defenses"].map(len).sum()
+    rows = report.op_stats[report.op_stats["level"] == "defense"]
+    if carried.any():
+        (row,) = rows.to_dict("records")
+        assert row["op"] == "word_recognition" and row["n_with"] == carried.sum()
+        assert row["mean_accuracy_with"] == pytest.approx(frame.loc[carried == 1, "accuracy"].mean())
+    assert "defense_word_recognition" in set(report.correlations["feature"])
+    paths = report.write_csv(tmp_path / "stats")
+    assert any(p.name == "architectures.csv" for p in paths)

@@ -95,6 +95,9 @@ def run_stats(args: argparse.Namespace) -> int:
                   "mean_accuracy_without", "mean_robustness_with", "mean_robustness_without"]
     ops = report.op_stats
     headers = {"top_k_with": f"in top-{k}", "top_k_frac": f"share of top-{k}", "all_frac": "share of all"}
+    if (ops["level"] == "defense").any():
+        console.print(_table(f"input defenses (top-{k} vs all)", ops[ops["level"] == "defense"], op_columns, left=["op"],
+                             headers=headers))
     console.print(_table(f"op families (top-{k} vs all)", ops[ops["level"] == "family"], op_columns, left=["op"],
                          headers=headers))
     console.print(_table(f"op labels most enriched in the top-{k} (first {SHOWN_ROWS})",

@@ -242,6 +242,7 @@ def _statistics_section(report: StatsReport) -> str:
                "all_frac": "share of all", "top_k_node_share": f"node share top-{report.top_k}",
                "all_node_share": "node share all"}
     families = ops[ops["level"] == "family"]
+    defenses = ops[ops["level"] == "defense"]
     label_rows = ops[ops["level"] == "label"].head(LABEL_ROWS)
     correlations = report.correlations.head(LABEL_ROWS)
     correlation_columns = ["feature", "n_accuracy", "rho_accuracy", "p_accuracy"]
@@ -254,6 +255,8 @@ def _statistics_section(report: StatsReport) -> str:
         f"more often an operation occurs in the top-{report.top_k} than in the whole population.</p>"
         "<h3>Shapes: width, embedding width, depth</h3>"
         + frame_table(report.shapes, text_columns=["dimension"])
+        + ("<h3>Input defenses</h3>" + frame_table(defenses, op_columns, text_columns=["op"], headers=headers)
+           if len(defenses) else "")
         + "<h3>Operation families</h3>" + frame_table(families, op_columns, text_columns=["op"], headers=headers)
         + f"<h3>Operation labels (first {min(LABEL_ROWS, len(label_rows))} of {int((ops['level'] == 'label').sum())})</h3>"
         + frame_table(label_rows, op_columns, text_columns=["op"], headers=headers)

@@ -28,6 +28,7 @@ from itertools import chain
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from rosearch.defense.names import DEFENSE_NAMES
 from rosearch.results.store import CandidateRecord, ResultStore, ResultStoreError
 from rosearch.search_space import labels
 from rosearch.search_space.genome import CellSpec, Genome
@@ -178,8 +179,11 @@ def genome_features(genome: Genome) -> dict[str, Any]:
         row[f"n_kernel_{kernel}"] = count
     for activation in labels.ACTIVATIONS:
         row[f"n_act_{activation}"] = activations[activation]
+    for name in DEFENSE_NAMES:
+        row[f"defense_{name}"] = int(name in genome.defenses)
     row["op_labels"] = tuple(ops)
     row["op_families"] = tuple(spec.family for spec in specs)
+    row["defenses"] = genome.defenses
     return row
 
 
@@ -275,9 +279,10 @@ def _mean(values: pandas.Series) -> float:
 
 
 def op_statistics(frame: pandas.DataFrame, top_k: int) -> pandas.DataFrame:
-    """Per op family and per full op label: how common among the top-k vs all, and what it goes with.
+    """Per input defense, op family and full op label: how common among the top-k vs all, and what
+    it goes with (defenses are reported like ops, so their effect reads next to the architecture's).
 
-    Columns: ``level`` (family | label), ``op``, ``n_with`` / ``n_without`` (candidates that
+    Columns: ``level`` (defense | family | label), ``op``, ``n_with`` / ``n_without`` (candidates that
     contain / lack it), ``top_k_with`` and ``top_k_frac`` (of the top-k), ``all_frac``,
     ``top_k_node_share`` / ``all_node_share`` (share of all op nodes), then mean accuracy,
     robustness and fitness of candidates with vs without it. Sorted by level, then by how much
@@ -289,7 +294,8 @@ def op_statistics(frame: pandas.DataFrame, top_k: int) -> pandas.DataFrame:
     k = _check_top_k(top_k, len(frame))
     top = frame["rank"] <= k
     rows = []
-    for level, column in (("family", "op_families"), ("label", "op_labels")):
+    levels = (("defense", "defenses"),) if "defenses" in frame and any(frame["defenses"].map(len)) else ()
+    for level, column in (*levels, ("family", "op_families"), ("label", "op_labels")):
         nodes_all = Counter(chain.from_iterable(frame[column]))
         nodes_top = Counter(chain.from_iterable(frame.loc[top, column]))
         total_all, total_top = sum(nodes_all.values()), sum(nodes_top.values())
@@ -308,7 +314,7 @@ def op_statistics(frame: pandas.DataFrame, top_k: int) -> pandas.DataFrame:
             rows.append(row)
     table = pd.DataFrame.from_records(rows)
     table["enrichment"] = table["top_k_frac"] - table["all_frac"]
-    table["level_order"] = table["level"].map({"family": 0, "label": 1})
+    table["level_order"] = table["level"].map({"defense": -1, "family": 0, "label": 1})
     table = table.sort_values(["level_order", "enrichment", "n_with", "op"], ascending=[True, False, False, True])
     return table.drop(columns="level_order").reset_index(drop=True)
 
@@ -391,8 +397,9 @@ class StatsReport:
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
         frame = self.frame.copy()
-        for column in ("op_labels", "op_families"):
-            frame[column] = frame[column].map(" ".join)
+        for column in ("op_labels", "op_families", "defenses"):
+            if column in frame:
+                frame[column] = frame[column].map(" ".join)
         frame["objectives"] = frame["objectives"].map(json.dumps)
         tables = {"architectures.csv": frame, "op_statistics.csv": self.op_stats,
                   "feature_correlations.csv": self.correlations, "shape_effects.csv": self.shapes}
