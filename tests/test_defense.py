@@ -259,6 +259,19 @@ def test_export_keeps_the_defense_and_predicts_identically_on_perturbed_text(tmp
 
         assert torch.equal(logits(reloaded, perturbed), logits(searched, perturbed))
         assert torch.equal(logits(reloaded, perturbed), logits(reloaded, clean))  # the typos are repaired
+    # a plain transformers pipeline (after register_auto_classes) applies the defense through the tokenizer
+    from transformers import pipeline
+
+    assert type(tokenizer).__name__ == "DefendedTokenizerFast"
+    classify = pipeline("text-classification", model=str(folder), device="cpu", top_k=None)
+    scores = {d["label"]: d["score"] for d in classify(perturbed)[0]}
+    with torch.no_grad():
+        expected = torch.softmax(logits(searched, clean)[0], dim=-1)
+    assert scores["positive"] == pytest.approx(float(expected[1]), abs=1e-5)
+    assert tokenizer(perturbed)["input_ids"] == tokenizer(clean)["input_ids"]
+    resaved = tmp_path / "resaved"
+    tokenizer.save_pretrained(resaved)  # re-saving keeps the defense beside it
+    assert load_defense(resaved).names == defense.names
 
 
 def test_adaptive_recipes_attack_around_the_defense(tmp_path, tiny_tokenizer, tiny_teacher_dir, single_thread):

@@ -42,6 +42,7 @@ from rosearch.results.store import CandidateRecord
 from rosearch.search import candidate_seed
 from rosearch.search_inputs import SearchInputs
 from rosearch.defense.pipeline import Defense, defend_pair, load_defense
+from rosearch.defense.tokenizer import mark_tokenizer_defended
 from rosearch.search_space.genome import Genome
 
 logger = logging.getLogger(__name__)
@@ -341,17 +342,20 @@ logits = model(**tokenizer(["a gripping film"], return_tensors="pt")).logits
 
 
 _DEFENSE_LOADING = """
-This student carries input defenses (`defense.json.gz`): apply them to every text before the
-tokenizer, as rosearch's attack and predict commands do. Without them the model sees text it was
-not trained on (synonym encoding) and loses its robustness to misspellings (word recognition):
+This student carries input defenses (`defense.json.gz`). Its tokenizer (`DefendedTokenizerFast`,
+known to `AutoTokenizer` after `register_auto_classes()`) applies them to every raw text before
+tokenising, so the code above and a plain pipeline query the defended student:
 
 ```python
-from rosearch.defense import load_defense
+from transformers import pipeline
 
-defense = load_defense("{folder}")
-texts = defense(["a grippnig film"])  # -> the text the student was trained to read
-logits = model(**tokenizer(texts, return_tensors="pt")).logits
+classify = pipeline("text-classification", model="{folder}")  # after register_auto_classes()
+classify("a grippnig film")  # the misspelling is repaired before the model sees it
 ```
+
+Without rosearch installed the defenses are not applied: the model then sees text it was not
+trained on (synonym encoding) and loses its robustness to misspellings (word recognition).
+`rosearch.defense.load_defense("{folder}")` returns the same text -> text function.
 """
 
 
@@ -476,6 +480,7 @@ def _write_student(model: torch.nn.Module, folder: Path, run: _Run, record: Cand
         run.tokenizer.save_pretrained(partial)
         if defense is not None:  # the student is only itself with its input defenses
             defense.save(partial)
+            mark_tokenizer_defended(partial)  # so AutoTokenizer / pipeline apply them too
         (partial / "genome.json").write_text(Genome.from_json(record.genome_json).to_json() + "\n")
         (partial / "metrics.json").write_text(json.dumps({
             "genome_hash": record.genome_hash, "rank": rank, "generation": record.generation, "seed": seed,

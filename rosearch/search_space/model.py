@@ -16,6 +16,7 @@ from torch import Tensor, nn
 from transformers import PretrainedConfig, PreTrainedModel
 from transformers.modeling_outputs import BaseModelOutput, SequenceClassifierOutput
 
+from rosearch.defense.tokenizer import defended_tokenizer_class
 from rosearch.search_space.genome import CellSpec, Genome, InvalidGenomeError
 from rosearch.search_space.ops import build_op
 
@@ -371,9 +372,12 @@ def init_embedding_from_teacher(model: StudentForSequenceClassification | Studen
 
 def register_auto_classes() -> None:
     """Make ``AutoConfig`` / ``AutoModel`` / ``AutoModelForSequenceClassification`` know the student,
-    so an exported student loads through the Auto API. Idempotent; call it explicitly."""
-    from transformers import AutoConfig, AutoModel, AutoModelForSequenceClassification
+    and ``AutoTokenizer`` the defended tokenizer of students with input defenses, so an exported
+    student (defenses included) loads through the Auto API and ``pipeline``. Idempotent; call it
+    explicitly."""
+    from transformers import AutoConfig, AutoModel, AutoModelForSequenceClassification, AutoTokenizer
 
     AutoConfig.register(StudentConfig.model_type, StudentConfig, exist_ok=True)
     AutoModel.register(StudentConfig, StudentModel, exist_ok=True)
     AutoModelForSequenceClassification.register(StudentConfig, StudentForSequenceClassification, exist_ok=True)
+    AutoTokenizer.register(StudentConfig, fast_tokenizer_class=defended_tokenizer_class(), exist_ok=True)
