@@ -20,6 +20,8 @@ from collections.abc import Iterable, Mapping
 from itertools import combinations
 from typing import Literal
 
+from rapidfuzz.distance import OSA
+
 from rosearch.defense.words import map_words
 
 Backoff = Literal["neutral", "keep"]
@@ -34,21 +36,10 @@ def _deletions(word: str, max_distance: int) -> set[str]:
     return out
 
 
-def osa_distance(a: str, b: str) -> int:
-    """Optimal string alignment distance: insertions, deletions, substitutions, adjacent swaps."""
-    if a == b:
-        return 0
-    prev2: list[int] = []
-    prev = list(range(len(b) + 1))
-    for i in range(1, len(a) + 1):
-        cur = [i] + [0] * len(b)
-        for j in range(1, len(b) + 1):
-            cost = 0 if a[i - 1] == b[j - 1] else 1
-            cur[j] = min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + cost)
-            if i > 1 and j > 1 and a[i - 1] == b[j - 2] and a[i - 2] == b[j - 1]:
-                cur[j] = min(cur[j], prev2[j - 2] + 1)
-        prev2, prev = prev, cur
-    return prev[-1]
+def osa_distance(a: str, b: str, cutoff: int | None = None) -> int:
+    """Optimal string alignment distance: insertions, deletions, substitutions, adjacent swaps
+    (rapidfuzz's C++ implementation; past ``cutoff`` it returns ``cutoff + 1``)."""
+    return OSA.distance(a, b, score_cutoff=cutoff)
 
 
 class WordRecognizer:
@@ -89,16 +80,21 @@ class WordRecognizer:
             return hit
         best: tuple[int, int, str] | None = None
         seen: set[str] = set()
-        for key in _deletions(word, self.max_distance):
-            for candidate in self._index.get(key, ()):
-                if candidate in seen:
-                    continue
-                seen.add(candidate)
-                distance = osa_distance(word, candidate)
-                if distance <= self.max_distance:
-                    rank = (distance, -self.counts[candidate], candidate)
-                    if best is None or rank < best:
-                        best = rank
+        # Widen the query's deletions one at a time: a known word within distance d shares a
+        # deletion of at most d characters of the query, so the first width that finds one is final.
+        for width in range(1, self.max_distance + 1):
+            for key in _deletions(word, width):
+                for candidate in self._index.get(key, ()):
+                    if candidate in seen:
+                        continue
+                    seen.add(candidate)
+                    distance = osa_distance(word, candidate, self.max_distance)
+                    if distance <= self.max_distance:
+                        rank = (distance, -self.counts[candidate], candidate)
+                        if best is None or rank < best:
+                            best = rank
+            if best is not None and best[0] <= width:
+                break
         if best is not None:
             out = best[2]
         else:
