@@ -92,7 +92,8 @@ def test_importing_the_package_does_not_import_textattack():
 
 def test_registry():
     assert isinstance(RECIPES, types.MappingProxyType)
-    assert recipe_names() == ("deepwordbug", "pruthi", "pwws", "textfooler", "textfooler-local")
+    assert recipe_names() == ("deepwordbug", "pruthi", "pwws", "textfooler", "textfooler-local", "deepwordbug-adaptive",
+                              "pwws-adaptive")
     for name, spec in RECIPES.items():
         assert spec.name == name and set(spec.needs) <= NEEDS and spec.paper and spec.setting
     assert RECIPES["pwws"].needs == ("wordnet",) and RECIPES["textfooler-local"].needs == ("neighbors",)
