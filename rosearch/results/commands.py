@@ -162,8 +162,21 @@ def run_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _snapshot_arguments(parser: argparse.ArgumentParser) -> None:
+    from rosearch.results import snapshot
+
+    snapshot.add_arguments(parser)
+
+
+def _snapshot_run(args: argparse.Namespace) -> int:
+    from rosearch.results import snapshot
+
+    return snapshot.run(args)
+
+
 COMMANDS: dict[str, tuple[Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int], str]] = {
     "stats": (add_stats_arguments, run_stats, "statistics of a run: which shapes and operations go with robustness"),
     "report": (add_report_arguments, run_report, "write a self-contained HTML report of a run"),
     "export": (add_export_arguments, run_export, "export a run's best students as Hugging Face model folders"),
+    "snapshot": (_snapshot_arguments, _snapshot_run, "copy a run's results.sqlite consistently, even while it runs"),
 }
