@@ -52,7 +52,8 @@ def contained_run_dir(output_dir: str | Path, name: str) -> Path:
     return run_dir
 
 
-def ensure_writable_dir(path: Path, what: str) -> None:
+def ensure_writable_dir(path: Path, what: str,
+                        fix: str = "choose a run.output_dir on a writable filesystem, or fix its permissions") -> None:
     """Create ``path`` and prove it is writable, before minutes of preparation are spent."""
     probe = path / f".write-test-{os.getpid()}"
     try:
@@ -62,7 +63,7 @@ def ensure_writable_dir(path: Path, what: str) -> None:
     except OSError as exc:
         raise RunPathError(
             f"{what} {path} is not writable ({exc.strerror or exc}) "
-            "(fix: choose a run.output_dir on a writable filesystem, or fix its permissions)"
+            f"(fix: {fix})"
         ) from exc
 
 

@@ -214,6 +214,9 @@ def test_stats_report_export_work_on_a_read_only_copy(tmp_path, tiny_sst2_dir, t
             done = subprocess.run(_as_unprivileged([sys.executable, "-m", "rosearch.cli", *args]), env=env, cwd=out,
                                   capture_output=True, text=True, timeout=300)
             assert done.returncode == 0, (args, done.stderr[-2000:])
+        done = subprocess.run(_as_unprivileged([sys.executable, "-m", "rosearch.cli", "stats", str(copy)]), env=env,
+                              cwd=out, capture_output=True, text=True, timeout=300)
+        assert done.returncode == 2 and "pass --out DIR" in done.stderr  # nothing is written into the copy
         assert (out / "stats").is_dir() and (out / "report.html").is_file()
         assert any((out / "export").iterdir())
         assert sorted(p.name for p in copy.iterdir()) == sorted(p.name for p in config.run.run_dir.iterdir()

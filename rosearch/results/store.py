@@ -544,8 +544,11 @@ def snapshot(source: str | Path, destination: str | Path) -> Path:
         try:
             store._connection().backup(target)
             target.execute("PRAGMA journal_mode=DELETE")  # one file: no -wal beside the copy
-        finally:
+        except BaseException:
             target.close()
+            destination.unlink(missing_ok=True)  # no half-written snapshot left to be mistaken for a good one
+            raise
+        target.close()
     with ResultStore(destination, read_only=True):
         pass  # the copy opens and passes the integrity check
     return destination
