@@ -11,7 +11,6 @@ import shutil
 import signal
 import socket
 import sqlite3
-import stat
 import subprocess
 import sys
 import tempfile
@@ -26,7 +25,6 @@ from rosearch.config import ConfigError, config_from_dict, load_config
 from rosearch.results.store import CandidateRecord, ResultStore
 from rosearch.rundir import RunLock, RunLockedError, RunPathError, contained_run_dir
 from rosearch.search import SearchSummary, run_search
-from rosearch.search_space.genome import Genome
 from test_search import tiny_search_dict
 
 REPO = Path(__file__).resolve().parents[1]
