@@ -196,6 +196,12 @@ def _extension_commands() -> dict[str, tuple[Callable[[argparse.ArgumentParser],
     }
 
 
+def _add_debug(parser: argparse.ArgumentParser) -> None:
+    """``--debug`` also after the command (``run_search.py --debug`` puts it there)."""
+    parser.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                        help="show the traceback of user errors too")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="rosearch", description=__doc__.splitlines()[0])
     parser.add_argument("--debug", action="store_true", help="show the traceback of user errors too")
@@ -204,9 +210,11 @@ def build_parser() -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help_text, description=help_text)
         add_arguments(p)
         p.set_defaults(run=run)
+        _add_debug(p)
     for name, (_, help_text) in COMMANDS.items():
         p = sub.add_parser(name, help=help_text, description=help_text)
         _add_config_args(p)
+        _add_debug(p)
         if name == "search":
             p.add_argument("--resume", action="store_true", help="continue the run in run.output_dir/run.name")
             p.add_argument("--ray-address", help="join a Ray cluster ('auto' or host:port) instead of local Ray")

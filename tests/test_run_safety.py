@@ -347,9 +347,10 @@ def test_teacher_cache_errors_are_rc_2_and_debug_shows_the_traceback(tmp_path, m
     args = ["teacher", "--set", f"run.cache_dir={tmp_path}", "--set", "run.device=cpu"]
     assert main(args) == 2
     assert "Traceback" not in capsys.readouterr().err
-    assert main(["--debug", *args]) == 2
-    err = capsys.readouterr().err
-    assert "Traceback" in err and "fix: delete it" in err
+    for debug in (["--debug", *args], [*args, "--debug"]):
+        assert main(debug) == 2
+        err = capsys.readouterr().err
+        assert "Traceback" in err and "fix: delete it" in err
 
 
 # ------------------------------------------------------------------ exit codes a scheduler can trust
