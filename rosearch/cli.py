@@ -12,6 +12,7 @@ import logging
 import random
 import sys
 import time
+import traceback
 from functools import partial
 from pathlib import Path
 from typing import Callable, Sequence
@@ -23,6 +24,8 @@ from rosearch.attack.resources import MissingResourceError
 from rosearch.config import Config, ConfigError, load_config
 from rosearch.data import DataError
 from rosearch.distill.teacher import TeacherError
+from rosearch.distill.teacher_cache import TeacherCacheError
+from rosearch.errors import UserError
 from rosearch.evolution.operators import SearchSpaceExhaustedError
 from rosearch.prepare import ProxySetError
 from rosearch.results.export import ExportError
@@ -36,8 +39,9 @@ logger = logging.getLogger("rosearch")
 
 USER_ERRORS = (
     ResultStoreError, DataError, TeacherError, BackendSetupError, BudgetError, SearchSpaceExhaustedError,
-    InvalidGenomeError, MissingResourceError, ProxySetError, StatsError, ExportError,
+    InvalidGenomeError, MissingResourceError, ProxySetError, StatsError, ExportError, TeacherCacheError, UserError,
 )
+SEARCH_FAILED_RC = 3  # the search ran, but too many of its candidates failed (run.max_failed_share)
 
 
 def _add_config_args(parser: argparse.ArgumentParser) -> None:
@@ -86,12 +90,18 @@ def cmd_distill(args: argparse.Namespace) -> int:
     from rosearch.search_space.sampling import sample_genome
     from rosearch.tokenizer_files import read_tokenizer_files
 
+    from rosearch.preflight import check_teacher_fit, load_genome_files, teacher_shape
+    from rosearch.rundir import ensure_writable_dir
+
     config = _config(args)
-    genomes = [Genome.from_json(Path(p).read_text()) for p in args.genome] if args.genome else []
+    shape = teacher_shape(config)  # seconds: teacher shape, genome files and output dir before preparation
+    check_teacher_fit(config, shape)
+    genomes = load_genome_files(args.genome, config, shape) if args.genome else []
     carried = {name for genome in genomes for name in genome.defenses} - set(config.search_space.defenses_used())
     if carried:  # prepare what the given genomes' defenses need, as if the search could choose them
         choices = [n for n in DEFENSE_NAMES if n in carried | set(config.search_space.defense_choices)]
         config = load_config(args.config, [*args.overrides, f"search_space.defense_choices={json.dumps(choices)}"])
+    ensure_writable_dir(config.run.run_dir, "run directory")
     device = apply_run_settings(config.run)
     inputs = prepare_inputs(config, device)
     if not args.genome:
@@ -170,6 +180,10 @@ def cmd_search(args: argparse.Namespace) -> int:
             f"{t.get('accuracy_under_attack', float('nan')):.4f} on {t.get('n')} dev examples "
             f"(success rate {t.get('attack_success_rate', float('nan')):.4f})"
         )
+    verdict = summary.failure_verdict(config.run.max_failed_share)
+    if verdict:
+        logger.error("search %s: %s", summary.run_dir, verdict)
+        return SEARCH_FAILED_RC
     return 0
 
 
@@ -191,16 +205,25 @@ def _extension_commands() -> dict[str, tuple[Callable[[argparse.ArgumentParser],
     }
 
 
+def _add_debug(parser: argparse.ArgumentParser) -> None:
+    """``--debug`` also after the command (``run_search.py --debug`` puts it there)."""
+    parser.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                        help="show the traceback of user errors too")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="rosearch", description=__doc__.splitlines()[0])
+    parser.add_argument("--debug", action="store_true", help="show the traceback of user errors too")
     sub = parser.add_subparsers(dest="command", required=True)
     for name, (add_arguments, run, help_text) in _extension_commands().items():
         p = sub.add_parser(name, help=help_text, description=help_text)
         add_arguments(p)
         p.set_defaults(run=run)
+        _add_debug(p)
     for name, (_, help_text) in COMMANDS.items():
         p = sub.add_parser(name, help=help_text, description=help_text)
         _add_config_args(p)
+        _add_debug(p)
         if name == "search":
             p.add_argument("--resume", action="store_true", help="continue the run in run.output_dir/run.name")
             p.add_argument("--ray-address", help="join a Ray cluster ('auto' or host:port) instead of local Ray")
@@ -214,11 +237,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.run(args) if args.command not in COMMANDS else COMMANDS[args.command][0](args)
-    except ConfigError as exc:
-        print(f"rosearch: config error: {exc}", file=sys.stderr)
-        return 2
     except USER_ERRORS as exc:  # bad input the user can fix: the message says how, no traceback
-        print(f"rosearch: {type(exc).__name__}: {exc}", file=sys.stderr)
+        if args.debug:
+            traceback.print_exc(file=sys.stderr)
+        what = "config error" if isinstance(exc, ConfigError) else type(exc).__name__
+        print(f"rosearch: {what}: {exc}", file=sys.stderr)
         return 2
 
 

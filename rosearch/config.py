@@ -13,6 +13,7 @@ import dataclasses
 import difflib
 import hashlib
 import json
+import math
 import tomllib
 import types
 import typing
@@ -22,8 +23,10 @@ from typing import Any, Literal
 
 import yaml
 
+from rosearch.errors import UserError
 
-class ConfigError(ValueError):
+
+class ConfigError(UserError, ValueError):
     """A configuration value is missing, unknown, mistyped or impossible."""
 
 
@@ -43,6 +46,9 @@ class RunConfig:
     device: str = "auto"  # "auto" (cuda when available), "cpu", "cuda", "cuda:N"
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     num_threads: int | None = None  # torch intra-op threads; None keeps torch's default
+    # `rosearch search` exits non-zero (rc 3) when more than this share of its candidates failed;
+    # a search in which every candidate failed always does
+    max_failed_share: float = 1.0
 
     @property
     def run_dir(self) -> Path:
@@ -289,7 +295,7 @@ def config_uses_defenses(config: Config) -> bool:
 
 RESUMABLE_FIELDS: tuple[tuple[str, str | None], ...] = (
     ("workers", None), ("run", "device"), ("run", "num_threads"), ("run", "log_level"), ("evolution", "generations"),
-    ("attack", "model_batch_size"), ("attack", "nltk_data"), ("attack", "num_workers"),
+    ("attack", "model_batch_size"), ("attack", "nltk_data"), ("attack", "num_workers"), ("run", "max_failed_share"),
 )
 
 
@@ -305,9 +311,14 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
         path = Path(path)
         if not path.is_file():
             raise ConfigError(f"config file {str(path)!r} does not exist (fix: pass --config PATH)")
-        text = path.read_text(encoding="utf-8")
         try:
-            if path.suffix == ".toml":
+            text = path.read_text(encoding="utf-8")
+        except UnicodeDecodeError as exc:
+            raise ConfigError(f"config file {str(path)!r} is not UTF-8 text ({exc}) (fix: save it as UTF-8)") from exc
+        except OSError as exc:
+            raise ConfigError(f"config file {str(path)!r} cannot be read: {exc} (fix: check its permissions)") from exc
+        try:
+            if path.suffix.lower() == ".toml":
                 data = tomllib.loads(text)
             else:
                 data = yaml.safe_load(text) or {}
@@ -399,6 +410,8 @@ def _coerce(value: Any, hint: Any, path: str) -> Any:
     if hint is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"config field {path!r}: expected a number, got {value!r}")
+        if not math.isfinite(value):  # YAML's .inf/.nan would pass every range check below
+            raise ConfigError(f"config field {path!r}: must be a finite number, got {value!r}")
         return float(value)
     if hint is str:
         if not isinstance(value, str):
@@ -436,12 +449,25 @@ def _fraction(value: float, path: str) -> None:
     _require(0.0 <= value <= 1.0, path, f"must be between 0 and 1, got {value!r}")
 
 
+def check_path_name(name: str, path: str) -> None:
+    """A user-given name that becomes one directory level: it must not climb out of its parent.
+
+    ``..``, ``.``, separators and NUL would let a run write into (and overwrite) ``output_dir``'s
+    parent or elsewhere, so they are refused here, before anything touches the disk.
+    """
+    bad = [c for c in ("/", "\\", "\0") if c in name]
+    _require(bool(name.strip()) and name not in (".", "..") and not bad, path,
+             f"must be a plain directory name (no '..', '/', '\\\\' or NUL, not empty), got {name!r} "
+             "(fix: e.g. run.name=sst2-search-1)")
+
+
 def validate(config: Config) -> None:
     """Check values that types alone cannot; raise :class:`ConfigError` on the first problem."""
     from rosearch.search_space.labels import ACTIVATIONS, OP_FAMILIES
 
     run, data, teacher = config.run, config.data, config.teacher
-    _require(bool(run.name) and "/" not in run.name, "run.name", f"must be a non-empty name without '/', got {run.name!r}")
+    check_path_name(run.name, "run.name")
+    _fraction(run.max_failed_share, "run.max_failed_share")
     device = run.device
     _require(
         device in ("auto", "cpu", "cuda") or (device.startswith("cuda:") and device[5:].isdigit()),

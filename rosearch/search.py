@@ -14,7 +14,8 @@ import dataclasses
 import json
 import logging
 import time
-from dataclasses import dataclass
+from collections import Counter
+from dataclasses import dataclass, field
 from pathlib import Path
 from functools import partial
 from typing import Any
@@ -27,7 +28,9 @@ from rosearch.evaluate.efficiency import measure_latency
 from rosearch.evaluate.fitness import FitnessSpec, fitness_spec
 from rosearch.evaluate.robustness import full_attack_metrics, proxy_metrics
 from rosearch.evolution.loop import Proposal, evolve
+from rosearch.preflight import check_teacher_fit, teacher_shape
 from rosearch.prepare import prepare_inputs
+from rosearch.rundir import RunLock, contained_run_dir, ensure_writable_dir
 from rosearch.search_inputs import SearchInputs
 from rosearch.results.artifacts import load_student, read_candidate_files, student_files, write_candidate_files
 from rosearch.results.store import CandidateRecord, ResultStore
@@ -95,6 +98,20 @@ class SearchSummary:
     timings: dict[str, float]  # seconds of each preparation stage
     teacher_attack: dict[str, Any] | None = None  # the teacher's attack report (robustness runs)
     attacked: int = 0  # full attacks run by this invocation
+    failure_reasons: dict[str, int] = field(default_factory=dict)  # first error line -> candidates
+
+    def failure_verdict(self, max_failed_share: float) -> str | None:
+        """Why a scheduler should see this run as failed (every candidate, or too many, failed), or None."""
+        tried = self.evaluated + self.failed
+        if not self.failed:
+            return None
+        share = self.failed / tried
+        if self.evaluated and share <= max_failed_share:
+            return None
+        reasons = "; ".join(f"{n}x {reason}" for reason, n in sorted(self.failure_reasons.items(), key=lambda kv: -kv[1]))
+        what = "every candidate" if not self.evaluated else f"{self.failed} of {tried} candidates ({share:.0%})"
+        limit = "" if not self.evaluated else f", more than run.max_failed_share={max_failed_share}"
+        return f"{what} failed{limit}: {reasons or 'no reason recorded'}"
 
 
 class SearchProgress:
@@ -146,6 +163,7 @@ class _Evaluator:
         self.attack_top_k = config.attack.top_k if config.attack.enabled and config.attack.full_attack == "top_k" else 0
         self.progress = progress
         self.evaluated = self.failed = self.reused = self.attacked = 0
+        self.failure_reasons: Counter[str] = Counter()
 
     def values_of(self, record: CandidateRecord) -> tuple[float, ...]:
         return self.spec.values(record.metrics) if record.status == "ok" else self.spec.worst()
@@ -233,6 +251,7 @@ class _Evaluator:
             self.evaluated += 1
         else:
             self.failed += 1
+            self.failure_reasons[((error or "").strip().splitlines() or ["unknown error"])[0][:200]] += 1
         return record
 
     def _log(self, record: CandidateRecord, done: int, total: int) -> None:
@@ -257,13 +276,22 @@ def run_search(config: Config, *, resume: bool = False, evaluate_fn: EvaluateFn 
     """Run (or resume) the search described by ``config``; every result lands in the run's SQLite file.
 
     ``evaluate_fn`` is the worker-side evaluator (an importable function for Ray); tests and
-    experiments substitute their own, e.g. one that fails on purpose.
+    experiments substitute their own, e.g. one that fails on purpose. Everything checkable in
+    seconds (workers, teacher shape, run directory, store) is checked before preparation, and
+    the run directory is locked against a second driver for the whole run.
     """
     start = time.perf_counter()
     check_workers(config.workers)  # seconds, before minutes of data/teacher preparation
+    check_teacher_fit(config, teacher_shape(config))
+    contained_run_dir(config.run.output_dir, config.run.name)
+    ensure_writable_dir(config.run.run_dir, "run directory")
+    with RunLock(config.run.run_dir):
+        return _run_search_locked(config, resume, evaluate_fn, start)
+
+
+def _run_search_locked(config: Config, resume: bool, evaluate_fn: EvaluateFn, start: float) -> SearchSummary:
     run_dir = config.run.run_dir
-    run_dir.mkdir(parents=True, exist_ok=True)
-    store = ResultStore(run_dir / RESULTS_FILE)
+    store = ResultStore(run_dir / RESULTS_FILE)  # a damaged file is refused here, before any preparation
     try:
         fingerprint = config.results_fingerprint()
         if store.run_config() is not None:  # an existing run: refuse without --resume or with other results fields
@@ -293,6 +321,7 @@ def run_search(config: Config, *, resume: bool = False, evaluate_fn: EvaluateFn 
             hashes = [ind.genome.hash() for ind in population]
             first = np.array([ind.fitness.values[0] for ind in population], dtype=float)
             store.record_generation(generation, hashes, {"best": float(first.max()), "median": float(np.median(first))})
+            store.checkpoint("TRUNCATE")  # generation boundary: results.sqlite alone is the run, -wal emptied
 
         try:
             with progress:
@@ -315,6 +344,7 @@ def run_search(config: Config, *, resume: bool = False, evaluate_fn: EvaluateFn 
             wall_seconds=time.perf_counter() - start, top=top_candidates(store, spec, k=5),
             teacher_dev_accuracy=inputs.teacher_dev_accuracy, timings=inputs.timings,
             teacher_attack=inputs.teacher_attack, attacked=evaluator.attacked,
+            failure_reasons=dict(evaluator.failure_reasons),
         )
         (run_dir / "summary.json").write_text(json.dumps(summary.__dict__, indent=2, default=str))
         if summary.top:

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from rosearch.config import Config, config_from_dict, load_config
+from rosearch.errors import UserError
 from rosearch.tokenizer_files import TOKENIZER_FILES
 
 logger = logging.getLogger(__name__)
@@ -36,6 +37,10 @@ _OVERRIDES: dict[str, tuple[str, str]] = {
     "cache_dir": ("run", "cache_dir"),
     "device": ("run", "device"),
 }
+
+
+class AttackInputError(UserError, ValueError):
+    """A ``rosearch attack`` flag names a model, tokenizer or recipe that does not exist."""
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -83,10 +88,11 @@ def load_classifier(model_dir: Path, tokenizer_dir: Path | None) -> tuple[Any, A
     from rosearch.search_space.model import register_auto_classes
 
     if not (model_dir / "config.json").is_file():
-        raise ValueError(f"--model {str(model_dir)!r} is not a saved model directory (no config.json there)")
+        raise AttackInputError(f"--model {str(model_dir)!r} is not a saved model directory (no config.json there) "
+                               "(fix: pass a directory written by `rosearch export` or save_pretrained)")
     source = tokenizer_dir if tokenizer_dir is not None else model_dir
     if not _has_tokenizer(source):
-        raise ValueError(
+        raise AttackInputError(
             f"no tokenizer files in {str(source)!r} (fix: pass --tokenizer DIR, e.g. the teacher's directory)"
         )
     register_auto_classes()
@@ -99,6 +105,7 @@ def run(args: argparse.Namespace) -> int:
     """Attack ``--model`` with each recipe on a seeded dev sample; print and write the results."""
     from rich.console import Console
 
+    from rosearch.attack.recipes import recipe_names
     from rosearch.attack.runner import attack_model, reports_table, sample_attack_examples, write_reports
     from rosearch.data import get_task, load_examples
     from rosearch.defense.pipeline import load_defense
@@ -107,11 +114,15 @@ def run(args: argparse.Namespace) -> int:
     config = merged_config(args)
     attack = config.attack
     recipes = tuple(args.recipe) if args.recipe else (attack.recipe,)
+    known = recipe_names()
+    unknown = [r for r in recipes if r not in known]
+    if unknown:  # before the model and data are loaded
+        raise AttackInputError(f"--recipe {', '.join(map(repr, unknown))}: unknown recipe (known: {', '.join(known)})")
     spec = get_task(config.data.task)
     model_dir = Path(args.model).expanduser()
     model, tokenizer = load_classifier(model_dir, args.tokenizer)
     if model.config.num_labels != spec.num_labels:
-        raise ValueError(
+        raise AttackInputError(
             f"model {str(model_dir)!r} has {model.config.num_labels} labels but task {spec.name} has {spec.num_labels} "
             "(fix: pass the --task the model was trained on)"
         )

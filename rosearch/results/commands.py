@@ -58,6 +58,13 @@ def _table(title: str, frame: pandas.DataFrame, columns: Sequence[str], *, left:
     return table
 
 
+def _writable(directory: Path, flag: str) -> None:
+    from rosearch.rundir import ensure_writable_dir
+
+    ensure_writable_dir(directory, "output directory",
+                        fix=f"pass {flag} on a writable filesystem; a read-only copy of a run is read, never written")
+
+
 # --------------------------------------------------------------------------------------------
 # rosearch stats
 # --------------------------------------------------------------------------------------------
@@ -75,6 +82,8 @@ def run_stats(args: argparse.Namespace) -> int:
     from rosearch.runtime import setup_logging
 
     setup_logging("INFO")
+    out = args.out or results_path(args.run_dir).parent / "stats"
+    _writable(out, "--out DIR")  # a read-only copy of a run is analysed, but not written into
     report = compute_stats(args.run_dir, args.top_k)
     console = _console()
     frame = report.frame
@@ -108,7 +117,6 @@ def run_stats(args: argparse.Namespace) -> int:
         correlation_columns += ["n_robustness", "rho_robustness", "p_robustness"]
     console.print(_table(f"Spearman correlation with {target} (first {SHOWN_ROWS} by |rho|)",
                          report.correlations.head(SHOWN_ROWS), correlation_columns, left=["feature"]))
-    out = args.out or results_path(args.run_dir).parent / "stats"
     paths = report.write_csv(out)
     console.print(f"wrote {', '.join(str(p) for p in paths)}")
     return 0
@@ -127,10 +135,12 @@ def add_report_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run_report(args: argparse.Namespace) -> int:
     """Write the run's self-contained HTML report."""
-    from rosearch.results.report import write_report
+    from rosearch.results.report import REPORT_FILE, write_report
+    from rosearch.results.stats import results_path
     from rosearch.runtime import setup_logging
 
     setup_logging("INFO")
+    _writable((args.out or results_path(args.run_dir).parent / REPORT_FILE).parent, "--out FILE")
     path = write_report(args.run_dir, args.out, top_k=args.top_k)
     _console().print(f"wrote {path}")
     return 0
@@ -165,8 +175,21 @@ def run_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _snapshot_arguments(parser: argparse.ArgumentParser) -> None:
+    from rosearch.results import snapshot
+
+    snapshot.add_arguments(parser)
+
+
+def _snapshot_run(args: argparse.Namespace) -> int:
+    from rosearch.results import snapshot
+
+    return snapshot.run(args)
+
+
 COMMANDS: dict[str, tuple[Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int], str]] = {
     "stats": (add_stats_arguments, run_stats, "statistics of a run: which shapes and operations go with robustness"),
     "report": (add_report_arguments, run_report, "write a self-contained HTML report of a run"),
     "export": (add_export_arguments, run_export, "export a run's best students as Hugging Face model folders"),
+    "snapshot": (_snapshot_arguments, _snapshot_run, "copy a run's results.sqlite consistently, even while it runs"),
 }

@@ -4,9 +4,13 @@ Why SQLite: a search runs for hours and its driver may be killed at any moment, 
 finished candidate is committed (WAL journal, ``synchronous=FULL``) before the next one is
 scheduled, and ``--resume`` finds exactly what was finished. One file holds the run config,
 the candidates, the per-generation populations and the strategy's checkpoint, so a run is
-copied or archived as one file. Writes come from one process (the driver); analysis tools may
-open the same file with ``read_only=True`` while the run is going (WAL lets readers and the
-single writer proceed together).
+copied or archived as one file: the writer checkpoints the WAL into ``results.sqlite`` after
+every commit and truncates it on close, so even after ``kill -9`` the main file alone holds
+every finished candidate (a copy of a *live* run is still best taken with :func:`snapshot`,
+SQLite's backup API). Writes come from one process (the driver, which holds the run lock of
+:mod:`rosearch.rundir`); analysis tools open the same file with ``read_only=True`` while the
+run is going (WAL lets readers and the single writer proceed together), and also read a copy
+on a read-only filesystem.
 
 Everything is stored as JSON, never pickle. JSON has no spelling for NaN or ±inf (Python's
 ``NaN``/``Infinity`` tokens are non-standard and SQLite's JSON functions reject them), so a
@@ -30,6 +34,8 @@ from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from rosearch.errors import UserError
 
 if TYPE_CHECKING:
     import pandas
@@ -60,12 +66,16 @@ _SCHEMA = (
 )
 
 
-class ResultStoreError(ValueError):
+class ResultStoreError(UserError, ValueError):
     """The results file cannot be used as asked (wrong file, closed, read-only, bad record)."""
 
 
 class SchemaVersionError(ResultStoreError):
     """The file was written with another schema version (or is not a rosearch results file)."""
+
+
+class DamagedStoreError(ResultStoreError):
+    """The results file is corrupt (torn copy, disk fault, edited by hand)."""
 
 
 class RunExistsError(ResultStoreError):
@@ -212,27 +222,70 @@ class ResultStore:
             raise FileNotFoundError(f"no results file at {self.path}; check the run directory")
         if not read_only:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-        target = f"{self.path.resolve().as_uri()}?mode=ro" if read_only else str(self.path)
-        # isolation_level=None: no implicit transactions; each write opens and commits its own.
-        self._conn: sqlite3.Connection | None = sqlite3.connect(
-            target, uri=read_only, isolation_level=None, timeout=30.0
-        )
+        self._conn: sqlite3.Connection | None = None
         try:
-            empty = self._check_schema()  # before any PRAGMA that would modify a foreign file
+            self._conn = self._open(immutable=False)
+            try:
+                empty = self._check_schema()  # before any PRAGMA that would modify a foreign file
+            except sqlite3.OperationalError:
+                if not (read_only and _unwritable(self.path)):
+                    raise
+                # a WAL file on a read-only filesystem: SQLite cannot create the -shm index, but
+                # nobody can be writing there either, so reading it as immutable is safe
+                self.close()
+                self._conn = self._open(immutable=True)
+                logger.info("results: %s is on a read-only filesystem; reading it as immutable", self.path)
+                empty = self._check_schema()
+            if not empty:
+                self._check_integrity()
             if not read_only:
                 self._configure_writer()
                 if empty:
                     self._create_schema()
         except sqlite3.DatabaseError as exc:
             self.close()
-            if getattr(exc, "sqlite_errorname", "") != "SQLITE_NOTADB":
-                raise
-            raise SchemaVersionError(
-                f"{self.path} is not a SQLite results file ({exc}); choose another run.name"
-            ) from exc
+            name = getattr(exc, "sqlite_errorname", "")
+            if name == "SQLITE_NOTADB":
+                raise SchemaVersionError(
+                    f"{self.path} is not a SQLite results file ({exc}); choose another run.name"
+                ) from exc
+            if name == "SQLITE_CORRUPT" or "malformed" in str(exc):
+                raise _damaged(self.path, str(exc)) from exc
+            if name in ("SQLITE_READONLY", "SQLITE_CANTOPEN") or isinstance(exc, sqlite3.OperationalError):
+                raise ResultStoreError(
+                    f"cannot open {self.path} ({exc}); check that the file and its directory exist and are "
+                    "readable (and writable for a search), or copy the run to a writable place"
+                ) from exc
+            raise
         except BaseException:
             self.close()
             raise
+
+    def _open(self, *, immutable: bool) -> sqlite3.Connection:
+        if self.read_only:
+            flags = "mode=ro&immutable=1" if immutable else "mode=ro"
+            target, uri = f"{self.path.resolve().as_uri()}?{flags}", True
+        else:
+            target, uri = str(self.path), False
+        # isolation_level=None: no implicit transactions; each write opens and commits its own.
+        return sqlite3.connect(target, uri=uri, isolation_level=None, timeout=30.0)
+
+    def _check_integrity(self) -> None:
+        """Raise :class:`DamagedStoreError` unless SQLite's quick check passes (ms for a run's file)."""
+        rows = [row[0] for row in self._connection().execute("PRAGMA quick_check")]
+        if rows != ["ok"]:
+            raise _damaged(self.path, "; ".join(str(r) for r in rows[:3]))
+
+    def checkpoint(self, mode: str = "PASSIVE") -> None:
+        """Copy the WAL into the main file, so ``results.sqlite`` alone holds every commit.
+
+        PASSIVE never waits for readers; TRUNCATE (on close) also empties the ``-wal`` file.
+        """
+        if self.read_only or self._conn is None:
+            return
+        busy, _, _ = self._conn.execute(f"PRAGMA wal_checkpoint({mode})").fetchone()
+        if busy:
+            logger.debug("results: WAL checkpoint of %s was partial (a reader holds an old snapshot)", self.path)
 
     # ---------------------------------------------------------------- connection & schema
 
@@ -296,10 +349,16 @@ class ResultStore:
             conn.execute("ROLLBACK")
             raise
         conn.execute("COMMIT")
+        self.checkpoint()  # ms on a run's file; a kill -9 then loses nothing from results.sqlite
 
     def close(self) -> None:
         """Close the file (idempotent). Everything was already committed by the write methods."""
         if self._conn is not None:
+            if not self.read_only:
+                try:
+                    self.checkpoint("TRUNCATE")
+                except sqlite3.DatabaseError as exc:  # closing must not fail; the data is committed
+                    logger.warning("results: final WAL checkpoint of %s failed: %s", self.path, exc)
             self._conn.close()
             self._conn = None
 
@@ -453,6 +512,46 @@ class ResultStore:
         """The last saved checkpoint state, or None."""
         row = self._connection().execute("SELECT state FROM checkpoint WHERE id = 1").fetchone()
         return None if row is None else _loads(row[0])
+
+
+def _unwritable(path: Path) -> bool:
+    """True when SQLite cannot create the ``-shm``/``-wal`` files next to ``path``."""
+    import os
+
+    return not os.access(path.parent, os.W_OK) or not os.access(path, os.W_OK)
+
+
+def _damaged(path: Path, detail: str) -> DamagedStoreError:
+    return DamagedStoreError(
+        f"results file {path} is damaged ({detail}). Nothing was started. Fix: restore it from a copy made "
+        f"with `rosearch snapshot`, or salvage it with `sqlite3 {path} .recover | sqlite3 recovered.sqlite`, "
+        "or start a new run.name"
+    )
+
+
+def snapshot(source: str | Path, destination: str | Path) -> Path:
+    """Copy a results file, live or not, into one self-contained file with SQLite's backup API.
+
+    A plain ``cp`` of a running search can tear a page in half or miss the ``-wal`` file; the
+    backup API copies a consistent state page by page while the writer goes on.
+    """
+    destination = Path(destination)
+    if destination.exists():
+        raise ResultStoreError(f"{destination} already exists; choose a new file name for the snapshot")
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    with ResultStore(source, read_only=True) as store:
+        target = sqlite3.connect(str(destination), isolation_level=None)
+        try:
+            store._connection().backup(target)
+            target.execute("PRAGMA journal_mode=DELETE")  # one file: no -wal beside the copy
+        except BaseException:
+            target.close()
+            destination.unlink(missing_ok=True)  # no half-written snapshot left to be mistaken for a good one
+            raise
+        target.close()
+    with ResultStore(destination, read_only=True):
+        pass  # the copy opens and passes the integrity check
+    return destination
 
 
 def _record_from_row(row: Sequence[Any]) -> CandidateRecord:

@@ -1,0 +1,26 @@
+"""``rosearch snapshot RUN OUT``: a consistent one-file copy of a run's results, live or not."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+logger = logging.getLogger(__name__)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("run_dir", type=Path, help="run directory (runs/<run.name>) or its results.sqlite")
+    parser.add_argument("out", type=Path, help="file to write (must not exist), e.g. backups/run-2026-01-01.sqlite")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Copy the results with SQLite's backup API (safe while a search writes to them)."""
+    from rosearch.results.stats import results_path
+    from rosearch.results.store import snapshot
+    from rosearch.runtime import setup_logging
+
+    setup_logging("INFO")
+    path = snapshot(results_path(args.run_dir), args.out)
+    logger.info("snapshot of %s written to %s (analyse it with `rosearch stats %s`)", args.run_dir, path, path)
+    return 0
