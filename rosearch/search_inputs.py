@@ -41,3 +41,11 @@ class SearchInputs:
     proxy: EncodedSplit | None = None  # the teacher's successful adversarial examples, encoded (attack.proxy)
     teacher_attack: dict[str, Any] | None = None  # the teacher's attack report on `attack_examples`
     method_inputs: Any = None  # rosearch.distill.methods.MethodInputs when distill.methods need once-per-run work
+    val: EncodedSplit | None = None  # the validation slice selection uses (data.validation_size; None: dev, old runs)
+    task_name: str = ""  # data.task, for the task's metrics (F1 on MRPC/QQP)
+    split_stats: dict[str, Any] = field(default_factory=dict)  # sizes and majority-class rates of val and dev
+
+    @property
+    def selection(self) -> EncodedSplit:
+        """The split candidates are selected on: the validation slice, or dev when the run has none."""
+        return self.dev if self.val is None else self.val
