@@ -281,6 +281,14 @@ LEGACY_DEFAULTS: dict[tuple[str, str], Any] = {
 }
 
 
+# Fields whose default changed, with the old default: a run stored under it, resumed with a config
+# that does not set the field, goes on with the old value (see :func:`resume_as_stored`).
+CHANGED_DEFAULTS: dict[tuple[str, str], Any] = {
+    ("attack", "proxy"): True,
+    ("attack", "full_attack"): "top_k",
+}
+
+
 def with_legacy_defaults(data: dict[str, Any]) -> dict[str, Any]:
     """A copy of a stored config dict with the fields it predates set to what it meant then."""
     out = json.loads(json.dumps(data))
@@ -294,7 +302,8 @@ def resume_as_stored(config: Config, stored: dict[str, Any] | None) -> Config:
     """``config`` with the fields an old stored run predates set to what that run meant.
 
     A resumed run must go on as it started: where the stored config lacks a field and ``config``
-    holds the field's default (the user did not choose it), the legacy value is used instead.
+    holds the field's default (the user did not choose it), the legacy value is used instead;
+    likewise where a default changed (:data:`CHANGED_DEFAULTS`) and the run stored the old one.
     """
     if not stored:
         return config
@@ -304,11 +313,18 @@ def resume_as_stored(config: Config, stored: dict[str, Any] | None) -> Config:
         default = next(f for f in dataclasses.fields(getattr(config, section)) if f.name == key).default
         if key not in (stored.get(section) or {}) and current == default:
             changes.setdefault(section, {})[key] = tuple(legacy) if isinstance(legacy, list) else legacy
+    for (section, key), old_default in CHANGED_DEFAULTS.items():
+        current = getattr(getattr(config, section), key)
+        default = next(f for f in dataclasses.fields(getattr(config, section)) if f.name == key).default
+        if (stored.get(section) or {}).get(key) == old_default and current == default:
+            changes.setdefault(section, {})[key] = old_default
     if not changes:
         return config
-    return dataclasses.replace(config, **{
+    resumed = dataclasses.replace(config, **{
         section: dataclasses.replace(getattr(config, section), **values) for section, values in changes.items()
     })
+    validate(resumed)
+    return resumed
 
 
 RESUMABLE_FIELDS: tuple[tuple[str, str | None], ...] = (
