@@ -90,3 +90,25 @@ def test_an_old_run_without_the_new_fields_resumes_and_exports(tmp_path, tiny_ss
     assert summary.selection_split == "dev" and summary.evaluated >= 1
     with ResultStore(db) as store:
         assert all("val_accuracy" not in r.metrics for r in store.candidates())
+
+
+def test_multi_fidelity_screens_everyone_with_the_first_recipe_and_completes_the_panel_on_the_top(
+        tmp_path, tiny_sst2_dir, tiny_teacher_dir):
+    data = panel_dict(tmp_path, tiny_sst2_dir, tiny_teacher_dir, generations=1)
+    data["attack"] |= {"full_attack": "multi_fidelity", "top_k": 1, "proxy": False}
+    summary = run_search(config_from_dict(data))
+    with ResultStore(tmp_path / "runs" / "tiny" / "results.sqlite") as store:
+        records = [r for r in store.candidates() if r.status == "ok"]
+    teacher_params = json.loads((tmp_path / "runs" / "tiny" / "run_info.json").read_text())["teacher_params"]
+    for r in records:  # everyone is compared on the cheap recipe alone
+        m = r.metrics
+        efficiency = 1 - min(m["params"] / teacher_params, 1)
+        cheap = m["attack.deepwordbug.accuracy_under_attack"]
+        assert r.fitness == pytest.approx(m["val_accuracy"] + 0.5 * cheap + 0.1 * efficiency)
+    full = [r for r in records if "attack.pruthi.accuracy_under_attack" in r.metrics]
+    assert 1 <= len(full) <= 2 and summary.top[0]["hash"] in {r.genome_hash for r in full}
+    for r in full:  # the panel's mean appears once the panel is complete
+        m = r.metrics
+        expected = (m["attack.deepwordbug.accuracy_under_attack"] + m["attack.pruthi.accuracy_under_attack"]) / 2
+        assert m["robust_accuracy"] == pytest.approx(expected)
+    assert all("robust_accuracy" not in r.metrics for r in records if r not in full)
