@@ -54,3 +54,25 @@ def test_summary_shows_val_and_dev_each_recipe_majority_rates_and_agreement():
     lines = "\n".join(summary_lines(_Summary()))
     assert "validation slice 0.5500 (1000 examples)" in lines and "dev 0.5090 (872 examples)" in lines
     assert "Spearman rho -0.260 (p 0.53, n 8)" in lines
+
+
+def test_bench_panel_costs_by_hand(monkeypatch):
+    """bench/attack_panel_cost.py: measured panel seconds, multi-fidelity estimate, rank agreement."""
+    from pathlib import Path
+    from types import SimpleNamespace
+
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[1] / "bench"))
+    from attack_panel_cost import panel_costs
+
+    records = [SimpleNamespace(status="ok", generation=g, metrics={
+        "attack.deepwordbug.seconds": 4.0 + i, "attack.pwws.seconds": 10.0 + i, "train_seconds": 60.0,
+        "attack.deepwordbug.accuracy_under_attack": 0.1 * i, "attack.pwws.accuracy_under_attack": 0.05 * i,
+        "robust_accuracy": 0.075 * i, "proxy_robust_accuracy": 0.3 - 0.01 * i}) for g in range(2) for i in range(4)]
+    config = {"attack": {"recipes": ["deepwordbug", "pwws"], "num_examples": 50}}
+    figures = panel_costs(records, config, {"teacher_attack": {"wall_seconds": 200.0}}, top_k=1)
+    strategies = list(figures["strategies_seconds"].values())
+    assert strategies[0] == 136.0  # 2 x (4+5+6+7) + 2 x (10+11+12+13)
+    assert strategies[1] == pytest.approx(44.0 + 3 * 11.5)  # deepwordbug on all 8; pwws on top 1 of 2 gens + final
+    assert strategies[2] == 200.0
+    assert figures["attack_share_of_candidate_time"] == pytest.approx(136 / (136 + 480))
+    assert figures["rank_agreement_with_panel_mean"]["teacher-proxy"]["rho"] == pytest.approx(-1.0)
