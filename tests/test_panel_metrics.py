@@ -13,7 +13,8 @@ from rosearch.results.summary_view import summary_lines, summary_table
 
 def report(accuracy: float, success: float, queries: float, seconds: float) -> dict[str, float]:
     return {"robust_accuracy": accuracy, "attack_success_rate": success, "attack_queries": queries,
-            "attack_seconds": seconds, "perturbed_word_pct": 10.0, "attack_skipped": 1.0,
+            "attack_seconds": seconds, "perturbed_word_pct": 10.0, "attack_skipped": 1.0, "attack_successful": 6.0,
+            "attack_failed": 3.0,
             "clean_accuracy_attacked_sample": 0.9, "attack_examples": 10.0}
 
 
@@ -26,6 +27,8 @@ def test_panel_is_the_mean_of_its_recipes_and_waits_for_all_of_them():
     assert panel_metrics(flat, ("deepwordbug", "pruthi")) == {}  # multi-fidelity: not every recipe ran yet
     single = panel_metrics(flat, ("pwws",))  # one recipe: exactly its figures, as before the panel
     assert single["robust_accuracy"] == 0.4 and single["attack_queries"] == 90
+    assert single["attack_successful"] + single["attack_failed"] + single["attack_skipped"] == 10
+    assert "attack_successful" not in panel  # counts of two recipes do not add up to one sample
 
 
 def test_proxy_real_agreement_by_hand():

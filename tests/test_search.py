@@ -339,7 +339,10 @@ def test_a_teacher_wrong_on_every_attacked_example_is_a_clear_error(tmp_path, ti
 
     from rosearch.prepare import ProxySetError, prepare_inputs
 
-    attack = {"enabled": True, "recipe": "deepwordbug", "num_examples": 6, "nltk_data": str(tmp_path / "nltk")}
-    config = config_from_dict(tiny_search_dict(tmp_path, tiny_sst2_dir, tiny_teacher_dir, attack=attack))
+    attack = {"enabled": True, "recipe": "deepwordbug", "num_examples": 6, "nltk_data": str(tmp_path / "nltk"),
+              "proxy": True, "full_attack": "top_k"}
+    # attacks sample dev here (no validation slice): the sample this random teacher is known to get all wrong
+    config = config_from_dict(tiny_search_dict(tmp_path, tiny_sst2_dir, tiny_teacher_dir, attack=attack,
+                                               data={"validation_size": 0}))
     with pytest.raises(ProxySetError, match="misclassified 6 of them.*attack.num_examples"):
         prepare_inputs(config, torch.device("cpu"))

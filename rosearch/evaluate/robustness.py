@@ -60,6 +60,7 @@ def full_attack_metrics(
 RECIPE_KEYS = {  # attack report key -> the per-recipe key stored as attack.<recipe>.<key>
     "robust_accuracy": "accuracy_under_attack", "attack_success_rate": "success_rate", "attack_queries": "queries",
     "attack_seconds": "seconds", "perturbed_word_pct": "perturbed_word_pct", "attack_skipped": "skipped",
+    "attack_successful": "successful", "attack_failed": "failed",
 }
 
 
@@ -84,13 +85,17 @@ def panel_metrics(metrics: dict[str, Any], panel: tuple[str, ...]) -> dict[str, 
 
     ``robust_accuracy`` (the fitness' figure) and ``attack_success_rate``/``attack_queries`` are the
     means over the panel, ``attack_seconds`` the sum: with one recipe they are exactly its figures,
-    as in runs from before the panel.
+    as in runs from before the panel (whose example counts a one-recipe panel also keeps).
     """
     if not panel or any(metrics.get(recipe_key(r)) is None for r in panel):
         return {}
+
     def mean(key: str) -> float:
         return sum(float(metrics[recipe_key(r, key)]) for r in panel) / len(panel)
-    return {
+
+    counts = {f"attack_{key}": float(metrics[recipe_key(panel[0], key)]) for key in ("successful", "failed", "skipped")
+              if len(panel) == 1 and recipe_key(panel[0], key) in metrics}
+    return counts | {
         "robust_accuracy": mean("accuracy_under_attack"), "attack_success_rate": mean("success_rate"),
         "attack_queries": mean("queries"), "perturbed_word_pct": mean("perturbed_word_pct"),
         "attack_seconds": sum(float(metrics[recipe_key(r, "seconds")]) for r in panel),
