@@ -154,32 +154,11 @@ def cmd_search(args: argparse.Namespace) -> int:
     config = load_config(args.config, overrides)
     apply_run_settings(config.run)
     summary = run_search(config, resume=args.resume)
-    table = Table(title=(
-        f"top students of {summary.run_dir} — teacher dev accuracy {summary.teacher_dev_accuracy:.4f}; "
-        f"{summary.evaluated} evaluated, {summary.failed} failed, {summary.reused} reused, "
-        f"{summary.wall_seconds / 60:.1f} min"
-    ))
-    columns = ("rank", "hash", "gen", "H", "E", "L", "params", "MFLOPs", "ms@b1", "ms@b32", "dev acc", "proxy acc",
-               "acc under attack", "attack success", "fitness")
-    for column in columns:
-        table.add_column(column, justify="right")
-    optional = lambda row, key: "-" if row.get(key) is None else f"{row[key]:.4f}"  # noqa: E731
-    for rank, row in enumerate(summary.top, start=1):
-        table.add_row(
-            str(rank), row["hash"][:12], str(row["generation"]), str(row["H"]), str(row["E"]), str(row["L"]),
-            f"{row['params'] / 1e6:.2f}M", f"{row['flops'] / 1e6:.1f}", f"{row.get('latency_ms_b1', float('nan')):.2f}",
-            f"{row.get('latency_ms_b32', float('nan')):.1f}", f"{row['dev_accuracy']:.4f}",
-            optional(row, "proxy_robust_accuracy"), optional(row, "robust_accuracy"), optional(row, "attack_success_rate"),
-            ", ".join(f"{v:.4f}" for v in row["objectives"]),
-        )
-    _console().print(table)
-    if summary.teacher_attack:
-        t = summary.teacher_attack
-        _console().print(
-            f"teacher under {t.get('recipe')}: accuracy {t.get('clean_accuracy', float('nan')):.4f} -> "
-            f"{t.get('accuracy_under_attack', float('nan')):.4f} on {t.get('n')} dev examples "
-            f"(success rate {t.get('attack_success_rate', float('nan')):.4f})"
-        )
+    from rosearch.results.summary_view import summary_lines, summary_table
+
+    _console().print(summary_table(summary))
+    for line in summary_lines(summary):
+        _console().print(line)
     verdict = summary.failure_verdict(config.run.max_failed_share)
     if verdict:
         logger.error("search %s: %s", summary.run_dir, verdict)

@@ -64,6 +64,13 @@ class DataConfig:
     max_length: int = 128  # tokens, after truncation
     train_limit: int | None = None  # use a seeded random subset of this many training examples
     dev_limit: int | None = None  # likewise for the dev split (None: the whole split)
+    # The search selects on a seeded validation slice of the *train* split, so that the official dev
+    # split stays unseen for reporting. It is drawn from train examples outside the students' subset
+    # (data.train_limit) and, where enough remain, outside the teacher's (teacher.train_limit); at most
+    # VALIDATION_MAX_SHARE of the train split (RTE 2.5k -> 498, MRPC 3.7k -> 733 examples: a smaller
+    # slice would make accuracy differences between students mostly noise, a larger one starves KD).
+    # 0 selects on dev as before this field existed (old runs).
+    validation_size: int = 1000
 
 
 @dataclass(frozen=True)
@@ -213,16 +220,22 @@ class AttackConfig:
     """
 
     enabled: bool = False  # a search measures robustness (the fitness then has a robustness term)
-    recipe: str = "pwws"  # a key of rosearch.attack.recipes.RECIPES
-    num_examples: int = 200  # seeded sample of the dev split attacked per model
+    recipe: str = "pwws"  # a key of rosearch.attack.recipes.RECIPES (`rosearch attack`; the proxy's default)
+    # The panel a search attacks candidates with; robustness = mean accuracy under attack over it, each
+    # recipe's figures stored as attack.<recipe>.* ([] = [recipe], as before this field existed).
+    recipes: tuple[str, ...] = ("deepwordbug", "pwws")
+    num_examples: int = 200  # seeded sample attacked per model (the validation slice; dev when it is off)
     query_budget: int | None = None  # model queries per example (None: unlimited, as in the papers)
     model_batch_size: int = 64  # texts per model forward during an attack
     num_workers: int = 1  # CPU processes sharing one attack's examples (results are identical for any value)
     seed: int = 0  # picks the attacked sample (and seeds the recipes' randomness)
-    proxy: bool = True  # score every candidate on the teacher's adversarial examples
+    proxy: bool = False  # also score every candidate on the teacher's adversarial examples (cheap signal)
     proxy_recipe: str | None = None  # recipe that builds the proxy set (default: `recipe`)
-    full_attack: Literal["top_k", "all", "none"] = "top_k"  # which candidates get the full attack
-    top_k: int = 2  # with top_k: the best k new candidates of each generation, and the final top k
+    # Which candidates get the panel: all (default; it is the fitness' robustness), top_k (the proxy is
+    # the fitness figure), multi_fidelity (every candidate gets the panel's first recipe, which is the
+    # fitness figure; the top_k of each generation and of the run get the whole panel), none.
+    full_attack: Literal["top_k", "all", "none", "multi_fidelity"] = "all"
+    top_k: int = 2  # with top_k/multi_fidelity: the best k new candidates of each generation, and the final top k
     neighbors_path: str | None = None  # counter-fitted synonym-neighbour table (.json or .json.gz)
     nltk_data: str | None = None  # NLTK data dir rosearch provisions (default: <run.cache_dir>/nltk_data)
     wordnet_dir: str | None = None  # WordNet 3.0 database (default: $ROSEARCH_WORDNET_DIR or /usr/share/wordnet)
@@ -279,6 +292,9 @@ class Config:
             data.pop("defense")
             for key in ("defenses", "defense_choices"):
                 data["search_space"].pop(key)
+        for (section, key), legacy in LEGACY_DEFAULTS.items():
+            if data[section].get(key) == legacy:  # as an old run, which never had the field, hashed it
+                data[section].pop(key)
         for section, key in RESUMABLE_FIELDS:
             if key is None:
                 data.pop(section, None)
@@ -291,6 +307,61 @@ def config_uses_defenses(config: Config) -> bool:
     """Whether any candidate of the run carries a defense, or the defense section is set."""
     default = _to_plain(dataclasses.asdict(DefenseConfig()))
     return bool(config.search_space.defenses_used()) or _to_plain(dataclasses.asdict(config.defense)) != default
+VALIDATION_MAX_SHARE = 0.2  # the validation slice takes at most this share of the train split
+
+# Fields added after runs were stored, with the value an old stored config (which lacks them) meant.
+# They fill such configs in (:func:`with_legacy_defaults`) and leave the results fingerprint alone
+# while they hold that value, so an old run still resumes, reports and exports as it did.
+LEGACY_DEFAULTS: dict[tuple[str, str], Any] = {
+    ("data", "validation_size"): 0,
+    ("attack", "recipes"): [],
+}
+
+
+# Fields whose default changed, with the old default: a run stored under it, resumed with a config
+# that does not set the field, goes on with the old value (see :func:`resume_as_stored`).
+CHANGED_DEFAULTS: dict[tuple[str, str], Any] = {
+    ("attack", "proxy"): True,
+    ("attack", "full_attack"): "top_k",
+}
+
+
+def with_legacy_defaults(data: dict[str, Any]) -> dict[str, Any]:
+    """A copy of a stored config dict with the fields it predates set to what it meant then."""
+    out = json.loads(json.dumps(data))
+    for (section, key), value in LEGACY_DEFAULTS.items():
+        if isinstance(out.get(section), dict) and key not in out[section]:
+            out[section][key] = value
+    return out
+
+
+def resume_as_stored(config: Config, stored: dict[str, Any] | None) -> Config:
+    """``config`` with the fields an old stored run predates set to what that run meant.
+
+    A resumed run must go on as it started: where the stored config lacks a field and ``config``
+    holds the field's default (the user did not choose it), the legacy value is used instead;
+    likewise where a default changed (:data:`CHANGED_DEFAULTS`) and the run stored the old one.
+    """
+    if not stored:
+        return config
+    changes: dict[str, dict[str, Any]] = {}
+    for (section, key), legacy in LEGACY_DEFAULTS.items():
+        current = getattr(getattr(config, section), key)
+        default = next(f for f in dataclasses.fields(getattr(config, section)) if f.name == key).default
+        if key not in (stored.get(section) or {}) and current == default:
+            changes.setdefault(section, {})[key] = tuple(legacy) if isinstance(legacy, list) else legacy
+    for (section, key), old_default in CHANGED_DEFAULTS.items():
+        current = getattr(getattr(config, section), key)
+        default = next(f for f in dataclasses.fields(getattr(config, section)) if f.name == key).default
+        if (stored.get(section) or {}).get(key) == old_default and current == default:
+            changes.setdefault(section, {})[key] = old_default
+    if not changes:
+        return config
+    resumed = dataclasses.replace(config, **{
+        section: dataclasses.replace(getattr(config, section), **values) for section, values in changes.items()
+    })
+    validate(resumed)
+    return resumed
 
 
 RESUMABLE_FIELDS: tuple[tuple[str, str | None], ...] = (
@@ -479,6 +550,8 @@ def validate(config: Config) -> None:
     _require(data.max_length <= 4096, "data.max_length", f"{data.max_length} is larger than any supported model")
     _positive(data.train_limit, "data.train_limit")
     _positive(data.dev_limit, "data.dev_limit")
+    _require(data.validation_size >= 0, "data.validation_size",
+             f"must be >= 0 (0: select on the dev split, as old runs did), got {data.validation_size}")
     if data.data_dir is not None:
         _require(Path(data.data_dir).expanduser().exists(), "data.data_dir",
                  f"directory {data.data_dir!r} does not exist (fix: point it at the task's files, or unset it to use HF datasets)")
@@ -650,6 +723,9 @@ def _validate_attack(config: Config) -> None:
         value = getattr(attack, field_name)
         if value is not None:
             _require(value in names, f"attack.{field_name}", f"unknown recipe {value!r} (known: {', '.join(names)})")
+    for i, value in enumerate(attack.recipes):
+        _require(value in names, f"attack.recipes[{i}]", f"unknown recipe {value!r} (known: {', '.join(names)})")
+        _require(value not in attack.recipes[:i], f"attack.recipes[{i}]", f"recipe {value!r} is listed twice")
     _positive(attack.num_examples, "attack.num_examples")
     _positive(attack.query_budget, "attack.query_budget")
     _positive(attack.model_batch_size, "attack.model_batch_size")
@@ -659,11 +735,11 @@ def _validate_attack(config: Config) -> None:
         _require(Path(attack.neighbors_path).expanduser().is_file(), "attack.neighbors_path",
                  f"file {attack.neighbors_path!r} does not exist (fix: point it at a synonym-neighbour table, "
                  "e.g. ../shared/data/embeddings/counterfitted_neighbors.json.gz)")
-    if attack.enabled and config.fitness.robustness_weight > 0 and not attack.proxy and attack.full_attack != "all":
+    if attack.enabled and config.fitness.robustness_weight > 0 and not attack.proxy and attack.full_attack in ("top_k", "none"):
         raise ConfigError(
             "config field 'attack.proxy': the fitness has a robustness term, so every candidate needs a robustness "
             f"figure, but attack.proxy is off and attack.full_attack={attack.full_attack!r} attacks only some "
-            "(fix: set attack.proxy=true, attack.full_attack=all, or fitness.robustness_weight=0)"
+            "(fix: set attack.proxy=true, attack.full_attack=all or multi_fidelity, or fitness.robustness_weight=0)"
         )
 
 
@@ -705,3 +781,6 @@ def _validate_defense(config: Config) -> None:
         _require(not clash and config.distill.hidden_loss_weight == 0, "distill.methods",
                  f"{clash or ['hidden_loss_weight']} align the student's tokens with the teacher's, which synonym "
                  "encoding changes (fix: drop them, or drop synonym_encoding from search_space.defenses and defense_choices)")
+def attack_panel(attack: AttackConfig) -> tuple[str, ...]:
+    """The recipes a search attacks candidates with (``attack.recipes``, or ``attack.recipe`` alone)."""
+    return tuple(attack.recipes) or (attack.recipe,)

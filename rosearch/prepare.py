@@ -32,6 +32,7 @@ from rosearch.evaluate.accuracy import logits_accuracy
 from rosearch.prepare_defense import build_defense_resources, encode_defended_splits
 from rosearch.search_inputs import SearchInputs
 from rosearch.tokenizer_files import read_tokenizer_files
+from rosearch.validation import majority_rate, plan_validation
 
 logger = logging.getLogger(__name__)
 
@@ -132,7 +133,13 @@ def prepare_inputs(config: Config, device: torch.device) -> SearchInputs:
     start = time.perf_counter()
     train_examples, train = load_split(config.data, "train", tokenizer, config.run.cache_dir, config.run.seed)
     dev_examples, dev = load_split(config.data, "dev", tokenizer, config.run.cache_dir, config.run.seed)
+    val_examples, val = None, None
+    if config.data.validation_size > 0:
+        train_examples, train, val_examples, val = carve_validation(config, tokenizer, train_examples, train)
     timings["data_s"] = time.perf_counter() - start
+    split_stats = {"dev_examples": len(dev), "dev_majority_rate": majority_rate(dev.labels, task.num_labels)}
+    if val is not None:
+        split_stats |= {"val_examples": len(val), "val_majority_rate": majority_rate(val.labels, task.num_labels)}
 
     start = time.perf_counter()
     # hidden states (hidden_loss_weight / layer_kd), attention (layer_kd) and features (rift): one teacher pass
@@ -162,13 +169,14 @@ def prepare_inputs(config: Config, device: torch.device) -> SearchInputs:
     robustness: dict = {}
     if config.attack.enabled:
         start = time.perf_counter()
-        robustness = prepare_robustness(config, model, tokenizer, teacher_dir, dev_examples, device)
+        attacked = dev_examples if val_examples is None else val_examples  # every attack of a search: the slice
+        robustness = prepare_robustness(config, model, tokenizer, teacher_dir, attacked, device)
         timings["robustness_s"] = time.perf_counter() - start
     defense_fields: dict = {}
     if config.search_space.defenses_used():
         start = time.perf_counter()
         defense_fields = prepare_defense_inputs(config, tokenizer, task.num_labels, train_examples, train, dev_examples,
-                                                dev, robustness)
+                                                dev, robustness, val_examples, val)
         timings["defense_s"] = time.perf_counter() - start
     inputs = SearchInputs(
         train=train,
@@ -187,6 +195,9 @@ def prepare_inputs(config: Config, device: torch.device) -> SearchInputs:
         dev_mean_length=dev_mean_length,
         timings=timings,
         method_inputs=method_inputs,
+        val=val,
+        task_name=task.name,
+        split_stats=split_stats,
         **robustness,
         **defense_fields,
     )
@@ -197,23 +208,49 @@ def prepare_inputs(config: Config, device: torch.device) -> SearchInputs:
 
 
 def prepare_defense_inputs(config: Config, tokenizer, num_labels: int, train_examples: list[Example],
-                           train: EncodedSplit, dev_examples: list[Example], dev: EncodedSplit, robustness: dict) -> dict:
+                           train: EncodedSplit, dev_examples: list[Example], dev: EncodedSplit, robustness: dict,
+                           val_examples: list[Example] | None = None, val: EncodedSplit | None = None) -> dict:
     """The SearchInputs fields of a run whose candidates carry input defenses: the resources
-    (lexicon from the task's whole training split, synonym clusters) and every split as each
-    defended student sees it."""
+    (lexicon from the task's training split less the validation slice, synonym clusters) and
+    every split as each defended student sees it."""
+    held_out = {(e.text_a, e.text_b) for e in val_examples or ()}
     lexicon_texts = [t for e in load_examples(config.data.task, "train", config.data.data_dir)
-                     for t in (e.text_a, e.text_b) if t is not None]
+                     if (e.text_a, e.text_b) not in held_out for t in (e.text_a, e.text_b) if t is not None]
     resources = build_defense_resources(config, lexicon_texts)
     splits: dict = {"train": (train_examples, train), "dev": (dev_examples, dev)}
+    if val is not None:
+        splits["val"] = (val_examples, val)
     if robustness.get("proxy") is not None:
         splits["proxy"] = (robustness["proxy_examples"], robustness["proxy"])
     defended = encode_defended_splits(config, resources, splits, tokenizer, num_labels)
     return {"defense_resources": resources, "defended_splits": defended}
+def carve_validation(
+    config: Config, tokenizer, train_examples: list[Example], train
+) -> tuple[list[Example], object, list[Example], object]:
+    """Split the validation slice off the train split (see :mod:`rosearch.validation`).
+
+    Returns the students' examples and split (unchanged unless they used nearly all of train)
+    and the slice's examples and encoding.
+    """
+    task = get_task(config.data.task)
+    everything = load_examples(config.data.task, "train", config.data.data_dir)
+    plan = plan_validation(config, len(everything))
+    val_examples = [everything[i] for i in plan.validation]
+    key = hashlib.sha256(json.dumps([train.fingerprint, plan.validation]).encode()).hexdigest()
+    val = encode_examples(val_examples, tokenizer, config.data.max_length, f"val-{key}", task.num_labels)
+    if plan.student_keep is not None:
+        train_examples = [train_examples[i] for i in plan.student_keep]
+        train = train.subset(plan.student_keep, f"minus-val{len(plan.validation)}")
+    logger.info("data: validation slice of %d train examples (seeded, disjoint from the %d the students distil on%s); "
+                "dev (%s examples) is kept for reporting", len(val), len(train),
+                f"; {plan.overlaps_teacher} seen by the teacher" if plan.overlaps_teacher else ", and from the teacher's",
+                "all" if config.data.dev_limit is None else config.data.dev_limit)
+    return train_examples, train, val_examples, val
 
 
 def prepare_robustness(
-    config: Config, teacher: torch.nn.Module, tokenizer, teacher_dir: Path, dev_examples: list[Example], device: torch.device
-) -> dict:
+    config: Config, teacher: torch.nn.Module, tokenizer, teacher_dir: Path, pool: list[Example], device: torch.device
+) -> dict:  # pool: the validation slice (dev in an old run)
     """The SearchInputs fields of a robustness-measuring run: attack sample, tokenizer, proxy set.
 
     The teacher is attacked once on the seeded sample (cached on disk, keyed by the teacher's
@@ -225,10 +262,10 @@ def prepare_robustness(
 
     attack = config.attack
     task = get_task(config.data.task)
-    examples = tuple(sample_attack_examples(dev_examples, attack.num_examples, attack.seed))
+    examples = tuple(sample_attack_examples(pool, attack.num_examples, attack.seed))
     fields: dict = {"tokenizer_files": read_tokenizer_files(teacher_dir), "attack_examples": examples}
     if not attack.proxy:
-        logger.info("robustness: %d dev examples for full attacks with %s; no proxy set", len(examples), attack.recipe)
+        logger.info("robustness: %d examples for full attacks with %s; no proxy set", len(examples), attack.recipe)
         return fields
     proxy = load_or_build_proxy_set(
         teacher, tokenizer, examples, attack, cache_dir=config.run.cache_dir, teacher_key=teacher_fingerprint(teacher_dir),
@@ -237,7 +274,7 @@ def prepare_robustness(
     if len(proxy) == 0:
         report = proxy.teacher_report
         raise ProxySetError(
-            f"the teacher's {proxy.recipe} attack on {len(examples)} dev examples left no adversarial example for the proxy "
+            f"the teacher's {proxy.recipe} attack on {len(examples)} examples left no adversarial example for the proxy "
             f"set: it misclassified {report.get('skipped')} of them before any attack (fix: check the teacher, raise "
             "attack.num_examples, or set attack.proxy=false with attack.full_attack=all)"
         )
@@ -247,7 +284,7 @@ def prepare_robustness(
     fields["proxy_examples"] = tuple(adversarial)
     fields["teacher_attack"] = dict(proxy.teacher_report)
     logger.info(
-        "robustness: proxy set of %d adversarial examples (%s against the teacher on %d dev examples: accuracy under "
+        "robustness: proxy set of %d adversarial examples (%s against the teacher on %d examples: accuracy under "
         "attack %.3f)", len(adversarial), proxy.recipe, len(examples),
         float(proxy.teacher_report.get("accuracy_under_attack", float("nan"))),
     )

@@ -22,11 +22,12 @@ from typing import Any
 
 import numpy as np
 
-from rosearch.config import Config
+from rosearch.config import Config, attack_panel, resume_as_stored
 from rosearch.evaluate.candidate import evaluate_candidate
 from rosearch.evaluate.efficiency import measure_latency
 from rosearch.evaluate.fitness import FitnessSpec, fitness_spec
-from rosearch.evaluate.robustness import full_attack_metrics, proxy_metrics
+from rosearch.evaluate.robustness import full_attack_metrics, panel_metrics, proxy_metrics
+from rosearch.results.agreement import proxy_real_agreement
 from rosearch.evolution.loop import Proposal, evolve
 from rosearch.preflight import check_teacher_fit, teacher_shape
 from rosearch.prepare import prepare_inputs
@@ -71,16 +72,23 @@ def evaluate_task(task: CandidateTask, shared: tuple[SearchInputs, Config]) -> E
     inputs, config = shared
     device = resolve_device(worker_device(config))
     name = task.genome_hash[:12]
+    panel = attack_panel(config.attack)
     genome = Genome.from_json(task.genome_json)
-    if task.kind == "attack":
+    if task.kind == "attack":  # multi_fidelity: the rest of the panel (the first recipe ran with the training)
         model = load_student(task.payload, device)
-        return Evaluation(full_attack_metrics(model, inputs, config, device=device, name=name, defenses=genome.defenses))
+        recipes = panel[1:] if config.attack.full_attack == "multi_fidelity" else panel
+        return Evaluation(full_attack_metrics(model, inputs, config, device=device, name=name, recipes=recipes,
+                                              defenses=genome.defenses))
     model, metrics = evaluate_candidate(genome, inputs, config, seed=task.seed, device=device)
     result = metrics.to_dict()
     result |= measure_latency(model, seq_len=inputs.dev_mean_length, device=device, vocab_size=inputs.vocab_size)
     result |= proxy_metrics(model, inputs, config, device=device, defenses=genome.defenses)
     if config.attack.enabled and config.attack.full_attack == "all":
         result |= full_attack_metrics(model, inputs, config, device=device, name=name, defenses=genome.defenses)
+    elif config.attack.enabled and config.attack.full_attack == "multi_fidelity":
+        result |= full_attack_metrics(model, inputs, config, device=device, name=name, recipes=panel[:1],
+                                      defenses=genome.defenses)
+    result |= panel_metrics(result, panel)
     return Evaluation(result, artifacts=student_files(model))
 
 
@@ -112,6 +120,10 @@ class SearchSummary:
         what = "every candidate" if not self.evaluated else f"{self.failed} of {tried} candidates ({share:.0%})"
         limit = "" if not self.evaluated else f", more than run.max_failed_share={max_failed_share}"
         return f"{what} failed{limit}: {reasons or 'no reason recorded'}"
+    selection_split: str = "dev"  # "validation" (the slice of train the search selects on) or "dev" (old runs)
+    split_stats: dict[str, Any] | None = None  # sizes and majority-class rates of the validation slice and dev
+    proxy_vs_real: dict[str, Any] | None = None  # Spearman rho, p, n between proxy and real robustness, when both exist
+    attack_panel: list[str] | None = None  # the recipes of the real robustness figure
 
 
 class SearchProgress:
@@ -160,7 +172,9 @@ class _Evaluator:
     ) -> None:
         self.store, self.backend, self.spec, self.run_seed = store, backend, spec, config.run.seed
         self.run_dir = config.run.run_dir
-        self.attack_top_k = config.attack.top_k if config.attack.enabled and config.attack.full_attack == "top_k" else 0
+        attack = config.attack
+        self.attack_top_k = attack.top_k if attack.enabled and attack.full_attack in ("top_k", "multi_fidelity") else 0
+        self.panel = attack_panel(attack)
         self.progress = progress
         self.evaluated = self.failed = self.reused = self.attacked = 0
         self.failure_reasons: Counter[str] = Counter()
@@ -219,6 +233,7 @@ class _Evaluator:
             record = self.store.candidate(outcome.genome_hash)
             if outcome.ok:
                 extra = dict(outcome.metrics)
+                extra |= panel_metrics(dict(record.metrics) | extra, self.panel)
                 self.attacked += 1
                 logger.info("candidate %s under attack: accuracy %.3f -> %.3f, success rate %.3f, %.0f queries/example, %.0fs",
                             outcome.genome_hash[:12], extra.get("clean_accuracy_attacked_sample", float("nan")),
@@ -263,7 +278,7 @@ class _Evaluator:
             )
             logger.info(
                 "gen %d candidate %d/%d %s: acc %.4f%s, %.2fM params, %.1f ms@b1, fitness %s, %.0fs",
-                record.generation, done, total, record.genome_hash[:12], m.get("dev_accuracy", float("nan")), robust,
+                record.generation, done, total, record.genome_hash[:12], m.get(self.spec.accuracy_key, float("nan")), robust,
                 m.get("params", 0) / 1e6, m.get("latency_ms_b1", float("nan")),
                 ", ".join(f"{v:.4f}" for v in record.objectives), record.seconds,
             )
@@ -293,6 +308,8 @@ def _run_search_locked(config: Config, resume: bool, evaluate_fn: EvaluateFn, st
     run_dir = config.run.run_dir
     store = ResultStore(run_dir / RESULTS_FILE)  # a damaged file is refused here, before any preparation
     try:
+        if resume:  # a run stored before a config field existed goes on meaning what it meant
+            config = resume_as_stored(config, store.run_config())
         fingerprint = config.results_fingerprint()
         if store.run_config() is not None:  # an existing run: refuse without --resume or with other results fields
             store.write_run_config(config.to_dict(), fingerprint, resume=resume)
@@ -345,7 +362,13 @@ def _run_search_locked(config: Config, resume: bool, evaluate_fn: EvaluateFn, st
             teacher_dev_accuracy=inputs.teacher_dev_accuracy, timings=inputs.timings,
             teacher_attack=inputs.teacher_attack, attacked=evaluator.attacked,
             failure_reasons=dict(evaluator.failure_reasons),
+            selection_split="dev" if inputs.val is None else "validation", split_stats=inputs.split_stats,
+            proxy_vs_real=proxy_real_agreement(store.candidates()),
+            attack_panel=list(attack_panel(config.attack)) if config.attack.enabled else None,
         )
+        if summary.proxy_vs_real:
+            logger.info("proxy vs real robustness: Spearman rho %.3f (p %.3g, n %d)", summary.proxy_vs_real["rho"],
+                        summary.proxy_vs_real["p"], summary.proxy_vs_real["n"])
         (run_dir / "summary.json").write_text(json.dumps(summary.__dict__, indent=2, default=str))
         if summary.top:
             best = store.candidate(summary.top[0]["hash"])
@@ -362,6 +385,7 @@ def write_run_info(run_dir: Path, inputs: SearchInputs) -> None:
         "teacher_params": inputs.teacher_params, "teacher_flops": inputs.teacher_flops,
         "dev_mean_length": inputs.dev_mean_length, "teacher_attack": inputs.teacher_attack,
         "attack_examples": len(inputs.attack_examples), "proxy_examples": None if inputs.proxy is None else len(inputs.proxy),
+        "selection_split": "dev" if inputs.val is None else "validation", **inputs.split_stats,
     }
     (run_dir / RUN_INFO_FILE).write_text(json.dumps(info, indent=2, default=str))
 

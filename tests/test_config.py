@@ -65,7 +65,10 @@ def test_int_is_accepted_for_float_but_not_bool_for_int():
         ({"attack": {"top_k": 0}}, "attack.top_k", ">= 1"),
         ({"attack": {"num_workers": 0}}, "attack.num_workers", "> 0"),
         ({"attack": {"neighbors_path": "/nonexistent/neighbors.json"}}, "attack.neighbors_path", "does not exist"),
-        ({"attack": {"enabled": True, "proxy": False}}, "attack.proxy", "every candidate needs a robustness"),
+        ({"attack": {"enabled": True, "proxy": False, "full_attack": "top_k"}}, "attack.proxy", "every candidate needs a robustness"),
+        ({"attack": {"recipes": ["pwws", "pwws"]}}, "attack.recipes[1]", "listed twice"),
+        ({"attack": {"recipes": ["hotflip"]}}, "attack.recipes[0]", "unknown recipe"),
+        ({"data": {"validation_size": -1}}, "data.validation_size", ">= 0"),
     ],
 )
 def test_errors_name_the_field(data, field, fragment):

@@ -8,7 +8,8 @@ from rosearch.config import config_from_dict
 from rosearch.evaluate.fitness import WORST, MissingMetricError, fitness_spec
 
 TEACHER = {"params": 20_000_000, "flops": 1_000_000_000}
-METRICS = {"dev_accuracy": 0.85, "params": 5_000_000, "flops": 100_000_000, "robust_accuracy": 0.40}
+# selection reads the validation slice; dev (reported only) differs on purpose so a mix-up shows
+METRICS = {"val_accuracy": 0.85, "dev_accuracy": 0.99, "params": 5_000_000, "flops": 100_000_000, "robust_accuracy": 0.40}
 
 
 def test_weighted_sum_by_hand():
@@ -28,11 +29,12 @@ def test_robustness_enters_only_when_measured():
     assert spec.robustness_key == "robust_accuracy"
     assert spec.values(METRICS) == pytest.approx((0.85 + 0.5 * 0.40,))
     with pytest.raises(MissingMetricError, match="robust_accuracy"):
-        spec.values({"dev_accuracy": 0.8, "params": 1})
+        spec.values({"val_accuracy": 0.8, "params": 1})
 
 
 def test_proxy_robustness_is_the_one_figure_every_candidate_is_compared_on():
-    config = config_from_dict({"fitness": {"robustness_weight": 0.5, "efficiency_weight": 0.0}, "attack": {"enabled": True}})
+    attack = {"enabled": True, "proxy": True, "full_attack": "top_k"}
+    config = config_from_dict({"fitness": {"robustness_weight": 0.5, "efficiency_weight": 0.0}, "attack": attack})
     spec = fitness_spec(config, teacher_cost=TEACHER)
     assert spec.robustness_key == "proxy_robust_accuracy"
     screened = METRICS | {"proxy_robust_accuracy": 0.3}  # also fully attacked: the proxy still decides selection
@@ -53,5 +55,25 @@ def test_nsga2_objectives_and_worst():
 
 def test_missing_metric_names_it():
     spec = fitness_spec(config_from_dict({}), teacher_cost=TEACHER)
-    with pytest.raises(MissingMetricError, match="dev_accuracy"):
+    with pytest.raises(MissingMetricError, match="val_accuracy"):
         spec.values({"params": 3})
+
+
+def test_old_runs_select_on_dev_and_new_ones_on_the_validation_slice():
+    legacy = fitness_spec(config_from_dict({"data": {"validation_size": 0}, "fitness": {"efficiency_weight": 0.0}}),
+                          teacher_cost=TEACHER)
+    assert legacy.accuracy_key == "dev_accuracy" and legacy.values(METRICS) == pytest.approx((0.99,))
+    new = fitness_spec(config_from_dict({"fitness": {"efficiency_weight": 0.0}}), teacher_cost=TEACHER)
+    assert new.accuracy_key == "val_accuracy" and new.values(METRICS) == pytest.approx((0.85,))
+
+
+def test_panel_is_the_default_figure_and_multi_fidelity_compares_on_its_first_recipe():
+    fitness = {"robustness_weight": 0.5, "efficiency_weight": 0.0}
+    panel = fitness_spec(config_from_dict({"fitness": fitness, "attack": {"enabled": True}}), teacher_cost=TEACHER)
+    assert panel.robustness_key == "robust_accuracy"  # the panel's mean, on every candidate by default
+    multi = config_from_dict({"fitness": fitness, "attack": {"enabled": True, "full_attack": "multi_fidelity",
+                                                             "recipes": ["deepwordbug", "pwws"]}})
+    spec = fitness_spec(multi, teacher_cost=TEACHER)
+    assert spec.robustness_key == "attack.deepwordbug.accuracy_under_attack"
+    cheap = METRICS | {"attack.deepwordbug.accuracy_under_attack": 0.2}  # the full panel's mean (0.40) is ignored
+    assert spec.values(cheap) == pytest.approx((0.85 + 0.5 * 0.2,))

@@ -275,7 +275,7 @@ def test_resume_retries_transient_failures_but_not_candidate_errors(tmp_path):
 
     def fake_evaluate(task, shared):
         calls.append(task.genome_hash)
-        return {"dev_accuracy": 0.8, "params": 1_000_000, "flops": 10}
+        return {"val_accuracy": 0.8, "dev_accuracy": 0.8, "params": 1_000_000, "flops": 10}
 
     spec = fitness_spec(config, teacher_cost={"params": 20_000_000, "flops": 100})
     evaluator = _Evaluator(store, InProcessBackend(fake_evaluate, None), spec, config, SearchProgress(1, 2))
@@ -289,8 +289,8 @@ def test_resume_retries_transient_failures_but_not_candidate_errors(tmp_path):
 def test_robustness_search_scores_every_candidate_on_the_proxy_and_attacks_the_top(tmp_path, tiny_sst2_dir, tiny_teacher_dir):
     """attack.enabled: the teacher's adversarial examples score every candidate; the full
     attack runs on each generation's best candidate and the final top one, through the workers."""
-    attack = {"enabled": True, "recipe": "deepwordbug", "num_examples": 6, "top_k": 1, "model_batch_size": 32,
-              "nltk_data": str(tmp_path / "nltk")}
+    attack = {"enabled": True, "recipe": "deepwordbug", "recipes": [], "num_examples": 6, "top_k": 1,
+              "model_batch_size": 32, "nltk_data": str(tmp_path / "nltk"), "proxy": True, "full_attack": "top_k"}
     # the random tiny teacher is fine-tuned first: a teacher that is wrong everywhere leaves nothing to attack
     teacher = {"finetuned": False, "epochs": 4, "learning_rate": 2e-3, "batch_size": 16}
     config = config_from_dict(tiny_search_dict(tmp_path, tiny_sst2_dir, tiny_teacher_dir, attack=attack, teacher=teacher,
@@ -307,7 +307,7 @@ def test_robustness_search_scores_every_candidate_on_the_proxy_and_attacks_the_t
         m = r.metrics
         assert 0.0 <= m["proxy_robust_accuracy"] <= 1.0 and m["proxy_examples"] == proxy_size
         efficiency = 1 - min(m["params"] / teacher_params, 1)
-        assert r.fitness == pytest.approx(m["dev_accuracy"] + 0.5 * m["proxy_robust_accuracy"] + 0.1 * efficiency)
+        assert r.fitness == pytest.approx(m["val_accuracy"] + 0.5 * m["proxy_robust_accuracy"] + 0.1 * efficiency)
     attacked = [r for r in records if "robust_accuracy" in r.metrics]
     assert 1 <= len(attacked) <= 3  # top 1 of each of 2 generations + the final top 1 (may coincide)
     for r in attacked:
@@ -339,7 +339,10 @@ def test_a_teacher_wrong_on_every_attacked_example_is_a_clear_error(tmp_path, ti
 
     from rosearch.prepare import ProxySetError, prepare_inputs
 
-    attack = {"enabled": True, "recipe": "deepwordbug", "num_examples": 6, "nltk_data": str(tmp_path / "nltk")}
-    config = config_from_dict(tiny_search_dict(tmp_path, tiny_sst2_dir, tiny_teacher_dir, attack=attack))
+    attack = {"enabled": True, "recipe": "deepwordbug", "num_examples": 6, "nltk_data": str(tmp_path / "nltk"),
+              "proxy": True, "full_attack": "top_k"}
+    # attacks sample dev here (no validation slice): the sample this random teacher is known to get all wrong
+    config = config_from_dict(tiny_search_dict(tmp_path, tiny_sst2_dir, tiny_teacher_dir, attack=attack,
+                                               data={"validation_size": 0}))
     with pytest.raises(ProxySetError, match="misclassified 6 of them.*attack.num_examples"):
         prepare_inputs(config, torch.device("cpu"))

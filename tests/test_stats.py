@@ -204,8 +204,10 @@ def test_write_csv_round_trips(tmp_path: Path) -> None:
     report = compute_stats(tmp_path / "run", top_k=20)  # more than the run has: all of them
     assert report.top_k == 10 and len(report.top) == 10
     paths = report.write_csv(tmp_path / "csv")
-    assert sorted(p.name for p in paths) == ["architectures.csv", "feature_correlations.csv", "op_statistics.csv",
-                                             "shape_effects.csv"]
+    assert sorted(p.name for p in paths) == ["architectures.csv", "attack_figures.csv", "feature_correlations.csv",
+                                             "op_statistics.csv", "shape_effects.csv"]  # the run has robustness figures
+    figures = pd.read_csv(tmp_path / "csv" / "attack_figures.csv")
+    assert figures.loc[figures["used"], "figure"].tolist() == [report.robustness_key]
     architectures = pd.read_csv(tmp_path / "csv" / "architectures.csv")
     assert len(architectures) == 10
     assert architectures["op_labels"].str.split(" ").map(len).tolist() == report.frame["op_nodes"].tolist()

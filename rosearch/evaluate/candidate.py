@@ -15,11 +15,13 @@ import torch
 
 from rosearch.config import Config
 from rosearch.distill.trainer import distill
-from rosearch.evaluate.accuracy import accuracy
+from rosearch.batching import EncodedSplit
+from rosearch.evaluate.accuracy import logits_accuracy, predict_logits
 from rosearch.search_inputs import SearchInputs
 from rosearch.search_space.cost import count_flops, count_parameters
 from rosearch.search_space.genome import Genome
 from rosearch.search_space.model import StudentConfig, StudentForSequenceClassification, init_embedding_from_teacher
+from rosearch.validation import F1_TASKS, binary_f1
 
 logger = logging.getLogger(__name__)
 
@@ -29,16 +31,19 @@ class CandidateMetrics:
     """What one evaluation measured; the worker adds latency (and, with attacks, robustness) keys."""
 
     genome_hash: str
-    dev_accuracy: float
+    dev_accuracy: float  # the official dev split: reported, never selected on when the run has a validation slice
     params: int
     flops: int  # per example, at the dev split's mean token length (SearchInputs.dev_mean_length)
     steps: int
     final_loss: float
     train_seconds: float
     eval_seconds: float
+    val_accuracy: float | None = None  # the validation slice selection compares (None: old runs select on dev)
+    dev_f1: float | None = None  # F1 of the positive class, for the tasks GLUE scores by it (MRPC, QQP)
+    val_f1: float | None = None
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        return {key: value for key, value in asdict(self).items() if value is not None}
 
 
 def build_student(genome: Genome, inputs: SearchInputs, config: Config, *, seed: int) -> StudentForSequenceClassification:
@@ -60,6 +65,15 @@ def build_student(genome: Genome, inputs: SearchInputs, config: Config, *, seed:
     return model
 
 
+def split_scores(
+    model: torch.nn.Module, split: EncodedSplit, task: str, config: Config, device: torch.device | str
+) -> tuple[float, float | None]:
+    """Accuracy on ``split``, and F1 of the positive class where GLUE scores the task by it."""
+    logits = predict_logits(model, split, batch_size=config.distill.eval_batch_size, device=device)
+    f1 = binary_f1(logits.argmax(axis=1), split.labels) if task in F1_TASKS else None
+    return logits_accuracy(logits, split.labels), f1
+
+
 def evaluate_candidate(
     genome: Genome, inputs: SearchInputs, config: Config, *, seed: int, device: torch.device | str
 ) -> tuple[StudentForSequenceClassification, CandidateMetrics]:
@@ -77,7 +91,10 @@ def evaluate_candidate(
         method_inputs=inputs.method_inputs,
     )
     start = time.perf_counter()
-    dev_accuracy = accuracy(model, inputs.dev, batch_size=config.distill.eval_batch_size, device=device)
+    scores = {"dev": split_scores(model, inputs.dev, inputs.task_name, config, device)}
+    if inputs.val is not None:
+        scores["val"] = split_scores(model, inputs.val, inputs.task_name, config, device)
+    dev_accuracy = scores["dev"][0]
     eval_seconds = time.perf_counter() - start
     metrics = CandidateMetrics(
         genome_hash=key,
@@ -91,9 +108,12 @@ def evaluate_candidate(
         final_loss=result.final_loss,
         train_seconds=result.train_seconds,
         eval_seconds=eval_seconds,
+        val_accuracy=scores["val"][0] if "val" in scores else None,
+        dev_f1=scores["dev"][1],
+        val_f1=scores["val"][1] if "val" in scores else None,
     )
     logger.info(
-        "candidate %s: dev accuracy %.4f, %.2fM params, %.1f MFLOPs, %d steps in %.1fs",
-        key[:12], dev_accuracy, metrics.params / 1e6, metrics.flops / 1e6, result.steps, result.train_seconds,
+        "candidate %s: %s accuracy %.4f, %.2fM params, %.1f MFLOPs, %d steps in %.1fs",
+        key[:12], "dev" if inputs.val is None else "val", dev_accuracy if inputs.val is None else metrics.val_accuracy, metrics.params / 1e6, metrics.flops / 1e6, result.steps, result.train_seconds,
     )
     return model, metrics

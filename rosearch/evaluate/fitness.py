@@ -7,10 +7,13 @@ reference = the teacher's value unless configured), so all three terms share a 0
 Multi-objective mode (NSGA-II): the vector (accuracy, [robustness,] cost) with weights
 (+1, [+1,] -1): no weights to tune, the whole Pareto front is kept.
 Robustness enters when the run measures it (``attack.enabled``). Every candidate must be
-compared on the same robustness figure, so the run picks one key for all: the accuracy on the
-teacher's adversarial proxy set (``proxy_robust_accuracy``, cheap, every candidate) unless the
-full attack runs on every candidate (``attack.full_attack=all`` or no proxy), in which case it
-is the accuracy under attack (``robust_accuracy``). A run without robustness ignores its weight.
+compared on the same robustness figure, so the run picks one key for all: the mean accuracy under
+the panel's attacks (``robust_accuracy``) when the panel runs on every candidate
+(``attack.full_attack=all``, the default, or no proxy); the panel's first recipe
+(``attack.<recipe>.accuracy_under_attack``) with ``multi_fidelity``; else the accuracy on the
+teacher's adversarial proxy set (``proxy_robust_accuracy``). A run without robustness ignores its
+weight. Accuracy is likewise one key: ``val_accuracy`` (the validation slice) when the run has
+one, ``dev_accuracy`` in runs from before it (``data.validation_size=0``).
 """
 
 from __future__ import annotations
@@ -19,7 +22,8 @@ import math
 from dataclasses import dataclass
 from typing import Any, Mapping
 
-from rosearch.config import Config
+from rosearch.config import Config, attack_panel
+from rosearch.evaluate.robustness import recipe_key
 
 COST_KEYS = {"params": "params", "flops": "flops", "latency": "latency_ms_b1"}
 WORST = -1e9  # fitness of a failed candidate: below any real value, finite so DEAP can sort it
@@ -43,10 +47,11 @@ class FitnessSpec:
     accuracy_weight: float
     robustness_weight: float
     efficiency_weight: float
+    accuracy_key: str = "dev_accuracy"
 
     def values(self, metrics: Mapping[str, Any]) -> tuple[float, ...]:
         """Selection values of a finished candidate (see the module docstring)."""
-        accuracy = _metric(metrics, "dev_accuracy")
+        accuracy = _metric(metrics, self.accuracy_key)
         cost = _metric(metrics, self.cost_key)
         robustness = robustness_of(metrics, self.robustness_key) if self.use_robustness else 0.0
         if self.mode == "nsga2":
@@ -73,7 +78,14 @@ def robustness_of(metrics: Mapping[str, Any], key: str) -> float:
 def robustness_key(config: Config) -> str:
     """The metric every candidate of ``config``'s run is compared on for robustness."""
     attack = config.attack
+    if attack.full_attack == "multi_fidelity":
+        return recipe_key(attack_panel(attack)[0])
     return "robust_accuracy" if attack.full_attack == "all" or not attack.proxy else "proxy_robust_accuracy"
+
+
+def accuracy_key(config: Config) -> str:
+    """The accuracy every candidate of ``config``'s run is selected on: the validation slice, or dev in old runs."""
+    return "val_accuracy" if config.data.validation_size > 0 else "dev_accuracy"
 
 
 def _metric(metrics: Mapping[str, Any], key: str) -> float:
@@ -102,5 +114,5 @@ def fitness_spec(config: Config, *, teacher_cost: Mapping[str, float]) -> Fitnes
         mode=config.evolution.mode, names=names, weights=weights, use_robustness=use_robustness,
         robustness_key=robustness_key(config), cost_key=cost_key, reference_cost=reference or 1.0,
         accuracy_weight=fit.accuracy_weight, robustness_weight=fit.robustness_weight,
-        efficiency_weight=fit.efficiency_weight,
+        efficiency_weight=fit.efficiency_weight, accuracy_key=accuracy_key(config),
     )

@@ -2,8 +2,10 @@
 
 The proxy is the accuracy on the teacher's successful adversarial examples (built once per run
 by :mod:`rosearch.attack.proxy`): one forward pass, so every candidate gets it. The full attack
-queries the student hundreds of times per example, so the search runs it only on the candidates
-``attack.full_attack`` selects. Both run inside a worker from the run's shared inputs alone.
+queries the student hundreds of times per example; a search runs a panel of recipes
+(``attack.recipes``) on the candidates ``attack.full_attack`` selects (by default all of them) and
+stores each recipe's figures as ``attack.<recipe>.*`` beside the panel's mean. Both run inside a
+worker from the run's shared inputs alone.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from typing import Any
 
 import torch
 
-from rosearch.config import Config
+from rosearch.config import Config, attack_panel
 from rosearch.data import get_task
 from rosearch.evaluate.accuracy import accuracy
 from rosearch.search_inputs import SearchInputs
@@ -37,16 +39,70 @@ def proxy_metrics(model: torch.nn.Module, inputs: SearchInputs, config: Config, 
 
 def full_attack_metrics(
     model: torch.nn.Module, inputs: SearchInputs, config: Config, *, device: torch.device | str, name: str,
-    defenses: tuple[str, ...] = (),
+    recipes: tuple[str, ...] | None = None, defenses: tuple[str, ...] = (),
 ) -> dict[str, Any]:
-    """Attack ``model`` behind its input ``defenses`` with ``attack.recipe`` on the run's seeded dev
-    sample (black-box: every query passes the defense); flat metrics for the store."""
+    """Attack ``model`` behind its input ``defenses`` (black-box: every query passes them) with each
+    recipe of the panel on the run's seeded sample; flat metrics for the store.
+
+    ``recipes`` defaults to the whole panel (:func:`~rosearch.config.attack_panel`); see
+    :func:`panel_metrics` for the keys.
+    """
     from rosearch.attack.runner import attack_model
 
     tokenizer = materialize_tokenizer(inputs.tokenizer_files)
-    report = attack_model(
-        model, tokenizer, inputs.attack_examples, config.attack, cache_dir=config.run.cache_dir, model_name=name,
-        max_length=config.data.max_length, device=device, text_columns=get_task(config.data.task).text_columns,
-        defense=inputs.defense(defenses),
-    )
-    return report.metrics()
+    per_recipe: dict[str, dict[str, float]] = {}
+    defense = inputs.defense(defenses)
+    for recipe in recipes or attack_panel(config.attack):
+        report = attack_model(
+            model, tokenizer, inputs.attack_examples, config.attack, recipe=recipe, cache_dir=config.run.cache_dir,
+            model_name=name, max_length=config.data.max_length, device=device,
+            text_columns=get_task(config.data.task).text_columns, defense=defense,
+        )
+        per_recipe[recipe] = report.metrics()
+    return recipe_metrics(per_recipe)
+
+
+RECIPE_KEYS = {  # attack report key -> the per-recipe key stored as attack.<recipe>.<key>
+    "robust_accuracy": "accuracy_under_attack", "attack_success_rate": "success_rate", "attack_queries": "queries",
+    "attack_seconds": "seconds", "perturbed_word_pct": "perturbed_word_pct", "attack_skipped": "skipped",
+    "attack_successful": "successful", "attack_failed": "failed",
+}
+
+
+def recipe_key(recipe: str, key: str = "accuracy_under_attack") -> str:
+    """The flat store key of one recipe's figure, e.g. ``attack.pwws.accuracy_under_attack``."""
+    return f"attack.{recipe}.{key}"
+
+
+def recipe_metrics(per_recipe: dict[str, dict[str, float]]) -> dict[str, float]:
+    """Flat keys for each recipe's report, ``attack.<recipe>.*``."""
+    out: dict[str, float] = {}
+    for recipe, metrics in per_recipe.items():
+        for source, target in RECIPE_KEYS.items():
+            out[recipe_key(recipe, target)] = metrics[source]
+        out["clean_accuracy_attacked_sample"] = metrics["clean_accuracy_attacked_sample"]  # one sample for all
+        out["attack_examples"] = metrics["attack_examples"]
+    return out
+
+
+def panel_metrics(metrics: dict[str, Any], panel: tuple[str, ...]) -> dict[str, float]:
+    """The panel's summary keys from its per-recipe keys; empty unless every recipe of ``panel`` is in ``metrics``.
+
+    ``robust_accuracy`` (the fitness' figure) and ``attack_success_rate``/``attack_queries`` are the
+    means over the panel, ``attack_seconds`` the sum: with one recipe they are exactly its figures,
+    as in runs from before the panel (whose example counts a one-recipe panel also keeps).
+    """
+    if not panel or any(metrics.get(recipe_key(r)) is None for r in panel):
+        return {}
+
+    def mean(key: str) -> float:
+        return sum(float(metrics[recipe_key(r, key)]) for r in panel) / len(panel)
+
+    counts = {f"attack_{key}": float(metrics[recipe_key(panel[0], key)]) for key in ("successful", "failed", "skipped")
+              if len(panel) == 1 and recipe_key(panel[0], key) in metrics}
+    return counts | {
+        "robust_accuracy": mean("accuracy_under_attack"), "attack_success_rate": mean("success_rate"),
+        "attack_queries": mean("queries"), "perturbed_word_pct": mean("perturbed_word_pct"),
+        "attack_seconds": sum(float(metrics[recipe_key(r, "seconds")]) for r in panel),
+        "attack_recipes": len(panel),
+    }

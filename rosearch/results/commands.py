@@ -94,6 +94,16 @@ def run_stats(args: argparse.Namespace) -> int:
     else:
         console.print(f"{args.run_dir}: {len(frame)} finished candidates; robustness = {report.robustness_key} "
                       f"({int(frame['robustness'].notna().sum())} candidates have it)")
+    console.print(f"accuracy = {report.accuracy_key}"
+                  + (" (the validation slice the search selected on; dev_accuracy is the reported figure)"
+                     if report.accuracy_key == "val_accuracy" else " (the run selected on dev)"))
+    if report.attacks is not None and not report.attacks.empty:
+        console.print(_table("robustness figures (used = the one selection and these statistics compare)",
+                             report.attacks, list(report.attacks.columns), left=["figure"]))
+    if report.proxy_vs_real:
+        agreement = report.proxy_vs_real
+        console.print(f"teacher-proxy vs real attack robustness: Spearman rho {agreement['rho']:.3f} "
+                      f"(p {agreement['p']:.3g}, n {agreement['n']})")
     top = report.top.assign(hash=report.top["genome_hash"].str[:12])
     console.print(_table(f"top {k} by the run's selection", top, [
         "rank", "hash", "generation", "hidden_size", "embedding_size", "num_layers", "params", "flops", "latency_ms_b1",

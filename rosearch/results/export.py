@@ -33,7 +33,7 @@ from typing import Any
 
 import torch
 
-from rosearch.config import Config, ConfigError, config_from_dict
+from rosearch.config import Config, ConfigError, config_from_dict, with_legacy_defaults
 from rosearch.evaluate.candidate import evaluate_candidate
 from rosearch.prepare import prepare_inputs
 from rosearch.results.artifacts import load_student, read_candidate_files
@@ -133,7 +133,7 @@ def load_run_config(run_dir: str | Path) -> Config:
     older rosearch wrote that this version rejects are replaced by defaults (with a warning).
     """
     run_dir = results_path(run_dir).parent
-    data = json.loads(json.dumps(_stored_config(run_dir)))  # a deep copy
+    data = with_legacy_defaults(_stored_config(run_dir))  # a deep copy; fields it predates mean what they meant
     run = data.setdefault("run", {})
     root = stored_run_root(run_dir)
     for section, key in _PATH_FIELDS:

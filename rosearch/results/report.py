@@ -184,15 +184,24 @@ def _run_section(run_dir: Path, config: Mapping[str, Any], report: StatsReport, 
     if isinstance(attack, Mapping):
         pairs.append(("teacher under attack", (
             f"{attack.get('recipe', '?')}: accuracy {format_value(attack.get('clean_accuracy'))} → "
-            f"{format_value(attack.get('accuracy_under_attack'))} on {attack.get('n', '?')} dev examples "
+            f"{format_value(attack.get('accuracy_under_attack'))} on {attack.get('n', '?')} "
+            f"{'validation' if teacher.get('selection_split') == 'validation' else 'dev'} examples "
             f"(success rate {format_value(attack.get('attack_success_rate'))})")))
     attack_cfg = section("attack")
+    validation = teacher.get("selection_split") == "validation"
+    for label, key, size in (("validation slice (selection)", "val_majority_rate", "val_examples"),
+                             ("dev (reported)" if validation else "dev", "dev_majority_rate", "dev_examples")):
+        if teacher.get(key) is not None:
+            pairs.append((f"{label}: examples, majority-class rate",
+                          f"{teacher.get(size)}, {format_value(teacher[key])}"))
     if attack_cfg.get("enabled"):
         full = attack_cfg.get("full_attack")
+        panel = attack_cfg.get("recipes") or [attack_cfg.get("recipe")]
+        where = "validation" if validation else "dev"
         pairs.append(("attack", (
-            f"{attack_cfg.get('recipe')} on {attack_cfg.get('num_examples')} dev examples; proxy set "
+            f"{' + '.join(map(str, panel))} on {attack_cfg.get('num_examples')} {where} examples; proxy set "
             f"{'on' if attack_cfg.get('proxy') else 'off'}; full attack: {full}"
-            + (f" (best {attack_cfg.get('top_k')} per generation and of the run)" if full == "top_k" else ""))))
+            + (f" (best {attack_cfg.get('top_k')} per generation and of the run)" if full in ("top_k", "multi_fidelity") else ""))))
     pairs += [
         ("selection", f"{evo.get('mode', 'weighted')}; weights accuracy {fit.get('accuracy_weight')}, robustness "
                       f"{fit.get('robustness_weight')}, efficiency {fit.get('efficiency_weight')} ({fit.get('efficiency_metric')})"),
@@ -200,6 +209,8 @@ def _run_section(run_dir: Path, config: Mapping[str, Any], report: StatsReport, 
         ("distillation steps per candidate", dist.get("max_steps")),
         ("candidates", f"{counts['ok']} finished, {counts['failed']} failed, {counts['generations']} generations recorded"),
         ("wall time", wall),
+        ("accuracy figure", report.accuracy_key + (" (validation slice; dev accuracy is reported beside it)"
+                                                   if report.accuracy_key == "val_accuracy" else "")),
         ("robustness figure", report.robustness_key or "none"),
         ("config fingerprint", meta.get("config_fingerprint", "unknown")),
         ("written by rosearch", meta.get("rosearch_version", "unknown")),
@@ -213,7 +224,21 @@ def _run_section(run_dir: Path, config: Mapping[str, Any], report: StatsReport, 
         n = int(report.frame["robustness"].notna().sum())
         note = (f'<p class="note">Robustness is the accuracy under the full attack, which only {n} of '
                 f"{len(report.frame)} candidates got; statistics on robustness use those {n}.</p>")
-    return f"<h2>Run</h2>{key_values(pairs)}{note}"
+    return f"<h2>Run</h2>{key_values(pairs)}{note}{_attack_figures_section(report)}"
+
+
+def _attack_figures_section(report: StatsReport) -> str:
+    """Every robustness figure of the run side by side, and whether the proxy ranks like the real attack."""
+    if report.attacks is None or report.attacks.empty:
+        return ""
+    agreement = report.proxy_vs_real
+    line = (f'<p class="note">Teacher-proxy vs real attack robustness over the {agreement["n"]} candidates that have '
+            f'both: Spearman rho {agreement["rho"]:.3f} (p {agreement["p"]:.3g}).</p>') if agreement else ""
+    return ("<h3>Robustness figures</h3>"
+            '<p class="note">robust_accuracy is the mean accuracy under the panel\'s attacks; attack.&lt;recipe&gt;.* '
+            "are each recipe's; used marks the figure selection and these statistics compare. rho/p: Spearman with "
+            f"{_esc(report.accuracy_key)}.</p>"
+            + frame_table(report.attacks, list(report.attacks.columns), text_columns=["figure", "used"]) + line)
 
 
 def _generation_section(series: pandas.DataFrame, selection_name: str, robustness_name: str | None) -> str:
@@ -268,21 +293,26 @@ def _statistics_section(report: StatsReport) -> str:
 
 
 _TOP_COLUMNS = ["rank", "hash", "generation", "hidden_size", "embedding_size", "num_layers", "params", "flops",
-                "latency_ms_b1", "latency_ms_b32", "accuracy", "proxy_robust_accuracy", "robust_accuracy",
+                "latency_ms_b1", "latency_ms_b32", "accuracy", "dev_accuracy", "dev_f1", "proxy_robust_accuracy", "robust_accuracy",
                 "attack_success_rate", "fitness", "objectives"]
 
 
 def _top_section(report: StatsReport, genomes: Mapping[str, Genome]) -> str:
     top = report.top.copy()
     top["hash"] = top["genome_hash"].str[:12]
-    headers = {"accuracy": "dev acc"}
-    parts = [f"<h2>Top {len(top)} students</h2>", frame_table(top, _TOP_COLUMNS, text_columns=["hash"], headers=headers)]
+    validation = report.accuracy_key == "val_accuracy"
+    headers = {"accuracy": "val acc (selected on)" if validation else "dev acc", "dev_accuracy": "dev acc (reported)"}
+    columns = [c for c in _TOP_COLUMNS if (validation or c != "dev_accuracy") and (c != "dev_f1" or top[c].notna().any())]
+    columns[columns.index("robust_accuracy") + 1:columns.index("robust_accuracy") + 1] = [
+        c for c in top.columns if c.startswith("attack.")]
+    parts = [f"<h2>Top {len(top)} students</h2>", frame_table(top, columns, text_columns=["hash"], headers=headers)]
     for row in top.itertuples():
         genome = genomes[row.genome_hash]
         robust = f", {report.robustness_key} {format_value(row.robustness)}" if report.robustness_key else ""
         caption = (f"#{row.rank} {row.genome_hash} — H={genome.hidden_size}, E={genome.embedding_size}, "
                    f"L={genome.num_layers}, {format_value(row.params, 'params')} parameters, "
-                   f"dev accuracy {format_value(row.accuracy)}{robust}")
+                   f"{'validation' if validation else 'dev'} accuracy {format_value(row.accuracy)}"
+                   + (f", dev accuracy {format_value(row.dev_accuracy)}" if validation else "") + robust)
         title = f"#{row.rank} {row.genome_hash[:12]}: H={genome.hidden_size}, E={genome.embedding_size}, L={genome.num_layers}"
         parts.append(image(plots.cell_plot(genome, title=title), f"cells of student {row.rank}", caption))
     return "".join(parts)

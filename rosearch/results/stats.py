@@ -12,7 +12,13 @@ statistics must too, so one key is chosen per run: ``robust_accuracy`` (accuracy
 attack) when every candidate has it, else ``proxy_robust_accuracy`` (accuracy on the teacher's
 adversarial examples) when candidates have that, else ``robust_accuracy`` on the subset that was
 attacked. Mixing the two per row would compare numbers on different scales. A run with neither is
-analysed on accuracy and fitness only; its robustness columns are NaN.
+analysed on accuracy and fitness only; its robustness columns are NaN. With a panel of attack
+recipes ``robust_accuracy`` is their mean; each recipe's ``attack.<recipe>.accuracy_under_attack``
+is a column too, and :func:`attack_figures` summarises every real figure (and the proxy) side by
+side, with the proxy's rank agreement with the real attack.
+
+Accuracy is the figure the run selected on: ``val_accuracy`` (the validation slice) when the
+candidates have it, else ``dev_accuracy`` (runs from before validation slices).
 """
 
 from __future__ import annotations
@@ -29,6 +35,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from rosearch.defense.names import DEFENSE_NAMES
+from rosearch.results.agreement import proxy_real_agreement, spearman
 from rosearch.results.store import CandidateRecord, ResultStore, ResultStoreError
 from rosearch.search_space import labels
 from rosearch.search_space.genome import CellSpec, Genome
@@ -44,7 +51,7 @@ CONVOLUTION_FAMILIES = ("conv", "sepconv", "dilconv", "glu")
 SHAPE_COLUMNS = ("hidden_size", "embedding_size", "num_layers")
 # metrics copied from each candidate's record (absent ones are NaN)
 METRIC_COLUMNS = (
-    "robust_accuracy", "proxy_robust_accuracy", "attack_success_rate", "perturbed_word_pct", "attack_queries",
+    "val_accuracy", "dev_accuracy", "val_f1", "dev_f1", "robust_accuracy", "proxy_robust_accuracy", "attack_success_rate", "perturbed_word_pct", "attack_queries",
     "clean_accuracy_attacked_sample", "params", "flops", "latency_ms_b1", "latency_ms_b32", "train_seconds",
 )
 COST_FEATURES = ("params", "flops", "latency_ms_b1")
@@ -111,11 +118,28 @@ def choose_robustness_key(records: Iterable[CandidateRecord]) -> str | None:
     counts = {key: sum(_is_number(r.metrics.get(key)) for r in records) for key in ROBUSTNESS_KEYS}
     if records and counts["robust_accuracy"] == len(records):
         return "robust_accuracy"
+    for key in recipe_columns(records):  # multi-fidelity: one cheap recipe on every candidate
+        if all(_is_number(r.metrics.get(key)) for r in records):
+            return key
     if counts["proxy_robust_accuracy"]:
         return "proxy_robust_accuracy"
     if counts["robust_accuracy"]:
         return "robust_accuracy"
     return None
+
+
+def recipe_columns(records: Iterable[CandidateRecord]) -> list[str]:
+    """The per-recipe accuracy-under-attack keys the records carry, in first-seen order."""
+    keys: dict[str, None] = {}
+    for r in records:
+        keys |= {k: None for k in r.metrics if k.startswith("attack.") and k.endswith(".accuracy_under_attack")}
+    return list(keys)
+
+
+def accuracy_key(records: Iterable[CandidateRecord]) -> str:
+    """The accuracy the run selected on: the validation slice when candidates have it, else dev (old runs)."""
+    records = list(records)
+    return "val_accuracy" if records and all(_is_number(r.metrics.get("val_accuracy")) for r in records) else "dev_accuracy"
 
 
 def _is_number(value: Any) -> bool:
@@ -212,18 +236,22 @@ def architecture_frame(store_or_run_dir: ResultStore | str | Path) -> pandas.Dat
 def _frame(store: ResultStore, pd: Any) -> pandas.DataFrame:
     records = ranked_records(store)
     key = choose_robustness_key(records)
+    accuracy = accuracy_key(records)
+    recipes = recipe_columns(records)
     rows = []
     for rank, record in enumerate(records, start=1):
         m = record.metrics
         row: dict[str, Any] = {
             "rank": rank, "genome_hash": record.genome_hash, "generation": record.generation,
-            "accuracy": _number(m.get("dev_accuracy")),
+            "accuracy": _number(m.get(accuracy)),
+            "accuracy_key": accuracy,
             "robustness": _number(m.get(key)) if key else math.nan,
             "robustness_key": key,
             "fitness": _number(record.fitness),
             "objectives": list(record.objectives),
         }
         row |= {name: _number(m.get(name)) for name in METRIC_COLUMNS}
+        row |= {name: _number(m.get(name)) for name in recipes}
         row |= genome_features(Genome.from_json(record.genome_json))
         rows.append(row)
     frame = pd.DataFrame.from_records(rows)
@@ -386,6 +414,15 @@ class StatsReport:
     shapes: pandas.DataFrame  # shape_effects
     top_k: int
     robustness_key: str | None  # the metric behind `robustness`; None: the run measured no robustness
+    attacks: pandas.DataFrame | None = None  # attack_figures: every robustness figure the run has, side by side
+    proxy_vs_real: dict[str, Any] | None = None  # Spearman rho, p, n of proxy vs real robustness
+
+    @property
+    def accuracy_key(self) -> str:
+        """The metric behind ``accuracy``: ``val_accuracy`` (selection on the validation slice) or ``dev_accuracy``."""
+        if self.frame.empty or "accuracy_key" not in self.frame:
+            return "dev_accuracy"
+        return str(self.frame["accuracy_key"].iloc[0])
 
     @property
     def top(self) -> pandas.DataFrame:
@@ -403,6 +440,8 @@ class StatsReport:
         frame["objectives"] = frame["objectives"].map(json.dumps)
         tables = {"architectures.csv": frame, "op_statistics.csv": self.op_stats,
                   "feature_correlations.csv": self.correlations, "shape_effects.csv": self.shapes}
+        if self.attacks is not None and not self.attacks.empty:
+            tables["attack_figures.csv"] = self.attacks
         paths = []
         for name, table in tables.items():
             path = out / name
@@ -420,10 +459,45 @@ def compute_stats(store_or_run_dir: ResultStore | str | Path, top_k: int = 5) ->
     key = robustness_key(frame)
     if key is None:
         logger.info("statistics: the run measured no robustness; analysing accuracy and fitness only")
+    records = [_MetricsRow(m) for m in frame.to_dict("records")]
     return StatsReport(
         frame=frame, op_stats=op_statistics(frame, k), correlations=feature_correlations(frame),
-        shapes=shape_effects(frame), top_k=k, robustness_key=key,
+        shapes=shape_effects(frame), top_k=k, robustness_key=key, attacks=attack_figures(frame, k, key),
+        proxy_vs_real=proxy_real_agreement(records),
     )
+
+
+@dataclass(frozen=True)
+class _MetricsRow:
+    metrics: Mapping[str, Any]
+    status: str = "ok"
+
+
+def attack_figures(frame: pandas.DataFrame, top_k: int, used: str | None) -> pandas.DataFrame:
+    """One row per robustness figure the run has (panel mean, each recipe, proxy).
+
+    Columns: ``figure``, ``used`` (the one the statistics and selection compare), ``n``
+    (candidates having it), ``mean_all``, ``mean_top_k``, ``max``, and the Spearman
+    ``rho_accuracy``/``p_accuracy`` with the run's accuracy.
+    """
+    import pandas as pd
+
+    figures = ["robust_accuracy", *[c for c in frame.columns if c.startswith("attack.")], "proxy_robust_accuracy"]
+    rows = []
+    for figure in figures:
+        if figure not in frame or not frame[figure].notna().any():
+            continue
+        have = frame[frame[figure].notna()]
+        top = have[have["rank"] <= top_k]
+        agreement = spearman(list(have[figure]), list(have["accuracy"]))
+        rows.append({
+            "figure": figure, "used": figure == used, "n": len(have), "mean_all": _mean(have[figure]),
+            "mean_top_k": _mean(top[figure]), "max": float(have[figure].max()),
+            "rho_accuracy": agreement["rho"] if agreement else math.nan,
+            "p_accuracy": agreement["p"] if agreement else math.nan,
+        })
+    return pd.DataFrame.from_records(rows, columns=["figure", "used", "n", "mean_all", "mean_top_k", "max",
+                                                    "rho_accuracy", "p_accuracy"])
 
 
 # --------------------------------------------------------------------------------------------

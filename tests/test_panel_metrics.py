@@ -1,0 +1,81 @@
+"""The panel's figures from per-recipe reports, the proxy-vs-real agreement, and the printed summary."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from rosearch.evaluate.robustness import panel_metrics, recipe_metrics
+from rosearch.results.agreement import proxy_real_agreement
+from rosearch.results.summary_view import summary_lines, summary_table
+
+
+def report(accuracy: float, success: float, queries: float, seconds: float) -> dict[str, float]:
+    return {"robust_accuracy": accuracy, "attack_success_rate": success, "attack_queries": queries,
+            "attack_seconds": seconds, "perturbed_word_pct": 10.0, "attack_skipped": 1.0, "attack_successful": 6.0,
+            "attack_failed": 3.0,
+            "clean_accuracy_attacked_sample": 0.9, "attack_examples": 10.0}
+
+
+def test_panel_is_the_mean_of_its_recipes_and_waits_for_all_of_them():
+    flat = recipe_metrics({"deepwordbug": report(0.2, 0.7, 30, 4.0), "pwws": report(0.4, 0.5, 90, 20.0)})
+    assert flat["attack.pwws.accuracy_under_attack"] == 0.4 and flat["attack.deepwordbug.seconds"] == 4.0
+    panel = panel_metrics(flat, ("deepwordbug", "pwws"))
+    assert panel["robust_accuracy"] == pytest.approx(0.3) and panel["attack_success_rate"] == pytest.approx(0.6)
+    assert panel["attack_queries"] == pytest.approx(60) and panel["attack_seconds"] == pytest.approx(24.0)
+    assert panel_metrics(flat, ("deepwordbug", "pruthi")) == {}  # multi-fidelity: not every recipe ran yet
+    single = panel_metrics(flat, ("pwws",))  # one recipe: exactly its figures, as before the panel
+    assert single["robust_accuracy"] == 0.4 and single["attack_queries"] == 90
+    assert single["attack_successful"] + single["attack_failed"] + single["attack_skipped"] == 10
+    assert "attack_successful" not in panel  # counts of two recipes do not add up to one sample
+
+
+def test_proxy_real_agreement_by_hand():
+    rows = [{"proxy_robust_accuracy": p, "robust_accuracy": r} for p, r in ((0.1, 0.3), (0.2, 0.1), (0.3, 0.2), (0.4, 0.4))]
+    # ranks 1 2 3 4 vs 3 1 2 4: d^2 = 4 + 1 + 1 + 0 = 6, rho = 1 - 6 * 6 / (4 * 15) = 0.4
+    result = proxy_real_agreement(rows + [{"proxy_robust_accuracy": 0.5}, {"robust_accuracy": math.nan}])
+    assert result["n"] == 4 and result["rho"] == pytest.approx(0.4)
+    assert proxy_real_agreement(rows[:2]) is None  # fewer than 3 pairs: no correlation to report
+
+
+class _Summary:
+    run_dir, evaluated, failed, reused, wall_seconds = "runs/x", 2, 0, 0, 60.0
+    teacher_dev_accuracy, selection_split, attack_panel = 0.9, "validation", ["deepwordbug", "pwws"]
+    split_stats = {"val_examples": 1000, "val_majority_rate": 0.55, "dev_examples": 872, "dev_majority_rate": 0.509}
+    proxy_vs_real = {"rho": -0.26, "p": 0.53, "n": 8}
+    teacher_attack = None
+    top = [{"hash": "a" * 16, "generation": 0, "H": 128, "E": 64, "L": 2, "params": 1e6, "flops": 1e7,
+            "val_accuracy": 0.8, "dev_accuracy": 0.79, "attack.deepwordbug.accuracy_under_attack": 0.1,
+            "attack.pwws.accuracy_under_attack": 0.3, "robust_accuracy": 0.2, "objectives": [0.95]}]
+
+
+def test_summary_shows_val_and_dev_each_recipe_majority_rates_and_agreement():
+    table = summary_table(_Summary())
+    headers = [c.header for c in table.columns]
+    assert {"val acc", "dev acc (reported)", "deepwordbug acc", "pwws acc", "acc under attack (mean)"} <= set(headers)
+    lines = "\n".join(summary_lines(_Summary()))
+    assert "validation slice 0.5500 (1000 examples)" in lines and "dev 0.5090 (872 examples)" in lines
+    assert "Spearman rho -0.260 (p 0.53, n 8)" in lines
+
+
+def test_bench_panel_costs_by_hand(monkeypatch):
+    """bench/attack_panel_cost.py: measured panel seconds, multi-fidelity estimate, rank agreement."""
+    from pathlib import Path
+    from types import SimpleNamespace
+
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[1] / "bench"))
+    from attack_panel_cost import panel_costs
+
+    records = [SimpleNamespace(status="ok", generation=g, metrics={
+        "attack.deepwordbug.seconds": 4.0 + i, "attack.pwws.seconds": 10.0 + i, "train_seconds": 60.0,
+        "attack.deepwordbug.accuracy_under_attack": 0.1 * i, "attack.pwws.accuracy_under_attack": 0.05 * i,
+        "robust_accuracy": 0.075 * i, "proxy_robust_accuracy": 0.3 - 0.01 * i}) for g in range(2) for i in range(4)]
+    config = {"attack": {"recipes": ["deepwordbug", "pwws"], "num_examples": 50}}
+    figures = panel_costs(records, config, {"teacher_attack": {"wall_seconds": 200.0}}, top_k=1)
+    strategies = list(figures["strategies_seconds"].values())
+    assert strategies[0] == 136.0  # 2 x (4+5+6+7) + 2 x (10+11+12+13)
+    assert strategies[1] == pytest.approx(44.0 + 3 * 11.5)  # deepwordbug on all 8; pwws on top 1 of 2 gens + final
+    assert strategies[2] == 200.0
+    assert figures["attack_share_of_candidate_time"] == pytest.approx(136 / (136 + 480))
+    assert figures["rank_agreement_with_panel_mean"]["teacher-proxy"]["rho"] == pytest.approx(-1.0)

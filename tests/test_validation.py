@@ -1,0 +1,96 @@
+"""The validation slice (disjoint from what students and teacher train on, and from dev), and task metrics."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from rosearch.config import RESUMABLE_FIELDS, config_from_dict, with_legacy_defaults
+from rosearch.data import load_examples, subset_indices
+from rosearch.validation import binary_f1, majority_rate, plan_validation, validation_size
+
+
+def _config(**data):
+    sections = {"run": {"seed": 5}, "data": {}, "teacher": {}}
+    for section, values in data.items():
+        sections[section] = values
+    return config_from_dict(sections)
+
+
+def test_slice_is_outside_the_students_and_the_teachers_subsets():
+    n = 20_000
+    config = _config(data={"train_limit": 3000, "validation_size": 1000}, teacher={"train_limit": 8000})
+    plan = plan_validation(config, n)
+    val = set(plan.validation)
+    assert len(val) == 1000 and plan.student_keep is None and plan.overlaps_teacher == 0
+    assert not val & set(subset_indices(n, 3000, 5))  # the students' distillation subset
+    assert not val & set(subset_indices(n, 8000, 5))  # the teacher's fine-tuning subset, left as it was
+    assert plan_validation(config, n) == plan  # seeded: the same slice every time
+
+
+def test_slice_prefers_examples_only_the_teacher_saw_when_nothing_else_is_left():
+    config = _config(data={"train_limit": 500, "validation_size": 400})  # the teacher fine-tuned on all of train
+    plan = plan_validation(config, 2000)
+    assert len(plan.validation) == 400 and plan.overlaps_teacher == 400 and plan.student_keep is None
+    assert not set(plan.validation) & set(subset_indices(2000, 500, 5))
+
+
+def test_students_on_the_whole_split_lose_the_slice_from_their_subset():
+    config = _config(data={"validation_size": 1000})
+    plan = plan_validation(config, 2490)  # RTE-sized: capped at 20% of train
+    assert validation_size(config, 2490) == 498 == len(plan.validation)
+    assert len(plan.student_keep) == 2490 - 498
+    assert not set(plan.validation) & set(plan.student_keep)  # positions = indices: the students used all of train
+
+
+def test_search_inputs_select_on_a_slice_disjoint_from_distillation_and_dev(tmp_path, tiny_sst2_dir, tiny_teacher_dir):
+    from rosearch.prepare import prepare_inputs
+
+    config = config_from_dict({
+        "run": {"cache_dir": str(tmp_path / "cache"), "seed": 1, "device": "cpu"},
+        "data": {"task": "sst2", "data_dir": str(tiny_sst2_dir), "max_length": 32, "train_limit": 150,
+                 "validation_size": 40},
+        "teacher": {"model": str(tiny_teacher_dir), "finetuned": True},
+        "search_space": {"hidden_sizes": [32], "embedding_sizes": [16], "attention_heads": [2]},
+        "attack": {"enabled": True, "proxy": False, "num_examples": 10, "nltk_data": str(tmp_path / "nltk")},
+    })
+    inputs = prepare_inputs(config, torch.device("cpu"))
+    train = load_examples("sst2", "train", str(tiny_sst2_dir))
+    plan = plan_validation(config, len(train))
+    assert len(inputs.val) == 40 and len(inputs.train) == 150
+    assert not set(plan.validation) & set(subset_indices(len(train), 150, 1))
+    val_texts = {train[i].text_a for i in plan.validation}
+    assert all(e.text_a in val_texts for e in inputs.attack_examples)  # attacks sample the slice, not dev
+    dev = load_examples("sst2", "dev", str(tiny_sst2_dir))
+    assert len(inputs.dev) == len(dev)  # dev is whole and held out: the slice comes from train only
+    assert inputs.split_stats["val_majority_rate"] == majority_rate(inputs.val.labels, 2)
+    assert inputs.split_stats["dev_majority_rate"] == 0.5  # the tiny dev split alternates labels
+
+
+def test_majority_rate_and_f1_by_hand():
+    assert majority_rate(np.array([1, 1, 1, 0]), 2) == 0.75
+    # predictions 1 1 0 0 1 vs labels 1 0 1 0 1: tp 2, fp 1, fn 1 -> F1 = 4 / 6
+    assert binary_f1(np.array([1, 1, 0, 0, 1]), np.array([1, 0, 1, 0, 1])) == pytest.approx(4 / 6)
+    assert binary_f1(np.zeros(4, int), np.array([1, 0, 1, 0])) == 0.0  # a one-class predictor scores 0 F1
+
+
+def test_an_old_stored_config_loads_and_keeps_its_fingerprint():
+    """A config stored before validation slices and attack panels existed means what it meant."""
+    new = config_from_dict({}).to_dict()
+    old = json.loads(json.dumps(new))
+    del old["data"]["validation_size"], old["attack"]["recipes"]
+    config = config_from_dict(with_legacy_defaults(old))
+    assert config.data.validation_size == 0 and config.attack.recipes == ()
+    # the fingerprint the old code wrote: the same hash over the config without the new fields
+    for section, key in RESUMABLE_FIELDS:
+        if key is None:
+            old.pop(section, None)
+        else:
+            old[section].pop(key, None)
+    expected = hashlib.sha256(json.dumps(old, sort_keys=True).encode()).hexdigest()[:16]
+    assert config.results_fingerprint() == expected
+    assert config_from_dict({}).results_fingerprint() != expected  # the new defaults are a different protocol
