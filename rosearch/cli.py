@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import random
 import sys
 import time
@@ -22,12 +23,15 @@ from rich.table import Table
 from rosearch.attack.resources import MissingResourceError
 from rosearch.config import Config, ConfigError, load_config
 from rosearch.data import DataError
+from rosearch.deploy.onnx import OnnxExportError
+from rosearch.deploy.predict import PredictError
 from rosearch.distill.teacher import TeacherError
 from rosearch.evolution.operators import SearchSpaceExhaustedError
 from rosearch.prepare import ProxySetError
 from rosearch.results.export import ExportError
 from rosearch.results.stats import StatsError
 from rosearch.results.store import ResultStoreError
+from rosearch.runtime import LOG_LEVEL_ENV
 from rosearch.search_space.genome import InvalidGenomeError
 from rosearch.search_space.sampling import BudgetError
 from rosearch.workers import BackendSetupError
@@ -36,7 +40,7 @@ logger = logging.getLogger("rosearch")
 
 USER_ERRORS = (
     ResultStoreError, DataError, TeacherError, BackendSetupError, BudgetError, SearchSpaceExhaustedError,
-    InvalidGenomeError, MissingResourceError, ProxySetError, StatsError, ExportError,
+    InvalidGenomeError, MissingResourceError, ProxySetError, StatsError, ExportError, OnnxExportError, PredictError,
 )
 
 
@@ -46,6 +50,11 @@ def _add_config_args(parser: argparse.ArgumentParser) -> None:
         "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
         help="override a config value, e.g. --set distill.max_steps=200 (repeatable)",
     )
+
+
+def _add_verbose(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--verbose", "-v", action="store_true",
+                        help="log level DEBUG: also show the library messages a normal run keeps quiet")
 
 
 def _console() -> Console:
@@ -183,10 +192,12 @@ COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], int], str]] = {
 def _extension_commands() -> dict[str, tuple[Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int], str]]:
     """Commands that own their arguments: attacks on any model, and the analysis of finished runs."""
     from rosearch.attack import command as attack_command
+    from rosearch.deploy import predict
     from rosearch.results.commands import COMMANDS as RESULTS_COMMANDS
 
     return {
         "attack": (attack_command.add_arguments, attack_command.run, "attack a trained classifier with TextAttack recipes"),
+        "predict": (predict.add_arguments, predict.run, "classify texts (arguments, --file or stdin) as JSON lines"),
         **RESULTS_COMMANDS,
     }
 
@@ -198,9 +209,11 @@ def build_parser() -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help_text, description=help_text)
         add_arguments(p)
         p.set_defaults(run=run)
+        _add_verbose(p)
     for name, (_, help_text) in COMMANDS.items():
         p = sub.add_parser(name, help=help_text, description=help_text)
         _add_config_args(p)
+        _add_verbose(p)
         if name == "search":
             p.add_argument("--resume", action="store_true", help="continue the run in run.output_dir/run.name")
             p.add_argument("--ray-address", help="join a Ray cluster ('auto' or host:port) instead of local Ray")
@@ -212,6 +225,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.verbose:  # read by runtime.setup_logging here and in every child process
+        os.environ[LOG_LEVEL_ENV] = "DEBUG"
     try:
         return args.run(args) if args.command not in COMMANDS else COMMANDS[args.command][0](args)
     except ConfigError as exc:
