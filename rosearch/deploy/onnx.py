@@ -33,6 +33,7 @@ INPUT_NAMES = ("input_ids", "attention_mask", "token_type_ids")
 OPSET = 18
 LOGITS_ATOL = 1e-4  # fp32 ORT vs PyTorch: different kernels, same arithmetic
 EXAMPLE_SHAPE = (2, 8)  # traced example; both axes are exported as symbolic
+_EXPORTER_LOGGERS = ("onnx_ir", "onnxscript")  # the graph optimiser's passes log every rewrite at INFO
 
 
 class OnnxExportError(ValueError):
@@ -69,6 +70,11 @@ def export_onnx(model: nn.Module, path: str | Path, *, max_length: int) -> Path:
     example = (ids, torch.ones_like(ids), torch.zeros_like(ids))
     batch, sequence = torch.export.Dim("batch", max=1 << 16), torch.export.Dim("sequence", max=max_length)
     shapes = {name: {0: batch, 1: sequence} for name in INPUT_NAMES}
+    chatty = [logging.getLogger(name) for name in _EXPORTER_LOGGERS]
+    levels = [log.level for log in chatty]
+    if not logging.getLogger().isEnabledFor(logging.DEBUG):  # their per-pass INFO notes show with --verbose only
+        for log in chatty:
+            log.setLevel(logging.WARNING)
     try:
         with warnings.catch_warnings(), torch.no_grad():
             # the exporter's notes on axis naming and its deprecation notices are not the user's concern
@@ -83,6 +89,9 @@ def export_onnx(model: nn.Module, path: str | Path, *, max_length: int) -> Path:
     except Exception as err:  # the exporter raises many types; all mean "this model does not export"
         raise OnnxExportError(f"{type(model).__name__} could not be exported to ONNX: {type(err).__name__}: "
                               f"{str(err).splitlines()[0] if str(err) else ''}") from err
+    finally:
+        for log, level in zip(chatty, levels):
+            log.setLevel(level)
     return path
 
 
@@ -108,10 +117,16 @@ def quantize_int8(source: str | Path, target: str | Path) -> Path:
 
 class _QuantiserChatter(logging.Filter):
     """ORT's quantiser notes every node it skips on the root logger at INFO ("Ignore MatMul due to
-    non constant B", ...): re-labelled DEBUG. Its warnings and errors pass unchanged."""
+    non constant B", ...) and warns about every boolean tensor it cannot quantise: re-labelled DEBUG.
+    Its other warnings and errors pass unchanged."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if record.name != "root" or "onnxruntime" not in record.pathname or record.levelno >= logging.WARNING:
+        if record.name != "root" or "onnxruntime" not in record.pathname:
+            return True
+        message = str(record.msg)
+        # a boolean tensor (the attention mask; elem_type 9) is never quantised: expected, not a problem
+        bool_tensor = message.startswith("Inference failed or unsupported type to quantize") and "elem_type: 9" in message
+        if record.levelno >= logging.WARNING and not bool_tensor:
             return True
         record.levelno, record.levelname = logging.DEBUG, "DEBUG"
         return logging.getLogger().isEnabledFor(logging.DEBUG)
