@@ -8,6 +8,8 @@ every other warning or error of the same library still shows at its own level):
   Ray 2.5x, said at every ``ray.init``; nothing for the user to do.
 - TextAttack's "Unknown if model ... compatible with goal function": TextAttack only knows its
   own model zoo; rosearch's wrappers are classifiers its goal functions fit by construction.
+- TextAttack's "Updating TextAttack package dependencies" / "Downloading NLTK required
+  packages" on its first import: offline nothing is downloaded (see nltk below).
 - torch's ONNX exporter's "torchvision is not installed. Skipping torchvision::nms" (four
   lines per export): torchvision's detection ops are not used by any text classifier.
 
@@ -41,6 +43,8 @@ KNOWN_MESSAGES: tuple[KnownMessage, ...] = (
                  "Token authentication is enabled for this Ray cluster"),
     KnownMessage("textattack.shared.utils.install", "Unknown if model"),  # TextAttack has one logger
     KnownMessage("torch.onnx._internal.exporter._registration", "torchvision is not installed"),
+    KnownMessage("textattack.shared.utils.install", "Updating TextAttack package dependencies"),
+    KnownMessage("textattack.shared.utils.install", "Downloading NLTK required packages"),
 )
 
 

@@ -123,6 +123,6 @@ def test_export_with_onnx_and_int8_records_the_checks(run_dir: Path, tmp_path: P
         json.loads((folder / "metrics.json").read_text())["export"]["dev_accuracy"], abs=1 / 60)
     assert onnx["int8"]["dev_accuracy_change"] == pytest.approx(onnx["int8"]["dev_accuracy"] - onnx["dev_accuracy_onnx"])
     card = (folder / "README.md").read_text()
-    assert "## ONNX Runtime" in card and f"{onnx['int8']['dev_accuracy_change']:+.4f}" in card
+    assert "## ONNX Runtime" in card and f"--model {folder.name} " in card and f"{onnx['int8']['dev_accuracy_change']:+.4f}" in card
     labels = {backend: [r["label"] for r in Predictor(folder, backend).predict(TEXTS)] for backend in ("torch", "onnx")}
     assert labels["torch"] == labels["onnx"]

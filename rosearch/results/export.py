@@ -496,7 +496,7 @@ def _write_student(model: torch.nn.Module, folder: Path, run: _Run, record: Cand
         if onnx or int8:  # graphs checked on the run's dev texts; figures into metrics.json and the card
             from rosearch.results.export_onnx import add_onnx_variants
 
-            add_onnx_variants(partial, model, run.tokenizer, run.config, defense, int8=int8)
+            add_onnx_variants(partial, model, run.tokenizer, run.config, defense, int8=int8, name=folder.name)
         difference = verify_export(model, partial, defense)
         _publish(partial, folder)
     finally:

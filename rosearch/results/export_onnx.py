@@ -32,19 +32,21 @@ def dev_texts(config: Config, limit: int = CHECK_LIMIT) -> tuple[list[Any], list
 
 
 def add_onnx_variants(folder: Path, model: torch.nn.Module, tokenizer: Any, config: Config, defense: Defense | None,
-                      *, int8: bool) -> dict[str, Any]:
+                      *, int8: bool, name: str | None = None) -> dict[str, Any]:
     """Write and check ``model.onnx`` (and ``model.int8.onnx``) in ``folder``; record the figures
-    under ``"onnx"`` in its metrics.json and as a section of its README.md; return them."""
+    under ``"onnx"`` in its metrics.json and as a section of its README.md (which calls the folder
+    ``name``, its published name); return them."""
     texts, labels = dev_texts(config)
     report = write_onnx_variants(model, folder, tokenizer, defend_pair(defense, texts), labels, int8=int8)
-    report["check_split"] = f"{config.data.task} dev (first {len(texts)})"
+    total = len(load_examples(config.data.task, "dev", config.data.data_dir)) if len(texts) == CHECK_LIMIT else len(texts)
+    report["check_split"] = f"{config.data.task} dev" + ("" if total == len(texts) else f" (first {len(texts)} of {total})")
     report["defense_in_graph"] = False
     metrics_path = folder / "metrics.json"
     metrics = json.loads(metrics_path.read_text())
     metrics["onnx"] = report
     metrics_path.write_text(json.dumps(metrics, indent=2, default=str) + "\n")
     with (folder / "README.md").open("a", encoding="utf-8") as card:
-        card.write(onnx_card_section(report, folder.name, defense))
+        card.write(onnx_card_section(report, name or folder.name, defense))
     return report
 
 
@@ -69,7 +71,7 @@ def onnx_card_section(report: dict[str, Any], folder: str, defense: Defense | No
 
 Inputs `input_ids`, `attention_mask`, `token_type_ids` (int64, dynamic batch and sequence axes,
 up to {report['max_sequence_length']} tokens), output `logits`. Checked at export against PyTorch on
-{report['check_texts']} {report['check_split']} texts: max |Δlogit| {report['max_abs_logit_diff']:.2g}
+{report['check_texts']} texts of {report['check_split']}: max |Δlogit| {report['max_abs_logit_diff']:.2g}
 (tolerance {report['logit_tolerance']:g}); PyTorch dev accuracy {_acc(report.get('dev_accuracy_torch'))}.
 
 | graph | size | dev accuracy (ONNX Runtime) | change vs fp32 |
