@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import random
 import sys
 import time
@@ -23,6 +24,8 @@ from rich.table import Table
 from rosearch.attack.resources import MissingResourceError
 from rosearch.config import Config, ConfigError, load_config
 from rosearch.data import DataError
+from rosearch.deploy.onnx import OnnxExportError
+from rosearch.deploy.predict import PredictError
 from rosearch.distill.teacher import TeacherError
 from rosearch.distill.teacher_cache import TeacherCacheError
 from rosearch.errors import UserError
@@ -31,6 +34,7 @@ from rosearch.prepare import ProxySetError
 from rosearch.results.export import ExportError
 from rosearch.results.stats import StatsError
 from rosearch.results.store import ResultStoreError
+from rosearch.runtime import LOG_LEVEL_ENV
 from rosearch.search_space.genome import InvalidGenomeError
 from rosearch.search_space.sampling import BudgetError
 from rosearch.workers import BackendSetupError
@@ -40,6 +44,7 @@ logger = logging.getLogger("rosearch")
 USER_ERRORS = (
     ResultStoreError, DataError, TeacherError, BackendSetupError, BudgetError, SearchSpaceExhaustedError,
     InvalidGenomeError, MissingResourceError, ProxySetError, StatsError, ExportError, TeacherCacheError, UserError,
+    OnnxExportError, PredictError,
 )
 SEARCH_FAILED_RC = 3  # the search ran, but too many of its candidates failed (run.max_failed_share)
 
@@ -50,6 +55,11 @@ def _add_config_args(parser: argparse.ArgumentParser) -> None:
         "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
         help="override a config value, e.g. --set distill.max_steps=200 (repeatable)",
     )
+
+
+def _add_verbose(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--verbose", "-v", action="store_true",
+                        help="log level DEBUG: also show the library messages a normal run keeps quiet")
 
 
 def _console() -> Console:
@@ -176,10 +186,12 @@ COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], int], str]] = {
 def _extension_commands() -> dict[str, tuple[Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int], str]]:
     """Commands that own their arguments: attacks on any model, and the analysis of finished runs."""
     from rosearch.attack import command as attack_command
+    from rosearch.deploy import predict
     from rosearch.results.commands import COMMANDS as RESULTS_COMMANDS
 
     return {
         "attack": (attack_command.add_arguments, attack_command.run, "attack a trained classifier with TextAttack recipes"),
+        "predict": (predict.add_arguments, predict.run, "classify texts (arguments, --file or stdin) as JSON lines"),
         **RESULTS_COMMANDS,
     }
 
@@ -199,10 +211,12 @@ def build_parser() -> argparse.ArgumentParser:
         add_arguments(p)
         p.set_defaults(run=run)
         _add_debug(p)
+        _add_verbose(p)
     for name, (_, help_text) in COMMANDS.items():
         p = sub.add_parser(name, help=help_text, description=help_text)
         _add_config_args(p)
         _add_debug(p)
+        _add_verbose(p)
         if name == "search":
             p.add_argument("--resume", action="store_true", help="continue the run in run.output_dir/run.name")
             p.add_argument("--ray-address", help="join a Ray cluster ('auto' or host:port) instead of local Ray")
@@ -214,6 +228,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.verbose:  # read by runtime.setup_logging here and in every child process
+        os.environ[LOG_LEVEL_ENV] = "DEBUG"
     try:
         return args.run(args) if args.command not in COMMANDS else COMMANDS[args.command][0](args)
     except USER_ERRORS as exc:  # bad input the user can fix: the message says how, no traceback

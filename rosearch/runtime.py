@@ -10,6 +10,9 @@ import numpy as np
 import torch
 
 from rosearch.config import RunConfig
+from rosearch.quiet import quiet_known_messages
+
+LOG_LEVEL_ENV = "ROSEARCH_LOG_LEVEL"  # overrides every command's log level (DEBUG: `--verbose`)
 
 
 def setup_logging(level: str = "INFO") -> None:
@@ -28,9 +31,17 @@ def setup_logging(level: str = "INFO") -> None:
     else:
         handler = logging.StreamHandler()
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname).1s %(name)s: %(message)s", "%H:%M:%S"))
+    override = os.environ.get(LOG_LEVEL_ENV)  # `--verbose` sets it (and child processes inherit it)
+    if override:
+        if override.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+            raise ValueError(f"${LOG_LEVEL_ENV}={override!r} is not a log level (fix: DEBUG, INFO, WARNING or ERROR, or unset it)")
+        level = override.upper()
     logging.basicConfig(level=getattr(logging, level), handlers=[handler], force=True)
-    for noisy in ("urllib3", "filelock", "datasets", "transformers.modeling_utils"):
+    # not transformers.modeling_utils: a level set on it makes from_pretrained run its tensor-parallel
+    # plan check, which lists every weight of a BERT as "not sharded" on each load
+    for noisy in ("urllib3", "filelock", "datasets"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, getattr(logging, level)))
+    quiet_known_messages()
 
 
 def resolve_device(spec: str) -> torch.device:

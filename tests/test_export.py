@@ -106,3 +106,23 @@ def test_verify_export_catches_a_folder_that_differs(run_dir: Path, tmp_path: Pa
         model.classifier.bias.add_(0.01)
     with pytest.raises(ExportError, match="logits differ"):
         verify_export(model, folder)
+
+
+def test_export_with_onnx_and_int8_records_the_checks(run_dir: Path, tmp_path: Path, capsys) -> None:
+    from rosearch.cli import main
+    from rosearch.deploy.predict import Predictor
+
+    assert main(["export", str(run_dir), "--top", "1", "--out", str(tmp_path / "out"), "--device", "cpu", "--int8"]) == 0
+    printed = capsys.readouterr().out
+    assert "max |Δlogit| vs PyTorch" in printed and "int8: dev accuracy" in printed
+    folder = next((tmp_path / "out").iterdir())
+    onnx = json.loads((folder / "metrics.json").read_text())["onnx"]
+    assert {"model.onnx", "model.int8.onnx"} <= {p.name for p in folder.iterdir()}
+    assert onnx["check_texts"] == 60 and onnx["max_abs_logit_diff"] <= onnx["logit_tolerance"]  # all of the tiny dev split
+    assert onnx["dev_accuracy_onnx"] == onnx["dev_accuracy_torch"] == pytest.approx(
+        json.loads((folder / "metrics.json").read_text())["export"]["dev_accuracy"], abs=1 / 60)
+    assert onnx["int8"]["dev_accuracy_change"] == pytest.approx(onnx["int8"]["dev_accuracy"] - onnx["dev_accuracy_onnx"])
+    card = (folder / "README.md").read_text()
+    assert "## ONNX Runtime" in card and f"--model {folder.name} " in card and f"{onnx['int8']['dev_accuracy_change']:+.4f}" in card
+    labels = {backend: [r["label"] for r in Predictor(folder, backend).predict(TEXTS)] for backend in ("torch", "onnx")}
+    assert labels["torch"] == labels["onnx"]

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Mapping
 
 from rosearch.config import AttackConfig
+from rosearch.quiet import quiet_known_messages, route_nltk_downloads
 
 logger = logging.getLogger(__name__)
 
@@ -246,6 +247,8 @@ def prepare_textattack(cfg: AttackConfig, cache_dir: str | Path) -> Path:
     """
     import nltk
 
+    quiet_known_messages()  # in every process that builds attacks (workers configure their own logging)
+    route_nltk_downloads()  # TextAttack's offline nltk.download calls print "Error loading ..." otherwise
     root = Path(cfg.nltk_data).expanduser() if cfg.nltk_data else Path(cache_dir) / "nltk_data"
     root = root.resolve()
     wordnet_dir = find_wordnet_dir(cfg.wordnet_dir)

@@ -253,7 +253,8 @@ def _train(
     methods = set(cfg.methods)
     student.to(device)
     student.train()
-    teacher_logits = torch.as_tensor(np.asarray(teacher.logits, dtype=np.float32), device=device)  # [n, C]
+    # a copy: the cache hands read-only (shared or memory-mapped) arrays, which torch warns about and must not write to
+    teacher_logits = torch.tensor(np.asarray(teacher.logits, dtype=np.float32), device=device)  # [n, C]
     augment = _AugmentStream(method_inputs, cfg, seed, device) if "augment" in methods else None
     batches = _batches(train, cfg.batch_size - (augment.batch_size if augment else 0), cfg, rng)
 

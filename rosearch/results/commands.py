@@ -168,6 +168,11 @@ def add_export_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--retrain-steps", type=_positive_int,
                         help="distil each student again for this many steps (default: the search's weights)")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (for any distillation)")
+    parser.add_argument("--onnx", action="store_true",
+                        help="also write model.onnx (dynamic batch/sequence), checked by ONNX Runtime on the dev texts")
+    parser.add_argument("--int8", action="store_true",
+                        help="also write model.int8.onnx (ONNX Runtime dynamic quantisation; implies --onnx) "
+                             "and record its dev-accuracy change")
 
 
 def run_export(args: argparse.Namespace) -> int:
@@ -176,10 +181,13 @@ def run_export(args: argparse.Namespace) -> int:
     from rosearch.runtime import setup_logging
 
     setup_logging("INFO")
-    folders = export_students(args.run_dir, args.out, top=args.top, retrain_steps=args.retrain_steps, device=args.device)
+    folders = export_students(args.run_dir, args.out, top=args.top, retrain_steps=args.retrain_steps, device=args.device,
+                              onnx=args.onnx, int8=args.int8)
     console = _console()
     for folder in folders:
         console.print(f"exported {folder}")
+        if args.onnx or args.int8:
+            console.print(onnx_summary(folder))
     console.print("load with: from rosearch.search_space.model import register_auto_classes; register_auto_classes(); "
                   "AutoModelForSequenceClassification.from_pretrained(folder, use_safetensors=True)")
     return 0
@@ -195,6 +203,18 @@ def _snapshot_run(args: argparse.Namespace) -> int:
     from rosearch.results import snapshot
 
     return snapshot.run(args)
+def onnx_summary(folder: Path) -> str:
+    """One line of an export's ONNX figures (from its metrics.json): the logit check and int8's accuracy change."""
+    import json
+
+    onnx = json.loads((folder / "metrics.json").read_text())["onnx"]
+    line = (f"  onnx: max |Δlogit| vs PyTorch {onnx['max_abs_logit_diff']:.2g} on {onnx['check_texts']} dev texts "
+            f"(tolerance {onnx['logit_tolerance']:g}); dev accuracy {onnx['dev_accuracy_onnx']:.4f}, {onnx['size_mb']:.1f} MB")
+    int8 = onnx.get("int8")
+    if int8:
+        line += (f"\n  int8: dev accuracy {int8['dev_accuracy']:.4f} ({int8['dev_accuracy_change']:+.4f} vs fp32), "
+                 f"{int8['size_mb']:.1f} MB, same label as fp32 on {100 * int8['agreement_with_fp32']:.1f}% of texts")
+    return line
 
 
 COMMANDS: dict[str, tuple[Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int], str]] = {

@@ -471,7 +471,8 @@ def candidate_defense(run_dir: Path, genome: Genome, distiller: _Distiller) -> D
 
 
 def _write_student(model: torch.nn.Module, folder: Path, run: _Run, record: CandidateRecord, rank: int,
-                   export: Mapping[str, Any], teacher: Mapping[str, Any], defense: Defense | None = None) -> None:
+                   export: Mapping[str, Any], teacher: Mapping[str, Any], defense: Defense | None = None,
+                   onnx: bool = False, int8: bool = False) -> None:
     """Write, check and publish one student folder (a failed check leaves no folder behind)."""
     seed = candidate_seed(run.config.run.seed, record.genome_hash)
     partial = folder.with_name(f".{folder.name}.{uuid.uuid4().hex[:8]}.partial")
@@ -492,6 +493,10 @@ def _write_student(model: torch.nn.Module, folder: Path, run: _Run, record: Cand
             folder=folder.name, run_dir=run.run_dir, record=record, rank=rank, seed=seed, config=run.config,
             meta=run.meta, teacher=teacher, export=export, defense=defense,
         ))
+        if onnx or int8:  # graphs checked on the run's dev texts; figures into metrics.json and the card
+            from rosearch.results.export_onnx import add_onnx_variants
+
+            add_onnx_variants(partial, model, run.tokenizer, run.config, defense, int8=int8, name=folder.name)
         difference = verify_export(model, partial, defense)
         _publish(partial, folder)
     finally:
@@ -501,13 +506,15 @@ def _write_student(model: torch.nn.Module, folder: Path, run: _Run, record: Cand
 
 
 def export_students(run_dir: str | Path, out_dir: str | Path, *, top: int = 3, retrain_steps: int | None = None,
-                    device: str = "auto") -> list[Path]:
+                    device: str = "auto", onnx: bool = False, int8: bool = False) -> list[Path]:
     """Write the run's ``top`` best students under ``out_dir`` (one folder each, best first); return the folders.
 
     Weights come from ``candidates/<hash>/`` when the run kept them, else from distilling the
     genome again exactly as the search did. ``retrain_steps`` distils every student again with
     that many steps instead (e.g. a longer budget than the search could afford) and records the
-    new dev accuracy next to the search's. Folders are named ``rank<r>-<hash[:12]>``.
+    new dev accuracy next to the search's. Folders are named ``rank<r>-<hash[:12]>``. ``onnx`` adds
+    ``model.onnx`` and ``int8`` (implies ``onnx``) ``model.int8.onnx``, both checked by ONNX Runtime
+    on the run's dev texts (:mod:`rosearch.results.export_onnx`).
     """
     from transformers import AutoTokenizer
 
@@ -538,6 +545,6 @@ def export_students(run_dir: str | Path, out_dir: str | Path, *, top: int = 3, r
         model.config.label2id = {label: i for i, label in enumerate(label_names)}
         folder = out_dir / f"rank{rank}-{record.genome_hash[:12]}"
         defense = candidate_defense(run_dir, Genome.from_json(record.genome_json), distiller)
-        _write_student(model, folder, run, record, rank, export, teacher, defense)
+        _write_student(model, folder, run, record, rank, export, teacher, defense, onnx=onnx, int8=int8)
         folders.append(folder)
     return folders

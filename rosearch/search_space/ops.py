@@ -149,8 +149,10 @@ class MaxPool(nn.Module):
     def forward(self, x: Tensor, mask: Tensor) -> Tensor:
         real = _real(mask)  # [B, T, 1]
         y = x.masked_fill(~real, -math.inf).transpose(1, 2)  # [B, H, T]
-        # the window of a real position always holds that position, so its max is finite
-        y = F.max_pool1d(y, self.kernel, stride=1, padding=self.kernel // 2)  # [B, H, T]
+        # the window of a real position always holds that position, so its max is finite; the 2-D
+        # pool over a [B, H, 1, T] view computes exactly max_pool1d, and unlike max_pool1d it keeps
+        # the sequence length symbolic when torch.export traces it (ONNX export, dynamic axes)
+        y = F.max_pool2d(y.unsqueeze(2), (1, self.kernel), stride=1, padding=(0, self.kernel // 2)).squeeze(2)  # [B, H, T]
         return _zero_pads(y.transpose(1, 2), real)  # [B, T, H]
 
 

@@ -1,0 +1,106 @@
+"""Library messages that read like failures on a normal run but are not, routed to DEBUG.
+
+Each entry names the logger, the exact start of the message and why it is harmless here; only
+those records are re-labelled DEBUG (so ``--verbose`` / ``run.log_level: DEBUG`` shows them, and
+every other warning or error of the same library still shows at its own level):
+
+- Ray's "Token authentication is enabled for this Ray cluster": local Ray's default since
+  Ray 2.5x, said at every ``ray.init``; nothing for the user to do.
+- TextAttack's "Unknown if model ... compatible with goal function": TextAttack only knows its
+  own model zoo; rosearch's wrappers are classifiers its goal functions fit by construction.
+- TextAttack's "Updating TextAttack package dependencies" / "Downloading NLTK required
+  packages" on its first import: offline nothing is downloaded (see nltk below).
+- torch's ONNX exporter's "torchvision is not installed. Skipping torchvision::nms" (four
+  lines per export): torchvision's detection ops are not used by any text classifier.
+
+``nltk.download`` prints straight to stderr (no logger). TextAttack calls it on its first import
+(post-install) and in ``WordSwapWordNet()`` (PWWS); offline, each prints "Error loading ...:
+refusing to connect" although rosearch provisions the NLTK data it needs itself and names any
+missing resource in its own error. :func:`route_nltk_downloads` sends that output to the
+``nltk.downloader`` logger at DEBUG instead; the calls and their return values are unchanged.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+_FILTER_NAME = "rosearch.quiet"
+
+
+@dataclass(frozen=True)
+class KnownMessage:
+    """A library message that is noise in a normal rosearch run."""
+
+    logger: str
+    starts_with: str
+
+
+KNOWN_MESSAGES: tuple[KnownMessage, ...] = (
+    KnownMessage("ray._private.authentication.authentication_token_setup",
+                 "Token authentication is enabled for this Ray cluster"),
+    KnownMessage("textattack.shared.utils.install", "Unknown if model"),  # TextAttack has one logger
+    KnownMessage("torch.onnx._internal.exporter._registration", "torchvision is not installed"),
+    KnownMessage("textattack.shared.utils.install", "Updating TextAttack package dependencies"),
+    KnownMessage("textattack.shared.utils.install", "Downloading NLTK required packages"),
+)
+
+
+class _ToDebug(logging.Filter):
+    """Re-labels the records of one logger that start with ``prefix`` as DEBUG; they pass only
+    when the root logger (rosearch's level) shows DEBUG."""
+
+    def __init__(self, prefix: str) -> None:
+        super().__init__(_FILTER_NAME)
+        self.prefix = prefix
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno <= logging.DEBUG or not str(record.msg).startswith(self.prefix):
+            return True
+        record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+        return logging.getLogger().isEnabledFor(logging.DEBUG)
+
+
+def quiet_known_messages() -> None:
+    """Attach the DEBUG routing of :data:`KNOWN_MESSAGES` to their loggers (idempotent)."""
+    for known in KNOWN_MESSAGES:
+        target = logging.getLogger(known.logger)
+        if not any(getattr(f, "name", None) == _FILTER_NAME and getattr(f, "prefix", None) == known.starts_with
+                   for f in target.filters):
+            target.addFilter(_ToDebug(known.starts_with))
+
+
+class _DebugWriter:
+    """A file-like ``print`` target that logs each line at DEBUG."""
+
+    def __init__(self, logger: logging.Logger) -> None:
+        self.logger = logger
+
+    def write(self, text: str) -> int:
+        for line in text.splitlines():
+            if line.strip():
+                self.logger.debug("%s", line)
+        return len(text)
+
+    def flush(self) -> None:
+        pass
+
+
+def route_nltk_downloads() -> None:
+    """Make ``nltk.download`` report to the ``nltk.downloader`` logger at DEBUG instead of stderr
+    (idempotent; see the module docstring for why)."""
+    import nltk
+
+    if getattr(nltk.download, "_rosearch_quiet", False):
+        return
+    original = nltk.download
+
+    @functools.wraps(original)
+    def download(*args: Any, **kwargs: Any) -> Any:
+        kwargs.setdefault("print_error_to", _DebugWriter(logging.getLogger("nltk.downloader")))
+        return original(*args, **kwargs)
+
+    download._rosearch_quiet = True  # type: ignore[attr-defined]
+    nltk.download = download
