@@ -122,6 +122,43 @@ def test_quick_run_writes_the_schema_and_resumes(tmp_path, tiny_sst2_dir, tiny_t
     again = json.loads(out.read_text())
     assert {r["name"]: (r["clean_accuracy"], r["attacks"]) for r in again["rows"]} == before
 
+    # the defended student's folder as an exported row: same weights + defense, so the same saved result
+    defended = rows["defense:word_recognition"]
+    export_argv = argv[:argv.index("--row")] + ["--row", f"export:{students[0]}", "--json", str(tmp_path / "export.json")]
+    assert bench_module.main(export_argv) == 0
+    (exported,) = json.loads((tmp_path / "export.json").read_text())["rows"]
+    assert exported["kind"] == "export" and exported["defenses"] == ["word_recognition"]
+    assert exported["fingerprint"] == defended["fingerprint"] and exported["attacks"] == defended["attacks"]
+
+
+def test_searched_row_is_the_runs_best_student_with_its_defenses(tmp_path, tiny_sst2_dir, tiny_teacher_dir,
+                                                                bench_module):
+    import yaml
+
+    from test_search import tiny_search_dict
+
+    from rosearch.config import config_from_dict
+    from rosearch.results.stats import ranked_records
+    from rosearch.results.store import ResultStore
+    from rosearch.search import run_search
+
+    config = tiny_search_dict(tmp_path, tiny_sst2_dir, tiny_teacher_dir, search_space={"defenses": ["word_recognition"]},
+                              attack={"nltk_data": str(tmp_path / "nltk")})
+    run_search(config_from_dict(config))
+    run_dir = tmp_path / "runs" / "tiny"
+    with ResultStore(run_dir / "results.sqlite") as store:
+        best = ranked_records(store)[0]
+    config_file, out = tmp_path / "bench.yaml", tmp_path / "searched.json"
+    config_file.write_text(yaml.safe_dump(config))
+    argv = ["--quick", "--n", "12", "--config", str(config_file), "--work-dir", str(tmp_path / "work"), "--json", str(out),
+            "--recipe", "deepwordbug", "--run", str(run_dir)]
+    assert bench_module.main(argv) == 0
+    (row,) = json.loads(out.read_text())["rows"]
+    assert row["kind"] == "searched" and row["genome_hash"] == best.genome_hash and row["weights"] == "stored"
+    assert row["defenses"] == ["word_recognition"]  # rebuilt from the run's config: the export carries none yet
+    assert row["attacks"]["deepwordbug"]["successful"] + row["attacks"]["deepwordbug"]["failed"] \
+        + row["attacks"]["deepwordbug"]["skipped"] == 12
+
 
 def test_bad_row_spec_is_a_clear_error(bench_module):
     from robustness_models import parse_row
