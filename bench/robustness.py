@@ -128,7 +128,7 @@ def result_path(work_dir: Path, row: RowModel, recipe: str, n: int, seed: int, d
 
 
 def attack_row(row: RowModel, recipe: str, examples: Sequence[Example], config: Config, seed: int,
-               path: Path) -> dict[str, Any]:
+               path: Path, device: Any) -> dict[str, Any]:
     """The saved result of attacking ``row`` with ``recipe``, attacking now when none is saved."""
     import dataclasses
 
@@ -139,7 +139,7 @@ def attack_row(row: RowModel, recipe: str, examples: Sequence[Example], config: 
         return json.loads(path.read_text())
     cfg = dataclasses.replace(config.attack, seed=seed)
     report = attack_model(row.model, row.tokenizer, examples, cfg, recipe=recipe, cache_dir=config.run.cache_dir,
-                          model_name=row.name, max_length=config.data.max_length, device="cpu",
+                          model_name=row.name, max_length=config.data.max_length, device=device,
                           text_columns=get_task(config.data.task).hf_text_columns, defense=row.defense)
     result = {
         "recipe": recipe, "n": report.n, "clean_accuracy": report.clean_accuracy,
@@ -226,16 +226,14 @@ def comparisons(rows: list[tuple[RowModel, dict[str, dict[str, Any]]]], args: ar
 
 
 def protocol(config: Config, args: argparse.Namespace, digest: str, results: list[dict[str, dict[str, Any]]],
-             genome: Genome) -> dict[str, Any]:
-    import torch
-
+             genome: Genome, device: Any) -> dict[str, Any]:
     constraints: dict[str, list[str]] = {}
     notes: dict[str, list[str]] = {}
     for per_row in results:
         for recipe, r in per_row.items():
             constraints.setdefault(recipe, r["constraints"])
             notes.setdefault(recipe, r["notes"])
-    machine = describe_machine(torch.device("cpu"))
+    machine = describe_machine(device)
     return {
         "task": config.data.task, "split": "dev", "n": args.n, "seed": args.seed, "recipes": list(args.recipes),
         "examples_sha256": digest, "query_budget": config.attack.query_budget, "max_length": config.data.max_length,
@@ -245,7 +243,7 @@ def protocol(config: Config, args: argparse.Namespace, digest: str, results: lis
         "reference_genome": genome.to_dict(), "reference_genome_hash": genome.hash(),
         "config": {"file": args.config.name, "teacher": config.teacher.model, "train_limit": config.data.train_limit,
                    "distill_max_steps": config.distill.max_steps, "overrides": list(args.overrides)},
-        "machine": {"cpu": machine.cpu_model, "usable_cpus": machine.usable_cpus, "torch_threads": machine.torch_threads,
+        "machine": {"device": machine.device, "cpu": machine.cpu_model, "usable_cpus": machine.usable_cpus, "torch_threads": machine.torch_threads,
                     "torch": machine.torch, "transformers": machine.transformers},
         "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
     }
@@ -293,12 +291,10 @@ def write_summary(summary: dict[str, Any], args: argparse.Namespace) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import torch
-
     from rosearch.runtime import apply_run_settings
 
     config = load_config(args.config, args.overrides)
-    apply_run_settings(config.run)
+    device = apply_run_settings(config.run)
     if config.data.task != "sst2":
         logger.warning("robustness benchmark: task %s (the reported protocol is SST-2)", config.data.task)
     specs = row_specs(args)
@@ -314,7 +310,7 @@ def run(args: argparse.Namespace) -> int:
     start = time.perf_counter()
 
     def publish() -> dict[str, Any]:
-        summary = {"protocol": protocol(config, args, digest, [r for _, r in done], genome),
+        summary = {"protocol": protocol(config, args, digest, [r for _, r in done], genome, device),
                    "rows": [summarise_row(m, r, args) for m, r in done], "comparisons": comparisons(done, args)}
         write_summary(summary, args)
         return summary
@@ -323,15 +319,15 @@ def run(args: argparse.Namespace) -> int:
         row = load_row(spec, config, genome, args.work_dir)
         logger.info("row %d/%d: %s (%s, %.2fM params, defense %s)", i, len(specs), row.name, spec.kind,
                     row.params / 1e6, row.defense or "none")
+        row.model.to(device)
         results: dict[str, dict[str, Any]] = {}
         done.append((row, results))
-        with torch.inference_mode(False):
-            for recipe in args.recipes:
-                path = result_path(args.work_dir, row, recipe, args.n, args.seed, digest, config)
-                results[recipe] = attack_row(row, recipe, examples, config, args.seed, path)
-                publish()
-                logger.info("%s / %s: accuracy under attack %.3f (%.0fs since start)", row.name, recipe,
-                            results[recipe]["accuracy_under_attack"], time.perf_counter() - start)
+        for recipe in args.recipes:
+            path = result_path(args.work_dir, row, recipe, args.n, args.seed, digest, config)
+            results[recipe] = attack_row(row, recipe, examples, config, args.seed, path, device)
+            publish()
+            logger.info("%s / %s: accuracy under attack %.3f (%.0fs since start)", row.name, recipe,
+                        results[recipe]["accuracy_under_attack"], time.perf_counter() - start)
         row.model = None  # type: ignore[assignment]  # free the weights before the next row
     summary = publish()
     console().print(markdown(summary), markup=False, highlight=False)
