@@ -143,7 +143,7 @@ class DistillConfig:
     max_grad_norm: float = 1.0
     length_bucketing: bool = True
     dropout: float = 0.1
-    methods: tuple[str, ...] = ()  # any of: augment, mate_kd, layer_kd, rift, adv_finetune
+    methods: tuple[str, ...] = ()  # any of: augment, mate_kd, layer_kd, rift, adv_finetune, adv_train
     # augment: TextAttack augmenters over the transfer set; the teacher labels the copies once (cached)
     augment_recipes: tuple[str, ...] = ("wordnet", "neighbors", "insert", "char")
     augment_per_example: int = 1  # augmented copies per chosen training example (recipes taken in turn)
@@ -171,6 +171,13 @@ class DistillConfig:
     adv_finetune_recipe: str | None = None  # a key of rosearch.attack.recipes.RECIPES (None: attack.recipe)
     adv_finetune_lr: float = 1e-4  # constant learning rate of the fine-tuning steps
     adv_finetune_fraction: float = 0.5  # share of each fine-tuning batch drawn from adversarial examples
+    # adv_train: attack the student every adv_train_every KD steps, train on clean + adversarial batches
+    adv_train_rounds: int = 2  # attack rounds during KD (round k after k * adv_train_every steps)
+    adv_train_every: int = 200  # KD steps between rounds; rounds * every must be < max_steps
+    adv_train_examples: int = 64  # training texts attacked per round (a fresh seeded sample each round)
+    adv_train_recipes: tuple[str, ...] = ("deepwordbug",)  # recipes taken in turn over a round's texts
+    adv_train_query_budget: int | None = 200  # model queries per attacked text (None: unlimited)
+    adv_train_fraction: float = 0.25  # share of every batch drawn from the adversarial pool
 
 
 @dataclass(frozen=True)
@@ -705,12 +712,45 @@ def _validate_distill_methods(config: Config) -> None:
                  f"is {dist.hidden_loss_weight}, but layer_kd weighs the hidden-state loss itself "
                  "(fix: set distill.hidden_loss_weight=0 and use distill.layer_kd_weight)")
 
+    _validate_adv_train(dist)
+
     if dist.adv_finetune_recipe is not None:
         from rosearch.attack.recipes import recipe_names
 
         names = recipe_names()
         _require(dist.adv_finetune_recipe in names, "distill.adv_finetune_recipe",
                  f"unknown recipe {dist.adv_finetune_recipe!r} (known: {', '.join(names)})")
+
+
+def _validate_adv_train(dist: DistillConfig) -> None:
+    """adv_train's knobs: positive sizes, known recipes, rounds inside the step budget, batch shares."""
+    from rosearch.attack.recipes import recipe_names
+
+    for name in ("adv_train_rounds", "adv_train_every", "adv_train_examples"):
+        _require(getattr(dist, name) >= 1, f"distill.{name}", f"must be >= 1, got {getattr(dist, name)}")
+    _positive(dist.adv_train_query_budget, "distill.adv_train_query_budget")
+    names = recipe_names()
+    _require(len(dist.adv_train_recipes) > 0, "distill.adv_train_recipes",
+             "must list at least one attack recipe (fix: e.g. [deepwordbug] or [deepwordbug, pwws])")
+    for i, recipe in enumerate(dist.adv_train_recipes):
+        _require(recipe in names, f"distill.adv_train_recipes[{i}]",
+                 f"unknown recipe {recipe!r} (known: {', '.join(names)})")
+        _require(recipe not in dist.adv_train_recipes[:i], f"distill.adv_train_recipes[{i}]", f"{recipe!r} is listed twice")
+    value = dist.adv_train_fraction
+    _require(0.0 < value < 1.0, "distill.adv_train_fraction", f"must be strictly between 0 and 1, got {value}")
+    if "adv_train" not in dist.methods:
+        return
+    last = dist.adv_train_rounds * dist.adv_train_every
+    _require(last < dist.max_steps, "distill.adv_train_every",
+             f"{dist.adv_train_rounds} rounds every {dist.adv_train_every} steps end at step {last}, but "
+             f"distill.max_steps={dist.max_steps} leaves no KD step after the last round (fix: fewer "
+             "distill.adv_train_rounds, a smaller distill.adv_train_every, or more distill.max_steps)")
+    share = int(round(value * dist.batch_size))
+    other = int(round(dist.augment_fraction * dist.batch_size)) if "augment" in dist.methods else 0
+    _require(share >= 1 and dist.batch_size - share - other >= 1, "distill.adv_train_fraction",
+             f"{value} of a batch of {dist.batch_size} gives {share} adversarial examples"
+             + (f" and augment takes {other}" if other else "") + f", leaving {dist.batch_size - share - other} clean; "
+             "each kind needs at least one (fix: a smaller fraction, or a larger distill.batch_size)")
 
 
 def _validate_attack(config: Config) -> None:
@@ -744,8 +784,9 @@ def _validate_attack(config: Config) -> None:
 
 
 # Distillation methods that tie the student's tokens to the teacher's (per-token targets) or encode
-# their own texts; a synonym-encoded student sees other tokens, so they cannot be combined yet.
-_TOKEN_ALIGNED_METHODS = ("layer_kd", "augment", "adv_finetune")
+# their own texts without the defense; a synonym-encoded student sees other tokens, so they cannot
+# be combined yet. adv_finetune and adv_train pass their texts through the student's defense.
+_TOKEN_ALIGNED_METHODS = ("layer_kd", "augment")
 
 
 def _validate_defense(config: Config) -> None:

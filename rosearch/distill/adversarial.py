@@ -31,6 +31,7 @@ from rosearch.distill.losses import kd_loss
 from rosearch.distill.trainer import NonFiniteLossError
 
 if TYPE_CHECKING:
+    from rosearch.defense.pipeline import Defense
     from rosearch.distill.methods import MethodInputs
 
 logger = logging.getLogger(__name__)
@@ -47,9 +48,12 @@ def _inputs(batch: dict[str, Tensor]) -> dict[str, Tensor]:
 
 def adversarial_examples(
     student: nn.Module, tokenizer: Any, cfg: DistillConfig, inputs: "MethodInputs", *, seed: int,
-    device: torch.device | str,
+    device: torch.device | str, defense: "Defense | None" = None,
 ) -> tuple[list[Example], dict[str, float]]:
-    """The student's successful adversarial examples on the seeded training sample, with attack stats."""
+    """The student's successful adversarial examples on the seeded training sample, with attack stats.
+
+    With ``defense``, the attack queries the student through it (the texts returned are raw).
+    """
     from rosearch.attack.runner import run_attack, sample_attack_examples
 
     inputs.require("adv_finetune")
@@ -58,7 +62,7 @@ def adversarial_examples(
     outcome = run_attack(
         student, tokenizer, examples, inputs.attack, recipe=recipe, cache_dir=inputs.cache_dir,
         model_name="student (adv_finetune)", max_length=inputs.max_length, device=device,
-        text_columns=inputs.text_columns,
+        text_columns=inputs.text_columns, defense=defense,
     )
     found = [  # successful attacks only: a failed attack's text still has the student right
         Example(columns[0], columns[1] if len(columns) > 1 else None, example.label)
@@ -85,13 +89,16 @@ def adversarial_finetune(
     *,
     seed: int,
     device: torch.device | str,
+    defense: "Defense | None" = None,
 ) -> dict[str, float]:
     """Attack ``student``, then fine-tune it in place on clean + adversarial batches (module docstring).
 
     ``teacher_logits`` are the cached teacher logits of ``train`` ([n, C], on ``device``).
     Leaves the student in eval mode with its gradients released; returns ``adv_*`` stats.
     Without a single successful attack there is nothing to train on: the student is returned
-    unchanged and ``adv_finetune_steps`` is 0.
+    unchanged and ``adv_finetune_steps`` is 0. With ``defense`` (``train`` then already defended),
+    the attack goes through it and the adversarial texts are defended before the student sees
+    them; the teacher labels the raw texts.
     """
     from rosearch.distill.teacher import load_teacher
     from rosearch.evaluate.accuracy import predict_logits
@@ -100,7 +107,7 @@ def adversarial_finetune(
     device = torch.device(device)
     student.eval()
     tokenizer = materialize_tokenizer(inputs.tokenizer_files)
-    found, stats = adversarial_examples(student, tokenizer, cfg, inputs, seed=seed, device=device)
+    found, stats = adversarial_examples(student, tokenizer, cfg, inputs, seed=seed, device=device, defense=defense)
     stats["adv_finetune_steps"] = 0.0
     if not found:
         logger.info("adv_finetune: no successful attack on %d training examples; nothing to fine-tune on",
@@ -110,10 +117,15 @@ def adversarial_finetune(
     digest = hashlib.sha256(json.dumps([(e.text_a, e.text_b, e.label) for e in found]).encode()).hexdigest()[:16]
     adversarial = encode_examples(found, tokenizer, inputs.max_length, f"{train.fingerprint}-adv-{digest}", train.num_labels)
     teacher, _ = load_teacher(inputs.teacher_dir, train.num_labels, device)
-    adv_logits = torch.as_tensor(  # [m, C]: soft labels of the live teacher, computed once
+    adv_logits = torch.as_tensor(  # [m, C]: soft labels of the live teacher on the raw texts, computed once
         predict_logits(teacher, adversarial, batch_size=cfg.eval_batch_size, device=device), device=device
     )
     del teacher
+    if defense is not None:  # the student trains on what it sees at inference: the defended text
+        seen = [Example(defense.apply(e.text_a), None if e.text_b is None else defense.apply(e.text_b), e.label)
+                for e in found]
+        adversarial = encode_examples(seen, tokenizer, inputs.max_length, f"{train.fingerprint}-adv-{digest}-defended",
+                                      train.num_labels)
     stats["adv_teacher_agrees_with_label"] = float(np.mean(adv_logits.argmax(-1).cpu().numpy() == adversarial.labels))
 
     n_adv = int(round(cfg.adv_finetune_fraction * cfg.batch_size))

@@ -45,10 +45,14 @@ METHODS: Mapping[str, str] = types.MappingProxyType({
     "adv_finetune": "after KD, attack the student on training examples and fine-tune briefly on clean + "
                     "successful adversarial examples with teacher soft labels (adversarial training as in "
                     "Morris et al., TextAttack, 2020)",
+    "adv_train": "iterative adversarial training inside KD: every adv_train_every steps, attack the current student "
+                 "with cheap recipes on a seeded sample of training texts, label the successful adversarial texts with "
+                 "the live teacher, and draw a share of every later batch from that growing pool "
+                 "(Madry et al., ICLR 2018; Morris et al., TextAttack, 2020)",
 })
 
 # Methods whose inputs prepare_method_inputs builds; layer_kd and rift read the clean teacher outputs only.
-NEEDS_METHOD_INPUTS: frozenset[str] = frozenset({"augment", "mate_kd", "adv_finetune"})
+NEEDS_METHOD_INPUTS: frozenset[str] = frozenset({"augment", "mate_kd", "adv_finetune", "adv_train"})
 
 AUGMENT_RECIPES: Mapping[str, str] = types.MappingProxyType({
     "wordnet": "WordNet synonym swaps (TextAttack WordNetAugmenter)",
@@ -72,12 +76,12 @@ class MethodInputs:
     """
 
     methods: tuple[str, ...]
-    teacher_dir: str  # the live teacher of mate_kd and of adv_finetune's soft labels
+    teacher_dir: str  # the live teacher of mate_kd and of adv_finetune's and adv_train's soft labels
     tokenizer_files: Mapping[str, bytes]  # the teacher's tokenizer (rosearch.tokenizer_files)
     cache_dir: str
     max_length: int
     text_columns: tuple[str, ...]  # the task's text columns, for TextAttack datasets
-    attack: "AttackConfig"  # resources (WordNet, neighbours) and limits of adv_finetune's attack
+    attack: "AttackConfig"  # resources (WordNet, neighbours) and limits of adv_finetune's and adv_train's attacks
     # augment
     augmented: "EncodedSplit | None" = None  # the augmented copies, encoded
     augmented_outputs: "TeacherOutputs | None" = None  # the teacher's logits on them (cached)
@@ -86,7 +90,7 @@ class MethodInputs:
     generator_dir: str | None = None  # MLM-adapted generator (BertForMaskedLM), cached
     special_token_ids: tuple[int, ...] = ()  # never masked, never generated
     mask_token_id: int | None = None
-    # adv_finetune
+    # adv_finetune, adv_train
     train_examples: tuple["Example", ...] = ()  # raw text of the clean split, row by row
     timings: dict[str, float] = field(default_factory=dict)  # seconds per preparation stage
 
@@ -96,6 +100,7 @@ class MethodInputs:
             "augment": self.augmented is None or self.augmented_outputs is None,
             "mate_kd": self.generator_dir is None or self.mask_token_id is None,
             "adv_finetune": not self.train_examples,
+            "adv_train": not self.train_examples,
         }.get(method, False)
         if missing:
             raise MethodInputsError(
@@ -204,7 +209,7 @@ def prepare_method_inputs(
         fields["special_token_ids"] = tuple(sorted(set(tokenizer.all_special_ids)))
         fields["mask_token_id"] = _mask_token_id(tokenizer)
         timings["mate_kd_generator_s"] = time.perf_counter() - start
-    if "adv_finetune" in methods:
+    if "adv_finetune" in methods or "adv_train" in methods:
         fields["train_examples"] = tuple(train_examples)
     del model
     logger.info("method inputs for %s ready (%s)", ", ".join(methods),

@@ -10,7 +10,9 @@ Robust variants are options of this same loop (``cfg.methods``; see
 :mod:`rosearch.distill.methods`): ``augment`` draws a share of every batch from the augmented
 transfer set, ``layer_kd`` and ``rift`` add loss terms on the clean batch, ``mate_kd`` adds a
 KD term on generator-perturbed text (the only method that runs the teacher live), and
-``adv_finetune`` attacks the trained student and fine-tunes it briefly at the end. With
+``adv_finetune`` attacks the trained student and fine-tunes it briefly at the end, and
+``adv_train`` attacks it every few steps during KD and mixes its adversarial texts into the
+batches (:mod:`rosearch.distill.adv_train`). With
 ``methods=()`` the loop is exactly the plain KD loop: same batches, same random draws, same
 weights.
 """
@@ -37,6 +39,7 @@ from rosearch.distill.losses import hidden_mse_loss, kd_loss, uniform_layer_map
 from rosearch.distill.methods import NEEDS_METHOD_INPUTS, MethodInputsError
 
 if TYPE_CHECKING:
+    from rosearch.defense.pipeline import Defense
     from rosearch.distill.methods import MethodInputs
     from rosearch.distill.teacher_cache import TeacherOutputs
 
@@ -72,6 +75,7 @@ def distill(
     progress: ProgressFn | None = None,
     log_every: int | None = None,
     method_inputs: "MethodInputs | None" = None,
+    defense: "Defense | None" = None,
 ) -> DistillResult:
     """Distil ``student`` on ``train`` for exactly ``cfg.max_steps`` optimizer steps, in place.
 
@@ -94,12 +98,17 @@ def distill(
     The student is left in eval mode with its gradients released. ``progress(step, max_steps,
     loss)`` is called at every log interval.
 
-    ``cfg.methods`` adds the robust variants (module docstring); ``augment``, ``mate_kd`` and
-    ``adv_finetune`` need ``method_inputs`` from
+    ``cfg.methods`` adds the robust variants (module docstring); ``augment``, ``mate_kd``,
+    ``adv_finetune`` and ``adv_train`` need ``method_inputs`` from
     :func:`~rosearch.distill.methods.prepare_method_inputs`, ``layer_kd`` and ``rift`` need the
     teacher outputs that :func:`~rosearch.distill.methods.teacher_cache_request` asks for.
     ``train_seconds`` covers everything (adv_finetune's attack and fine-tuning included);
     ``examples_per_second`` the KD loop; ``method_stats`` breaks the extra work down.
+
+    ``defense`` is the student's input defense, when it carries one: ``train`` must then already
+    be the defended split (the caller's job, as for evaluation); the methods that attack the
+    student during training (``adv_train``, ``adv_finetune``) query it through the defense and
+    pass their adversarial texts through it before encoding them.
     """
     num_examples = len(train)
     if num_examples == 0:
@@ -128,7 +137,7 @@ def distill(
     with torch.random.fork_rng(devices=fork_devices):
         torch.manual_seed(seed)
         return _train(student, train, teacher, cfg, random.Random(seed), device, progress, log_every,
-                      method_inputs, seed)
+                      method_inputs, seed, defense)
 
 
 def _batches(train: EncodedSplit, batch_size: int, cfg: DistillConfig, rng: random.Random) -> Iterator[list[int]]:
@@ -164,6 +173,7 @@ class _AugmentStream:
             )
         self.batches = _batches(self.split, self.batch_size, cfg, random.Random(f"{seed}:augment"))
         self.seen = 0
+        self.last_size = 0  # examples of the latest augmented share (an epoch's last batch may be short)
         logger.info("augment: %d of every %d batch examples from %d augmented copies",
                     self.batch_size, cfg.batch_size, len(self.split))
 
@@ -175,6 +185,7 @@ class _AugmentStream:
         loss = kd_loss(logits, self.logits[batch["indices"]], batch["labels"],
                        alpha=self.cfg.alpha, temperature=self.cfg.temperature)
         self.seen += len(indices)
+        self.last_size = len(indices)
         return (clean_count * clean_loss + len(indices) * loss) / (clean_count + len(indices))
 
 
@@ -248,6 +259,7 @@ def _train(
     log_every: int,
     method_inputs: "MethodInputs | None",
     seed: int,
+    defense: "Defense | None" = None,
 ) -> DistillResult:
     max_steps = cfg.max_steps
     methods = set(cfg.methods)
@@ -256,7 +268,18 @@ def _train(
     # a copy: the cache hands read-only (shared or memory-mapped) arrays, which torch warns about and must not write to
     teacher_logits = torch.tensor(np.asarray(teacher.logits, dtype=np.float32), device=device)  # [n, C]
     augment = _AugmentStream(method_inputs, cfg, seed, device) if "augment" in methods else None
-    batches = _batches(train, cfg.batch_size - (augment.batch_size if augment else 0), cfg, rng)
+    adversarial = None
+    if "adv_train" in methods:
+        from rosearch.distill.adv_train import AdversarialPool
+
+        adversarial = AdversarialPool(method_inputs, cfg, train, teacher_logits, seed, device, defense)
+    shares = (augment.batch_size if augment else 0) + (adversarial.batch_size if adversarial else 0)
+    if cfg.batch_size - shares < 1:
+        raise ValueError(
+            f"distill.augment_fraction and distill.adv_train_fraction take {shares} of a batch of {cfg.batch_size}, "
+            "leaving no clean example (fix: smaller fractions, or a larger distill.batch_size)"
+        )
+    batches = _batches(train, cfg.batch_size - shares, cfg, rng)
 
     hidden_weight = cfg.layer_kd_weight if "layer_kd" in methods else cfg.hidden_loss_weight
     use_hidden = hidden_weight > 0
@@ -287,6 +310,8 @@ def _train(
     start = time.perf_counter()
 
     for step in range(1, max_steps + 1):
+        if adversarial is not None:
+            adversarial.maybe_round(student, step - 1)
         indices = first if step == 1 else next(batches)
         batch = collate(train, indices, device)
         with terms.recording():
@@ -295,8 +320,12 @@ def _train(
             out.logits, teacher_logits[batch["indices"]], batch["labels"],
             alpha=cfg.alpha, temperature=cfg.temperature,
         )
+        count = len(indices)
         if augment is not None:
-            loss = augment.mixed_kd(student, loss, len(indices))
+            loss = augment.mixed_kd(student, loss, count)
+            count += augment.last_size
+        if adversarial is not None:
+            loss = adversarial.mixed_kd(student, loss, count)
         if use_hidden:
             mask = batch["attention_mask"]  # [B, T]
             layer_losses = [
@@ -339,24 +368,29 @@ def _train(
 
     per_step = losses.cpu().numpy()  # syncs: the timing below covers all queued work
     seconds = time.perf_counter() - start
+    kd_seconds = seconds - (adversarial.extra_seconds if adversarial is not None else 0.0)
     tail = max(1, math.ceil(0.1 * max_steps))
     student.zero_grad(set_to_none=True)
     student.eval()
     stats = terms.stats()
     if augment is not None:
         stats["augment_examples_seen"] = augment.seen
-    del terms, augment  # MATE-KD's live teacher and generator go before any fine-tuning
+    if adversarial is not None:
+        adversarial.close()
+        stats.update(adversarial.stats())
+    del terms, augment, adversarial  # MATE-KD's live teacher and generator go before any fine-tuning
     total_seconds = seconds
     if "adv_finetune" in methods:
         from rosearch.distill.adversarial import adversarial_finetune
 
         stats["kd_seconds"] = seconds
-        stats.update(adversarial_finetune(student, train, teacher_logits, cfg, method_inputs, seed=seed, device=device))
+        stats.update(adversarial_finetune(student, train, teacher_logits, cfg, method_inputs, seed=seed, device=device,
+                                          defense=defense))
         total_seconds = time.perf_counter() - start
     return DistillResult(
         steps=max_steps,
         train_seconds=total_seconds,
-        examples_per_second=seen / seconds if seconds > 0 else float("inf"),
+        examples_per_second=seen / kd_seconds if kd_seconds > 0 else float("inf"),
         final_loss=float(per_step[-tail:].mean()),
         loss_history=tuple(history),
         method_stats=stats,

@@ -84,11 +84,12 @@ def evaluate_candidate(
     on the original text.
     """
     key = genome.hash()
+    defense = inputs.defense(genome.defenses)  # adv_train / adv_finetune attack through it
     inputs = inputs.for_defenses(genome.defenses)
     model = build_student(genome, inputs, config, seed=seed).to(device)
     result = distill(
         model, inputs.train, inputs.teacher_outputs, config.distill, seed=seed, device=device,
-        method_inputs=inputs.method_inputs,
+        method_inputs=inputs.method_inputs, defense=defense,
     )
     start = time.perf_counter()
     scores = {"dev": split_scores(model, inputs.dev, inputs.task_name, config, device)}
