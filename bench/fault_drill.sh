@@ -57,7 +57,7 @@ until [ -f "$DB" ] && [ "$(count "$DB" 2>/dev/null || echo 0)" -ge 2 ]; do sleep
 try second-driver rosearch search -c $CFG "${SMALL[@]}" --set run.name=drill --resume
 kill -9 $FIRST; wait $FIRST 2>/dev/null
 mkdir -p "$W/archive"; cp "$DB" "$W/archive/results.sqlite"
-echo "   kill -9 after $(count "$DB") finished candidates (live file + -wal); copy of results.sqlite alone: $(count "$W/archive/results.sqlite")"
+echo "   kill -9 after $(count "$DB") finished candidates (live file); copy of results.sqlite alone: $(count "$W/archive/results.sqlite")"
 try stats-archive rosearch stats "$W/archive" --out "$W/archive-stats"
 try resume rosearch search -c $CFG "${SMALL[@]}" --set run.name=drill --resume
 echo "   after resume: $(count "$DB") candidates; $(grep -o '"reused": [0-9]*' "$W/runs/drill/summary.json")"

@@ -338,7 +338,7 @@ def _run_search_locked(config: Config, resume: bool, evaluate_fn: EvaluateFn, st
             hashes = [ind.genome.hash() for ind in population]
             first = np.array([ind.fitness.values[0] for ind in population], dtype=float)
             store.record_generation(generation, hashes, {"best": float(first.max()), "median": float(np.median(first))})
-            store.checkpoint("TRUNCATE")  # generation boundary: results.sqlite alone is the run, -wal emptied
+            store.checkpoint("TRUNCATE")  # no-op with the rollback journal; empties a -wal in the WAL fallback
 
         try:
             with progress:

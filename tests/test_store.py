@@ -94,7 +94,7 @@ def test_writes_are_committed_without_close(path: Path) -> None:
     assert [r.genome_hash for r in reader.candidates()] == ["d" * 16]
     assert reader.generations()[0]["population"] == ["d" * 16]
     assert reader.load_checkpoint() == {"generation": 0}
-    # Readers see new commits while the run goes on (WAL).
+    # Readers see new commits while the run goes on.
     writer.record_candidate(make_record("e" * 16, finished_at=101.0))
     assert len(reader.candidates()) == 2
     with pytest.raises(ResultStoreError, match="read_only"):
@@ -105,12 +105,13 @@ def test_writes_are_committed_without_close(path: Path) -> None:
         assert len(store.candidates()) == 2
 
 
-def test_wal_and_full_sync_and_schema_objects(path: Path) -> None:
+def test_rollback_journal_and_full_sync_and_schema_objects(path: Path) -> None:
     with ResultStore(path) as store:
         store.record_candidate(make_record("a" * 16, metrics={"dev_accuracy": 0.9, "params": 10.0, "flops": 7}))
         conn = store._conn
-        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "delete"  # commits land in the file itself
         assert conn.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
+    assert not path.with_name(path.name + "-wal").exists() and not path.with_name(path.name + "-journal").exists()
     conn = sqlite3.connect(path)
     names = {row[0] for row in conn.execute("SELECT name FROM sqlite_master")}
     assert {"meta", "candidates", "generations", "checkpoint", "candidates_generation", "candidates_fitness"} <= names
@@ -301,3 +302,17 @@ def test_replace_with_bad_status_is_refused() -> None:
     record = make_record("z" * 16)
     with pytest.raises(ResultStoreError):
         replace(record, status="unknown")
+
+
+def test_a_run_written_in_wal_mode_is_switched_to_the_rollback_journal_on_its_next_write(path: Path) -> None:
+    with ResultStore(path) as store:
+        store.record_candidate(make_record("a" * 16))
+    with sqlite3.connect(path) as conn:  # as an older rosearch left it
+        assert conn.execute("PRAGMA journal_mode=WAL").fetchone()[0] == "wal"
+    with ResultStore(path) as store:
+        store.record_candidate(make_record("b" * 16))
+        assert store._conn.execute("PRAGMA journal_mode").fetchone()[0] == "delete"
+    copy = path.with_name("copy.sqlite")
+    copy.write_bytes(path.read_bytes())  # the file alone
+    with ResultStore(copy, read_only=True) as store:
+        assert [r.genome_hash for r in store.candidates()] == ["a" * 16, "b" * 16]

@@ -1,16 +1,19 @@
 """The durable record of one search run: a single SQLite file (``<run_dir>/results.sqlite``).
 
 Why SQLite: a search runs for hours and its driver may be killed at any moment, so every
-finished candidate is committed (WAL journal, ``synchronous=FULL``) before the next one is
-scheduled, and ``--resume`` finds exactly what was finished. One file holds the run config,
-the candidates, the per-generation populations and the strategy's checkpoint, so a run is
-copied or archived as one file: the writer checkpoints the WAL into ``results.sqlite`` after
-every commit and truncates it on close, so even after ``kill -9`` the main file alone holds
-every finished candidate (a copy of a *live* run is still best taken with :func:`snapshot`,
-SQLite's backup API). Writes come from one process (the driver, which holds the run lock of
-:mod:`rosearch.rundir`); analysis tools open the same file with ``read_only=True`` while the
-run is going (WAL lets readers and the single writer proceed together), and also read a copy
-on a read-only filesystem.
+finished candidate is committed (``synchronous=FULL``) before the next one is scheduled, and
+``--resume`` finds exactly what was finished. One file holds the run config, the candidates, the
+per-generation populations and the strategy's checkpoint, so a run is copied or archived as one
+file. Why a rollback journal (``journal_mode=DELETE``) and not WAL: a WAL commit lands in the
+``-wal`` file and reaches ``results.sqlite`` only at a later checkpoint, so a ``kill -9`` between
+the two leaves a candidate that the live run shows but a copy of ``results.sqlite`` alone lacks.
+With a rollback journal every commit is written into ``results.sqlite`` itself before it returns
+(the ``-journal`` file exists only while a write is in flight, milliseconds); the price, readers
+briefly waiting for a commit, is nothing for a file written a few times a minute. Old runs
+written in WAL mode are switched on their next write and still read read-only (a copy of a live
+run is best taken with :func:`snapshot`, SQLite's backup API). Writes come from one process (the
+driver, which holds the run lock of :mod:`rosearch.rundir`); analysis tools open the same file
+with ``read_only=True`` while the run is going, and also read a copy on a read-only filesystem.
 
 Everything is stored as JSON, never pickle. JSON has no spelling for NaN or ±inf (Python's
 ``NaN``/``Infinity`` tokens are non-standard and SQLite's JSON functions reject them), so a
@@ -223,6 +226,7 @@ class ResultStore:
         if not read_only:
             self.path.parent.mkdir(parents=True, exist_ok=True)
         self._conn: sqlite3.Connection | None = None
+        self._wal = False  # set by _configure_writer: True only if the file could not leave WAL mode
         try:
             self._conn = self._open(immutable=False)
             try:
@@ -277,11 +281,12 @@ class ResultStore:
             raise _damaged(self.path, "; ".join(str(r) for r in rows[:3]))
 
     def checkpoint(self, mode: str = "PASSIVE") -> None:
-        """Copy the WAL into the main file, so ``results.sqlite`` alone holds every commit.
+        """Copy a WAL, if the file is still in WAL mode (a reader held it when it was opened), into the main file.
 
-        PASSIVE never waits for readers; TRUNCATE (on close) also empties the ``-wal`` file.
+        With the rollback journal this store normally uses, every commit is already in the main file and
+        this does nothing. PASSIVE never waits for readers; TRUNCATE also empties the ``-wal`` file.
         """
-        if self.read_only or self._conn is None:
+        if self.read_only or self._conn is None or not self._wal:
             return
         busy, _, _ = self._conn.execute(f"PRAGMA wal_checkpoint({mode})").fetchone()
         if busy:
@@ -291,9 +296,15 @@ class ResultStore:
 
     def _configure_writer(self) -> None:
         conn = self._connection()
-        mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
-        if mode.lower() != "wal":
-            logger.warning("results file %s: journal mode %s (no WAL here); readers may block", self.path, mode)
+        # every commit lands in results.sqlite itself, so the file alone is the run even right after kill -9
+        mode = conn.execute("PRAGMA journal_mode=DELETE").fetchone()[0].lower()
+        self._wal = mode == "wal"
+        if mode != "delete":
+            logger.warning(
+                "results file %s stays in journal mode %s (another process has it open); each commit is "
+                "checkpointed into the file, but close the other reader to get the one-file guarantee back",
+                self.path, mode,
+            )
         conn.execute("PRAGMA synchronous=FULL")  # a committed candidate survives a crash, not just a kill
 
     def _check_schema(self) -> bool:
@@ -349,7 +360,7 @@ class ResultStore:
             conn.execute("ROLLBACK")
             raise
         conn.execute("COMMIT")
-        self.checkpoint()  # ms on a run's file; a kill -9 then loses nothing from results.sqlite
+        self.checkpoint()  # only in the rare WAL fallback; the rollback journal already wrote the file
 
     def close(self) -> None:
         """Close the file (idempotent). Everything was already committed by the write methods."""
