@@ -23,6 +23,9 @@ from typing import Any, Literal
 
 import yaml
 
+from rosearch.choices import (
+    ACTIVATIONS, AUGMENT_RECIPE_NAMES, DEFENSE_NAMES, DISTILL_METHOD_NAMES, OP_FAMILIES, RECIPE_NAMES, SYNONYM_ENCODING,
+)
 from rosearch.errors import UserError
 
 
@@ -541,8 +544,6 @@ def check_path_name(name: str, path: str) -> None:
 
 def validate(config: Config) -> None:
     """Check values that types alone cannot; raise :class:`ConfigError` on the first problem."""
-    from rosearch.search_space.labels import ACTIVATIONS, OP_FAMILIES
-
     run, data, teacher = config.run, config.data, config.teacher
     check_path_name(run.name, "run.name")
     _fraction(run.max_failed_share, "run.max_failed_share")
@@ -659,19 +660,18 @@ def validate(config: Config) -> None:
 
 def _validate_distill_methods(config: Config) -> None:
     """The robust KD methods of the distill section and their knobs (see rosearch.distill.methods)."""
-    from rosearch.distill.methods import AUGMENT_RECIPES, METHODS
-
     dist = config.distill
     for i, name in enumerate(dist.methods):
-        _require(name in METHODS, f"distill.methods[{i}]", f"unknown method {name!r} (known: {', '.join(METHODS)})")
+        _require(name in DISTILL_METHOD_NAMES, f"distill.methods[{i}]",
+                 f"unknown method {name!r} (known: {', '.join(DISTILL_METHOD_NAMES)})")
         _require(name not in dist.methods[:i], f"distill.methods[{i}]", f"method {name!r} is listed twice")
     methods = set(dist.methods)
 
     _require(len(dist.augment_recipes) > 0, "distill.augment_recipes",
-             f"must list at least one augmenter (known: {', '.join(AUGMENT_RECIPES)})")
+             f"must list at least one augmenter (known: {', '.join(AUGMENT_RECIPE_NAMES)})")
     for i, recipe in enumerate(dist.augment_recipes):
-        _require(recipe in AUGMENT_RECIPES, f"distill.augment_recipes[{i}]",
-                 f"unknown augmenter {recipe!r} (known: {', '.join(AUGMENT_RECIPES)})")
+        _require(recipe in AUGMENT_RECIPE_NAMES, f"distill.augment_recipes[{i}]",
+                 f"unknown augmenter {recipe!r} (known: {', '.join(AUGMENT_RECIPE_NAMES)})")
         _require(recipe not in dist.augment_recipes[:i], f"distill.augment_recipes[{i}]", f"{recipe!r} is listed twice")
     if "augment" in methods and "neighbors" in dist.augment_recipes:
         _require(config.attack.neighbors_path is not None, "distill.augment_recipes",
@@ -715,21 +715,17 @@ def _validate_distill_methods(config: Config) -> None:
     _validate_adv_train(dist)
 
     if dist.adv_finetune_recipe is not None:
-        from rosearch.attack.recipes import recipe_names
-
-        names = recipe_names()
+        names = RECIPE_NAMES
         _require(dist.adv_finetune_recipe in names, "distill.adv_finetune_recipe",
                  f"unknown recipe {dist.adv_finetune_recipe!r} (known: {', '.join(names)})")
 
 
 def _validate_adv_train(dist: DistillConfig) -> None:
     """adv_train's knobs: positive sizes, known recipes, rounds inside the step budget, batch shares."""
-    from rosearch.attack.recipes import recipe_names
-
     for name in ("adv_train_rounds", "adv_train_every", "adv_train_examples"):
         _require(getattr(dist, name) >= 1, f"distill.{name}", f"must be >= 1, got {getattr(dist, name)}")
     _positive(dist.adv_train_query_budget, "distill.adv_train_query_budget")
-    names = recipe_names()
+    names = RECIPE_NAMES
     _require(len(dist.adv_train_recipes) > 0, "distill.adv_train_recipes",
              "must list at least one attack recipe (fix: e.g. [deepwordbug] or [deepwordbug, pwws])")
     for i, recipe in enumerate(dist.adv_train_recipes):
@@ -755,10 +751,8 @@ def _validate_adv_train(dist: DistillConfig) -> None:
 
 def _validate_attack(config: Config) -> None:
     """The attack section: known recipes, positive sizes, and a robustness signal for every candidate."""
-    from rosearch.attack.recipes import recipe_names
-
     attack = config.attack
-    names = recipe_names()
+    names = RECIPE_NAMES
     for field_name in ("recipe", "proxy_recipe"):
         value = getattr(attack, field_name)
         if value is not None:
@@ -791,8 +785,6 @@ _TOKEN_ALIGNED_METHODS = ("layer_kd", "augment")
 
 def _validate_defense(config: Config) -> None:
     """Defense genes and the defense section: known names, resources to build from, compatible methods."""
-    from rosearch.defense.names import DEFENSE_NAMES, SYNONYM_ENCODING
-
     defense, space = config.defense, config.search_space
     for field_name in ("defenses", "defense_choices"):
         values = getattr(space, field_name)

@@ -5,7 +5,8 @@
 - :mod:`~rosearch.defense.synonym_encoding`: word -> synonym-cluster representative (word swaps)
 - :mod:`~rosearch.defense.pipeline`: the composition, saved and loaded with a student
 
-A leaf package: it imports nothing else of rosearch, so every layer can apply a defense.
+A leaf package: it imports nothing else of rosearch but the leaf :mod:`rosearch.choices`, so every
+layer can apply a defense.
 """
 
 from rosearch.defense.names import DEFENSE_NAMES, SYNONYM_ENCODING, WORD_RECOGNITION, canonical_defenses

@@ -1,12 +1,11 @@
-"""The input defenses a student can carry, by name (a leaf module: genomes and config validate against it)."""
+"""The input defenses a student can carry, by name (imports only the leaf rosearch.choices; genomes validate against it)."""
 
 from __future__ import annotations
 
-WORD_RECOGNITION = "word_recognition"  # maps a word the lexicon does not know back to a likely known word
-SYNONYM_ENCODING = "synonym_encoding"  # maps every word to one representative of its synonym cluster
+# The names live in the leaf rosearch.choices (config validates against them); applied in DEFENSE_NAMES order.
+from rosearch.choices import DEFENSE_NAMES, SYNONYM_ENCODING, WORD_RECOGNITION
 
-# Applied in this order: typos are repaired first, so the repaired word is then synonym-encoded.
-DEFENSE_NAMES: tuple[str, ...] = (WORD_RECOGNITION, SYNONYM_ENCODING)
+__all__ = ["DEFENSE_NAMES", "SYNONYM_ENCODING", "WORD_RECOGNITION", "canonical_defenses"]
 
 
 def canonical_defenses(names: object, where: str) -> tuple[str, ...]:

@@ -43,7 +43,7 @@ from rosearch.distill.losses import kd_loss
 
 if TYPE_CHECKING:
     from rosearch.defense.pipeline import Defense
-    from rosearch.distill.methods import MethodInputs
+    from rosearch.distill.inputs import MethodInputs
 
 logger = logging.getLogger(__name__)
 

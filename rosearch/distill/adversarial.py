@@ -27,12 +27,11 @@ from torch import Tensor, nn
 from rosearch.batching import EncodedSplit, batch_indices, collate
 from rosearch.config import DistillConfig
 from rosearch.data import Example, encode_examples
-from rosearch.distill.losses import kd_loss
-from rosearch.distill.trainer import NonFiniteLossError
+from rosearch.distill.losses import NonFiniteLossError, kd_loss
 
 if TYPE_CHECKING:
     from rosearch.defense.pipeline import Defense
-    from rosearch.distill.methods import MethodInputs
+    from rosearch.distill.inputs import MethodInputs
 
 logger = logging.getLogger(__name__)
 

@@ -34,7 +34,7 @@ import numpy as np
 
 from rosearch.config import AttackConfig
 from rosearch.data import Example, subset_indices
-from rosearch.distill.methods import AUGMENT_RECIPES
+from rosearch.choices import AUGMENT_RECIPE_NAMES as AUGMENT_RECIPES  # described in distill.methods
 
 logger = logging.getLogger(__name__)
 

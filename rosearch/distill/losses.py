@@ -12,6 +12,10 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 
+class NonFiniteLossError(RuntimeError):
+    """Training produced a NaN/inf loss or gradient; the candidate's weights are not usable."""
+
+
 def kd_loss_terms(
     student_logits: Tensor,
     teacher_logits: Tensor,

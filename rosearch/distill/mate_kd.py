@@ -51,7 +51,7 @@ from rosearch.distill.losses import kd_loss_terms
 if TYPE_CHECKING:
     from transformers import BertForMaskedLM
 
-    from rosearch.distill.methods import MethodInputs
+    from rosearch.distill.inputs import MethodInputs
 
 logger = logging.getLogger(__name__)
 

@@ -9,7 +9,8 @@ What the teacher contributes on the clean split itself (hidden states, attention
 comes from the clean split's teacher-output cache: :func:`teacher_cache_request` says what to
 ask it for, so that one teacher pass serves every method.
 
-This module imports nothing heavy at import time: the config validator reads its names.
+The names are also in :mod:`rosearch.choices` (the config validates against those); the
+:class:`MethodInputs` dataclass lives in :mod:`rosearch.distill.inputs`, below the methods.
 """
 
 from __future__ import annotations
@@ -18,16 +19,29 @@ import logging
 import time
 import types
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
+
+from rosearch.data import encode_examples, get_task
+from rosearch.distill.augment import augment_examples
+from rosearch.distill.inputs import NEEDS_METHOD_INPUTS, MethodInputs, MethodInputsError
+from rosearch.distill.losses import uniform_layer_map
+from rosearch.distill.mate_kd import load_or_pretrain_generator
+from rosearch.distill.teacher import load_teacher
+from rosearch.distill.teacher_cache import load_or_compute_teacher_outputs
+from rosearch.tokenizer_files import read_tokenizer_files
 
 if TYPE_CHECKING:
     import torch
 
     from rosearch.batching import EncodedSplit
-    from rosearch.config import AttackConfig, Config
+    from rosearch.config import Config
     from rosearch.data import Example
-    from rosearch.distill.teacher_cache import TeacherOutputs
+
+__all__ = [
+    "AUGMENT_RECIPES", "METHODS", "NEEDS_METHOD_INPUTS", "MethodInputs", "MethodInputsError", "TeacherRequest",
+    "layer_kd_teacher_layers", "prepare_method_inputs", "teacher_cache_request",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -51,62 +65,12 @@ METHODS: Mapping[str, str] = types.MappingProxyType({
                  "(Madry et al., ICLR 2018; Morris et al., TextAttack, 2020)",
 })
 
-# Methods whose inputs prepare_method_inputs builds; layer_kd and rift read the clean teacher outputs only.
-NEEDS_METHOD_INPUTS: frozenset[str] = frozenset({"augment", "mate_kd", "adv_finetune", "adv_train"})
-
 AUGMENT_RECIPES: Mapping[str, str] = types.MappingProxyType({
     "wordnet": "WordNet synonym swaps (TextAttack WordNetAugmenter)",
     "neighbors": "swaps with counter-fitted embedding neighbours (the attack.neighbors_path table)",
     "insert": "insertion of a random WordNet synonym of a word of the text (WordInsertionRandomSynonym)",
     "char": "character swap / substitution / deletion / insertion in words (TextAttack CharSwapAugmenter)",
 })
-
-
-class MethodInputsError(ValueError):
-    """The trainer was asked for a method whose once-per-run inputs are missing or do not fit."""
-
-
-@dataclass(frozen=True, eq=False)
-class MethodInputs:
-    """What the methods of a run need beyond the clean split and its teacher outputs.
-
-    Built once by :func:`prepare_method_inputs`; read by :func:`rosearch.distill.trainer.distill`.
-    Paths (``teacher_dir``, ``generator_dir``) must be readable where candidates run (the same
-    machine, or a shared file system on a cluster); the tokenizer travels as bytes.
-    """
-
-    methods: tuple[str, ...]
-    teacher_dir: str  # the live teacher of mate_kd and of adv_finetune's and adv_train's soft labels
-    tokenizer_files: Mapping[str, bytes]  # the teacher's tokenizer (rosearch.tokenizer_files)
-    cache_dir: str
-    max_length: int
-    text_columns: tuple[str, ...]  # the task's text columns, for TextAttack datasets
-    attack: "AttackConfig"  # resources (WordNet, neighbours) and limits of adv_finetune's and adv_train's attacks
-    # augment
-    augmented: "EncodedSplit | None" = None  # the augmented copies, encoded
-    augmented_outputs: "TeacherOutputs | None" = None  # the teacher's logits on them (cached)
-    augmented_sources: tuple[int, ...] = ()  # row of the clean split each copy was made from
-    # mate_kd
-    generator_dir: str | None = None  # MLM-adapted generator (BertForMaskedLM), cached
-    special_token_ids: tuple[int, ...] = ()  # never masked, never generated
-    mask_token_id: int | None = None
-    # adv_finetune, adv_train
-    train_examples: tuple["Example", ...] = ()  # raw text of the clean split, row by row
-    timings: dict[str, float] = field(default_factory=dict)  # seconds per preparation stage
-
-    def require(self, method: str) -> None:
-        """Raise :class:`MethodInputsError` unless these inputs serve ``method``."""
-        missing = {
-            "augment": self.augmented is None or self.augmented_outputs is None,
-            "mate_kd": self.generator_dir is None or self.mask_token_id is None,
-            "adv_finetune": not self.train_examples,
-            "adv_train": not self.train_examples,
-        }.get(method, False)
-        if missing:
-            raise MethodInputsError(
-                f"distill.methods has {method!r} but the method inputs were prepared for {list(self.methods)} "
-                f"(fix: build them with prepare_method_inputs for a config whose distill.methods include {method!r})"
-            )
 
 
 @dataclass(frozen=True)
@@ -129,8 +93,6 @@ def layer_kd_teacher_layers(config: "Config", num_teacher_layers: int) -> tuple[
     A shallower student then maps uniformly onto these; caching every teacher layer instead
     would cost memory for layers no student reads.
     """
-    from rosearch.distill.losses import uniform_layer_map
-
     explicit = config.teacher.cache_hidden_layers
     if explicit:
         return tuple(sorted(set(explicit)))
@@ -186,10 +148,6 @@ def prepare_method_inputs(
             f"train_examples has {len(train_examples)} rows but the encoded split has {len(train)} "
             "(fix: pass the examples load_split returned with this split)"
         )
-    from rosearch.data import get_task
-    from rosearch.distill.teacher import load_teacher
-    from rosearch.tokenizer_files import read_tokenizer_files
-
     task = get_task(config.data.task)
     model, tokenizer = load_teacher(str(teacher_dir), task.num_labels, device)
     timings: dict[str, float] = {}
@@ -199,8 +157,6 @@ def prepare_method_inputs(
         fields.update(_prepare_augment(config, model, tokenizer, str(teacher_dir), train_examples, train, device))
         timings["augment_s"] = time.perf_counter() - start
     if "mate_kd" in methods:
-        from rosearch.distill.mate_kd import load_or_pretrain_generator
-
         start = time.perf_counter()
         fields["generator_dir"] = str(load_or_pretrain_generator(
             model, str(teacher_dir), train, config.distill, special_token_ids=tuple(tokenizer.all_special_ids),
@@ -246,10 +202,6 @@ def _prepare_augment(
     device: "torch.device | str",
 ) -> dict[str, Any]:
     """Augmented copies (cached texts), encoded, with the teacher's logits on them (cached)."""
-    from rosearch.data import encode_examples
-    from rosearch.distill.augment import augment_examples
-    from rosearch.distill.teacher_cache import load_or_compute_teacher_outputs
-
     dist = config.distill
     augmented = augment_examples(
         train_examples, recipes=dist.augment_recipes, per_example=dist.augment_per_example,

@@ -35,21 +35,22 @@ from transformers import get_linear_schedule_with_warmup
 
 from rosearch.batching import EncodedSplit, batch_indices, collate
 from rosearch.config import DistillConfig
-from rosearch.distill.losses import hidden_mse_loss, kd_loss, uniform_layer_map
-from rosearch.distill.methods import NEEDS_METHOD_INPUTS, MethodInputsError
+from rosearch.distill.losses import NonFiniteLossError, hidden_mse_loss, kd_loss, uniform_layer_map
+from rosearch.distill.adv_train import AdversarialPool
+from rosearch.distill.adversarial import adversarial_finetune
+from rosearch.distill.inputs import NEEDS_METHOD_INPUTS, MethodInputsError
+from rosearch.distill.layer_kd import AttentionTerm
+from rosearch.distill.mate_kd import MateKD
+from rosearch.distill.rift import RiftTerm
 
 if TYPE_CHECKING:
     from rosearch.defense.pipeline import Defense
-    from rosearch.distill.methods import MethodInputs
+    from rosearch.distill.inputs import MethodInputs
     from rosearch.distill.teacher_cache import TeacherOutputs
 
 logger = logging.getLogger(__name__)
 
 ProgressFn = Callable[[int, int, float], None]
-
-
-class NonFiniteLossError(RuntimeError):
-    """Training produced a NaN/inf loss or gradient; the candidate's weights are not usable."""
 
 
 @dataclass(frozen=True)
@@ -270,8 +271,6 @@ def _train(
     augment = _AugmentStream(method_inputs, cfg, seed, device) if "augment" in methods else None
     adversarial = None
     if "adv_train" in methods:
-        from rosearch.distill.adv_train import AdversarialPool
-
         adversarial = AdversarialPool(method_inputs, cfg, train, teacher_logits, seed, device, defense)
     shares = (augment.batch_size if augment else 0) + (adversarial.batch_size if adversarial else 0)
     if cfg.batch_size - shares < 1:
@@ -381,8 +380,6 @@ def _train(
     del terms, augment, adversarial  # MATE-KD's live teacher and generator go before any fine-tuning
     total_seconds = seconds
     if "adv_finetune" in methods:
-        from rosearch.distill.adversarial import adversarial_finetune
-
         stats["kd_seconds"] = seconds
         stats.update(adversarial_finetune(student, train, teacher_logits, cfg, method_inputs, seed=seed, device=device,
                                           defense=defense))
@@ -417,16 +414,10 @@ class _MethodTerms:
         self.rift = None
         self.mate = None
         if "layer_kd" in methods and cfg.attention_loss_weight > 0:
-            from rosearch.distill.layer_kd import AttentionTerm
-
             self.attention = AttentionTerm(student, teacher)
         if "rift" in methods:
-            from rosearch.distill.rift import RiftTerm
-
             self.rift = RiftTerm(_student_width(student, first_batch), teacher, cfg.rift_temperature, device)
         if "mate_kd" in methods:
-            from rosearch.distill.mate_kd import MateKD
-
             self.mate = MateKD(inputs, cfg, train.num_labels, seed, device)
         self.modules: list[nn.Module] = [self.rift.projection] if self.rift is not None else []
         self.needs_hidden = self.rift is not None

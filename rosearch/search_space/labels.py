@@ -20,10 +20,10 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from rosearch.choices import ACTIVATIONS, OP_FAMILIES  # config validates against them too
+
 INPUT = "input"
 OUTPUT = "output"
-ACTIVATIONS: tuple[str, ...] = ("gelu", "relu", "swish", "tanh")
-OP_FAMILIES: tuple[str, ...] = ("attn", "conv", "sepconv", "dilconv", "glu", "ffn", "identity", "maxpool", "avgpool")
 DILATION = 2  # of dilconv
 
 _ACT = "|".join(ACTIVATIONS)

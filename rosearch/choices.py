@@ -1,0 +1,30 @@
+"""The names a config may choose from, as plain tuples (a leaf module: it imports nothing).
+
+:mod:`rosearch.config` validates against these without importing the packages that implement
+them (attack recipes import torch, distillation methods the whole trainer). Each registry keeps
+its descriptions and builders where the code is; ``tests/test_choices.py`` checks that the
+registries hold exactly these names, in this order.
+"""
+
+from __future__ import annotations
+
+# rosearch.attack.recipes.RECIPES
+RECIPE_NAMES: tuple[str, ...] = (
+    "deepwordbug", "pruthi", "pwws", "textfooler", "textfooler-local", "deepwordbug-adaptive", "pwws-adaptive",
+)
+
+# rosearch.distill.methods.METHODS
+DISTILL_METHOD_NAMES: tuple[str, ...] = ("augment", "mate_kd", "layer_kd", "rift", "adv_finetune", "adv_train")
+
+# rosearch.distill.methods.AUGMENT_RECIPES
+AUGMENT_RECIPE_NAMES: tuple[str, ...] = ("wordnet", "neighbors", "insert", "char")
+
+# rosearch.defense.names (the defenses themselves live in rosearch.defense)
+WORD_RECOGNITION = "word_recognition"  # maps a word the lexicon does not know back to a likely known word
+SYNONYM_ENCODING = "synonym_encoding"  # maps every word to one representative of its synonym cluster
+# Applied in this order: typos are repaired first, so the repaired word is then synonym-encoded.
+DEFENSE_NAMES: tuple[str, ...] = (WORD_RECOGNITION, SYNONYM_ENCODING)
+
+# rosearch.search_space.labels (the grammar of operation labels)
+ACTIVATIONS: tuple[str, ...] = ("gelu", "relu", "swish", "tanh")
+OP_FAMILIES: tuple[str, ...] = ("attn", "conv", "sepconv", "dilconv", "glu", "ffn", "identity", "maxpool", "avgpool")

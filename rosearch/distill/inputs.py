@@ -1,0 +1,69 @@
+"""What the robust distillation methods of a run hand to every candidate: :class:`MethodInputs`.
+
+Built once per run by :func:`rosearch.distill.methods.prepare_method_inputs`, read by the trainer
+and the methods (:mod:`~rosearch.distill.mate_kd`, :mod:`~rosearch.distill.adversarial`,
+:mod:`~rosearch.distill.adv_train`). It sits below all of them, so they import it, never
+``methods`` (which imports them to do the preparation).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from rosearch.batching import EncodedSplit
+    from rosearch.config import AttackConfig
+    from rosearch.data import Example
+    from rosearch.distill.teacher_cache import TeacherOutputs
+
+# Methods whose inputs prepare_method_inputs builds; layer_kd and rift read the clean teacher outputs only.
+NEEDS_METHOD_INPUTS: frozenset[str] = frozenset({"augment", "mate_kd", "adv_finetune", "adv_train"})
+
+
+class MethodInputsError(ValueError):
+    """The trainer was asked for a method whose once-per-run inputs are missing or do not fit."""
+
+
+@dataclass(frozen=True, eq=False)
+class MethodInputs:
+    """What the methods of a run need beyond the clean split and its teacher outputs.
+
+    Built once by :func:`prepare_method_inputs`; read by :func:`rosearch.distill.trainer.distill`.
+    Paths (``teacher_dir``, ``generator_dir``) must be readable where candidates run (the same
+    machine, or a shared file system on a cluster); the tokenizer travels as bytes.
+    """
+
+    methods: tuple[str, ...]
+    teacher_dir: str  # the live teacher of mate_kd and of adv_finetune's and adv_train's soft labels
+    tokenizer_files: Mapping[str, bytes]  # the teacher's tokenizer (rosearch.tokenizer_files)
+    cache_dir: str
+    max_length: int
+    text_columns: tuple[str, ...]  # the task's text columns, for TextAttack datasets
+    attack: "AttackConfig"  # resources (WordNet, neighbours) and limits of adv_finetune's and adv_train's attacks
+    # augment
+    augmented: "EncodedSplit | None" = None  # the augmented copies, encoded
+    augmented_outputs: "TeacherOutputs | None" = None  # the teacher's logits on them (cached)
+    augmented_sources: tuple[int, ...] = ()  # row of the clean split each copy was made from
+    # mate_kd
+    generator_dir: str | None = None  # MLM-adapted generator (BertForMaskedLM), cached
+    special_token_ids: tuple[int, ...] = ()  # never masked, never generated
+    mask_token_id: int | None = None
+    # adv_finetune, adv_train
+    train_examples: tuple["Example", ...] = ()  # raw text of the clean split, row by row
+    timings: dict[str, float] = field(default_factory=dict)  # seconds per preparation stage
+
+    def require(self, method: str) -> None:
+        """Raise :class:`MethodInputsError` unless these inputs serve ``method``."""
+        missing = {
+            "augment": self.augmented is None or self.augmented_outputs is None,
+            "mate_kd": self.generator_dir is None or self.mask_token_id is None,
+            "adv_finetune": not self.train_examples,
+            "adv_train": not self.train_examples,
+        }.get(method, False)
+        if missing:
+            raise MethodInputsError(
+                f"distill.methods has {method!r} but the method inputs were prepared for {list(self.methods)} "
+                f"(fix: build them with prepare_method_inputs for a config whose distill.methods include {method!r})"
+            )

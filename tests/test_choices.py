@@ -1,0 +1,25 @@
+"""rosearch.choices (the names config validates against) matches the registries that implement them."""
+
+from rosearch import choices
+from rosearch.attack.recipes import RECIPES, recipe_names
+from rosearch.defense.names import DEFENSE_NAMES
+from rosearch.distill.augment import AUGMENT_RECIPES as AUGMENT_CHECKED
+from rosearch.distill.methods import AUGMENT_RECIPES, METHODS
+from rosearch.search_space import labels
+
+
+def test_recipe_names_are_the_recipe_registry():
+    assert tuple(RECIPES) == choices.RECIPE_NAMES == recipe_names()
+
+
+def test_method_names_are_the_method_registry():
+    assert tuple(METHODS) == choices.DISTILL_METHOD_NAMES
+
+
+def test_augment_names_are_the_augmenter_registry():
+    assert tuple(AUGMENT_RECIPES) == choices.AUGMENT_RECIPE_NAMES == tuple(AUGMENT_CHECKED)
+
+
+def test_defense_and_label_names_are_the_same_objects():
+    assert DEFENSE_NAMES is choices.DEFENSE_NAMES
+    assert labels.ACTIVATIONS is choices.ACTIVATIONS and labels.OP_FAMILIES is choices.OP_FAMILIES
