@@ -1,0 +1,142 @@
+"""Imports between rosearch modules go one way: no cycle, counting imports inside functions too.
+
+Own AST walk over rosearch/**/*.py (no dependency on tools outside the repository). Every
+``import rosearch.x`` / ``from rosearch.x import y`` / ``from . import y`` anywhere in a module
+(module level, in functions, under ``if TYPE_CHECKING``) is an edge to the module it names; a
+name imported from a package is an edge to that package's ``__init__`` unless it is a submodule.
+Importing a submodule also runs its package's ``__init__``, but that implicit edge is not counted
+(it would make every package that re-exports its submodules a cycle).
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+PACKAGE = Path(__file__).resolve().parent.parent / "rosearch"
+
+
+def module_files() -> dict[str, Path]:
+    mods = {}
+    for path in PACKAGE.rglob("*.py"):
+        parts = list(path.relative_to(PACKAGE.parent).with_suffix("").parts)
+        if parts[-1] == "__init__":
+            parts = parts[:-1]
+        mods[".".join(parts)] = path
+    return mods
+
+
+def import_graph() -> dict[str, set[str]]:
+    mods = module_files()
+    graph: dict[str, set[str]] = {m: set() for m in mods}
+    for mod, path in mods.items():
+        package = mod if path.name == "__init__.py" else mod.rpartition(".")[0]
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), str(path))):
+            targets: list[str] = []
+            if isinstance(node, ast.Import):
+                targets = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                base = node.module or ""
+                if node.level:
+                    parts = package.split(".")
+                    parts = parts[: len(parts) - (node.level - 1)]
+                    base = ".".join(parts + ([base] if base else []))
+                # `from pkg import sub` names the submodule; `from pkg import name` the package itself
+                targets = [f"{base}.{a.name}" if f"{base}.{a.name}" in mods else base for a in node.names]
+            for target in targets:
+                while target and target not in mods:  # `import rosearch.x.y` where y is an attribute
+                    target = target.rpartition(".")[0]
+                if target and target != mod and target.split(".")[0] == "rosearch":
+                    graph[mod].add(target)
+    return graph
+
+
+def find_cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """Strongly connected components of more than one module (Tarjan, recursive: the graph is small)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    out: list[list[str]] = []
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on_stack.add(v)
+        for w in sorted(graph[v]):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on_stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            component = []
+            while True:
+                w = stack.pop()
+                on_stack.discard(w)
+                component.append(w)
+                if w == v:
+                    break
+            if len(component) > 1:
+                out.append(sorted(component))
+
+    for v in sorted(graph):
+        if v not in index:
+            visit(v)
+    return out
+
+
+def describe(graph: dict[str, set[str]], cycle: list[str]) -> str:
+    members = set(cycle)
+    return "\n".join(f"  {m} -> {', '.join(sorted(graph[m] & members))}" for m in cycle)
+
+
+def test_the_graph_sees_function_level_and_relative_imports():
+    graph = import_graph()
+    assert "rosearch.choices" in graph["rosearch.config"]
+    assert "rosearch.distill.inputs" in graph["rosearch.distill.trainer"]
+
+
+def test_find_cycles_reports_a_cycle():
+    assert find_cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+    assert find_cycles({"a": {"b"}, "b": set()}) == []
+
+
+def test_no_import_cycle_between_rosearch_modules():
+    graph = import_graph()
+    cycles = find_cycles(graph)
+    assert not cycles, "import cycles between rosearch modules:\n" + "\n\n".join(describe(graph, c) for c in cycles)
+
+
+def reachable(graph: dict[str, set[str]], start: str) -> set[str]:
+    seen, todo = set(), [start]
+    while todo:
+        for w in graph[todo.pop()] - seen:
+            seen.add(w)
+            todo.append(w)
+    return seen
+
+
+def test_leaf_modules_import_no_other_rosearch_module():
+    graph = import_graph()
+    assert graph["rosearch.errors"] == set()
+    assert graph["rosearch.choices"] == set()
+    assert graph["rosearch.config"] <= {"rosearch.errors", "rosearch.choices"}
+
+
+def test_defense_is_a_leaf_package():
+    graph = import_graph()
+    for mod in graph:
+        if mod.startswith("rosearch.defense"):
+            outside = {t for t in graph[mod] if not t.startswith("rosearch.defense")}
+            assert outside <= {"rosearch.choices"}, f"{mod} imports {sorted(outside)}"
+
+
+def test_the_search_space_does_not_import_the_layers_above_it():
+    graph = import_graph()
+    above = ("rosearch.search", "rosearch.results", "rosearch.workers", "rosearch.evolution", "rosearch.evaluate",
+             "rosearch.distill", "rosearch.cli", "rosearch.prepare")
+    for mod in graph:
+        if mod.startswith("rosearch.search_space"):
+            bad = sorted(t for t in reachable(graph, mod) if t.startswith(above) and not t.startswith("rosearch.search_space"))
+            assert not bad, f"{mod} reaches {bad}"
