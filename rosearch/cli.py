@@ -1,52 +1,47 @@
 """The ``rosearch`` command: one subcommand per user task, each driven by one config file.
 
-Arguments are turned into a validated :class:`~rosearch.config.Config` here and nothing below
-this module sees argparse.
+This module is the whole command-line surface: the one registry of commands (:data:`COMMANDS`),
+their arguments and help. It imports only the standard library and light rosearch modules, so
+``rosearch --help`` and ``rosearch <command> --help`` start fast; a command's implementation
+(torch, transformers, Ray, TextAttack) is imported when the command runs. Every error a user can
+fix derives from :class:`~rosearch.errors.UserError` and prints as one message with exit code 2.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import logging
 import os
-import random
 import sys
-import time
 import traceback
-from functools import partial
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, NamedTuple, Sequence
 
-from rich.console import Console
-from rich.table import Table
-
-from rosearch.attack.resources import MissingResourceError
-from rosearch.config import Config, ConfigError, load_config
-from rosearch.data import DataError
-from rosearch.deploy.onnx import OnnxExportError
-from rosearch.deploy.predict import PredictError
-from rosearch.distill.teacher import TeacherError
-from rosearch.distill.teacher_cache import TeacherCacheError
+from rosearch.config import ConfigError
 from rosearch.errors import UserError
-from rosearch.evolution.operators import SearchSpaceExhaustedError
-from rosearch.prepare import ProxySetError
-from rosearch.results.export import ExportError
-from rosearch.results.stats import StatsError
-from rosearch.results.store import ResultStoreError
-from rosearch.runtime import LOG_LEVEL_ENV
-from rosearch.search_space.genome import InvalidGenomeError
-from rosearch.search_space.sampling import BudgetError
-from rosearch.workers import BackendSetupError
+from rosearch.quiet import LOG_LEVEL_ENV
 
-logger = logging.getLogger("rosearch")
 
-USER_ERRORS = (
-    ResultStoreError, DataError, TeacherError, BackendSetupError, BudgetError, SearchSpaceExhaustedError,
-    InvalidGenomeError, MissingResourceError, ProxySetError, StatsError, ExportError, TeacherCacheError, UserError,
-    OnnxExportError, PredictError,
-)
-SEARCH_FAILED_RC = 3  # the search ran, but too many of its candidates failed (run.max_failed_share)
+class Command(NamedTuple):
+    """One subcommand: its help line, its arguments, and what runs it (importing its implementation)."""
+
+    help: str
+    add_arguments: Callable[[argparse.ArgumentParser], None]
+    run: Callable[[argparse.Namespace], int]
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+# --------------------------------------------------------------------------------------------
+# search, teacher, distill: one config file (+ --set overrides) each
+# --------------------------------------------------------------------------------------------
 
 
 def _add_config_args(parser: argparse.ArgumentParser) -> None:
@@ -57,172 +52,184 @@ def _add_config_args(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _add_verbose(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--verbose", "-v", action="store_true",
-                        help="log level DEBUG: also show the library messages a normal run keeps quiet")
+def _add_search_arguments(parser: argparse.ArgumentParser) -> None:
+    _add_config_args(parser)
+    parser.add_argument("--resume", action="store_true", help="continue the run in run.output_dir/run.name")
+    parser.add_argument("--ray-address", help="join a Ray cluster ('auto' or host:port) instead of local Ray")
 
 
-def _console() -> Console:
-    """Stdout console; wide when redirected to a file so result tables are not truncated."""
-    console = Console()
-    return console if console.is_terminal else Console(width=220)
+def _add_distill_arguments(parser: argparse.ArgumentParser) -> None:
+    _add_config_args(parser)
+    parser.add_argument("--genome", action="append", default=[], help="genome JSON file (repeatable); default: sample")
+    parser.add_argument("--count", type=int, default=1, help="how many genomes to sample when no --genome is given")
 
 
-def _config(args: argparse.Namespace) -> Config:
-    return load_config(args.config, args.overrides)
+def _run_search(args: argparse.Namespace) -> int:
+    from rosearch.commands import cmd_search  # lazy: torch, transformers, Ray
+
+    return cmd_search(args)
 
 
-def cmd_teacher(args: argparse.Namespace) -> int:
-    """Fine-tune (or load) the teacher and cache its outputs on the training split."""
-    from rosearch.prepare import prepare_inputs
-    from rosearch.runtime import apply_run_settings
+def _run_teacher(args: argparse.Namespace) -> int:
+    from rosearch.commands import cmd_teacher  # lazy: torch, transformers, Ray
 
-    config = _config(args)
-    device = apply_run_settings(config.run)
-    start = time.perf_counter()
-    inputs = prepare_inputs(config, device)
-    _console().print(
-        f"teacher {inputs.teacher_dir}: dev accuracy {inputs.teacher_dev_accuracy:.4f}; "
-        f"outputs cached for {len(inputs.train)} training examples ({time.perf_counter() - start:.1f}s)"
-    )
-    return 0
+    return cmd_teacher(args)
 
 
-def cmd_distill(args: argparse.Namespace) -> int:
-    """Distil students (given genomes, or sampled from the search space) and report dev accuracy."""
-    from rosearch.defense.names import DEFENSE_NAMES
-    from rosearch.evaluate.candidate import evaluate_candidate
-    from rosearch.prepare import prepare_inputs
-    from rosearch.runtime import apply_run_settings
-    from rosearch.search_space.cost import count_parameters
-    from rosearch.search_space.genome import Genome
-    from rosearch.search import candidate_seed
-    from rosearch.search_space.sampling import sample_genome
-    from rosearch.tokenizer_files import read_tokenizer_files
+def _run_distill(args: argparse.Namespace) -> int:
+    from rosearch.commands import cmd_distill  # lazy: torch, transformers, Ray
 
-    from rosearch.preflight import check_teacher_fit, load_genome_files, teacher_shape
-    from rosearch.rundir import ensure_writable_dir
-
-    config = _config(args)
-    shape = teacher_shape(config)  # seconds: teacher shape, genome files and output dir before preparation
-    check_teacher_fit(config, shape)
-    genomes = load_genome_files(args.genome, config, shape) if args.genome else []
-    carried = {name for genome in genomes for name in genome.defenses} - set(config.search_space.defenses_used())
-    if carried:  # prepare what the given genomes' defenses need, as if the search could choose them
-        choices = [n for n in DEFENSE_NAMES if n in carried | set(config.search_space.defense_choices)]
-        config = load_config(args.config, [*args.overrides, f"search_space.defense_choices={json.dumps(choices)}"])
-    ensure_writable_dir(config.run.run_dir, "run directory")
-    device = apply_run_settings(config.run)
-    inputs = prepare_inputs(config, device)
-    if not args.genome:
-        rng = random.Random(config.run.seed)
-        counter = partial(
-            count_parameters, vocab_size=inputs.vocab_size, num_labels=inputs.num_labels,
-            max_position_embeddings=inputs.max_position_embeddings, type_vocab_size=inputs.type_vocab_size,
-        )
-        genomes = [sample_genome(rng, config.search_space, param_count=counter) for _ in range(args.count)]
-
-    out_root = config.run.run_dir / "students"
-    rows = []
-    for i, genome in enumerate(genomes):
-        logger.info("student %d/%d: %s", i + 1, len(genomes), genome.hash()[:12])
-        # the same seed a search uses for this genome, so a search's winner is reproduced exactly
-        seed = candidate_seed(config.run.seed, genome.hash())
-        model, metrics = evaluate_candidate(genome, inputs, config, seed=seed, device=device)
-        out = out_root / metrics.genome_hash[:16]
-        model.save_pretrained(out)
-        for name, content in read_tokenizer_files(inputs.teacher_dir).items():  # so `rosearch attack --model` works
-            (out / name).write_bytes(content)
-        (out / "genome.json").write_text(genome.to_json())
-        defense = inputs.defense(genome.defenses)
-        if defense is not None:  # the student is only itself with its input defenses (attack and predict load them)
-            defense.save(out)
-        (out / "metrics.json").write_text(json.dumps(metrics.to_dict() | {"teacher_dev_accuracy": inputs.teacher_dev_accuracy}, indent=2))
-        rows.append((out, genome, metrics))
-
-    table = Table(title=f"distilled students (teacher dev accuracy {inputs.teacher_dev_accuracy:.4f})")
-    for column in ("student", "H", "E", "L", "defenses", "params", "MFLOPs", "dev acc", "train s"):
-        table.add_column(column)
-    for out, genome, m in rows:
-        table.add_row(
-            str(out), str(genome.hidden_size), str(genome.embedding_size), str(genome.num_layers),
-            "+".join(genome.defenses) or "-",
-            f"{m.params / 1e6:.2f}M", f"{m.flops / 1e6:.1f}", f"{m.dev_accuracy:.4f}", f"{m.train_seconds:.0f}",
-        )
-    _console().print(table)
-    return 0
+    return cmd_distill(args)
 
 
-def cmd_search(args: argparse.Namespace) -> int:
-    """Run (or resume) an evolutionary search and print the best students."""
-    from rosearch.runtime import apply_run_settings
-    from rosearch.search import run_search
-
-    overrides = list(args.overrides)
-    if args.ray_address:
-        overrides += ["workers.backend=ray", f"workers.address={args.ray_address}"]
-    config = load_config(args.config, overrides)
-    apply_run_settings(config.run)
-    summary = run_search(config, resume=args.resume)
-    from rosearch.results.summary_view import summary_lines, summary_table
-
-    _console().print(summary_table(summary))
-    for line in summary_lines(summary):
-        _console().print(line)
-    verdict = summary.failure_verdict(config.run.max_failed_share)
-    if verdict:
-        logger.error("search %s: %s", summary.run_dir, verdict)
-        return SEARCH_FAILED_RC
-    return 0
+# --------------------------------------------------------------------------------------------
+# attack, predict: a trained classifier
+# --------------------------------------------------------------------------------------------
 
 
-COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], int], str]] = {
-    "search": (cmd_search, "run or resume an evolutionary search for robust students"),
-    "teacher": (cmd_teacher, "fine-tune or load the teacher and cache its outputs"),
-    "distill": (cmd_distill, "distil students from the cached teacher and report dev accuracy"),
+def _add_attack_arguments(parser: argparse.ArgumentParser) -> None:
+    """The ``rosearch attack`` flags (all but --model default to the config's values; see
+    :data:`rosearch.attack.command._OVERRIDES`)."""
+    parser.add_argument("--model", required=True, type=Path, help="HF classifier dir or exported rosearch student dir")
+    parser.add_argument("--tokenizer", type=Path, help="tokenizer dir, when the model dir has none")
+    parser.add_argument("--task", help="task name (default: data.task, sst2)")
+    parser.add_argument("--data-dir", help="GLUE-format task files (default: data.data_dir; unset: HF datasets)")
+    parser.add_argument("--recipe", action="append", help="attack recipe, repeatable (default: attack.recipe)")
+    parser.add_argument("--n", type=int, help="dev examples to attack (default: attack.num_examples)")
+    parser.add_argument("--seed", type=int, help="sample and recipe seed (default: attack.seed)")
+    parser.add_argument("--query-budget", type=int, help="model queries per example (default: unlimited)")
+    parser.add_argument("--batch-size", type=int, help="texts per model forward (default: attack.model_batch_size)")
+    parser.add_argument("--workers", type=int, help="parallel attack processes (default: attack.num_workers)")
+    parser.add_argument("--max-length", type=int, help="tokens after truncation (default: data.max_length)")
+    parser.add_argument("--neighbors", help="synonym-neighbour table for textfooler-local (.json/.json.gz)")
+    parser.add_argument("--sentence-encoder", help="local USE stand-in for textfooler-local (dir or pkg:...)")
+    parser.add_argument("--wordnet-dir", help="WordNet 3.0 dict dir (default: $ROSEARCH_WORDNET_DIR, /usr/share/wordnet)")
+    parser.add_argument("--nltk-data", help="NLTK data dir rosearch provisions (default: <cache-dir>/nltk_data)")
+    parser.add_argument("--out", type=Path, help="output dir (default: <model>/attacks)")
+    parser.add_argument("--cache-dir", help="rosearch cache dir (default: run.cache_dir)")
+    parser.add_argument("--device", help="auto, cpu, cuda or cuda:N (default: run.device)")
+    parser.add_argument("--config", type=Path, help="YAML/TOML config whose attack/data/run sections give defaults")
+
+
+def _run_attack(args: argparse.Namespace) -> int:
+    from rosearch.attack.command import run  # lazy: torch, transformers, TextAttack
+
+    return run(args)
+
+
+PREDICT_BACKENDS = ("torch", "onnx", "onnx-int8")  # the keys of rosearch.deploy.predict.BACKENDS
+
+
+def _add_predict_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("texts", nargs="*", help="texts to classify (default: --file, else one per line from stdin)")
+    parser.add_argument("--model", type=Path, required=True, help="exported student or HF classifier directory")
+    parser.add_argument("--file", type=Path, help="UTF-8 file with one text per line")
+    parser.add_argument("--backend", choices=list(PREDICT_BACKENDS), default="torch",
+                        help="torch (the safetensors weights), onnx or onnx-int8 (the graphs of `export --onnx`)")
+    parser.add_argument("--batch-size", type=_positive_int, default=32, help="texts per forward pass")
+    parser.add_argument("--threads", type=_positive_int, help="intra-op CPU threads (default: the runtime's)")
+
+
+def _run_predict(args: argparse.Namespace) -> int:
+    from rosearch.deploy.predict import run  # lazy: torch, transformers, ONNX Runtime
+
+    return run(args)
+
+
+# --------------------------------------------------------------------------------------------
+# stats, report, export, snapshot: the analysis of a finished (or running) run
+# --------------------------------------------------------------------------------------------
+
+
+def _add_stats_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("run_dir", type=Path, help="run directory (runs/<run.name>)")
+    parser.add_argument("--top-k", type=_positive_int, default=5, help="size of the top group compared with the rest")
+    parser.add_argument("--out", type=Path, help="directory for the CSV tables (default: <run_dir>/stats)")
+
+
+def _add_report_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("run_dir", type=Path, help="run directory (runs/<run.name>)")
+    parser.add_argument("--out", type=Path, help="HTML file to write (default: <run_dir>/report.html)")
+    parser.add_argument("--top-k", type=_positive_int, default=5, help="students shown in detail (with cell drawings)")
+
+
+def _add_export_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("run_dir", type=Path, help="run directory (runs/<run.name>)")
+    parser.add_argument("--top", type=_positive_int, default=3, help="how many of the best students to export")
+    parser.add_argument("--out", type=Path, required=True, help="directory that receives one folder per student")
+    parser.add_argument("--retrain-steps", type=_positive_int,
+                        help="distil each student again for this many steps (default: the search's weights)")
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (for any distillation)")
+    parser.add_argument("--onnx", action="store_true",
+                        help="also write model.onnx (dynamic batch/sequence), checked by ONNX Runtime on the dev texts")
+    parser.add_argument("--int8", action="store_true",
+                        help="also write model.int8.onnx (ONNX Runtime dynamic quantisation; implies --onnx) "
+                             "and record its dev-accuracy change")
+
+
+def _add_snapshot_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("run_dir", type=Path, help="run directory (runs/<run.name>) or its results.sqlite")
+    parser.add_argument("out", type=Path, help="file to write (must not exist), e.g. backups/run-2026-01-01.sqlite")
+
+
+def _run_stats(args: argparse.Namespace) -> int:
+    from rosearch.results.commands import run_stats  # lazy: pandas, scipy, rich
+
+    return run_stats(args)
+
+
+def _run_report(args: argparse.Namespace) -> int:
+    from rosearch.results.commands import run_report  # lazy: pandas, matplotlib
+
+    return run_report(args)
+
+
+def _run_export(args: argparse.Namespace) -> int:
+    from rosearch.results.commands import run_export  # lazy: torch, transformers, ONNX
+
+    return run_export(args)
+
+
+def _run_snapshot(args: argparse.Namespace) -> int:
+    from rosearch.results.snapshot import run  # lazy: keeps the parser to the standard library
+
+    return run(args)
+
+
+# --------------------------------------------------------------------------------------------
+# The registry and the entry point
+# --------------------------------------------------------------------------------------------
+
+COMMANDS: dict[str, Command] = {
+    "attack": Command("attack a trained classifier with TextAttack recipes", _add_attack_arguments, _run_attack),
+    "predict": Command("classify texts (arguments, --file or stdin) as JSON lines", _add_predict_arguments,
+                       _run_predict),
+    "stats": Command("statistics of a run: which shapes and operations go with robustness", _add_stats_arguments,
+                     _run_stats),
+    "report": Command("write a self-contained HTML report of a run", _add_report_arguments, _run_report),
+    "export": Command("export a run's best students as Hugging Face model folders", _add_export_arguments, _run_export),
+    "snapshot": Command("copy a run's results.sqlite consistently, even while it runs", _add_snapshot_arguments,
+                        _run_snapshot),
+    "search": Command("run or resume an evolutionary search for robust students", _add_search_arguments, _run_search),
+    "teacher": Command("fine-tune or load the teacher and cache its outputs", _add_config_args, _run_teacher),
+    "distill": Command("distil students from the cached teacher and report dev accuracy", _add_distill_arguments,
+                       _run_distill),
 }
-
-
-def _extension_commands() -> dict[str, tuple[Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int], str]]:
-    """Commands that own their arguments: attacks on any model, and the analysis of finished runs."""
-    from rosearch.attack import command as attack_command
-    from rosearch.deploy import predict
-    from rosearch.results.commands import COMMANDS as RESULTS_COMMANDS
-
-    return {
-        "attack": (attack_command.add_arguments, attack_command.run, "attack a trained classifier with TextAttack recipes"),
-        "predict": (predict.add_arguments, predict.run, "classify texts (arguments, --file or stdin) as JSON lines"),
-        **RESULTS_COMMANDS,
-    }
-
-
-def _add_debug(parser: argparse.ArgumentParser) -> None:
-    """``--debug`` also after the command (``run_search.py --debug`` puts it there)."""
-    parser.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
-                        help="show the traceback of user errors too")
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="rosearch", description=__doc__.splitlines()[0])
     parser.add_argument("--debug", action="store_true", help="show the traceback of user errors too")
     sub = parser.add_subparsers(dest="command", required=True)
-    for name, (add_arguments, run, help_text) in _extension_commands().items():
-        p = sub.add_parser(name, help=help_text, description=help_text)
-        add_arguments(p)
-        p.set_defaults(run=run)
-        _add_debug(p)
-        _add_verbose(p)
-    for name, (_, help_text) in COMMANDS.items():
-        p = sub.add_parser(name, help=help_text, description=help_text)
-        _add_config_args(p)
-        _add_debug(p)
-        _add_verbose(p)
-        if name == "search":
-            p.add_argument("--resume", action="store_true", help="continue the run in run.output_dir/run.name")
-            p.add_argument("--ray-address", help="join a Ray cluster ('auto' or host:port) instead of local Ray")
-        if name == "distill":
-            p.add_argument("--genome", action="append", default=[], help="genome JSON file (repeatable); default: sample")
-            p.add_argument("--count", type=int, default=1, help="how many genomes to sample when no --genome is given")
+    for name, command in COMMANDS.items():
+        p = sub.add_parser(name, help=command.help, description=command.help)
+        command.add_arguments(p)
+        # --debug also after the command (``run_search.py --debug`` puts it there)
+        p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                       help="show the traceback of user errors too")
+        p.add_argument("--verbose", "-v", action="store_true",
+                       help="log level DEBUG: also show the library messages a normal run keeps quiet")
+        p.set_defaults(run=command.run)
     return parser
 
 
@@ -231,8 +238,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.verbose:  # read by runtime.setup_logging here and in every child process
         os.environ[LOG_LEVEL_ENV] = "DEBUG"
     try:
-        return args.run(args) if args.command not in COMMANDS else COMMANDS[args.command][0](args)
-    except USER_ERRORS as exc:  # bad input the user can fix: the message says how, no traceback
+        return args.run(args)
+    except UserError as exc:  # bad input the user can fix: the message says how, no traceback
         if args.debug:
             traceback.print_exc(file=sys.stderr)
         what = "config error" if isinstance(exc, ConfigError) else type(exc).__name__

@@ -30,6 +30,7 @@ import numpy as np
 
 from rosearch.batching import EncodedSplit
 from rosearch.config import DataConfig
+from rosearch.errors import UserError
 
 logger = logging.getLogger(__name__)
 
@@ -41,7 +42,7 @@ _CACHE_FORMAT = 1
 _ENCODE_BATCH = 1000
 
 
-class DataError(ValueError):
+class DataError(UserError, ValueError):
     """Task data is missing, unreadable or malformed; the message names the file and line."""
 
 

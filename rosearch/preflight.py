@@ -27,7 +27,7 @@ BYTES_PER_PARAM_TRAINING = 16  # fp32 weights + gradients + two AdamW moments
 ACTIVATION_FACTOR = 24  # float32 tensors kept per token, per hidden unit and layer for backward (rough)
 
 
-class GenomeFileError(UserError, InvalidGenomeError):
+class GenomeFileError(InvalidGenomeError):  # a UserError through InvalidGenomeError
     """A ``--genome`` file is missing, malformed, outside the search space or too large."""
 
 

@@ -28,6 +28,7 @@ from rosearch.distill.teacher import (
 )
 from rosearch.distill.methods import prepare_method_inputs, teacher_cache_request
 from rosearch.distill.teacher_cache import load_or_compute_teacher_outputs
+from rosearch.errors import UserError
 from rosearch.evaluate.accuracy import logits_accuracy
 from rosearch.prepare_defense import build_defense_resources, encode_defended_splits
 from rosearch.search_inputs import SearchInputs
@@ -39,7 +40,7 @@ logger = logging.getLogger(__name__)
 TEACHER_INFO = "teacher_info.json"
 
 
-class ProxySetError(ValueError):
+class ProxySetError(UserError, ValueError):
     """The teacher's attack produced no adversarial example to score candidates on."""
 
 

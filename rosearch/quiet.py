@@ -27,6 +27,8 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
+LOG_LEVEL_ENV = "ROSEARCH_LOG_LEVEL"  # overrides every command's log level (DEBUG: `--verbose`)
+
 _FILTER_NAME = "rosearch.quiet"
 
 

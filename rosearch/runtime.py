@@ -10,9 +10,8 @@ import numpy as np
 import torch
 
 from rosearch.config import RunConfig
-from rosearch.quiet import quiet_known_messages
+from rosearch.quiet import LOG_LEVEL_ENV, quiet_known_messages
 
-LOG_LEVEL_ENV = "ROSEARCH_LOG_LEVEL"  # overrides every command's log level (DEBUG: `--verbose`)
 
 
 def setup_logging(level: str = "INFO") -> None:

@@ -179,11 +179,9 @@ def test_proxy_set_of_pairs_keeps_columns(attack_cfg, tiny_tokenizer, tmp_path):
 
 
 def command_args(*argv: str) -> argparse.Namespace:
-    from rosearch.attack.command import add_arguments
+    from rosearch.cli import build_parser
 
-    parser = argparse.ArgumentParser()
-    add_arguments(parser)
-    return parser.parse_args(list(argv))
+    return build_parser().parse_args(["attack", *argv])
 
 
 def test_command_end_to_end(attack_cfg, tiny_teacher_dir, tiny_sst2_dir, tmp_path):

@@ -3,15 +3,15 @@
 Values come from ``--config``'s attack (and data/run) sections when given; flags override them,
 and the merged config is validated like any other, so a bad value is reported with its field
 name. Results are printed as a table and written as JSON (per-example rows) + CSV (summary).
+The flags themselves are defined in :mod:`rosearch.cli` (the one command registry).
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
-import sys
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from rosearch.config import Config, config_from_dict, load_config
 from rosearch.errors import UserError
@@ -41,29 +41,6 @@ _OVERRIDES: dict[str, tuple[str, str]] = {
 
 class AttackInputError(UserError, ValueError):
     """A ``rosearch attack`` flag names a model, tokenizer or recipe that does not exist."""
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """The ``rosearch attack`` flags (all but --model default to the config's values)."""
-    parser.add_argument("--model", required=True, type=Path, help="HF classifier dir or exported rosearch student dir")
-    parser.add_argument("--tokenizer", type=Path, help="tokenizer dir, when the model dir has none")
-    parser.add_argument("--task", help="task name (default: data.task, sst2)")
-    parser.add_argument("--data-dir", help="GLUE-format task files (default: data.data_dir; unset: HF datasets)")
-    parser.add_argument("--recipe", action="append", help="attack recipe, repeatable (default: attack.recipe)")
-    parser.add_argument("--n", type=int, help="dev examples to attack (default: attack.num_examples)")
-    parser.add_argument("--seed", type=int, help="sample and recipe seed (default: attack.seed)")
-    parser.add_argument("--query-budget", type=int, help="model queries per example (default: unlimited)")
-    parser.add_argument("--batch-size", type=int, help="texts per model forward (default: attack.model_batch_size)")
-    parser.add_argument("--workers", type=int, help="parallel attack processes (default: attack.num_workers)")
-    parser.add_argument("--max-length", type=int, help="tokens after truncation (default: data.max_length)")
-    parser.add_argument("--neighbors", help="synonym-neighbour table for textfooler-local (.json/.json.gz)")
-    parser.add_argument("--sentence-encoder", help="local USE stand-in for textfooler-local (dir or pkg:...)")
-    parser.add_argument("--wordnet-dir", help="WordNet 3.0 dict dir (default: $ROSEARCH_WORDNET_DIR, /usr/share/wordnet)")
-    parser.add_argument("--nltk-data", help="NLTK data dir rosearch provisions (default: <cache-dir>/nltk_data)")
-    parser.add_argument("--out", type=Path, help="output dir (default: <model>/attacks)")
-    parser.add_argument("--cache-dir", help="rosearch cache dir (default: run.cache_dir)")
-    parser.add_argument("--device", help="auto, cpu, cuda or cuda:N (default: run.device)")
-    parser.add_argument("--config", type=Path, help="YAML/TOML config whose attack/data/run sections give defaults")
 
 
 def merged_config(args: argparse.Namespace) -> Config:
@@ -144,23 +121,3 @@ def run(args: argparse.Namespace) -> int:
     json_path, csv_path = write_reports(reports, args.out if args.out is not None else model_dir / "attacks")
     console.print(f"wrote {json_path} and {csv_path}")
     return 0
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """Stand-alone entry (``python -m rosearch.attack.command``); ``rosearch attack`` is the same."""
-    from rosearch.attack.resources import MissingResourceError
-    from rosearch.runtime import setup_logging
-
-    parser = argparse.ArgumentParser(prog="rosearch attack", description=__doc__.splitlines()[0])
-    add_arguments(parser)
-    args = parser.parse_args(argv)
-    setup_logging("INFO")
-    try:
-        return run(args)
-    except (MissingResourceError, ValueError) as err:
-        logger.error("%s", err)
-        return 2
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Mapping
 
 from rosearch.config import AttackConfig
+from rosearch.errors import UserError
 from rosearch.quiet import quiet_known_messages, route_nltk_downloads
 
 logger = logging.getLogger(__name__)
@@ -78,7 +79,7 @@ NLTK_ENGLISH_STOPWORDS: tuple[str, ...] = (
 )
 
 
-class MissingResourceError(RuntimeError):
+class MissingResourceError(UserError, RuntimeError):
     """A resource an attack needs (WordNet, the neighbour table, a download) is unavailable;
     the message names it, the setting that points to it and how to install it."""
 

@@ -25,6 +25,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from rosearch.errors import UserError
+
 logger = logging.getLogger(__name__)
 
 ONNX_FILE = "model.onnx"
@@ -39,7 +41,7 @@ INT8_OPS = ("MatMul", "Gather")
 _EXPORTER_LOGGERS = ("onnx_ir", "onnxscript")  # the graph optimiser's passes log every rewrite at INFO
 
 
-class OnnxExportError(ValueError):
+class OnnxExportError(UserError, ValueError):
     """A model cannot be exported to ONNX, or its graph does not compute the model's logits."""
 
 

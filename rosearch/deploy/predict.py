@@ -25,13 +25,14 @@ import numpy as np
 from rosearch.defense.pipeline import Defense, DefenseError, load_defense
 from rosearch.defense.tokenizer import DEFENDED_TOKENIZER_CLASS
 from rosearch.deploy.onnx import INT8_FILE, ONNX_FILE, OnnxExportError, encode, max_length_of, open_session, session_logits
+from rosearch.errors import UserError
 
 logger = logging.getLogger(__name__)
 
 BACKENDS = {"torch": None, "onnx": ONNX_FILE, "onnx-int8": INT8_FILE}
 
 
-class PredictError(ValueError):
+class PredictError(UserError, ValueError):
     """The model directory or the input cannot be used; the message says how to fix it."""
 
 
@@ -150,26 +151,6 @@ def _first_line(err: BaseException) -> str:
 # --------------------------------------------------------------------------------------------
 # The command
 # --------------------------------------------------------------------------------------------
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("texts", nargs="*", help="texts to classify (default: --file, else one per line from stdin)")
-    parser.add_argument("--model", type=Path, required=True, help="exported student or HF classifier directory")
-    parser.add_argument("--file", type=Path, help="UTF-8 file with one text per line")
-    parser.add_argument("--backend", choices=list(BACKENDS), default="torch",
-                        help="torch (the safetensors weights), onnx or onnx-int8 (the graphs of `export --onnx`)")
-    parser.add_argument("--batch-size", type=_positive_int, default=32, help="texts per forward pass")
-    parser.add_argument("--threads", type=_positive_int, help="intra-op CPU threads (default: the runtime's)")
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
 
 
 def _read_texts(args: argparse.Namespace, stdin: Iterable[str]) -> Iterator[str]:

@@ -35,6 +35,7 @@ from transformers import (
 
 from rosearch.batching import EncodedSplit, iterate_batches
 from rosearch.config import TeacherConfig
+from rosearch.errors import UserError
 from rosearch.evaluate.accuracy import logits_accuracy, predict_logits
 
 logger = logging.getLogger(__name__)
@@ -47,7 +48,7 @@ _WEIGHT_PATTERNS = ("*.safetensors", "pytorch_model*.bin")  # first pattern with
 _HASH_CHUNK = 1 << 20
 
 
-class TeacherError(ValueError):
+class TeacherError(UserError, ValueError):
     """The teacher cannot be found, loaded, trained or fingerprinted as asked."""
 
 

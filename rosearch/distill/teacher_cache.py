@@ -33,6 +33,7 @@ import torch
 
 from rosearch.batching import EncodedSplit, iterate_batches
 from rosearch.distill.teacher import iter_predictions, model_inputs, teacher_fingerprint
+from rosearch.errors import UserError
 from rosearch.evaluate.accuracy import logits_accuracy
 
 logger = logging.getLogger(__name__)
@@ -54,7 +55,7 @@ __all__ = [
 ]
 
 
-class TeacherCacheError(ValueError):
+class TeacherCacheError(UserError, ValueError):
     """Teacher outputs were asked for layers, splits or files they do not have."""
 
 

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Callable, Protocol, Sequence
 
 from rosearch.config import SearchSpaceConfig
+from rosearch.errors import UserError
 from rosearch.search_space import labels
 from rosearch.search_space.genome import CellSpec, Genome, InvalidGenomeError
 from rosearch.search_space.sampling import sample_genome
@@ -32,7 +33,7 @@ DEFAULT_OPERATOR_TRIES = 50  # attempts of mutate/crossover before their fallbac
 ParamCount = Callable[[Genome], int]
 
 
-class SearchSpaceExhaustedError(ValueError):
+class SearchSpaceExhaustedError(UserError, ValueError):
     """No unseen valid genome could be drawn: the search space seems (nearly) exhausted."""
 
 

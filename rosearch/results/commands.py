@@ -1,8 +1,7 @@
 """``rosearch stats``, ``rosearch report`` and ``rosearch export``: the analysis of a finished run.
 
-Each command owns its arguments; ``COMMANDS`` maps a name to (add_arguments, run, help) for
-``rosearch.cli`` to register. Heavy imports happen inside ``run`` so that building the parser
-(``rosearch --help``) stays fast.
+``run_*`` take the arguments :mod:`rosearch.cli` parsed (it defines them and imports this module
+only when one of these commands runs).
 """
 
 from __future__ import annotations
@@ -21,16 +20,6 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 SHOWN_ROWS = 10  # op labels and correlations printed (the CSVs have all)
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
 
 
 def _console() -> Console:
@@ -68,12 +57,6 @@ def _writable(directory: Path, flag: str) -> None:
 # --------------------------------------------------------------------------------------------
 # rosearch stats
 # --------------------------------------------------------------------------------------------
-
-
-def add_stats_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("run_dir", type=Path, help="run directory (runs/<run.name>)")
-    parser.add_argument("--top-k", type=_positive_int, default=5, help="size of the top group compared with the rest")
-    parser.add_argument("--out", type=Path, help="directory for the CSV tables (default: <run_dir>/stats)")
 
 
 def run_stats(args: argparse.Namespace) -> int:
@@ -137,12 +120,6 @@ def run_stats(args: argparse.Namespace) -> int:
 # --------------------------------------------------------------------------------------------
 
 
-def add_report_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("run_dir", type=Path, help="run directory (runs/<run.name>)")
-    parser.add_argument("--out", type=Path, help="HTML file to write (default: <run_dir>/report.html)")
-    parser.add_argument("--top-k", type=_positive_int, default=5, help="students shown in detail (with cell drawings)")
-
-
 def run_report(args: argparse.Namespace) -> int:
     """Write the run's self-contained HTML report."""
     from rosearch.results.report import REPORT_FILE, write_report
@@ -159,20 +136,6 @@ def run_report(args: argparse.Namespace) -> int:
 # --------------------------------------------------------------------------------------------
 # rosearch export
 # --------------------------------------------------------------------------------------------
-
-
-def add_export_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("run_dir", type=Path, help="run directory (runs/<run.name>)")
-    parser.add_argument("--top", type=_positive_int, default=3, help="how many of the best students to export")
-    parser.add_argument("--out", type=Path, required=True, help="directory that receives one folder per student")
-    parser.add_argument("--retrain-steps", type=_positive_int,
-                        help="distil each student again for this many steps (default: the search's weights)")
-    parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (for any distillation)")
-    parser.add_argument("--onnx", action="store_true",
-                        help="also write model.onnx (dynamic batch/sequence), checked by ONNX Runtime on the dev texts")
-    parser.add_argument("--int8", action="store_true",
-                        help="also write model.int8.onnx (ONNX Runtime dynamic quantisation; implies --onnx) "
-                             "and record its dev-accuracy change")
 
 
 def run_export(args: argparse.Namespace) -> int:
@@ -193,16 +156,6 @@ def run_export(args: argparse.Namespace) -> int:
     return 0
 
 
-def _snapshot_arguments(parser: argparse.ArgumentParser) -> None:
-    from rosearch.results import snapshot
-
-    snapshot.add_arguments(parser)
-
-
-def _snapshot_run(args: argparse.Namespace) -> int:
-    from rosearch.results import snapshot
-
-    return snapshot.run(args)
 def onnx_summary(folder: Path) -> str:
     """One line of an export's ONNX figures (from its metrics.json): the logit check and int8's accuracy change."""
     import json
@@ -215,11 +168,3 @@ def onnx_summary(folder: Path) -> str:
         line += (f"\n  int8: dev accuracy {int8['dev_accuracy']:.4f} ({int8['dev_accuracy_change']:+.4f} vs fp32), "
                  f"{int8['size_mb']:.1f} MB, same label as fp32 on {100 * int8['agreement_with_fp32']:.1f}% of texts")
     return line
-
-
-COMMANDS: dict[str, tuple[Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int], str]] = {
-    "stats": (add_stats_arguments, run_stats, "statistics of a run: which shapes and operations go with robustness"),
-    "report": (add_report_arguments, run_report, "write a self-contained HTML report of a run"),
-    "export": (add_export_arguments, run_export, "export a run's best students as Hugging Face model folders"),
-    "snapshot": (_snapshot_arguments, _snapshot_run, "copy a run's results.sqlite consistently, even while it runs"),
-}

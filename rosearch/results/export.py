@@ -34,6 +34,7 @@ from typing import Any
 import torch
 
 from rosearch.config import Config, ConfigError, config_from_dict, with_legacy_defaults
+from rosearch.errors import UserError
 from rosearch.evaluate.candidate import evaluate_candidate
 from rosearch.prepare import prepare_inputs
 from rosearch.results.artifacts import load_student, read_candidate_files
@@ -61,7 +62,7 @@ _PATH_FIELDS = (
 )
 
 
-class ExportError(ValueError):
+class ExportError(UserError, ValueError):
     """A student cannot be exported as asked, or its export does not reload to the same model."""
 
 

@@ -9,11 +9,6 @@ from pathlib import Path
 logger = logging.getLogger(__name__)
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("run_dir", type=Path, help="run directory (runs/<run.name>) or its results.sqlite")
-    parser.add_argument("out", type=Path, help="file to write (must not exist), e.g. backups/run-2026-01-01.sqlite")
-
-
 def run(args: argparse.Namespace) -> int:
     """Copy the results with SQLite's backup API (safe while a search writes to them)."""
     from rosearch.results.stats import results_path

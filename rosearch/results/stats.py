@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from rosearch.defense.names import DEFENSE_NAMES
+from rosearch.errors import UserError
 from rosearch.results.agreement import proxy_real_agreement, spearman
 from rosearch.results.store import CandidateRecord, ResultStore, ResultStoreError
 from rosearch.search_space import labels
@@ -61,7 +62,7 @@ class RunDirError(ResultStoreError):
     """A path given for analysis is not a run directory with results (or holds no finished candidate)."""
 
 
-class StatsError(ValueError):
+class StatsError(UserError, ValueError):
     """A statistics argument is impossible (e.g. a non-positive top-k)."""
 
 

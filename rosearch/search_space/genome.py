@@ -21,10 +21,11 @@ from dataclasses import dataclass
 from typing import Any, Sequence
 
 from rosearch.defense.names import canonical_defenses
+from rosearch.errors import UserError
 from rosearch.search_space import labels
 
 
-class InvalidGenomeError(ValueError):
+class InvalidGenomeError(UserError, ValueError):
     """A cell or genome is malformed; the message names the offending value and the fix."""
 
 

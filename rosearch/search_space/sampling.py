@@ -11,13 +11,14 @@ import random
 from typing import Callable, Sequence
 
 from rosearch.config import SearchSpaceConfig
+from rosearch.errors import UserError
 from rosearch.search_space import labels
 from rosearch.search_space.genome import CellSpec, Genome
 
 logger = logging.getLogger(__name__)
 
 
-class BudgetError(ValueError):
+class BudgetError(UserError, ValueError):
     """No genome of the search space fits ``search_space.param_budget``."""
 
 

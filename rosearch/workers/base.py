@@ -19,10 +19,12 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol, runtime_checkable
 
+from rosearch.errors import UserError
+
 TRACEBACK_FRAMES = 3  # frames of the traceback kept in a failed outcome's error text
 
 
-class BackendSetupError(ValueError):
+class BackendSetupError(UserError, ValueError):
     """A backend cannot start with the given settings (bad ``workers.*`` value, unreachable cluster)."""
 
 
