@@ -8,7 +8,6 @@ import json
 import re
 import sys
 
-import numpy as np
 import pytest
 
 from rosearch.evaluate.bootstrap import bootstrap_interval, paired_difference_interval

@@ -146,6 +146,7 @@ def test_cached_attention_and_features_match_a_direct_forward(teacher_model, toy
     i = 5
     n = int(toy.lengths[i])
     ids = torch.as_tensor(toy.input_ids[toy.offsets[i]:toy.offsets[i + 1]], dtype=torch.long)[None]
+    assert ids.shape[1] == n
     with torch.no_grad():
         out = teacher_model(input_ids=ids, output_attentions=True, output_hidden_states=True)
     for layer in (1, 2):
