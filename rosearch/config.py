@@ -14,17 +14,23 @@ import difflib
 import hashlib
 import json
 import math
-import tomllib
 import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+import tomllib
 import yaml
 
 from rosearch.choices import (
-    ACTIVATIONS, AUGMENT_RECIPE_NAMES, DEFENSE_NAMES, DISTILL_METHOD_NAMES, OP_FAMILIES, RECIPE_NAMES, SYNONYM_ENCODING,
+    ACTIVATIONS,
+    AUGMENT_RECIPE_NAMES,
+    DEFENSE_NAMES,
+    DISTILL_METHOD_NAMES,
+    OP_FAMILIES,
+    RECIPE_NAMES,
+    SYNONYM_ENCODING,
 )
 from rosearch.errors import UserError
 

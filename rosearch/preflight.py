@@ -16,7 +16,7 @@ from pathlib import Path
 
 from rosearch.config import Config, ConfigError
 from rosearch.data import get_task
-from rosearch.errors import UserError
+from rosearch.model_paths import resolve_model_path
 from rosearch.search_space import labels
 from rosearch.search_space.cost import count_parameters
 from rosearch.search_space.genome import Genome, InvalidGenomeError
@@ -43,8 +43,6 @@ class TeacherShape:
 
 def teacher_shape(config: Config) -> TeacherShape | None:
     """The teacher's shape from its ``config.json``; None for a hub id not on disk (checked later)."""
-    from rosearch.distill.teacher import resolve_model_path
-
     path = Path(resolve_model_path(config.teacher.model)) / "config.json"  # TeacherError for a missing local dir
     if not path.is_file():
         return None

@@ -17,16 +17,22 @@ from pathlib import Path
 
 import numpy as np
 import torch
-
 from transformers import AutoConfig, PretrainedConfig
 
-from rosearch.config import Config, ConfigError
+from rosearch.attack.proxy import load_or_build_proxy_set
+from rosearch.attack.runner import sample_attack_examples
 from rosearch.batching import EncodedSplit
+from rosearch.config import Config, ConfigError
 from rosearch.data import Example, encode_examples, get_task, load_examples, load_split
-from rosearch.distill.teacher import (
-    TeacherError, finetune_teacher, is_bare_backbone, load_teacher, resolve_model_path, teacher_fingerprint,
-)
 from rosearch.distill.methods import prepare_method_inputs, teacher_cache_request
+from rosearch.distill.teacher import (
+    TeacherError,
+    finetune_teacher,
+    is_bare_backbone,
+    load_teacher,
+    resolve_model_path,
+    teacher_fingerprint,
+)
 from rosearch.distill.teacher_cache import load_or_compute_teacher_outputs
 from rosearch.errors import UserError
 from rosearch.evaluate.accuracy import logits_accuracy
@@ -258,9 +264,6 @@ def prepare_robustness(
     weights, the recipe and the examples); its successful adversarial texts, encoded, are the
     proxy set every candidate is scored on.
     """
-    from rosearch.attack.proxy import load_or_build_proxy_set
-    from rosearch.attack.runner import sample_attack_examples
-
     attack = config.attack
     task = get_task(config.data.task)
     examples = tuple(sample_attack_examples(pool, attack.num_examples, attack.seed))

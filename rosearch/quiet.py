@@ -1,4 +1,5 @@
-"""Library messages that read like failures on a normal run but are not, routed to DEBUG.
+"""Logging of a command-line run (:func:`setup_logging`, standard library + rich only) and the library
+messages that read like failures on a normal run but are not, routed to DEBUG.
 
 Each entry names the logger, the exact start of the message and why it is harmless here; only
 those records are re-labelled DEBUG (so ``--verbose`` / ``run.log_level: DEBUG`` shows them, and
@@ -24,6 +25,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
 from dataclasses import dataclass
 from typing import Any
 
@@ -106,3 +108,32 @@ def route_nltk_downloads() -> None:
 
     download._rosearch_quiet = True  # type: ignore[attr-defined]
     nltk.download = download
+
+
+def setup_logging(level: str = "INFO") -> None:
+    """Configure the root logger for a command-line run (libraries never call this).
+
+    On a terminal, records go through rich's console so that they print above live progress
+    bars; redirected to a file, they are plain timestamped lines.
+    """
+    from rich import get_console  # lazy: the CLI parser imports this module for LOG_LEVEL_ENV alone
+    from rich.console import Console
+    from rich.logging import RichHandler
+
+    if Console(stderr=True).is_terminal:
+        handler: logging.Handler = RichHandler(console=get_console(), show_path=False, log_time_format="%H:%M:%S")
+        handler.setFormatter(logging.Formatter("%(name)s: %(message)s"))
+    else:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname).1s %(name)s: %(message)s", "%H:%M:%S"))
+    override = os.environ.get(LOG_LEVEL_ENV)  # `--verbose` sets it (and child processes inherit it)
+    if override:
+        if override.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+            raise ValueError(f"${LOG_LEVEL_ENV}={override!r} is not a log level (fix: DEBUG, INFO, WARNING or ERROR, or unset it)")
+        level = override.upper()
+    logging.basicConfig(level=getattr(logging, level), handlers=[handler], force=True)
+    # not transformers.modeling_utils: a level set on it makes from_pretrained run its tensor-parallel
+    # plan check, which lists every weight of a BERT as "not sharded" on each load
+    for noisy in ("urllib3", "filelock", "datasets"):
+        logging.getLogger(noisy).setLevel(max(logging.WARNING, getattr(logging, level)))
+    quiet_known_messages()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import os
 import random
 
@@ -10,37 +9,7 @@ import numpy as np
 import torch
 
 from rosearch.config import RunConfig
-from rosearch.quiet import LOG_LEVEL_ENV, quiet_known_messages
-
-
-
-def setup_logging(level: str = "INFO") -> None:
-    """Configure the root logger for a command-line run (libraries never call this).
-
-    On a terminal, records go through rich's console so that they print above live progress
-    bars; redirected to a file, they are plain timestamped lines.
-    """
-    from rich.console import Console
-    from rich.logging import RichHandler
-    from rich import get_console
-
-    if Console(stderr=True).is_terminal:
-        handler: logging.Handler = RichHandler(console=get_console(), show_path=False, log_time_format="%H:%M:%S")
-        handler.setFormatter(logging.Formatter("%(name)s: %(message)s"))
-    else:
-        handler = logging.StreamHandler()
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname).1s %(name)s: %(message)s", "%H:%M:%S"))
-    override = os.environ.get(LOG_LEVEL_ENV)  # `--verbose` sets it (and child processes inherit it)
-    if override:
-        if override.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
-            raise ValueError(f"${LOG_LEVEL_ENV}={override!r} is not a log level (fix: DEBUG, INFO, WARNING or ERROR, or unset it)")
-        level = override.upper()
-    logging.basicConfig(level=getattr(logging, level), handlers=[handler], force=True)
-    # not transformers.modeling_utils: a level set on it makes from_pretrained run its tensor-parallel
-    # plan check, which lists every weight of a BERT as "not sharded" on each load
-    for noisy in ("urllib3", "filelock", "datasets"):
-        logging.getLogger(noisy).setLevel(max(logging.WARNING, getattr(logging, level)))
-    quiet_known_messages()
+from rosearch.quiet import setup_logging as setup_logging  # re-exported (it lives with the logging filters)
 
 
 def resolve_device(spec: str) -> torch.device:

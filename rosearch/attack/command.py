@@ -13,8 +13,14 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from rosearch.attack.recipes import recipe_names
+from rosearch.attack.runner import attack_model, reports_table, sample_attack_examples, write_reports
 from rosearch.config import Config, config_from_dict, load_config
+from rosearch.data import get_task, load_examples
+from rosearch.defense.pipeline import load_defense
 from rosearch.errors import UserError
+from rosearch.runtime import resolve_device
+from rosearch.search_space.model import register_auto_classes
 from rosearch.tokenizer_files import TOKENIZER_FILES
 
 logger = logging.getLogger(__name__)
@@ -62,8 +68,6 @@ def load_classifier(model_dir: Path, tokenizer_dir: Path | None) -> tuple[Any, A
     ``tokenizer_dir`` when given, else from ``model_dir``."""
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    from rosearch.search_space.model import register_auto_classes
-
     if not (model_dir / "config.json").is_file():
         raise AttackInputError(f"--model {str(model_dir)!r} is not a saved model directory (no config.json there) "
                                "(fix: pass a directory written by `rosearch export` or save_pretrained)")
@@ -81,12 +85,6 @@ def load_classifier(model_dir: Path, tokenizer_dir: Path | None) -> tuple[Any, A
 def run(args: argparse.Namespace) -> int:
     """Attack ``--model`` with each recipe on a seeded dev sample; print and write the results."""
     from rich.console import Console
-
-    from rosearch.attack.recipes import recipe_names
-    from rosearch.attack.runner import attack_model, reports_table, sample_attack_examples, write_reports
-    from rosearch.data import get_task, load_examples
-    from rosearch.defense.pipeline import load_defense
-    from rosearch.runtime import resolve_device
 
     config = merged_config(args)
     attack = config.attack

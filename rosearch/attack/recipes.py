@@ -28,6 +28,7 @@ import torch
 
 from rosearch.attack.resources import MissingResourceError, load_neighbors, require_wordnet
 from rosearch.config import AttackConfig
+from rosearch.model_paths import resolve_model_path
 
 if TYPE_CHECKING:
     import textattack
@@ -321,8 +322,6 @@ def _build_textfooler_local(wrapper: ModelWrapper, cfg: AttackConfig) -> BuiltAt
         notes.append("PartOfSpeech skipped: its NLTK tagger data (averaged_perceptron_tagger_eng, universal_tagset) "
                      "is a download not available offline")
     if cfg.sentence_encoder:
-        from rosearch.distill.teacher import resolve_model_path  # lazy: distill sits above attack
-
         # USE stand-in: TextFooler's threshold and 15-word window around each swap.
         constraints.append(local.LocalSentenceEncoder(
             resolve_model_path(cfg.sentence_encoder), cfg.sentence_encoder, getattr(wrapper, "device", "cpu"),

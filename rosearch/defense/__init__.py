@@ -11,7 +11,12 @@ layer can apply a defense.
 
 from rosearch.defense.names import DEFENSE_NAMES, SYNONYM_ENCODING, WORD_RECOGNITION, canonical_defenses
 from rosearch.defense.pipeline import (
-    DEFENSE_FILE, Defense, DefenseError, DefenseResources, defend_pair, load_defense,
+    DEFENSE_FILE,
+    Defense,
+    DefenseError,
+    DefenseResources,
+    defend_pair,
+    load_defense,
 )
 
 __all__ = [

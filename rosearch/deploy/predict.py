@@ -26,6 +26,8 @@ from rosearch.defense.pipeline import Defense, DefenseError, load_defense
 from rosearch.defense.tokenizer import DEFENDED_TOKENIZER_CLASS
 from rosearch.deploy.onnx import INT8_FILE, ONNX_FILE, OnnxExportError, encode, max_length_of, open_session, session_logits
 from rosearch.errors import UserError
+from rosearch.quiet import setup_logging
+from rosearch.search_space.model import register_auto_classes
 
 logger = logging.getLogger(__name__)
 
@@ -47,8 +49,6 @@ class Predictor:
     def __init__(self, model_dir: str | Path, backend: str = "torch", *, batch_size: int = 32,
                  threads: int | None = None) -> None:
         from transformers import AutoConfig, AutoTokenizer
-
-        from rosearch.search_space.model import register_auto_classes
 
         if backend not in BACKENDS:
             raise PredictError(f"unknown backend {backend!r} (fix: one of {', '.join(BACKENDS)})")
@@ -176,8 +176,6 @@ def _read_texts(args: argparse.Namespace, stdin: Iterable[str]) -> Iterator[str]
 
 def run(args: argparse.Namespace) -> int:
     """Classify the texts and write one JSON line each to stdout."""
-    from rosearch.runtime import setup_logging
-
     setup_logging("WARNING")  # stdout is the JSONL; only problems go to stderr
     predictor = Predictor(args.model, args.backend, batch_size=args.batch_size, threads=args.threads)
     pending: list[str] = []

@@ -36,10 +36,14 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from rosearch.attack.runner import run_attack, sample_attack_examples
 from rosearch.batching import EncodedSplit, batch_indices, collate
 from rosearch.config import DistillConfig
 from rosearch.data import Example, encode_examples
 from rosearch.distill.losses import kd_loss
+from rosearch.distill.teacher import load_teacher
+from rosearch.evaluate.accuracy import predict_logits
+from rosearch.tokenizer_files import materialize_tokenizer
 
 if TYPE_CHECKING:
     from rosearch.defense.pipeline import Defense
@@ -78,8 +82,6 @@ def attack_round(
     Returns the successful adversarial examples as raw text (original labels), in sample order,
     and the round's attack counts. Failed attacks are dropped: their text still has the student right.
     """
-    from rosearch.attack.runner import run_attack, sample_attack_examples
-
     inputs.require("adv_train")
     round_seed = _round_seed(seed, round_index)
     sample = sample_attack_examples(inputs.train_examples, cfg.adv_train_examples, round_seed)
@@ -156,8 +158,6 @@ class AdversarialPool:
 
     def tokenizer(self) -> Any:
         if self._tokenizer is None:
-            from rosearch.tokenizer_files import materialize_tokenizer
-
             self._tokenizer = materialize_tokenizer(self.inputs.tokenizer_files)
         return self._tokenizer
 
@@ -184,8 +184,6 @@ class AdversarialPool:
 
     def _add(self, new: Sequence[Example]) -> None:
         """Label ``new`` with the live teacher (raw text) and rebuild the pool's encoded split."""
-        from rosearch.evaluate.accuracy import predict_logits
-
         start = time.perf_counter()
         tokenizer = self.tokenizer()
         num_labels = self.train.num_labels
@@ -209,8 +207,6 @@ class AdversarialPool:
     def _live_teacher(self) -> nn.Module:
         """The teacher, loaded at the first round with hits and kept until :meth:`close`."""
         if self._teacher is None:
-            from rosearch.distill.teacher import load_teacher
-
             devices = [self.device.index or 0] if self.device.type == "cuda" else []
             with torch.random.fork_rng(devices=devices):  # loading must not shift the student's dropout draws
                 self._teacher, _ = load_teacher(self.inputs.teacher_dir, self.train.num_labels, self.device)

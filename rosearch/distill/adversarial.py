@@ -24,10 +24,14 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from rosearch.attack.runner import run_attack, sample_attack_examples
 from rosearch.batching import EncodedSplit, batch_indices, collate
 from rosearch.config import DistillConfig
 from rosearch.data import Example, encode_examples
 from rosearch.distill.losses import NonFiniteLossError, kd_loss
+from rosearch.distill.teacher import load_teacher
+from rosearch.evaluate.accuracy import predict_logits
+from rosearch.tokenizer_files import materialize_tokenizer
 
 if TYPE_CHECKING:
     from rosearch.defense.pipeline import Defense
@@ -53,8 +57,6 @@ def adversarial_examples(
 
     With ``defense``, the attack queries the student through it (the texts returned are raw).
     """
-    from rosearch.attack.runner import run_attack, sample_attack_examples
-
     inputs.require("adv_finetune")
     recipe = cfg.adv_finetune_recipe or inputs.attack.recipe
     examples = sample_attack_examples(inputs.train_examples, cfg.adv_finetune_examples, seed)
@@ -99,10 +101,6 @@ def adversarial_finetune(
     the attack goes through it and the adversarial texts are defended before the student sees
     them; the teacher labels the raw texts.
     """
-    from rosearch.distill.teacher import load_teacher
-    from rosearch.evaluate.accuracy import predict_logits
-    from rosearch.tokenizer_files import materialize_tokenizer
-
     device = torch.device(device)
     student.eval()
     tokenizer = materialize_tokenizer(inputs.tokenizer_files)

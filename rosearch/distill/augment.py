@@ -32,9 +32,10 @@ from typing import Any
 
 import numpy as np
 
+from rosearch.attack.resources import load_neighbors, prepare_textattack, require_wordnet
+from rosearch.choices import AUGMENT_RECIPE_NAMES as AUGMENT_RECIPES  # described in distill.methods
 from rosearch.config import AttackConfig
 from rosearch.data import Example, subset_indices
-from rosearch.choices import AUGMENT_RECIPE_NAMES as AUGMENT_RECIPES  # described in distill.methods
 
 logger = logging.getLogger(__name__)
 
@@ -107,8 +108,6 @@ def build_augmenters(
     Each returns one copy per call, with TextAttack's default augmentation constraints
     (RepeatModification, StopwordModification) and candidates sorted before every random choice.
     """
-    from rosearch.attack.resources import load_neighbors, prepare_textattack, require_wordnet
-
     _check(recipes, 1, pct_words)
     if {"wordnet", "insert"} & set(recipes):
         require_wordnet(attack.wordnet_dir)

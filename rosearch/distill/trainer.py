@@ -35,11 +35,11 @@ from transformers import get_linear_schedule_with_warmup
 
 from rosearch.batching import EncodedSplit, batch_indices, collate
 from rosearch.config import DistillConfig
-from rosearch.distill.losses import NonFiniteLossError, hidden_mse_loss, kd_loss, uniform_layer_map
 from rosearch.distill.adv_train import AdversarialPool
 from rosearch.distill.adversarial import adversarial_finetune
 from rosearch.distill.inputs import NEEDS_METHOD_INPUTS, MethodInputsError
 from rosearch.distill.layer_kd import AttentionTerm
+from rosearch.distill.losses import NonFiniteLossError, hidden_mse_loss, kd_loss, uniform_layer_map
 from rosearch.distill.mate_kd import MateKD
 from rosearch.distill.rift import RiftTerm
 

@@ -15,6 +15,7 @@ from typing import Any
 
 import torch
 
+from rosearch.attack.runner import attack_model
 from rosearch.config import Config, attack_panel
 from rosearch.data import get_task
 from rosearch.evaluate.accuracy import accuracy
@@ -47,8 +48,6 @@ def full_attack_metrics(
     ``recipes`` defaults to the whole panel (:func:`~rosearch.config.attack_panel`); see
     :func:`panel_metrics` for the keys.
     """
-    from rosearch.attack.runner import attack_model
-
     tokenizer = materialize_tokenizer(inputs.tokenizer_files)
     per_recipe: dict[str, dict[str, float]] = {}
     defense = inputs.defense(defenses)

@@ -12,7 +12,6 @@ module does not depend on model code.
 from __future__ import annotations
 
 import dataclasses
-
 import logging
 import random
 from dataclasses import dataclass

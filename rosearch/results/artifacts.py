@@ -17,6 +17,8 @@ from pathlib import Path
 
 import torch
 
+from rosearch.search_space.model import StudentForSequenceClassification
+
 CANDIDATES_DIR = "candidates"
 
 
@@ -57,8 +59,6 @@ def read_candidate_files(run_dir: str | Path, genome_hash: str) -> dict[str, byt
 
 def load_student(files: Mapping[str, bytes], device: torch.device | str = "cpu") -> torch.nn.Module:
     """A student from its files (as returned by :func:`student_files`), in eval mode on ``device``."""
-    from rosearch.search_space.model import StudentForSequenceClassification
-
     with tempfile.TemporaryDirectory(prefix="rosearch-student-") as tmp:
         for name, content in files.items():
             (Path(tmp) / name).write_bytes(content)

@@ -8,9 +8,14 @@ from __future__ import annotations
 
 import argparse
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
+
+from rosearch.quiet import setup_logging
+from rosearch.results.report import HEADERS, REPORT_FILE, format_value, write_report
+from rosearch.results.stats import compute_stats, results_path
+from rosearch.rundir import ensure_writable_dir
 
 if TYPE_CHECKING:
     import pandas
@@ -35,8 +40,6 @@ def _table(title: str, frame: pandas.DataFrame, columns: Sequence[str], *, left:
     """A rich table of ``frame``'s ``columns`` (columns without any value are left out)."""
     from rich.table import Table
 
-    from rosearch.results.report import HEADERS, format_value
-
     headers = {**HEADERS, **(headers or {})}
     shown = [c for c in columns if c in frame and frame[c].notna().any()]
     table = Table(title=title, title_justify="left")
@@ -48,8 +51,6 @@ def _table(title: str, frame: pandas.DataFrame, columns: Sequence[str], *, left:
 
 
 def _writable(directory: Path, flag: str) -> None:
-    from rosearch.rundir import ensure_writable_dir
-
     ensure_writable_dir(directory, "output directory",
                         fix=f"pass {flag} on a writable filesystem; a read-only copy of a run is read, never written")
 
@@ -61,8 +62,6 @@ def _writable(directory: Path, flag: str) -> None:
 
 def run_stats(args: argparse.Namespace) -> int:
     """Print the run's statistics tables and write them as CSV."""
-    from rosearch.results.stats import compute_stats, results_path
-    from rosearch.runtime import setup_logging
 
     setup_logging("INFO")
     out = args.out or results_path(args.run_dir).parent / "stats"
@@ -122,10 +121,6 @@ def run_stats(args: argparse.Namespace) -> int:
 
 def run_report(args: argparse.Namespace) -> int:
     """Write the run's self-contained HTML report."""
-    from rosearch.results.report import REPORT_FILE, write_report
-    from rosearch.results.stats import results_path
-    from rosearch.runtime import setup_logging
-
     setup_logging("INFO")
     _writable((args.out or results_path(args.run_dir).parent / REPORT_FILE).parent, "--out FILE")
     path = write_report(args.run_dir, args.out, top_k=args.top_k)
@@ -140,8 +135,7 @@ def run_report(args: argparse.Namespace) -> int:
 
 def run_export(args: argparse.Namespace) -> int:
     """Export the run's best students as Hugging Face folders and list them."""
-    from rosearch.results.export import export_students
-    from rosearch.runtime import setup_logging
+    from rosearch.results.export import export_students  # lazy: torch, transformers and Ray; stats and report need none
 
     setup_logging("INFO")
     folders = export_students(args.run_dir, args.out, top=args.top, retrain_steps=args.retrain_steps, device=args.device,

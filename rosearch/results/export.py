@@ -34,17 +34,22 @@ from typing import Any
 import torch
 
 from rosearch.config import Config, ConfigError, config_from_dict, with_legacy_defaults
-from rosearch.errors import UserError
-from rosearch.evaluate.candidate import evaluate_candidate
-from rosearch.prepare import prepare_inputs
-from rosearch.results.artifacts import load_student, read_candidate_files
-from rosearch.results.stats import open_store, ranked_records, read_run_json, results_path, teacher_reference
-from rosearch.results.store import CandidateRecord
-from rosearch.search import candidate_seed
-from rosearch.search_inputs import SearchInputs
+from rosearch.data import get_task
 from rosearch.defense.pipeline import Defense, defend_pair, load_defense
 from rosearch.defense.tokenizer import mark_tokenizer_defended
+from rosearch.errors import UserError
+from rosearch.evaluate.candidate import evaluate_candidate
+from rosearch.model_paths import resolve_model_path
+from rosearch.prepare import prepare_inputs, teacher_output_dir
+from rosearch.results.artifacts import load_student, read_candidate_files
+from rosearch.results.export_onnx import add_onnx_variants
+from rosearch.results.stats import open_store, ranked_records, read_run_json, results_path, teacher_reference
+from rosearch.results.store import CandidateRecord
+from rosearch.runtime import resolve_device
+from rosearch.search import candidate_seed
+from rosearch.search_inputs import SearchInputs
 from rosearch.search_space.genome import Genome
+from rosearch.search_space.model import StudentForSequenceClassification, register_auto_classes
 
 logger = logging.getLogger(__name__)
 
@@ -227,9 +232,6 @@ class _Distiller:
 
 def _teacher_dir(run_dir: Path, config: Config) -> Path:
     """Where the run's teacher (and so its tokenizer) lives."""
-    from rosearch.distill.teacher import resolve_model_path
-    from rosearch.prepare import teacher_output_dir
-
     recorded = teacher_reference(run_dir).get("teacher_dir")
     if recorded:
         path = Path(recorded)
@@ -383,8 +385,6 @@ def verify_export(model: torch.nn.Module, folder: Path, defense: Defense | None 
     ``defense``, on clean and misspelt texts, when it has one); return the max difference."""
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    from rosearch.search_space.model import StudentForSequenceClassification, register_auto_classes
-
     register_auto_classes()
     tokenizer = AutoTokenizer.from_pretrained(folder)
     reloaded = AutoModelForSequenceClassification.from_pretrained(folder, use_safetensors=True).eval()
@@ -495,7 +495,6 @@ def _write_student(model: torch.nn.Module, folder: Path, run: _Run, record: Cand
             meta=run.meta, teacher=teacher, export=export, defense=defense,
         ))
         if onnx or int8:  # graphs checked on the run's dev texts; figures into metrics.json and the card
-            from rosearch.results.export_onnx import add_onnx_variants
 
             add_onnx_variants(partial, model, run.tokenizer, run.config, defense, int8=int8, name=folder.name)
         difference = verify_export(model, partial, defense)
@@ -518,9 +517,6 @@ def export_students(run_dir: str | Path, out_dir: str | Path, *, top: int = 3, r
     on the run's dev texts (:mod:`rosearch.results.export_onnx`).
     """
     from transformers import AutoTokenizer
-
-    from rosearch.data import get_task
-    from rosearch.runtime import resolve_device
 
     for name, value in (("top", top), ("retrain_steps", retrain_steps)):
         if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):

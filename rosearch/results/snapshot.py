@@ -4,16 +4,16 @@ from __future__ import annotations
 
 import argparse
 import logging
-from pathlib import Path
+
+from rosearch.quiet import setup_logging
+from rosearch.results.stats import results_path
+from rosearch.results.store import snapshot
 
 logger = logging.getLogger(__name__)
 
 
 def run(args: argparse.Namespace) -> int:
     """Copy the results with SQLite's backup API (safe while a search writes to them)."""
-    from rosearch.results.stats import results_path
-    from rosearch.results.store import snapshot
-    from rosearch.runtime import setup_logging
 
     setup_logging("INFO")
     path = snapshot(results_path(args.run_dir), args.out)
