@@ -95,6 +95,7 @@ class _DebugWriter:
 def route_nltk_downloads() -> None:
     """Make ``nltk.download`` report to the ``nltk.downloader`` logger at DEBUG instead of stderr
     (idempotent; see the module docstring for why)."""
+    # lazy: nltk only before TextAttack or WordNet is used; the CLI parser imports this module
     import nltk
 
     if getattr(nltk.download, "_rosearch_quiet", False):

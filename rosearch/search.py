@@ -16,30 +16,38 @@ import logging
 import time
 from collections import Counter
 from dataclasses import dataclass, field
-from pathlib import Path
 from functools import partial
+from pathlib import Path
 from typing import Any
 
 import numpy as np
+from rich import get_console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from rosearch.config import Config, attack_panel, resume_as_stored
 from rosearch.evaluate.candidate import evaluate_candidate
 from rosearch.evaluate.efficiency import measure_latency
 from rosearch.evaluate.fitness import FitnessSpec, fitness_spec
 from rosearch.evaluate.robustness import full_attack_metrics, panel_metrics, proxy_metrics
-from rosearch.results.agreement import proxy_real_agreement
 from rosearch.evolution.loop import Proposal, evolve
 from rosearch.preflight import check_teacher_fit, teacher_shape
 from rosearch.prepare import prepare_inputs
-from rosearch.rundir import RunLock, contained_run_dir, ensure_writable_dir
-from rosearch.search_inputs import SearchInputs
+from rosearch.results.agreement import proxy_real_agreement
 from rosearch.results.artifacts import load_student, read_candidate_files, student_files, write_candidate_files
 from rosearch.results.store import CandidateRecord, ResultStore
+from rosearch.rundir import RunLock, contained_run_dir, ensure_writable_dir
 from rosearch.runtime import resolve_device
+from rosearch.search_inputs import SearchInputs
 from rosearch.search_space.cost import count_parameters
 from rosearch.search_space.genome import Genome
 from rosearch.workers import (
-    CandidateOutcome, CandidateTask, EvaluateFn, Evaluation, check_workers, is_transient_failure, make_backend,
+    CandidateOutcome,
+    CandidateTask,
+    EvaluateFn,
+    Evaluation,
+    check_workers,
+    is_transient_failure,
+    make_backend,
 )
 
 logger = logging.getLogger(__name__)
@@ -130,9 +138,6 @@ class SearchProgress:
     """Live bars (overall and current generation) on a terminal; nothing when output is redirected."""
 
     def __init__(self, generations: int, population: int) -> None:
-        from rich import get_console
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
         console = get_console()
         self._bars = Progress(
             TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),

@@ -47,6 +47,7 @@ def files_digest(files: Mapping[str, bytes]) -> str:
 
 def materialize_tokenizer(files: Mapping[str, bytes], root: str | Path | None = None) -> Any:
     """Load the tokenizer whose files are ``files``, writing them under ``root`` (default: temp dir) once."""
+    # lazy: transformers takes seconds to import; this module is light (the CLI and workers read tokenizer bytes)
     from transformers import AutoTokenizer
 
     folder = Path(root or tempfile.gettempdir()) / "rosearch-tokenizers" / files_digest(files)

@@ -140,3 +140,35 @@ def test_the_search_space_does_not_import_the_layers_above_it():
         if mod.startswith("rosearch.search_space"):
             bad = sorted(t for t in reachable(graph, mod) if t.startswith(above) and not t.startswith("rosearch.search_space"))
             assert not bad, f"{mod} reaches {bad}"
+
+
+def test_every_lazy_import_says_why():
+    """An import inside a function (of rosearch or of a third-party package) carries a ``# lazy:`` reason,
+    on one of its lines or on the comment line above its group of imports."""
+    import sys
+
+    missing = []
+    for mod, path in module_files().items():
+        lines = path.read_text(encoding="utf-8").split("\n")
+        tree = ast.parse("\n".join(lines), str(path))
+        top = {id(n) for n in tree.body}
+        type_checking = {id(n) for node in ast.walk(tree) if isinstance(node, ast.If)
+                         and "TYPE_CHECKING" in ast.unparse(node.test) for n in ast.walk(node)}
+        for block in ast.walk(tree):
+            body = getattr(block, "body", None)
+            if not isinstance(body, list):
+                continue
+            group: list[ast.stmt] = []
+            for stmt in [*body, None]:
+                if (isinstance(stmt, (ast.Import, ast.ImportFrom)) and id(stmt) not in top
+                        and id(stmt) not in type_checking):
+                    group.append(stmt)
+                    continue
+                names = [a.name for s in group for a in (s.names if isinstance(s, ast.Import) else [])]
+                names += [s.module or "." for s in group if isinstance(s, ast.ImportFrom)]
+                if group and any(n.split(".")[0] not in sys.stdlib_module_names for n in names):
+                    text = "\n".join(lines[group[0].lineno - 2:group[-1].end_lineno])
+                    if "# lazy:" not in text:
+                        missing.append(f"{path.relative_to(PACKAGE.parent)}:{group[0].lineno} {', '.join(names)}")
+                group = []
+    assert not missing, "function-level imports without a '# lazy:' reason:\n" + "\n".join(missing)

@@ -13,6 +13,9 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from rich.console import Console
+from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
 from rosearch.attack.recipes import recipe_names
 from rosearch.attack.runner import attack_model, reports_table, sample_attack_examples, write_reports
 from rosearch.config import Config, config_from_dict, load_config
@@ -66,8 +69,6 @@ def _has_tokenizer(path: Path) -> bool:
 def load_classifier(model_dir: Path, tokenizer_dir: Path | None) -> tuple[Any, Any]:
     """Model and tokenizer from ``model_dir`` (students load too); the tokenizer from
     ``tokenizer_dir`` when given, else from ``model_dir``."""
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
-
     if not (model_dir / "config.json").is_file():
         raise AttackInputError(f"--model {str(model_dir)!r} is not a saved model directory (no config.json there) "
                                "(fix: pass a directory written by `rosearch export` or save_pretrained)")
@@ -84,8 +85,6 @@ def load_classifier(model_dir: Path, tokenizer_dir: Path | None) -> tuple[Any, A
 
 def run(args: argparse.Namespace) -> int:
     """Attack ``--model`` with each recipe on a seeded dev sample; print and write the results."""
-    from rich.console import Console
-
     config = merged_config(args)
     attack = config.attack
     recipes = tuple(args.recipe) if args.recipe else (attack.recipe,)

@@ -105,6 +105,7 @@ class MeanPooledEncoder:
     states (how all-MiniLM-L6-v2 and other sentence-transformers encoders pool)."""
 
     def __init__(self, model_dir: str, device: torch.device | str) -> None:
+        # lazy: transformers' Auto* registries are slow to load; only textfooler-local's encoder needs them
         from transformers import AutoModel, AutoTokenizer
 
         self.tokenizer = AutoTokenizer.from_pretrained(model_dir)
@@ -127,6 +128,7 @@ class MeanPooledEncoder:
 @functools.cache
 def _local_classes() -> types.SimpleNamespace:
     """TextAttack subclasses used by ``textfooler-local`` (created once textattack is importable)."""
+    # lazy: textattack takes seconds to import (and touches NLTK); only building an attack needs it
     from textattack.constraints import PreTransformationConstraint
     from textattack.constraints.semantics.sentence_encoders import SentenceEncoder
     from textattack.transformations import WordSwap
@@ -263,18 +265,21 @@ def _built(attack: Any, recipe: str, notes: Sequence[str] = ()) -> BuiltAttack:
 
 
 def _build_deepwordbug(wrapper: ModelWrapper, cfg: AttackConfig) -> BuiltAttack:
+    # lazy: textattack takes seconds to import (and touches NLTK); only building an attack needs it
     from textattack.attack_recipes import DeepWordBugGao2018
 
     return _built(DeepWordBugGao2018.build(wrapper), "deepwordbug")
 
 
 def _build_pruthi(wrapper: ModelWrapper, cfg: AttackConfig) -> BuiltAttack:
+    # lazy: textattack takes seconds to import (and touches NLTK); only building an attack needs it
     from textattack.attack_recipes import Pruthi2019
 
     return _built(Pruthi2019.build(wrapper), "pruthi")
 
 
 def _build_pwws(wrapper: ModelWrapper, cfg: AttackConfig) -> BuiltAttack:
+    # lazy: textattack takes seconds to import (and touches NLTK); only building an attack needs it
     from textattack.attack_recipes import PWWSRen2019
 
     return _built(PWWSRen2019.build(wrapper), "pwws",
@@ -282,12 +287,14 @@ def _build_pwws(wrapper: ModelWrapper, cfg: AttackConfig) -> BuiltAttack:
 
 
 def _build_textfooler(wrapper: ModelWrapper, cfg: AttackConfig) -> BuiltAttack:
+    # lazy: textattack takes seconds to import (and touches NLTK); only building an attack needs it
     from textattack.attack_recipes import TextFoolerJin2019
 
     return _built(TextFoolerJin2019.build(wrapper), "textfooler")
 
 
 def _nltk_pos_tagger_available() -> bool:
+    # lazy: nltk only where WordNet / NLTK data is read
     import nltk
 
     for name in _NLTK_POS_RESOURCES:
@@ -300,6 +307,7 @@ def _nltk_pos_tagger_available() -> bool:
 
 def _build_textfooler_local(wrapper: ModelWrapper, cfg: AttackConfig) -> BuiltAttack:
     """TextFooler with local resources; each departure from TextFoolerJin2019 is noted."""
+    # lazy: textattack takes seconds to import (and touches NLTK); only building an attack needs it
     from textattack import Attack
     from textattack.constraints.grammaticality import PartOfSpeech
     from textattack.constraints.pre_transformation import RepeatModification, StopwordModification
@@ -348,6 +356,7 @@ def _wrapper_defense(wrapper: ModelWrapper, recipe: str) -> Any:
 def _build_deepwordbug_adaptive(wrapper: ModelWrapper, cfg: AttackConfig) -> BuiltAttack:
     """DeepWordBug whose edits only land on words the defense keeps as they are (an adaptive
     attack on word recognition): same goal, constraints and search as the stock recipe."""
+    # lazy: textattack takes seconds to import (and touches NLTK); only building an attack needs it
     from textattack import Attack
     from textattack.attack_recipes import DeepWordBugGao2018
 
@@ -365,6 +374,7 @@ def _build_deepwordbug_adaptive(wrapper: ModelWrapper, cfg: AttackConfig) -> Bui
 def _build_pwws_adaptive(wrapper: ModelWrapper, cfg: AttackConfig) -> BuiltAttack:
     """PWWS whose WordNet swaps are restricted to those that still change the defended text (e.g.
     synonyms outside the encoder's cluster): an adaptive attack on synonym encoding."""
+    # lazy: textattack takes seconds to import (and touches NLTK); only building an attack needs it
     from textattack import Attack
     from textattack.attack_recipes import PWWSRen2019
 
@@ -447,6 +457,7 @@ def _check_internet_resources(name: str) -> None:
     problems = []
     if importlib.util.find_spec("tensorflow_hub") is None or importlib.util.find_spec("tensorflow") is None:
         problems.append("tensorflow + tensorflow_hub are not installed (the Universal Sentence Encoder needs them)")
+    # lazy: textattack takes seconds to import (and touches NLTK); only building an attack needs it
     import textattack
 
     embedding_dir = textattack.shared.utils.path_in_cache(os.path.join("word_embeddings", "paragramcf"))

@@ -113,6 +113,7 @@ def find_wordnet_dir(explicit: str | None) -> Path | None:
 
 def _nltk_has_wordnet() -> bool:
     """Whether nltk already finds a WordNet of its own (e.g. ``nltk.download('wordnet')``)."""
+    # lazy: nltk only where WordNet / NLTK data is read
     import nltk
 
     for name in ("corpora/wordnet", "corpora/wordnet.zip"):
@@ -246,6 +247,7 @@ def prepare_textattack(cfg: AttackConfig, cache_dir: str | Path) -> Path:
     ``$NLTK_DATA`` (inherited by Ray workers). HF offline mode is left alone, so on a machine
     with internet the stock recipes download what they need as usual.
     """
+    # lazy: nltk only where WordNet / NLTK data is read
     import nltk
 
     quiet_known_messages()  # in every process that builds attacks (workers configure their own logging)

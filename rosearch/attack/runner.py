@@ -173,6 +173,7 @@ def _attack_input(example: Example, text_columns: tuple[str, ...]) -> str | Orde
 
 
 def _example_result(index: int, example: Example, result: Any) -> tuple[ExampleResult, tuple[str, ...] | None]:
+    # lazy: textattack takes seconds to import (and touches NLTK); only building an attack needs it
     from textattack.attack_results import FailedAttackResult, SkippedAttackResult
 
     original = result.original_result.attacked_text

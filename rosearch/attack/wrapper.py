@@ -52,6 +52,7 @@ def _encode(tokenizer: Any, texts: Sequence[str | tuple[str, ...]], max_length: 
 def _wrapper_class() -> type:
     """The ModelWrapper subclass, created on first use so that importing this module does not
     import textattack (its import takes ~10 s and needs NLTK data provisioned first)."""
+    # lazy: textattack takes seconds to import (and touches NLTK); only building an attack needs it
     from textattack.models.wrappers import ModelWrapper
 
     class BatchedClassifierWrapper(ModelWrapper):

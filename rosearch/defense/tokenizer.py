@@ -22,6 +22,7 @@ DEFENDED_TOKENIZER_CLASS = "DefendedTokenizerFast"
 @functools.cache
 def defended_tokenizer_class() -> type:
     """The tokenizer class (created on first use: importing this module does not import transformers)."""
+    # lazy: transformers takes seconds to import; defense is a light leaf package (the tokenizer class is made on use)
     from transformers import PreTrainedTokenizerFast
 
     class DefendedTokenizerFast(PreTrainedTokenizerFast):

@@ -9,7 +9,7 @@ from collections.abc import Iterable
 
 def wordnet_relations(words: Iterable[str]) -> dict[str, tuple[str, ...]]:
     """word -> its WordNet synonyms (lower-cased, sorted), for the words that have any."""
-    from nltk.corpus import wordnet  # heavy third-party import, only when synonym encoding is built
+    from nltk.corpus import wordnet  # lazy: heavy third-party import, only when synonym encoding is built
 
     try:
         wordnet.ensure_loaded()

@@ -103,6 +103,7 @@ def export_onnx(model: nn.Module, path: str | Path, *, max_length: int) -> Path:
 def quantize_int8(source: str | Path, target: str | Path) -> Path:
     """ONNX Runtime dynamic int8 quantisation of the graph ``source`` (after its recommended
     shape-inference pre-processing) into ``target``."""
+    # lazy: ONNX Runtime only for --onnx / --int8 export and the onnx predict backends
     from onnxruntime.quantization import QuantType, quantize_dynamic
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
@@ -139,6 +140,7 @@ class _QuantiserChatter(logging.Filter):
 
 def open_session(path: str | Path, threads: int | None = None) -> Any:
     """An ONNX Runtime CPU session for the graph at ``path`` (``threads``: intra-op threads, None = ORT's default)."""
+    # lazy: ONNX Runtime only for --onnx / --int8 export and the onnx predict backends
     import onnxruntime as ort
 
     options = ort.SessionOptions()

@@ -21,6 +21,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
+from safetensors import SafetensorError
+from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
 
 from rosearch.defense.pipeline import Defense, DefenseError, load_defense
 from rosearch.defense.tokenizer import DEFENDED_TOKENIZER_CLASS
@@ -48,8 +51,6 @@ class Predictor:
 
     def __init__(self, model_dir: str | Path, backend: str = "torch", *, batch_size: int = 32,
                  threads: int | None = None) -> None:
-        from transformers import AutoConfig, AutoTokenizer
-
         if backend not in BACKENDS:
             raise PredictError(f"unknown backend {backend!r} (fix: one of {', '.join(BACKENDS)})")
         if batch_size < 1:
@@ -92,10 +93,6 @@ class Predictor:
         self.labels = [str(id2label.get(i, i)) for i in range(int(self.config.num_labels))]
 
     def _load_torch(self, threads: int | None) -> Any:
-        import torch
-        from safetensors import SafetensorError
-        from transformers import AutoModelForSequenceClassification
-
         if threads is not None:
             torch.set_num_threads(threads)
         has_safetensors = (self.model_dir / "model.safetensors").is_file()
@@ -122,7 +119,6 @@ class Predictor:
     def _run(self, inputs: dict[str, np.ndarray]) -> np.ndarray:
         if self.session is not None:
             return session_logits(self.session, inputs)
-        import torch
 
         with torch.no_grad():
             tensors = {k: torch.from_numpy(v) for k, v in inputs.items()}

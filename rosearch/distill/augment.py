@@ -24,6 +24,7 @@ import math
 import os
 import random
 import time
+import types
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -131,8 +132,7 @@ def build_augmenters(
 
 def _textattack_classes() -> Any:
     """The TextAttack pieces of the augmenters; textattack is imported only here."""
-    import types
-
+    # lazy: textattack takes seconds to import (and touches NLTK); only building an attack needs it
     from textattack.augmentation import Augmenter
     from textattack.constraints.pre_transformation import RepeatModification, StopwordModification
     from textattack.transformations import (

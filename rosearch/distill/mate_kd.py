@@ -43,6 +43,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor, nn
+from transformers import BertForMaskedLM
 
 from rosearch.batching import EncodedSplit, batch_indices, collate
 from rosearch.config import DistillConfig
@@ -50,8 +51,6 @@ from rosearch.distill.losses import kd_loss_terms
 from rosearch.distill.teacher import load_teacher, teacher_fingerprint
 
 if TYPE_CHECKING:
-    from transformers import BertForMaskedLM
-
     from rosearch.distill.inputs import MethodInputs
 
 logger = logging.getLogger(__name__)
@@ -125,8 +124,6 @@ def choose_positions(
 
 def build_generator(teacher: nn.Module, num_layers: int) -> "BertForMaskedLM":
     """A ``BertForMaskedLM`` with the teacher's embeddings and first ``num_layers`` layers."""
-    from transformers import BertForMaskedLM
-
     if getattr(teacher.config, "model_type", None) != "bert":
         raise MateKDError(
             f"mate_kd builds its generator from a BERT-family teacher, got model_type "
@@ -272,8 +269,6 @@ class MateKD:
 
     def __init__(self, inputs: "MethodInputs", cfg: DistillConfig, num_labels: int, seed: int,
                  device: torch.device) -> None:
-        from transformers import BertForMaskedLM
-
         inputs.require("mate_kd")
         self.cfg = cfg
         self.device = device

@@ -21,6 +21,7 @@ from typing import Iterator
 
 import torch
 import torch.nn.functional as F
+from huggingface_hub import try_to_load_from_cache
 from transformers import (
     AutoConfig,
     AutoModelForSequenceClassification,
@@ -281,7 +282,6 @@ def _checkpoint_dir(model_dir: str | Path) -> Path:
     path = Path(model_dir).expanduser()
     if path.is_dir():
         return path
-    from huggingface_hub import try_to_load_from_cache
 
     try:
         cached = try_to_load_from_cache(str(model_dir), "config.json")

@@ -22,6 +22,7 @@ def _finite(value: Any) -> bool:
 
 def spearman(xs: list[float], ys: list[float]) -> dict[str, float] | None:
     """Spearman rho and its two-sided p of paired values; None below 3 pairs or when one side is constant."""
+    # lazy: scipy only for the statistics of finished runs
     from scipy.stats import spearmanr
 
     if len(xs) < 3 or len(set(xs)) < 2 or len(set(ys)) < 2:

@@ -7,10 +7,14 @@ only when one of these commands runs).
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
+
+from rich.console import Console
+from rich.table import Table
 
 from rosearch.quiet import setup_logging
 from rosearch.results.report import HEADERS, REPORT_FILE, format_value, write_report
@@ -19,8 +23,6 @@ from rosearch.rundir import ensure_writable_dir
 
 if TYPE_CHECKING:
     import pandas
-    from rich.console import Console
-    from rich.table import Table
 
 logger = logging.getLogger(__name__)
 
@@ -29,8 +31,6 @@ SHOWN_ROWS = 10  # op labels and correlations printed (the CSVs have all)
 
 def _console() -> Console:
     """Stdout console; wide when redirected so that tables are not truncated."""
-    from rich.console import Console
-
     console = Console()
     return console if console.is_terminal else Console(width=220)
 
@@ -38,8 +38,6 @@ def _console() -> Console:
 def _table(title: str, frame: pandas.DataFrame, columns: Sequence[str], *, left: Sequence[str] = (),
            headers: dict[str, str] | None = None) -> Table:
     """A rich table of ``frame``'s ``columns`` (columns without any value are left out)."""
-    from rich.table import Table
-
     headers = {**HEADERS, **(headers or {})}
     shown = [c for c in columns if c in frame and frame[c].notna().any()]
     table = Table(title=title, title_justify="left")
@@ -152,8 +150,6 @@ def run_export(args: argparse.Namespace) -> int:
 
 def onnx_summary(folder: Path) -> str:
     """One line of an export's ONNX figures (from its metrics.json): the logit check and int8's accuracy change."""
-    import json
-
     onnx = json.loads((folder / "metrics.json").read_text())["onnx"]
     line = (f"  onnx: max |Δlogit| vs PyTorch {onnx['max_abs_logit_diff']:.2g} on {onnx['check_texts']} dev texts "
             f"(tolerance {onnx['logit_tolerance']:g}); dev accuracy {onnx['dev_accuracy_onnx']:.4f}, {onnx['size_mb']:.1f} MB")

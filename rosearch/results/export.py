@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 from rosearch.config import Config, ConfigError, config_from_dict, with_legacy_defaults
 from rosearch.data import get_task
@@ -383,8 +384,6 @@ def _defense_section(defense: Defense | None) -> str:
 def verify_export(model: torch.nn.Module, folder: Path, defense: Defense | None = None) -> float:
     """Reload ``folder`` through the Auto API and compare its logits with ``model``'s (behind
     ``defense``, on clean and misspelt texts, when it has one); return the max difference."""
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
-
     register_auto_classes()
     tokenizer = AutoTokenizer.from_pretrained(folder)
     reloaded = AutoModelForSequenceClassification.from_pretrained(folder, use_safetensors=True).eval()
@@ -516,8 +515,6 @@ def export_students(run_dir: str | Path, out_dir: str | Path, *, top: int = 3, r
     ``model.onnx`` and ``int8`` (implies ``onnx``) ``model.int8.onnx``, both checked by ONNX Runtime
     on the run's dev texts (:mod:`rosearch.results.export_onnx`).
     """
-    from transformers import AutoTokenizer
-
     for name, value in (("top", top), ("retrain_steps", retrain_steps)):
         if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
             raise ExportError(f"export {name} must be a positive integer, got {value!r}")

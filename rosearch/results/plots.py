@@ -37,6 +37,7 @@ FAMILY_COLOURS: Mapping[str, str] = {
 
 def _figure(width: float, height: float) -> Figure:
     """A figure on its own Agg canvas (no pyplot state)."""
+    # lazy: matplotlib only when a report draws its plots
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -64,6 +65,7 @@ def generation_series(generations: Sequence[Mapping[str, Any]], frame: pandas.Da
     stored generations (an interrupted first generation), candidates are grouped by the
     generation that proposed them.
     """
+    # lazy: pandas only for analysis; the store and the search driver work without it
     import pandas as pd
 
     by_hash = frame.set_index("genome_hash") if not frame.empty else frame
@@ -145,6 +147,7 @@ def tradeoff_plot(frame: pandas.DataFrame, *, robustness_name: str | None = None
 
     The Pareto front is ringed in red and joined by a step line; colour is the generation.
     """
+    # lazy: matplotlib only when a report draws its plots
     from matplotlib.ticker import MaxNLocator
 
     figure = _figure(7.5, 5.2)
@@ -219,6 +222,7 @@ def _layout(cell: CellSpec) -> list[tuple[float, float]]:
 
 
 def _draw_cell(ax: Axes, cell: CellSpec, title: str, width: float) -> None:
+    # lazy: matplotlib only when a report draws its plots
     from matplotlib.patches import FancyArrowPatch, FancyBboxPatch
 
     positions = _layout(cell)

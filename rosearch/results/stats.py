@@ -226,6 +226,7 @@ def architecture_frame(store_or_run_dir: ResultStore | str | Path) -> pandas.Dat
     NSGA-II mode, whose ``objectives`` are kept as a list). Kernel-count columns exist for the
     kernel sizes that occur in the run.
     """
+    # lazy: pandas only for analysis; the store and the search driver work without it
     import pandas as pd
 
     if isinstance(store_or_run_dir, ResultStore):
@@ -317,6 +318,7 @@ def op_statistics(frame: pandas.DataFrame, top_k: int) -> pandas.DataFrame:
     robustness and fitness of candidates with vs without it. Sorted by level, then by how much
     more often it appears among the top-k than overall.
     """
+    # lazy: pandas only for analysis; the store and the search driver work without it
     import pandas as pd
 
     _check_frame(frame, "op_statistics")
@@ -355,6 +357,7 @@ def feature_correlations(frame: pandas.DataFrame) -> pandas.DataFrame:
     correlation: rho and p are NaN. Sorted by |rho| with robustness when the run has it, else
     with accuracy.
     """
+    # lazy: pandas only for analysis; the store and the search driver work without it
     import pandas as pd
     from scipy.stats import ConstantInputWarning, spearmanr
 
@@ -383,6 +386,7 @@ def feature_correlations(frame: pandas.DataFrame) -> pandas.DataFrame:
 
 def shape_effects(frame: pandas.DataFrame) -> pandas.DataFrame:
     """Mean and best accuracy / robustness / fitness per hidden size, embedding size and depth."""
+    # lazy: pandas only for analysis; the store and the search driver work without it
     import pandas as pd
 
     _check_frame(frame, "shape_effects")
@@ -481,6 +485,7 @@ def attack_figures(frame: pandas.DataFrame, top_k: int, used: str | None) -> pan
     (candidates having it), ``mean_all``, ``mean_top_k``, ``max``, and the Spearman
     ``rho_accuracy``/``p_accuracy`` with the run's accuracy.
     """
+    # lazy: pandas only for analysis; the store and the search driver work without it
     import pandas as pd
 
     figures = ["robust_accuracy", *[c for c in frame.columns if c.startswith("attack.")], "proxy_robust_accuracy"]

@@ -29,6 +29,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 import sqlite3
 import time
 from collections.abc import Iterator, Mapping, Sequence
@@ -473,7 +474,7 @@ class ResultStore:
         Nested metric dicts are flattened to dotted names; a metric whose name collides with a
         record field (e.g. ``seconds``) becomes ``metric_<name>``. Missing metrics are NaN.
         """
-        import pandas as pd  # analysis-only dependency; the driver never needs it
+        import pandas as pd  # lazy: analysis-only dependency; the driver never needs it
 
         records = self.candidates()
         rows = []
@@ -527,8 +528,6 @@ class ResultStore:
 
 def _unwritable(path: Path) -> bool:
     """True when SQLite cannot create the ``-shm``/``-wal`` files next to ``path``."""
-    import os
-
     return not os.access(path.parent, os.W_OK) or not os.access(path, os.W_OK)
 
 

@@ -375,6 +375,7 @@ def register_auto_classes() -> None:
     and ``AutoTokenizer`` the defended tokenizer of students with input defenses, so an exported
     student (defenses included) loads through the Auto API and ``pipeline``. Idempotent; call it
     explicitly."""
+    # lazy: transformers' Auto* registries are slow to load; only registering the student classes needs them
     from transformers import AutoConfig, AutoModel, AutoModelForSequenceClassification, AutoTokenizer
 
     AutoConfig.register(StudentConfig.model_type, StudentConfig, exist_ok=True)
