@@ -16,11 +16,11 @@ from functools import partial
 from rich.console import Console
 from rich.table import Table
 
+from rosearch import prepare  # prepare.prepare_inputs looked up per call (tests replace it)
 from rosearch.config import Config, load_config
 from rosearch.defense.names import DEFENSE_NAMES
 from rosearch.evaluate.candidate import evaluate_candidate
 from rosearch.preflight import check_teacher_fit, load_genome_files, teacher_shape
-from rosearch.prepare import prepare_inputs
 from rosearch.results.summary_view import summary_lines, summary_table
 from rosearch.rundir import ensure_writable_dir
 from rosearch.runtime import apply_run_settings
@@ -49,7 +49,7 @@ def cmd_teacher(args: argparse.Namespace) -> int:
     config = _config(args)
     device = apply_run_settings(config.run)
     start = time.perf_counter()
-    inputs = prepare_inputs(config, device)
+    inputs = prepare.prepare_inputs(config, device)
     _console().print(
         f"teacher {inputs.teacher_dir}: dev accuracy {inputs.teacher_dev_accuracy:.4f}; "
         f"outputs cached for {len(inputs.train)} training examples ({time.perf_counter() - start:.1f}s)"
@@ -69,7 +69,7 @@ def cmd_distill(args: argparse.Namespace) -> int:
         config = load_config(args.config, [*args.overrides, f"search_space.defense_choices={json.dumps(choices)}"])
     ensure_writable_dir(config.run.run_dir, "run directory")
     device = apply_run_settings(config.run)
-    inputs = prepare_inputs(config, device)
+    inputs = prepare.prepare_inputs(config, device)
     if not args.genome:
         rng = random.Random(config.run.seed)
         counter = partial(
