@@ -16,6 +16,7 @@ import json
 import math
 import types
 import typing
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -124,6 +125,9 @@ class SearchSpaceConfig:
     embedding_init: Literal["random", "teacher_pca"] = "teacher_pca"
     defenses: tuple[str, ...] = ()  # input defenses (rosearch.defense.DEFENSE_NAMES) every candidate carries
     defense_choices: tuple[str, ...] = ()  # defenses the evolution switches on or off per candidate (a gene)
+    # robust-training methods (distill.methods names) the evolution switches on or off per candidate (a gene),
+    # on top of distill.methods, which every candidate uses
+    training_choices: tuple[str, ...] = ()
 
     def defenses_used(self) -> tuple[str, ...]:
         """Every defense some candidate of the run may carry, in application order."""
@@ -319,6 +323,18 @@ class Config:
         return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
 
 
+def methods_used(config: Config) -> tuple[str, ...]:
+    """Every distillation method some candidate of the run may use: ``distill.methods`` (all of them)
+    plus ``search_space.training_choices`` (the training gene). The run prepares inputs for these once."""
+    return tuple(config.distill.methods) + tuple(
+        m for m in config.search_space.training_choices if m not in config.distill.methods)
+
+
+def with_methods(config: Config, methods: Sequence[str]) -> Config:
+    """``config`` whose ``distill.methods`` is ``methods`` (one candidate's, or a run's whole set)."""
+    return dataclasses.replace(config, distill=dataclasses.replace(config.distill, methods=tuple(methods)))
+
+
 def config_uses_defenses(config: Config) -> bool:
     """Whether any candidate of the run carries a defense, or the defense section is set."""
     default = _to_plain(dataclasses.asdict(DefenseConfig()))
@@ -331,6 +347,7 @@ VALIDATION_MAX_SHARE = 0.2  # the validation slice takes at most this share of t
 LEGACY_DEFAULTS: dict[tuple[str, str], Any] = {
     ("data", "validation_size"): 0,
     ("attack", "recipes"): [],
+    ("search_space", "training_choices"): [],
 }
 
 
@@ -671,7 +688,13 @@ def _validate_distill_methods(config: Config) -> None:
         _require(name in DISTILL_METHOD_NAMES, f"distill.methods[{i}]",
                  f"unknown method {name!r} (known: {', '.join(DISTILL_METHOD_NAMES)})")
         _require(name not in dist.methods[:i], f"distill.methods[{i}]", f"method {name!r} is listed twice")
-    methods = set(dist.methods)
+    for i, name in enumerate(config.search_space.training_choices):
+        field_name = f"search_space.training_choices[{i}]"
+        _require(name in DISTILL_METHOD_NAMES, field_name, f"unknown method {name!r} (known: {', '.join(DISTILL_METHOD_NAMES)})")
+        _require(name not in config.search_space.training_choices[:i], field_name, f"method {name!r} is listed twice")
+        _require(name not in dist.methods, field_name, f"{name!r} is also in distill.methods (every candidate uses "
+                 "it), so the search cannot switch it off (fix: list it in one of the two)")
+    methods = set(methods_used(config))  # what some candidate may distil with: its knobs must be usable
 
     _require(len(dist.augment_recipes) > 0, "distill.augment_recipes",
              f"must list at least one augmenter (known: {', '.join(AUGMENT_RECIPE_NAMES)})")
@@ -816,10 +839,11 @@ def _validate_defense(config: Config) -> None:
                      "is unset, but synonym encoding reads the counter-fitted neighbour table from it (fix: set it, "
                      "e.g. ../shared/data/embeddings/counterfitted_neighbors.json.gz, or drop counterfitted from "
                      "defense.synonym_sources)")
-        clash = [m for m in config.distill.methods if m in _TOKEN_ALIGNED_METHODS]
+        clash = [m for m in methods_used(config) if m in _TOKEN_ALIGNED_METHODS]
         _require(not clash and config.distill.hidden_loss_weight == 0, "distill.methods",
                  f"{clash or ['hidden_loss_weight']} align the student's tokens with the teacher's, which synonym "
-                 "encoding changes (fix: drop them, or drop synonym_encoding from search_space.defenses and defense_choices)")
+                 "encoding changes (fix: drop them from distill.methods / search_space.training_choices, or drop "
+                 "synonym_encoding from search_space.defenses and defense_choices)")
 def attack_panel(attack: AttackConfig) -> tuple[str, ...]:
     """The recipes a search attacks candidates with (``attack.recipes``, or ``attack.recipe`` alone)."""
     return tuple(attack.recipes) or (attack.recipe,)

@@ -14,7 +14,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from rosearch.config import Config, ConfigError
+from rosearch.config import Config, ConfigError, methods_used
 from rosearch.data import get_task
 from rosearch.model_paths import resolve_model_path
 from rosearch.search_space import labels
@@ -120,6 +120,14 @@ def check_genome(genome: Genome, config: Config, shape: TeacherShape | None, whe
         raise GenomeFileError(
             f"{where}: operations {outside} are outside the search space (search_space.op_families, "
             "attention_heads, kernel_sizes, ffn_ratios, activations) (fix: widen those fields, or edit the genome)"
+        )
+    prepared = methods_used(config)
+    unprepared = [m for m in genome.training if m not in prepared]
+    if unprepared:
+        raise GenomeFileError(
+            f"{where}: training methods {unprepared} are in neither distill.methods {list(config.distill.methods)} nor "
+            f"search_space.training_choices {list(space.training_choices)}, so the run does not prepare them "
+            "(fix: add them to search_space.training_choices, or drop them from the genome's training list)"
         )
     if shape is None:
         return None

@@ -22,6 +22,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from rosearch.config import methods_used
 from rosearch.data import encode_examples, get_task
 from rosearch.distill.augment import augment_examples
 from rosearch.distill.inputs import NEEDS_METHOD_INPUTS, MethodInputs, MethodInputsError
@@ -111,7 +112,7 @@ def teacher_cache_request(config: "Config", num_teacher_layers: int) -> TeacherR
     ``load_or_compute_teacher_outputs`` call on the training split.
     """
     dist = config.distill
-    methods = set(dist.methods)
+    methods = set(methods_used(config))
     layers: tuple[int, ...] = tuple(config.teacher.cache_hidden_layers) if dist.hidden_loss_weight > 0 else ()
     attention: tuple[int, ...] = ()
     if "layer_kd" in methods:
@@ -131,7 +132,10 @@ def prepare_method_inputs(
     train: "EncodedSplit",
     device: "torch.device | str",
 ) -> MethodInputs | None:
-    """The once-per-run work of ``config.distill.methods``; None when no method needs any.
+    """The once-per-run work of every method a candidate may use; None when none needs any.
+
+    Those methods are :func:`rosearch.config.methods_used`: ``distill.methods`` plus the training gene's
+    ``search_space.training_choices``, prepared once whichever candidates end up using them.
 
     ``train_examples`` and ``train`` are the clean training split as raw text and encoded, row
     by row (what :func:`rosearch.data.load_split` returns). Everything here is cached on disk
@@ -140,7 +144,7 @@ def prepare_method_inputs(
     output cache, keyed by the augmented split's fingerprint); the MATE-KD generator →
     ``mate_kd/<key>/``.
     """
-    methods = tuple(config.distill.methods)
+    methods = methods_used(config)
     if not set(methods) & NEEDS_METHOD_INPUTS:
         return None
     if len(train_examples) != len(train):

@@ -7,6 +7,7 @@ the same in-process, in a Ray task, or on another machine of a cluster.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from dataclasses import asdict, dataclass
@@ -41,9 +42,17 @@ class CandidateMetrics:
     val_accuracy: float | None = None  # the validation slice selection compares (None: old runs select on dev)
     dev_f1: float | None = None  # F1 of the positive class, for the tasks GLUE scores by it (MRPC, QQP)
     val_f1: float | None = None
+    methods: tuple[str, ...] = ()  # the robust distillation methods it trained with (distill.methods + training gene)
+    method_stats: dict[str, float] | None = None  # what they did (adversarial examples, seconds, ...)
 
     def to_dict(self) -> dict:
-        return {key: value for key, value in asdict(self).items() if value is not None}
+        """Flat JSON-able metrics; the methods and their numbers only when it used any (old runs' keys otherwise)."""
+        out = {key: value for key, value in asdict(self).items()
+               if value is not None and key not in ("methods", "method_stats")}
+        if self.methods:
+            out["distill_methods"] = list(self.methods)
+        out |= {f"distill_{key}": value for key, value in (self.method_stats or {}).items()}
+        return out
 
 
 def build_student(genome: Genome, inputs: SearchInputs, config: Config, *, seed: int) -> StudentForSequenceClassification:
@@ -81,14 +90,19 @@ def evaluate_candidate(
 
     A genome with input defenses trains and is measured on text passed through them (the same
     defense the attack queries and the export carries); the teacher's targets are its outputs
-    on the original text.
+    on the original text. A genome with a training gene distils with those methods on top of
+    ``distill.methods`` (their once-per-run inputs were prepared for the whole run).
     """
     key = genome.hash()
     defense = inputs.defense(genome.defenses)  # adv_train / adv_finetune attack through it
     inputs = inputs.for_defenses(genome.defenses)
     model = build_student(genome, inputs, config, seed=seed).to(device)
+    distill_config = config.distill  # plus the methods of the genome's training gene
+    if genome.training:
+        distill_config = dataclasses.replace(distill_config, methods=config.distill.methods + tuple(
+            m for m in genome.training if m not in config.distill.methods))
     result = distill(
-        model, inputs.train, inputs.teacher_outputs, config.distill, seed=seed, device=device,
+        model, inputs.train, inputs.teacher_outputs, distill_config, seed=seed, device=device,
         method_inputs=inputs.method_inputs, defense=defense,
     )
     start = time.perf_counter()
@@ -112,6 +126,8 @@ def evaluate_candidate(
         val_accuracy=scores["val"][0] if "val" in scores else None,
         dev_f1=scores["dev"][1],
         val_f1=scores["val"][1] if "val" in scores else None,
+        methods=tuple(distill_config.methods),
+        method_stats={k: float(v) for k, v in result.method_stats.items()} or None,
     )
     logger.info(
         "candidate %s: %s accuracy %.4f, %.2fM params, %.1f MFLOPs, %d steps in %.1fs",

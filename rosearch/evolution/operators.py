@@ -82,10 +82,10 @@ def _check_budget_args(space: SearchSpaceConfig, param_count: ParamCount | None)
 
 
 def _finish(hidden: int, embedding: int, cells: Sequence[CellSpec], space: SearchSpaceConfig,
-            param_count: ParamCount | None, defenses: Sequence[str] = ()) -> Genome:
+            param_count: ParamCount | None, defenses: Sequence[str] = (), training: Sequence[str] = ()) -> Genome:
     """Build the child genome and enforce the budget; :class:`_Rejected` when it is not usable."""
     try:
-        genome = Genome(hidden, embedding, tuple(cells), tuple(defenses))
+        genome = Genome(hidden, embedding, tuple(cells), tuple(defenses), tuple(training))
     except InvalidGenomeError as exc:
         raise _Rejected(str(exc)) from exc
     if space.param_budget is not None and param_count is not None:
@@ -214,7 +214,9 @@ def mutate(genome: Genome, rng: random.Random, space: SearchSpaceConfig, *,
     - ``depth``: to the neighbouring allowed depth of ``space.num_layers``, by duplicating
       random layers in place or dropping random layers;
     - ``defense`` (only when ``space.defense_choices`` is set): one of the choices is switched
-      on or off; the other kinds keep the parent's defenses.
+      on or off; the other kinds keep the parent's defenses;
+    - ``training`` (only when ``space.training_choices`` is set): one robust-training method is
+      switched on or off; the other kinds keep the parent's training gene.
 
     An attempt that is invalid, over ``space.param_budget``, or isomorphic to the parent is
     redrawn; after ``max_tries`` attempts a fresh :func:`sample_genome` is returned instead,
@@ -222,15 +224,17 @@ def mutate(genome: Genome, rng: random.Random, space: SearchSpaceConfig, *,
     """
     _check_budget_args(space, param_count)
     parent_hash = genome.hash()
-    kinds = MUTATIONS + (("defense",) if space.defense_choices else ())
+    kinds = MUTATIONS + (("defense",) if space.defense_choices else ()) + (("training",) if space.training_choices else ())
     for _ in range(max_tries):
         kind = rng.choice(kinds)
         try:
             if kind == "defense":
                 child = _toggle_defense(genome, rng, space)
+            elif kind == "training":
+                child = dataclasses.replace(genome, training=tuple(set(genome.training) ^ {rng.choice(space.training_choices)}))
             else:
                 hidden, embedding, cells = _mutate_once(genome, kind, rng, space)
-                child = _finish(hidden, embedding, cells, space, param_count, genome.defenses)
+                child = _finish(hidden, embedding, cells, space, param_count, genome.defenses, genome.training)
         except _Rejected as exc:
             logger.debug("mutation %s of %s rejected: %s", kind, parent_hash[:12], exc)
             continue
@@ -278,10 +282,11 @@ def crossover(a: Genome, b: Genome, rng: random.Random, space: SearchSpaceConfig
             if rng.random() < 0.5:
                 cells1[i], cells2[i] = cells2[i], cells1[i]
         d1, d2 = _cross_defenses(a, b, rng, space)
+        t1, t2 = _swap_choices(set(a.training), set(b.training), space.training_choices, rng)
         try:
             usable1, usable2 = space_labels(space, h1), space_labels(space, h2)
-            child1 = _finish(h1, e1, [_repair_heads(c, h1, usable1, rng) for c in cells1], space, param_count, d1)
-            child2 = _finish(h2, e2, [_repair_heads(c, h2, usable2, rng) for c in cells2], space, param_count, d2)
+            child1 = _finish(h1, e1, [_repair_heads(c, h1, usable1, rng) for c in cells1], space, param_count, d1, t1)
+            child2 = _finish(h2, e2, [_repair_heads(c, h2, usable2, rng) for c in cells2], space, param_count, d2, t2)
         except _Rejected as exc:
             logger.debug("crossover of %s and %s rejected: %s", a.hash()[:12], b.hash()[:12], exc)
             continue
@@ -293,13 +298,18 @@ def _cross_defenses(a: Genome, b: Genome, rng: random.Random,
                     space: SearchSpaceConfig) -> tuple[tuple[str, ...], tuple[str, ...]]:
     """Uniform crossover of the defense genes: each choice is swapped between the children with
     probability 1/2 (no draw at all when the space has no defense choices)."""
-    d1, d2 = set(a.defenses), set(b.defenses)
-    for name in space.defense_choices:
+    return _swap_choices(set(a.defenses), set(b.defenses), space.defense_choices, rng)
+
+
+def _swap_choices(s1: set[str], s2: set[str], choices: Sequence[str],
+                  rng: random.Random) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """Uniform crossover of on/off genes: each choice is swapped between the two sets with probability 1/2."""
+    for name in choices:
         if rng.random() < 0.5:
-            in1, in2 = name in d1, name in d2
-            d1 = (d1 | {name}) if in2 else (d1 - {name})
-            d2 = (d2 | {name}) if in1 else (d2 - {name})
-    return tuple(d1), tuple(d2)
+            in1, in2 = name in s1, name in s2
+            s1 = (s1 | {name}) if in2 else (s1 - {name})
+            s2 = (s2 | {name}) if in1 else (s2 - {name})
+    return tuple(s1), tuple(s2)
 
 
 # --------------------------------------------------------------------------------------------

@@ -295,6 +295,10 @@ def model_card(*, folder: str, run_dir: Path, record: CandidateRecord, rank: int
                      f"for {export['retrain_steps']} steps and were not attacked.")
     attack_note = "".join(f"\n{note}\n" for note in notes)
     defense_section = _defense_section(defense)
+    methods = config.distill.methods + tuple(t for t in genome.training if t not in config.distill.methods)
+    training = ", ".join(f"`{name}`" for name in methods) or "none (plain KD)"
+    if genome.training:
+        training += " (the search's training gene chose " + ", ".join(f"`{t}`" for t in genome.training) + ")"
     return f"""---
 library_name: transformers
 pipeline_tag: text-classification
@@ -319,6 +323,11 @@ factorised ({genome.embedding_size} -> {genome.hidden_size}). Full genome: `geno
 
 {layers}
 {defense_section}
+## Training
+
+Knowledge distillation ({config.distill.max_steps} steps, batch {config.distill.batch_size}) with the robust
+methods: {training}.
+
 ## Provenance
 
 - run: `{run_dir.name}` (generation {record.generation}, rank {rank} by the run's selection)

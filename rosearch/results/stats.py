@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from rosearch.defense.names import DEFENSE_NAMES
+from rosearch.choices import DISTILL_METHOD_NAMES
 from rosearch.errors import UserError
 from rosearch.results.agreement import proxy_real_agreement, spearman
 from rosearch.results.store import CandidateRecord, ResultStore, ResultStoreError
@@ -206,9 +207,12 @@ def genome_features(genome: Genome) -> dict[str, Any]:
         row[f"n_act_{activation}"] = activations[activation]
     for name in DEFENSE_NAMES:
         row[f"defense_{name}"] = int(name in genome.defenses)
+    for name in DISTILL_METHOD_NAMES:
+        row[f"training_{name}"] = int(name in genome.training)
     row["op_labels"] = tuple(ops)
     row["op_families"] = tuple(spec.family for spec in specs)
     row["defenses"] = genome.defenses
+    row["training"] = genome.training
     return row
 
 
@@ -309,10 +313,11 @@ def _mean(values: pandas.Series) -> float:
 
 
 def op_statistics(frame: pandas.DataFrame, top_k: int) -> pandas.DataFrame:
-    """Per input defense, op family and full op label: how common among the top-k vs all, and what
-    it goes with (defenses are reported like ops, so their effect reads next to the architecture's).
+    """Per input defense, robust-training method (the training gene), op family and full op label: how
+    common among the top-k vs all, and what it goes with (defenses and training methods are reported
+    like ops, so their effect reads next to the architecture's).
 
-    Columns: ``level`` (defense | family | label), ``op``, ``n_with`` / ``n_without`` (candidates that
+    Columns: ``level`` (defense | training | family | label), ``op``, ``n_with`` / ``n_without`` (candidates that
     contain / lack it), ``top_k_with`` and ``top_k_frac`` (of the top-k), ``all_frac``,
     ``top_k_node_share`` / ``all_node_share`` (share of all op nodes), then mean accuracy,
     robustness and fitness of candidates with vs without it. Sorted by level, then by how much
@@ -325,7 +330,8 @@ def op_statistics(frame: pandas.DataFrame, top_k: int) -> pandas.DataFrame:
     k = _check_top_k(top_k, len(frame))
     top = frame["rank"] <= k
     rows = []
-    levels = (("defense", "defenses"),) if "defenses" in frame and any(frame["defenses"].map(len)) else ()
+    levels = tuple((level, column) for level, column in (("defense", "defenses"), ("training", "training"))
+                   if column in frame and any(frame[column].map(len)))
     for level, column in (*levels, ("family", "op_families"), ("label", "op_labels")):
         nodes_all = Counter(chain.from_iterable(frame[column]))
         nodes_top = Counter(chain.from_iterable(frame.loc[top, column]))
@@ -345,7 +351,7 @@ def op_statistics(frame: pandas.DataFrame, top_k: int) -> pandas.DataFrame:
             rows.append(row)
     table = pd.DataFrame.from_records(rows)
     table["enrichment"] = table["top_k_frac"] - table["all_frac"]
-    table["level_order"] = table["level"].map({"defense": -1, "family": 0, "label": 1})
+    table["level_order"] = table["level"].map({"defense": -2, "training": -1, "family": 0, "label": 1})
     table = table.sort_values(["level_order", "enrichment", "n_with", "op"], ascending=[True, False, False, True])
     return table.drop(columns="level_order").reset_index(drop=True)
 
@@ -439,7 +445,7 @@ class StatsReport:
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
         frame = self.frame.copy()
-        for column in ("op_labels", "op_families", "defenses"):
+        for column in ("op_labels", "op_families", "defenses", "training"):
             if column in frame:
                 frame[column] = frame[column].map(" ".join)
         frame["objectives"] = frame["objectives"].map(json.dumps)

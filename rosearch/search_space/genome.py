@@ -260,12 +260,16 @@ class Genome:
     embedding_size: int
     cells: tuple[CellSpec, ...]
     defenses: tuple[str, ...] = ()  # input defenses the student carries (rosearch.defense), in application order
+    # robust-training methods (rosearch.distill.methods.METHODS) this student distils with, on top of
+    # distill.methods: the training gene of search_space.training_choices; sorted, so order never matters
+    training: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         try:
             object.__setattr__(self, "defenses", canonical_defenses(self.defenses, "genome defenses"))
         except ValueError as exc:
             raise InvalidGenomeError(str(exc)) from None
+        object.__setattr__(self, "training", _canonical_training(self.training))
         for name in ("hidden_size", "embedding_size"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -296,10 +300,12 @@ class Genome:
         parts: list[Any] = [self.hidden_size, self.embedding_size, [cell.hash() for cell in self.cells]]
         if self.defenses:  # undefended genomes keep the hashes they had before defenses existed
             parts.append(list(self.defenses))
+        if self.training:  # and genomes without a training gene the hashes they had before it existed
+            parts.append({"training": list(self.training)})
         return _sha256(json.dumps(parts))[:32]
 
     def architecture(self) -> Genome:
-        """The same network without defenses (what is built and counted as a model)."""
+        """The same network without defenses or training gene (what is built and counted as a model)."""
         return Genome(self.hidden_size, self.embedding_size, self.cells)
 
     def op_labels_used(self) -> tuple[str, ...]:
@@ -319,12 +325,15 @@ class Genome:
         }
         if self.defenses:
             out["defenses"] = list(self.defenses)
+        if self.training:
+            out["training"] = list(self.training)
         return out
 
     @classmethod
     def from_dict(cls, data: Any) -> Genome:
         keys = ("hidden_size", "embedding_size", "cells")
-        _check_keys(data, keys + (("defenses",) if isinstance(data, dict) and "defenses" in data else ()), "genome")
+        optional = tuple(k for k in ("defenses", "training") if isinstance(data, dict) and k in data)
+        _check_keys(data, keys + optional, "genome")
         cells = data["cells"]
         if isinstance(cells, (str, bytes, dict)) or not isinstance(cells, Sequence):
             raise InvalidGenomeError(f"genome cells must be a list of cell mappings, got {cells!r}")
@@ -334,7 +343,8 @@ class Genome:
                 parsed.append(CellSpec.from_dict(cell))
             except InvalidGenomeError as exc:
                 raise InvalidGenomeError(f"genome layer {layer}: {exc}") from exc
-        return cls(data["hidden_size"], data["embedding_size"], tuple(parsed), data.get("defenses", ()))
+        return cls(data["hidden_size"], data["embedding_size"], tuple(parsed), data.get("defenses", ()),
+                   data.get("training", ()))
 
     def to_json(self) -> str:
         """Compact, key-sorted JSON; ``Genome.from_json(g.to_json()) == g``."""
@@ -347,3 +357,16 @@ class Genome:
         except json.JSONDecodeError as exc:
             raise InvalidGenomeError(f"genome JSON is not valid JSON ({exc}): {text[:80]!r}") from exc
         return cls.from_dict(data)
+
+
+def _canonical_training(names: object) -> tuple[str, ...]:
+    """The training gene as a sorted, duplicate-free tuple of method names (checked against the
+    registry where a config is at hand: config validation and :mod:`rosearch.preflight`)."""
+    if isinstance(names, (str, bytes)) or not isinstance(names, (list, tuple)):
+        raise InvalidGenomeError(f"genome training must be a list of distill method names, got {names!r}")
+    bad = [n for n in names if not isinstance(n, str) or not n.isidentifier()]
+    if bad:
+        raise InvalidGenomeError(f"genome training: {bad} are not method names (e.g. adv_train, rift)")
+    if len(set(names)) != len(names):
+        raise InvalidGenomeError(f"genome training: method names repeat: {list(names)}")
+    return tuple(sorted(names))

@@ -76,7 +76,7 @@ def sample_genome(
     param_count: Callable[[Genome], int] | None = None,
     max_tries: int = 200,
 ) -> Genome:
-    """Draw H, E, L, one cell per layer and the defense genes; redraw while over ``space.param_budget``.
+    """Draw H, E, L, one cell per layer and the defense and training genes; redraw while over ``space.param_budget``.
 
     Attention labels whose head count does not divide the drawn H are left out of that
     genome's op choices. With a budget, ``param_count`` (e.g. ``cost.count_parameters``) is
@@ -97,7 +97,7 @@ def sample_genome(
         depth = rng.choice(space.num_layers)
         usable = _labels_for_hidden_size(all_labels, hidden)
         cells = tuple(sample_cell(rng, space.nodes_per_cell, usable, space.max_edges) for _ in range(depth))
-        genome = Genome(hidden, embedding, cells, sample_defenses(rng, space))
+        genome = Genome(hidden, embedding, cells, sample_defenses(rng, space), sample_training(rng, space))
         if space.param_budget is None or param_count is None:
             return genome
         count = param_count(genome)
@@ -136,3 +136,9 @@ def _labels_for_hidden_size(all_labels: Sequence[str], hidden_size: int) -> list
             "fails to divide it (fix: add other op_families or heads that divide the hidden sizes)"
         )
     return usable
+
+
+def sample_training(rng: random.Random, space: SearchSpaceConfig) -> tuple[str, ...]:
+    """Each of ``space.training_choices`` with probability 1/2 (no draw when there are none, so
+    spaces without a training gene sample the genomes they sampled before it existed)."""
+    return tuple(name for name in space.training_choices if rng.random() < 0.5)
