@@ -81,6 +81,11 @@ class DataConfig:
     # slice would make accuracy differences between students mostly noise, a larger one starves KD).
     # 0 selects on dev as before this field existed (old runs).
     validation_size: int = 1000
+    # Only train examples of at least this many words (both texts of a pair) enter the slice. SST-2's
+    # train split is mostly phrases (median 7 words) while dev holds whole sentences (median 19): on
+    # 2-word phrases an attack has little to swap, so the slice would rank defenses unlike dev does.
+    # 0: any example (as before this field existed).
+    validation_min_words: int = 0
 
 
 @dataclass(frozen=True)
@@ -346,6 +351,7 @@ VALIDATION_MAX_SHARE = 0.2  # the validation slice takes at most this share of t
 # while they hold that value, so an old run still resumes, reports and exports as it did.
 LEGACY_DEFAULTS: dict[tuple[str, str], Any] = {
     ("data", "validation_size"): 0,
+    ("data", "validation_min_words"): 0,
     ("attack", "recipes"): [],
     ("search_space", "training_choices"): [],
 }
@@ -583,6 +589,8 @@ def validate(config: Config) -> None:
     _positive(data.dev_limit, "data.dev_limit")
     _require(data.validation_size >= 0, "data.validation_size",
              f"must be >= 0 (0: select on the dev split, as old runs did), got {data.validation_size}")
+    _require(data.validation_min_words >= 0, "data.validation_min_words",
+             f"must be >= 0 (0: any train example may enter the validation slice), got {data.validation_min_words}")
     if data.data_dir is not None:
         _require(Path(data.data_dir).expanduser().exists(), "data.data_dir",
                  f"directory {data.data_dir!r} does not exist (fix: point it at the task's files, or unset it to use HF datasets)")

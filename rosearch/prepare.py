@@ -39,7 +39,7 @@ from rosearch.evaluate.accuracy import logits_accuracy
 from rosearch.prepare_defense import build_defense_resources, encode_defended_splits
 from rosearch.search_inputs import SearchInputs
 from rosearch.tokenizer_files import read_tokenizer_files
-from rosearch.validation import majority_rate, plan_validation
+from rosearch.validation import majority_rate, plan_validation, word_count
 
 logger = logging.getLogger(__name__)
 
@@ -241,15 +241,16 @@ def carve_validation(
     """
     task = get_task(config.data.task)
     everything = load_examples(config.data.task, "train", config.data.data_dir)
-    plan = plan_validation(config, len(everything))
+    plan = plan_validation(config, len(everything), [word_count(e.text_a, e.text_b) for e in everything])
     val_examples = [everything[i] for i in plan.validation]
     key = hashlib.sha256(json.dumps([train.fingerprint, plan.validation]).encode()).hexdigest()
     val = encode_examples(val_examples, tokenizer, config.data.max_length, f"val-{key}", task.num_labels)
     if plan.student_keep is not None:
         train_examples = [train_examples[i] for i in plan.student_keep]
         train = train.subset(plan.student_keep, f"minus-val{len(plan.validation)}")
-    logger.info("data: validation slice of %d train examples (seeded, disjoint from the %d the students distil on%s); "
-                "dev (%s examples) is kept for reporting", len(val), len(train),
+    minimum = config.data.validation_min_words
+    logger.info("data: validation slice of %d train examples%s (seeded, disjoint from the %d the students distil on%s); "
+                "dev (%s examples) is kept for reporting", len(val), f" of >= {minimum} words" if minimum else "", len(train),
                 f"; {plan.overlaps_teacher} seen by the teacher" if plan.overlaps_teacher else ", and from the teacher's",
                 "all" if config.data.dev_limit is None else config.data.dev_limit)
     return train_examples, train, val_examples, val

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import random
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -37,12 +38,13 @@ def validation_size(config: Config, n_train: int) -> int:
     return min(config.data.validation_size, int(n_train * VALIDATION_MAX_SHARE))
 
 
-def plan_validation(config: Config, n_train: int) -> ValidationPlan:
+def plan_validation(config: Config, n_train: int, word_counts: Sequence[int] | None = None) -> ValidationPlan:
     """Carve the seeded validation slice out of ``n_train`` train indices (see the module docstring).
 
     Preference: outside both the students' and the teacher's subsets; then outside the students'
     only (the teacher saw those sentences, the students did not); and only when the students
-    use (nearly) the whole split are the slice's examples taken out of their subset.
+    use (nearly) the whole split are the slice's examples taken out of their subset. With
+    ``data.validation_min_words`` set, only indices whose ``word_counts`` reach it are eligible.
     """
     seed = config.run.seed
     size = validation_size(config, n_train)
@@ -50,23 +52,44 @@ def plan_validation(config: Config, n_train: int) -> ValidationPlan:
         raise ValueError(f"train split of {n_train} examples is too small for a validation slice "
                          "(fix: set data.validation_size=0 to select on dev)")
     everything = set(range(n_train))
+    eligible = _eligible(config, n_train, word_counts)
+    if len(eligible) < size:
+        raise ValueError(f"only {len(eligible)} train examples have >= {config.data.validation_min_words} words, fewer "
+                         f"than the {size} the validation slice needs (fix: lower data.validation_min_words or "
+                         "data.validation_size)")
     student = set(subset_indices(n_train, config.data.train_limit, seed) or everything)
     teacher = set(subset_indices(n_train, config.teacher.train_limit, seed) or everything)
     rng = random.Random(seed + 7919)  # its own stream: the subsets above keep their seeded draws
-    free = sorted(everything - student - teacher)
+    free = sorted(eligible - student - teacher)
     if len(free) >= size:
         return ValidationPlan(sorted(rng.sample(free, size)), None, 0)
-    seen_by_teacher = sorted(everything - student - set(free))
+    seen_by_teacher = sorted(eligible - student - set(free))
     if len(free) + len(seen_by_teacher) >= size:
         chosen = free + rng.sample(seen_by_teacher, size - len(free))
         logger.warning("validation slice: only %d train examples are outside both the students' and the teacher's "
                        "subsets; %d of the %d slice examples were seen by the teacher", len(free), size - len(free), size)
         return ValidationPlan(sorted(chosen), None, size - len(free))
-    chosen = set(rng.sample(sorted(student), size - len(free) - len(seen_by_teacher))) | set(free) | set(seen_by_teacher)
+    in_student = sorted(eligible & student)
+    chosen = set(rng.sample(in_student, size - len(free) - len(seen_by_teacher))) | set(free) | set(seen_by_teacher)
     logger.warning("validation slice: the students distil on (nearly) the whole train split; %d of its %d examples "
                    "are taken out of their subset", len(chosen & student), size)
     keep = [position for position, index in enumerate(sorted(student)) if index not in chosen]
     return ValidationPlan(sorted(chosen), keep, len(chosen & teacher))
+
+
+def _eligible(config: Config, n_train: int, word_counts: Sequence[int] | None) -> set[int]:
+    """Indices that may enter the slice: all, or those with at least ``data.validation_min_words`` words."""
+    minimum = config.data.validation_min_words
+    if minimum <= 0:
+        return set(range(n_train))
+    if word_counts is None or len(word_counts) != n_train:
+        raise ValueError("data.validation_min_words needs the word count of every train example")
+    return {i for i, count in enumerate(word_counts) if count >= minimum}
+
+
+def word_count(text_a: str, text_b: str | None) -> int:
+    """Whitespace words of an example (both texts of a pair), as ``data.validation_min_words`` counts them."""
+    return len(text_a.split()) + (len(text_b.split()) if text_b else 0)
 
 
 def majority_rate(labels: np.ndarray, num_labels: int) -> float:

@@ -11,7 +11,7 @@ import torch
 
 from rosearch.config import RESUMABLE_FIELDS, config_from_dict, with_legacy_defaults
 from rosearch.data import load_examples, subset_indices
-from rosearch.validation import binary_f1, majority_rate, plan_validation, validation_size
+from rosearch.validation import binary_f1, majority_rate, plan_validation, validation_size, word_count
 
 
 def _config(**data):
@@ -45,6 +45,35 @@ def test_students_on_the_whole_split_lose_the_slice_from_their_subset():
     assert validation_size(config, 2490) == 498 == len(plan.validation)
     assert len(plan.student_keep) == 2490 - 498
     assert not set(plan.validation) & set(plan.student_keep)  # positions = indices: the students used all of train
+
+
+def test_slice_with_a_minimum_length_takes_only_long_examples_outside_both_subsets():
+    n = 20_000
+    counts = [(i * 7919) % 23 + 1 for i in range(n)]  # 1..23 words, spread over the indices
+    config = _config(data={"train_limit": 3000, "validation_size": 1000, "validation_min_words": 10},
+                     teacher={"train_limit": 8000})
+    plan = plan_validation(config, n, counts)
+    assert len(plan.validation) == 1000 and plan.overlaps_teacher == 0
+    assert min(counts[i] for i in plan.validation) >= 10
+    assert not set(plan.validation) & (set(subset_indices(n, 3000, 5)) | set(subset_indices(n, 8000, 5)))
+    assert plan_validation(config, n, counts) == plan
+    unfiltered = plan_validation(_config(data={"train_limit": 3000, "validation_size": 1000},
+                                         teacher={"train_limit": 8000}), n, counts)
+    assert min(counts[i] for i in unfiltered.validation) < 10  # the field is what filters
+
+
+def test_slice_with_too_few_long_examples_names_the_field():
+    config = _config(data={"validation_size": 100, "validation_min_words": 5})
+    with pytest.raises(ValueError, match="data.validation_min_words"):
+        plan_validation(config, 2000, [4] * 1950 + [5] * 50)
+    with pytest.raises(ValueError, match="word count"):
+        plan_validation(config, 2000)
+
+
+def test_minimum_length_counts_both_texts_and_must_not_be_negative():
+    assert word_count("a  fine film", None) == 3 and word_count("is it", "yes it is") == 5
+    with pytest.raises(Exception, match="data.validation_min_words"):
+        _config(data={"validation_min_words": -1})
 
 
 def test_search_inputs_select_on_a_slice_disjoint_from_distillation_and_dev(tmp_path, tiny_sst2_dir, tiny_teacher_dir):
@@ -84,9 +113,9 @@ def test_an_old_stored_config_loads_and_keeps_its_fingerprint():
     old = json.loads(json.dumps(new))
     del old["data"]["validation_size"], old["attack"]["recipes"]
     del old["defense"], old["search_space"]["defenses"], old["search_space"]["defense_choices"]  # also newer
-    del old["search_space"]["training_choices"]
+    del old["search_space"]["training_choices"], old["data"]["validation_min_words"]
     config = config_from_dict(with_legacy_defaults(old))
-    assert config.data.validation_size == 0 and config.attack.recipes == ()
+    assert config.data.validation_size == 0 and config.data.validation_min_words == 0 and config.attack.recipes == ()
     # the fingerprint the old code wrote: the same hash over the config without the new fields
     for section, key in RESUMABLE_FIELDS:
         if key is None:
