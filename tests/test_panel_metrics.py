@@ -79,3 +79,33 @@ def test_bench_panel_costs_by_hand(monkeypatch):
     assert strategies[2] == 200.0
     assert figures["attack_share_of_candidate_time"] == pytest.approx(136 / (136 + 480))
     assert figures["rank_agreement_with_panel_mean"]["teacher-proxy"]["rho"] == pytest.approx(-1.0)
+
+
+def test_bench_selection_agreement_by_hand(monkeypatch):
+    """bench/selection_agreement.py: pairs run candidates with held-out rows, correlates overall and per defense."""
+    from pathlib import Path
+    from types import SimpleNamespace
+
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[1] / "bench"))
+    from selection_agreement import agreement, pair_students
+
+    # six defended students whose slice figure ranks them like the held-out one, six undefended in reverse order
+    records, rows = [], []
+    for i in range(12):
+        defended = i < 6
+        slice_mean = (0.4 if defended else 0.1) + 0.01 * (i % 6)
+        held = (0.5 if defended else 0.05) + (0.01 * (i % 6) if defended else -0.01 * (i % 6))
+        records.append(SimpleNamespace(status="ok", genome_hash=f"h{i}", metrics={
+            "robust_accuracy": slice_mean, "attack.pwws.accuracy_under_attack": slice_mean, "val_accuracy": 0.8}))
+        rows.append({"kind": "export", "genome_hash": f"h{i}", "defenses": ["word_recognition"] if defended else [],
+                     "mean_accuracy_under_attack": held, "clean_accuracy": 0.8,
+                     "attacks": {"pwws": {"accuracy_under_attack": held}}})
+    rows.append({"kind": "plain_kd", "genome_hash": "h0", "mean_accuracy_under_attack": 0.0})  # not a student row
+    records.append(SimpleNamespace(status="failed", genome_hash="x", metrics={}))
+    students = pair_students(records, {"protocol": {"recipes": ["pwws"]}, "rows": rows})
+    assert len(students) == 12
+    result = agreement(students)
+    assert result["all"]["panel mean (validation slice)"]["rho"] > 0.5  # the defense alone makes it look good
+    assert result["all"]["val accuracy"] is None  # constant: no correlation
+    assert result["by_defenses"]["word_recognition"]["rho"]["panel mean (validation slice)"]["rho"] == pytest.approx(1.0)
+    assert result["by_defenses"]["none"]["rho"]["pwws (validation slice)"]["rho"] == pytest.approx(-1.0)
