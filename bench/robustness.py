@@ -39,6 +39,7 @@ import numpy as np
 
 from common import BenchError, console, describe_machine
 from robustness_models import RowModel, RowSpec, load_row, parse_row
+from rosearch.attack.recipes import RECIPES
 from rosearch.config import Config, ConfigError, load_config
 from rosearch.data import DataError, Example, get_task, load_examples
 from rosearch.evaluate.bootstrap import bootstrap_interval, paired_difference_interval
@@ -84,6 +85,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     args.n = args.n if args.n is not None else (QUICK_N if args.quick else 500)
     args.resamples = args.resamples if args.resamples is not None else (QUICK_RESAMPLES if args.quick else 2000)
     args.recipes = tuple(dict.fromkeys(args.recipe or DEFAULT_RECIPES))
+    unknown = [r for r in args.recipes if r not in RECIPES]
+    if unknown:
+        parser.error(f"--recipe {unknown[0]!r} is not a recipe (known: {', '.join(RECIPES)})")
+    if all(RECIPES[r].defense_aware for r in args.recipes):
+        parser.error("--recipe: add at least one stock recipe (e.g. deepwordbug); adaptive checks are reported beside it")
     args.markdown = args.markdown or args.json.with_suffix(".md")
     return args
 
@@ -172,6 +178,11 @@ def _interval(values: np.ndarray, args: argparse.Namespace) -> list[float]:
     return [round(low, 4), round(high, 4)]
 
 
+def stock_recipes(args: argparse.Namespace) -> list[str]:
+    """The panel the mean and the comparisons are over: the requested recipes that are not adaptive checks."""
+    return [r for r in args.recipes if not RECIPES[r].defense_aware]
+
+
 def summarise_row(row: RowModel, results: dict[str, dict[str, Any]], args: argparse.Namespace) -> dict[str, Any]:
     """A row of the JSON: figures with intervals, no per-example data."""
     out: dict[str, Any] = {"name": row.name, "kind": row.spec.kind, "params": row.params}
@@ -192,8 +203,8 @@ def summarise_row(row: RowModel, results: dict[str, dict[str, Any]], args: argpa
             "failed": r["failed"], "skipped": r["skipped"], "mean_queries": round(r["mean_queries"], 1),
             "mean_perturbed_word_pct": round(r["mean_perturbed_word_pct"], 2), "seconds": round(r["seconds"], 1),
         }
-    if results and set(results) == set(args.recipes):
-        mean = np.mean([_bits(results[r]["robust"]) for r in args.recipes], axis=0)
+    if results and set(stock_recipes(args)) <= set(results):
+        mean = np.mean([_bits(results[r]["robust"]) for r in stock_recipes(args)], axis=0)
         out["mean_accuracy_under_attack"] = round(float(mean.mean()), 4)
         out["mean_ci95"] = _interval(mean, args)
     return out
@@ -210,11 +221,11 @@ def comparisons(rows: list[tuple[RowModel, dict[str, dict[str, Any]]]], args: ar
         if model is ref_model:
             continue
         figures: dict[str, Any] = {}
-        shared = [r for r in args.recipes if r in results and r in ref_results]
+        shared = [r for r in stock_recipes(args) if r in results and r in ref_results]
         pairs = [(r, _bits(results[r]["robust"]), _bits(ref_results[r]["robust"])) for r in shared]
         if shared:
             pairs.insert(0, ("clean", _bits(results[shared[0]]["clean"]), _bits(ref_results[shared[0]]["clean"])))
-        if len(shared) == len(args.recipes):
+        if len(shared) == len(stock_recipes(args)):
             pairs.append(("mean", np.mean([p[1] for p in pairs[1:]], axis=0), np.mean([p[2] for p in pairs[1:]], axis=0)))
         for figure, a, b in pairs:
             diff, low, high = paired_difference_interval(a, b, resamples=args.resamples, seed=args.seed)
@@ -236,6 +247,7 @@ def protocol(config: Config, args: argparse.Namespace, digest: str, results: lis
     machine = describe_machine(device)
     return {
         "task": config.data.task, "split": "dev", "n": args.n, "seed": args.seed, "recipes": list(args.recipes),
+        "defense_aware_recipes": [r for r in args.recipes if RECIPES[r].defense_aware],
         "examples_sha256": digest, "query_budget": config.attack.query_budget, "max_length": config.data.max_length,
         "constraints": constraints, "replaced_offline": notes,
         "bootstrap": {"method": "percentile, per-example resampling (paired for differences)", "level": 0.95,
@@ -266,15 +278,21 @@ def markdown(summary: dict[str, Any]) -> str:
     for row in summary["rows"]:
         attacks = row.get("attacks", {})
         cells = [row["name"], row["kind"], f"{row['params'] / 1e6:.2f}M", _pct(row.get("clean_accuracy"), row.get("clean_ci95"))]
-        cells += [_pct(attacks[r]["accuracy_under_attack"], attacks[r]["ci95"]) if r in attacks else "…" for r in recipes]
+        missing = {r: "n/a" if r in proto.get("defense_aware_recipes", ()) and not row.get("defenses") else "…" for r in recipes}
+        cells += [_pct(attacks[r]["accuracy_under_attack"], attacks[r]["ci95"]) if r in attacks else missing[r] for r in recipes]
         cells.append(_pct(row.get("mean_accuracy_under_attack"), row.get("mean_ci95")))
         cells += [f"{100 * attacks[r]['attack_success_rate']:.1f}% / {attacks[r]['mean_queries']:.0f} / {attacks[r]['seconds']:.0f}"
-                  if r in attacks else "…" for r in recipes]
+                  if r in attacks else missing[r] for r in recipes]
         lines.append("| " + " | ".join(cells) + " |")
     replaced = "; ".join(f"{r}: {', '.join(n)}" for r, n in proto["replaced_offline"].items() if n) or "none"
     lines += ["", f"SST-2 dev, n={proto['n']} (seed {proto['seed']}), accuracies in % with 95% percentile-bootstrap "
               f"intervals ({proto['bootstrap']['resamples']} per-example resamples); TextAttack stock constraints, "
               f"replaced offline: {replaced}. {proto['date']}."]
+    aware = proto.get("defense_aware_recipes") or []
+    if aware:
+        lines += ["", f"Mean under attack and the paired differences are over the stock recipes "
+                  f"({', '.join(r for r in recipes if r not in aware)}); {', '.join(aware)} are adaptive checks built from "
+                  "a row's own defense (n/a on undefended rows)."]
     for comp in summary.get("comparisons", []):
         parts = [f"{k} {100 * v['difference']:+.1f} [{100 * v['ci95'][0]:+.1f}, {100 * v['ci95'][1]:+.1f}]"
                  for k, v in comp["figures"].items()]
@@ -323,6 +341,9 @@ def run(args: argparse.Namespace) -> int:
         results: dict[str, dict[str, Any]] = {}
         done.append((row, results))
         for recipe in args.recipes:
+            if RECIPES[recipe].defense_aware and not row.defense:
+                logger.info("%s / %s: skipped (an adaptive check of a defense; this row has none)", row.name, recipe)
+                continue
             path = result_path(args.work_dir, row, recipe, args.n, args.seed, digest, config)
             results[recipe] = attack_row(row, recipe, examples, config, args.seed, path, device)
             publish()

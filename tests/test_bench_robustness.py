@@ -130,6 +130,43 @@ def test_quick_run_writes_the_schema_and_resumes(tmp_path, tiny_sst2_dir, tiny_t
     assert exported["fingerprint"] == defended["fingerprint"] and exported["attacks"] == defended["attacks"]
 
 
+def test_adaptive_check_runs_on_defended_rows_only_and_stays_out_of_the_mean(tmp_path, tiny_sst2_dir,
+                                                                            tiny_teacher_dir, bench_module):
+    import yaml
+
+    from test_search import tiny_search_dict
+
+    config = tiny_search_dict(tmp_path, tiny_sst2_dir, tiny_teacher_dir, attack={"nltk_data": str(tmp_path / "nltk")})
+    config.pop("workers"), config.pop("evolution")
+    config_file, genome_file = tmp_path / "bench.yaml", tmp_path / "genome.json"
+    config_file.write_text(yaml.safe_dump(config))
+    genome_file.write_text(json.dumps(TINY_GENOME))
+    out = tmp_path / "adaptive.json"
+    argv = ["--quick", "--n", "12", "--config", str(config_file), "--genome", str(genome_file),
+            "--work-dir", str(tmp_path / "work"), "--json", str(out), "--recipe", "deepwordbug",
+            "--recipe", "deepwordbug-adaptive", "--row", "plain_kd", "--row", "defense:word_recognition"]
+    assert bench_module.main(argv) == 0
+    summary = json.loads(out.read_text())
+    assert summary["protocol"]["defense_aware_recipes"] == ["deepwordbug-adaptive"]
+    plain, defended = summary["rows"]
+    assert list(plain["attacks"]) == ["deepwordbug"]  # no defense to adapt to
+    assert list(defended["attacks"]) == ["deepwordbug", "deepwordbug-adaptive"]
+    for row in (plain, defended):  # the mean is over the stock panel only
+        assert row["mean_accuracy_under_attack"] == row["attacks"]["deepwordbug"]["accuracy_under_attack"]
+    (comparison,) = summary["comparisons"]
+    assert set(comparison["figures"]) == {"clean", "deepwordbug", "mean"}
+    table = out.with_suffix(".md").read_text()
+    assert "| n/a |" in table and "adaptive checks" in table
+
+
+def test_recipe_names_are_checked_and_an_adaptive_check_needs_a_stock_recipe(bench_module):
+    with pytest.raises(SystemExit):
+        bench_module.parse_args(["--recipe", "deepwordbugg"])
+    with pytest.raises(SystemExit):
+        bench_module.parse_args(["--recipe", "pwws-adaptive"])
+    assert bench_module.parse_args(["--recipe", "pwws", "--recipe", "pwws-adaptive"]).recipes == ("pwws", "pwws-adaptive")
+
+
 def test_searched_row_is_the_runs_best_student_with_its_defenses(tmp_path, tiny_sst2_dir, tiny_teacher_dir,
                                                                 bench_module):
     import yaml

@@ -93,6 +93,7 @@ class RecipeSpec:
     setting: str
     needs: tuple[str, ...]  # subset of {"wordnet", "neighbors", "internet"}
     build: Callable[[ModelWrapper, AttackConfig], BuiltAttack]
+    defense_aware: bool = False  # an adaptive check: built from the attacked model's defense, so it needs one
 
 
 # --------------------------------------------------------------------------------------------
@@ -423,13 +424,13 @@ RECIPES: Mapping[str, RecipeSpec] = types.MappingProxyType({
         name="deepwordbug-adaptive", paper="adaptive check of word recognition (after Pruthi et al. 2019, sec. 5)",
         setting="DeepWordBug's search and constraints; one-letter edits that land on another word of the defended "
                 "model's lexicon (real-word typos); needs a defended model",
-        needs=(), build=_build_deepwordbug_adaptive,
+        needs=(), build=_build_deepwordbug_adaptive, defense_aware=True,
     ),
     "pwws-adaptive": RecipeSpec(
         name="pwws-adaptive", paper="adaptive check of synonym encoding (after Wang et al. 2021)",
         setting="PWWS's search and constraints; WordNet swaps that cross the defended model's synonym clusters; "
                 "needs a defended model",
-        needs=("wordnet",), build=_build_pwws_adaptive,
+        needs=("wordnet",), build=_build_pwws_adaptive, defense_aware=True,
     ),
 })
 
