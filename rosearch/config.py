@@ -317,15 +317,23 @@ class Config:
             data.pop("defense")
             for key in ("defenses", "defense_choices"):
                 data["search_space"].pop(key)
-        for (section, key), legacy in LEGACY_DEFAULTS.items():
-            if data[section].get(key) == legacy:  # as an old run, which never had the field, hashed it
-                data[section].pop(key)
+        data = without_legacy_defaults(data)
         for section, key in RESUMABLE_FIELDS:
             if key is None:
                 data.pop(section, None)
             else:
                 data[section].pop(key, None)
         return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def without_legacy_defaults(data: dict[str, Any]) -> dict[str, Any]:
+    """``data`` (a config as a dict) without the fields that hold their LEGACY_DEFAULTS value: hashed
+    this way, a key computed before such a field existed stays the same (results, caches)."""
+    data = json.loads(json.dumps(data))
+    for (section, key), legacy in LEGACY_DEFAULTS.items():
+        if key in data.get(section, {}) and data[section][key] == legacy:
+            data[section].pop(key)
+    return data
 
 
 def methods_used(config: Config) -> tuple[str, ...]:
