@@ -63,7 +63,8 @@ from rosearch.distill.trainer import distill
 from rosearch.prepare import teacher_output_dir
 from rosearch.runtime import apply_run_settings
 from rosearch.search_space.genome import Genome
-from rosearch.search_space.model import StudentConfig, StudentForSequenceClassification
+from rosearch.student.configuration import StudentConfig
+from rosearch.student.modeling import StudentForSequenceClassification
 
 logger = logging.getLogger("bench.kd_throughput")
 

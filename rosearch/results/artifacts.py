@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from rosearch.search_space.model import StudentForSequenceClassification
+from rosearch.student.modeling import StudentForSequenceClassification
 
 CANDIDATES_DIR = "candidates"
 

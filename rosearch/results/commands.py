@@ -143,7 +143,7 @@ def run_export(args: argparse.Namespace) -> int:
         console.print(f"exported {folder}")
         if args.onnx or args.int8:
             console.print(onnx_summary(folder))
-    console.print("load with: from rosearch.search_space.model import register_auto_classes; register_auto_classes(); "
+    console.print("load with: from rosearch.student.modeling import register_auto_classes; register_auto_classes(); "
                   "AutoModelForSequenceClassification.from_pretrained(folder, use_safetensors=True)")
     return 0
 

@@ -10,7 +10,7 @@ is reloaded through the Auto API after writing and must give the in-memory model
 
 Loading an export (``import rosearch`` alone does not register the student classes)::
 
-    from rosearch.search_space.model import register_auto_classes
+    from rosearch.student.modeling import register_auto_classes
     register_auto_classes()
     model = AutoModelForSequenceClassification.from_pretrained(folder, use_safetensors=True)
 """
@@ -50,7 +50,7 @@ from rosearch.runtime import resolve_device
 from rosearch.search import candidate_seed
 from rosearch.search_inputs import SearchInputs
 from rosearch.search_space.genome import Genome
-from rosearch.search_space.model import StudentForSequenceClassification, register_auto_classes
+from rosearch.student.modeling import StudentForSequenceClassification, register_auto_classes
 
 logger = logging.getLogger(__name__)
 
@@ -344,7 +344,7 @@ methods: {training}.
 
 ```python
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
-from rosearch.search_space.model import register_auto_classes
+from rosearch.student.modeling import register_auto_classes
 
 register_auto_classes()
 model = AutoModelForSequenceClassification.from_pretrained("{folder}", use_safetensors=True)
