@@ -32,6 +32,7 @@ from rosearch.evaluate.robustness import full_attack_metrics, panel_metrics, pro
 from rosearch.evolution.loop import Proposal, evolve
 from rosearch.preflight import check_teacher_fit, teacher_shape
 from rosearch.prepare import prepare_inputs
+from rosearch.results import ranking
 from rosearch.results.agreement import proxy_real_agreement
 from rosearch.results.artifacts import load_student, read_candidate_files, student_files, write_candidate_files
 from rosearch.results.store import CandidateRecord, ResultStore
@@ -220,7 +221,7 @@ class _CandidateDispatcher:
     def attack_best(self, hashes: list[str], k: int, scope: str) -> None:
         """Run the full attack on the best ``k`` finished candidates of ``hashes`` that have none yet."""
         records = [r for r in (self.store.candidate(h) for h in dict.fromkeys(hashes)) if r is not None and r.status == "ok"]
-        records.sort(key=lambda r: tuple(w * v for w, v in zip(self.spec.weights, r.objectives)), reverse=True)
+        records = ranking.ranked(records, self.spec.weights)
         chosen = [r for r in records[:k] if "robust_accuracy" not in r.metrics and "attack_error" not in r.metrics]
         tasks = []
         for r in chosen:
@@ -397,18 +398,13 @@ def write_run_info(run_dir: Path, inputs: SearchInputs) -> None:
 
 def pareto_front(store: ResultStore, spec: FitnessSpec) -> list[str]:
     """Hashes of the finished candidates no other finished candidate dominates on every objective."""
-    ok = [(r.genome_hash, tuple(w * v for w, v in zip(spec.weights, r.objectives))) for r in store.candidates() if r.status == "ok"]
-    dominated = lambda a, b: all(x <= y for x, y in zip(a, b)) and a != b  # noqa: E731  (b dominates a)
-    return [h for h, values in ok if not any(dominated(values, other) for _, other in ok)]
+    return ranking.pareto_front(store.candidates(), spec.weights)
 
 
 def top_candidates(store: ResultStore, spec: FitnessSpec, k: int) -> list[dict[str, Any]]:
     """The ``k`` best finished candidates by the run's selection values (first objective first)."""
-    ok = [r for r in store.candidates() if r.status == "ok"]
-    signed = lambda r: tuple(w * v for w, v in zip(spec.weights, r.objectives))  # noqa: E731
-    ok.sort(key=signed, reverse=True)
     rows = []
-    for r in ok[:k]:
+    for r in ranking.ranked(store.candidates(), spec.weights)[:k]:
         genome = Genome.from_json(r.genome_json)
         rows.append({
             "hash": r.genome_hash, "generation": r.generation, "H": genome.hidden_size, "E": genome.embedding_size,

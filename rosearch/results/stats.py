@@ -38,6 +38,7 @@ from rosearch.defense.names import DEFENSE_NAMES
 from rosearch.choices import DISTILL_METHOD_NAMES
 from rosearch.errors import UserError
 from rosearch.results.agreement import proxy_real_agreement, spearman
+from rosearch.results.ranking import ranked, selection_weights
 from rosearch.results.store import CandidateRecord, ResultStore, ResultStoreError
 from rosearch.search_space import labels
 from rosearch.search_space.genome import CellSpec, Genome
@@ -88,30 +89,13 @@ def open_store(run_dir: str | Path) -> ResultStore:
     return ResultStore(results_path(run_dir), read_only=True)
 
 
-def selection_weights(run_config: Mapping[str, Any] | None, n_objectives: int) -> tuple[float, ...]:
-    """The signs :func:`rosearch.search.top_candidates` ranks by (see ``fitness.fitness_spec``).
-
-    Weighted mode selects on one fitness (+1); NSGA-II on (accuracy, [robustness,] cost) with
-    weights (+1, [+1,] -1). Only the mode is read from the stored config, so old configs work.
-    """
-    mode = ((run_config or {}).get("evolution") or {}).get("mode", "weighted")
-    if mode == "nsga2" and n_objectives >= 2:
-        return (1.0,) * (n_objectives - 1) + (-1.0,)
-    return (1.0,) * n_objectives
-
-
 def ranked_records(store: ResultStore) -> list[CandidateRecord]:
-    """Finished candidates, best first, in the order the search itself ranks them.
-
-    The sort is stable over finish order, as in :func:`rosearch.search.top_candidates`, so ties
-    resolve the same way.
-    """
+    """Finished candidates, best first, in the order the search itself ranks them
+    (:func:`rosearch.results.ranking.ranked`, with the weights of the stored run)."""
     ok = [r for r in store.candidates() if r.status == "ok" and r.objectives is not None]
     if not ok:
         return []
-    weights = selection_weights(store.run_config(), len(ok[0].objectives))
-    ok.sort(key=lambda r: tuple(w * v for w, v in zip(weights, r.objectives)), reverse=True)
-    return ok
+    return ranked(ok, selection_weights(store.run_config(), len(ok[0].objectives)))
 
 
 def choose_robustness_key(records: Iterable[CandidateRecord]) -> str | None:
