@@ -26,7 +26,7 @@ from rosearch.workers import (
     RayBackend,
     make_backend,
 )
-from rosearch.workers.ray_pool import _check_resources
+from rosearch.workers.ray_backend import _check_resources
 
 HOST = socket.gethostname()
 

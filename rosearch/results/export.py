@@ -189,7 +189,7 @@ def torch_threads(count: int | None) -> Iterator[None]:
 def search_threads(config: Config) -> int | None:
     """The thread count the search trained its candidates with (CPU float sums depend on it)."""
     if config.workers.backend == "ray":
-        return max(1, int(config.workers.num_cpus_per_candidate))  # as workers.ray_pool limits each task
+        return max(1, int(config.workers.num_cpus_per_candidate))  # as workers.ray_backend limits each task
     return config.run.num_threads
 
 

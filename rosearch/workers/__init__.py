@@ -23,7 +23,7 @@ from rosearch.workers.base import (
     worker_name,
 )
 from rosearch.workers.inprocess import InProcessBackend
-from rosearch.workers.ray_pool import RayBackend, preflight
+from rosearch.workers.ray_backend import RayBackend, preflight
 
 logger = logging.getLogger(__name__)
 
