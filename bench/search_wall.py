@@ -58,7 +58,8 @@ from rosearch.prepare import TEACHER_INFO, teacher_output_dir
 from rosearch.results.store import CandidateRecord, ResultStore
 from rosearch.runtime import apply_run_settings
 from rosearch import search as rosearch_search
-from rosearch.search import RESULTS_FILE, SearchSummary, run_search
+from rosearch.rundir import RESULTS_FILE
+from rosearch.search import SearchSummary, run_search
 from rosearch.search_inputs import SearchInputs
 from rosearch.workers import CandidateTask, TaskResult
 

@@ -36,7 +36,16 @@ from rosearch.results import ranking
 from rosearch.results.agreement import proxy_real_agreement
 from rosearch.results.artifacts import load_student, read_candidate_files, student_files, write_candidate_files
 from rosearch.results.store import CandidateRecord, ResultStore
-from rosearch.rundir import RunLock, contained_run_dir, ensure_writable_dir
+from rosearch.rundir import (
+    BEST_GENOME_FILE,
+    CONFIG_FILE,
+    RESULTS_FILE,
+    RUN_INFO_FILE,
+    SUMMARY_FILE,
+    RunLock,
+    contained_run_dir,
+    ensure_writable_dir,
+)
 from rosearch.runtime import resolve_device
 from rosearch.search_inputs import SearchInputs
 from rosearch.search_space.cost import count_parameters
@@ -53,9 +62,6 @@ from rosearch.workers import (
 
 logger = logging.getLogger(__name__)
 
-RESULTS_FILE = "results.sqlite"
-BEST_GENOME_FILE = "best_genome.json"  # the top candidate, for `rosearch distill --genome`
-RUN_INFO_FILE = "run_info.json"  # the teacher's reference numbers, for reports and model cards
 
 
 def candidate_seed(run_seed: int, genome_hash: str) -> int:
@@ -325,7 +331,7 @@ def _run_search_locked(config: Config, resume: bool, task_fn: TaskFn, start: flo
         inputs = prepare_inputs(config, device)
         # written only once preparation succeeded, so a failed preparation leaves no run behind
         store.write_run_config(config.to_dict(), fingerprint, resume=resume)
-        (run_dir / "config.json").write_text(json.dumps(config.to_dict(), indent=2))
+        (run_dir / CONFIG_FILE).write_text(json.dumps(config.to_dict(), indent=2))
         write_run_info(run_dir, inputs)
         defense = inputs.defense(config.search_space.defenses_used())
         if defense is not None:  # every defense a candidate may carry, so exports need no preparation
@@ -375,7 +381,7 @@ def _run_search_locked(config: Config, resume: bool, task_fn: TaskFn, start: flo
         if summary.proxy_vs_real:
             logger.info("proxy vs real robustness: Spearman rho %.3f (p %.3g, n %d)", summary.proxy_vs_real["rho"],
                         summary.proxy_vs_real["p"], summary.proxy_vs_real["n"])
-        (run_dir / "summary.json").write_text(json.dumps(summary.__dict__, indent=2, default=str))
+        (run_dir / SUMMARY_FILE).write_text(json.dumps(summary.__dict__, indent=2, default=str))
         if summary.top:
             best = store.candidate(summary.top[0]["hash"])
             (run_dir / BEST_GENOME_FILE).write_text(best.genome_json)

@@ -196,3 +196,22 @@ def test_every_lazy_import_says_why():
                         missing.append(f"{path.relative_to(PACKAGE.parent)}:{group[0].lineno} {', '.join(names)}")
                 group = []
     assert not missing, "function-level imports without a '# lazy:' reason:\n" + "\n".join(missing)
+
+
+def test_the_run_directory_layout_is_defined_once():
+    """Every run-directory file name is a constant of rosearch.rundir (a near-leaf the CLI loads fast)."""
+    from rosearch import rundir
+
+    graph = import_graph()
+    assert graph["rosearch.rundir"] <= {"rosearch.errors"}
+    names = {rundir.RESULTS_FILE, rundir.CONFIG_FILE, rundir.RUN_INFO_FILE, rundir.SUMMARY_FILE, rundir.BEST_GENOME_FILE,
+             rundir.CANDIDATES_DIR, rundir.REPORT_FILE, rundir.LOCK_FILE}
+    defined_elsewhere = []
+    for mod, path in module_files().items():
+        if mod == "rosearch.rundir":
+            continue
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), str(path))):
+            if (isinstance(node, ast.Assign) and isinstance(node.value, ast.Constant) and node.value.value in names
+                    and any(isinstance(t, ast.Name) and t.id.isupper() for t in node.targets)):
+                defined_elsewhere.append(f"{mod}:{node.lineno} {ast.unparse(node)}")
+    assert not defined_elsewhere, "run-directory names defined outside rosearch.rundir:\n" + "\n".join(defined_elsewhere)

@@ -17,7 +17,8 @@ from rich.console import Console
 from rich.table import Table
 
 from rosearch.quiet import setup_logging
-from rosearch.results.report import HEADERS, REPORT_FILE, format_value, write_report
+from rosearch.results.report import HEADERS, format_value, write_report
+from rosearch.rundir import REPORT_FILE
 from rosearch.results.stats import compute_stats, results_path
 from rosearch.rundir import ensure_writable_dir
 

@@ -46,6 +46,7 @@ from rosearch.results.artifacts import load_student, read_candidate_files
 from rosearch.results.export_onnx import add_onnx_variants
 from rosearch.results.stats import open_store, ranked_records, read_run_json, results_path, teacher_reference
 from rosearch.results.store import CandidateRecord
+from rosearch.rundir import CONFIG_FILE
 from rosearch.runtime import resolve_device
 from rosearch.search import candidate_seed
 from rosearch.search_inputs import SearchInputs
@@ -121,7 +122,7 @@ def _legacy_cleaned(cls: type, data: Any, path: str, dropped: list[str]) -> Any:
 def _stored_config(run_dir: Path) -> dict:
     with open_store(run_dir) as store:
         raw = store.run_config()
-    raw = raw if raw is not None else read_run_json(run_dir, "config.json")
+    raw = raw if raw is not None else read_run_json(run_dir, CONFIG_FILE)
     if not raw:
         raise ExportError(f"run {run_dir} stored no config (neither in its results nor in config.json)")
     return raw

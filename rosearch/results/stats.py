@@ -40,6 +40,7 @@ from rosearch.errors import UserError
 from rosearch.results.agreement import proxy_real_agreement, spearman
 from rosearch.results.ranking import ranked, selection_weights
 from rosearch.results.store import CandidateRecord, ResultStore, ResultStoreError
+from rosearch.rundir import RESULTS_FILE, RUN_INFO_FILE, SUMMARY_FILE
 from rosearch.search_space import labels
 from rosearch.search_space.genome import CellSpec, Genome
 
@@ -48,7 +49,6 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-RESULTS_FILE = "results.sqlite"  # the name rosearch.search gives a run's store
 ROBUSTNESS_KEYS = ("robust_accuracy", "proxy_robust_accuracy")
 CONVOLUTION_FAMILIES = ("conv", "sepconv", "dilconv", "glu")
 SHAPE_COLUMNS = ("hidden_size", "embedding_size", "num_layers")
@@ -520,9 +520,9 @@ def teacher_reference(run_dir: str | Path) -> dict[str, Any]:
     Keys (absent when unknown): teacher_dir, teacher_dev_accuracy, teacher_params, teacher_flops,
     dev_mean_length, teacher_attack.
     """
-    info = read_run_json(run_dir, "run_info.json")
+    info = read_run_json(run_dir, RUN_INFO_FILE)
     if info is not None:
         return {k: v for k, v in info.items() if v is not None}
-    summary = read_run_json(run_dir, "summary.json") or {}
+    summary = read_run_json(run_dir, SUMMARY_FILE) or {}
     keep = ("teacher_dev_accuracy", "teacher_attack")
     return {k: summary[k] for k in keep if summary.get(k) is not None}
