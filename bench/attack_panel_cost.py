@@ -31,6 +31,7 @@ from typing import Any, Sequence
 from common import BenchError, console, print_table, write_figures
 from rosearch.results.agreement import spearman
 from rosearch.results.stats import open_store, read_run_json
+from rosearch.rundir import RUN_INFO_FILE
 
 logger = logging.getLogger("bench.attack_panel_cost")
 
@@ -90,7 +91,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         top_k = args.top_k or int((config.get("attack") or {}).get("top_k", 2))
         if top_k < 1:
             raise BenchError(f"--top-k must be >= 1, got {top_k}")
-        figures = panel_costs(records, config, read_run_json(args.run_dir, "run_info.json") or {}, top_k)
+        figures = panel_costs(records, config, read_run_json(args.run_dir, RUN_INFO_FILE) or {}, top_k)
     except BenchError as exc:
         logger.error("%s", exc)
         return 2

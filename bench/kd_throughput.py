@@ -57,13 +57,15 @@ from rosearch.batching import EncodedSplit, batch_indices
 from rosearch.config import Config, ConfigError, DistillConfig, load_config
 from rosearch.data import DataError, Example, get_task, load_split
 from rosearch.distill.losses import kd_loss
+from rosearch.distill.optim import adamw
 from rosearch.distill.teacher import TeacherError, load_teacher, resolve_model_path
 from rosearch.distill.teacher_cache import TeacherOutputs, compute_teacher_outputs
 from rosearch.distill.trainer import distill
 from rosearch.prepare import teacher_output_dir
 from rosearch.runtime import apply_run_settings
 from rosearch.search_space.genome import Genome
-from rosearch.search_space.model import StudentConfig, StudentForSequenceClassification
+from rosearch.student.configuration import StudentConfig
+from rosearch.student.modeling import StudentForSequenceClassification
 
 logger = logging.getLogger("bench.kd_throughput")
 
@@ -299,15 +301,6 @@ def encode_padded(examples: Sequence[Example], tokenizer: Any, max_length: int) 
 # --------------------------------------------------------------------------------------------
 
 
-def _param_groups(module: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
-    """The trainer's AdamW grouping (no decay on biases and norms), so both sides do equal work."""
-    params = [p for p in module.parameters() if p.requires_grad]
-    return [
-        {"params": [p for p in params if p.ndim >= 2], "weight_decay": weight_decay},
-        {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0},
-    ]
-
-
 def run_baseline(
     student: nn.Module,
     teacher: nn.Module,
@@ -329,7 +322,7 @@ def run_baseline(
 
     student.to(device).train()
     teacher.eval()
-    optimizer = torch.optim.AdamW(_param_groups(student, cfg.weight_decay), lr=cfg.learning_rate)
+    optimizer = adamw(student.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay)  # the trainer's setup
     scheduler = get_linear_schedule_with_warmup(
         optimizer, num_warmup_steps=int(round(cfg.warmup_ratio * cfg.max_steps)), num_training_steps=cfg.max_steps
     )

@@ -62,7 +62,7 @@ def _teacher_dir(config_path: Path) -> Path:
 def _load(folder: Path) -> tuple[Any, Any]:
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    from rosearch.search_space.model import register_auto_classes
+    from rosearch.student.modeling import register_auto_classes
 
     register_auto_classes()
     model = AutoModelForSequenceClassification.from_pretrained(folder, use_safetensors=True).eval()

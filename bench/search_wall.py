@@ -14,9 +14,9 @@ Where the time goes:
 * preparation runs in the driver before any candidate: ``SearchInputs.timings`` (teacher, data,
   teacher outputs, robustness) plus the untimed rest (teacher load, embedding PCA, run files);
   it ends at the driver's ``search: objectives`` log record;
-* every worker task runs :func:`timed_evaluate_task`, which makes the calls of
-  :func:`rosearch.search.evaluate_task` in the same order and records each step's seconds and
-  the task's start and end time and process, so the busy time of every worker is known;
+* every worker task runs :func:`timed_candidate_task`, which runs
+  :func:`rosearch.search.run_candidate_task` itself and records the seconds of its latency and
+  proxy steps and the task's start and end time and process, so the busy time of every worker is known;
 * over the evolution phase E (wall after preparation) the worker slots offer c * E seconds,
   c = CPUs / ``workers.num_cpus_per_candidate``. They split exactly into busy time (tasks),
   c * N where N is the wall time during which no task ran at all (Ray start, worker processes
@@ -36,6 +36,7 @@ Run from the repository root::
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import logging
 import os
@@ -46,24 +47,21 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 import psutil
 import torch
 
 from common import BenchError, MachineInfo, console, describe_machine, print_machine, print_table, write_figures
 from rosearch.config import Config, ConfigError, load_config
-from rosearch.evaluate.candidate import evaluate_candidate
-from rosearch.evaluate.efficiency import measure_latency
-from rosearch.evaluate.robustness import full_attack_metrics, proxy_metrics
 from rosearch.prepare import TEACHER_INFO, teacher_output_dir
-from rosearch.results.artifacts import load_student, student_files
 from rosearch.results.store import CandidateRecord, ResultStore
-from rosearch.runtime import apply_run_settings, resolve_device
-from rosearch.search import RESULTS_FILE, SearchSummary, run_search, worker_device
+from rosearch.runtime import apply_run_settings
+from rosearch import search as rosearch_search
+from rosearch.rundir import RESULTS_FILE
+from rosearch.search import SearchSummary, run_search
 from rosearch.search_inputs import SearchInputs
-from rosearch.search_space.genome import Genome
-from rosearch.workers import CandidateTask, Evaluation
+from rosearch.workers import CandidateTask, TaskResult
 
 logger = logging.getLogger("bench.search_wall")
 
@@ -96,41 +94,49 @@ class Settings:
 
 
 # --------------------------------------------------------------------------------------------
-# Worker side: the evaluator with timers
+# Worker side: the search's own task function, with timers
 # --------------------------------------------------------------------------------------------
 
 
-def timed_evaluate_task(task: CandidateTask, shared: tuple[SearchInputs, Config]) -> Evaluation:
-    """:func:`rosearch.search.evaluate_task`, call for call, plus ``bench_*`` timing metrics.
+@contextlib.contextmanager
+def _timed(name: str, seconds: dict[str, float]) -> Iterator[None]:
+    """Inside the block, every call of ``rosearch.search.<name>`` adds its wall time to ``seconds[name]``."""
+    original = getattr(rosearch_search, name)
+
+    def timed(*args: Any, **kwargs: Any) -> Any:
+        mark = time.perf_counter()
+        try:
+            return original(*args, **kwargs)
+        finally:
+            seconds[name] = seconds.get(name, 0.0) + time.perf_counter() - mark
+
+    setattr(rosearch_search, name, timed)
+    try:
+        yield
+    finally:
+        setattr(rosearch_search, name, original)
+
+
+def timed_candidate_task(task: CandidateTask, shared: tuple[SearchInputs, Config]) -> TaskResult:
+    """:func:`rosearch.search.run_candidate_task` itself, plus ``bench_*`` timing metrics.
 
     Train tasks add ``bench_start``/``bench_end`` (unix time), ``bench_pid``,
-    ``bench_latency_seconds`` and ``bench_proxy_seconds``; attack tasks, whose metrics are merged
-    into the candidate's, add the same under ``bench_attack_*``.
+    ``bench_latency_seconds`` and ``bench_proxy_seconds`` (the calls of ``measure_latency`` and
+    ``proxy_metrics`` it makes, timed in this worker process); attack tasks, whose metrics are
+    merged into the candidate's, add the start, end and process under ``bench_attack_*``.
     """
     start = time.time()
-    inputs, config = shared
-    device = resolve_device(worker_device(config))
-    name = task.genome_hash[:12]
+    seconds: dict[str, float] = {}
+    with _timed("measure_latency", seconds), _timed("proxy_metrics", seconds):
+        result = rosearch_search.run_candidate_task(task, shared)
     if task.kind == "attack":
-        model = load_student(task.payload, device)
-        result = full_attack_metrics(model, inputs, config, device=device, name=name)
-        return Evaluation(result | {"bench_attack_start": start, "bench_attack_end": time.time(),
-                                    "bench_attack_pid": os.getpid()})
-    genome = Genome.from_json(task.genome_json)
-    model, metrics = evaluate_candidate(genome, inputs, config, seed=task.seed, device=device)
-    result = metrics.to_dict()
-    mark = time.perf_counter()
-    result |= measure_latency(model, seq_len=inputs.dev_mean_length, device=device, vocab_size=inputs.vocab_size)
-    latency = time.perf_counter() - mark
-    mark = time.perf_counter()
-    result |= proxy_metrics(model, inputs, config, device=device)
-    proxy = time.perf_counter() - mark
-    if config.attack.enabled and config.attack.full_attack == "all":
-        result |= full_attack_metrics(model, inputs, config, device=device, name=name)
-    artifacts = student_files(model)
-    result |= {"bench_start": start, "bench_end": time.time(), "bench_pid": os.getpid(),
-               "bench_latency_seconds": latency, "bench_proxy_seconds": proxy}
-    return Evaluation(result, artifacts=artifacts)
+        return TaskResult(dict(result.metrics) | {"bench_attack_start": start, "bench_attack_end": time.time(),
+                                                  "bench_attack_pid": os.getpid()}, artifacts=result.artifacts)
+    return TaskResult(dict(result.metrics) | {
+        "bench_start": start, "bench_end": time.time(), "bench_pid": os.getpid(),
+        "bench_latency_seconds": seconds.get("measure_latency", 0.0),
+        "bench_proxy_seconds": seconds.get("proxy_metrics", 0.0),
+    }, artifacts=result.artifacts)
 
 
 # --------------------------------------------------------------------------------------------
@@ -399,7 +405,7 @@ def run_benchmark(settings: Settings, command: str, workdir: Path) -> BenchResul
     try:
         with TreeMonitor(settings.interval) as monitor:
             start = time.time()
-            summary = run_search(config, evaluate_fn=timed_evaluate_task)
+            summary = run_search(config, task_fn=timed_candidate_task)
             end = time.time()
     finally:
         logging.getLogger().removeHandler(timeline)

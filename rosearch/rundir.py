@@ -1,4 +1,20 @@
-"""One driver per run directory: an exclusive lock held for a whole search.
+"""The run directory: its layout (every file a search writes there) and one driver per run.
+
+Layout of ``<run.output_dir>/<run.name>/``, defined here once for the search that writes it and
+for the commands that read it (stats, report, export, snapshot, the benchmarks):
+
+* :data:`RESULTS_FILE` the SQLite store: every candidate, generation, checkpoint and the config;
+* :data:`CONFIG_FILE` the run's config as JSON, for people (the store holds the one it checks);
+* :data:`RUN_INFO_FILE` the teacher's reference numbers, for reports and model cards;
+* :data:`SUMMARY_FILE` what the user saw at the end (counts, wall time, top candidates);
+* :data:`BEST_GENOME_FILE` the top candidate's genome, for ``rosearch distill --genome``;
+* :data:`CANDIDATES_DIR` ``/<genome hash>/``: each finished candidate's weights;
+* :data:`REPORT_FILE` where ``rosearch report`` writes by default;
+* ``defense.json.gz`` (``rosearch.defense.DEFENSE_FILE``, also beside exported students): every
+  input defense a candidate may carry;
+* :data:`LOCK_FILE` the driver's lock, below.
+
+One driver per run directory: an exclusive lock held for a whole search.
 
 Two drivers on one run (a scheduler restart plus a terminal ``--resume``) would retrain the
 same candidates and interleave writes to one store. The lock is an OS advisory lock
@@ -25,6 +41,13 @@ from rosearch.errors import UserError
 
 logger = logging.getLogger(__name__)
 
+RESULTS_FILE = "results.sqlite"
+CONFIG_FILE = "config.json"
+RUN_INFO_FILE = "run_info.json"
+SUMMARY_FILE = "summary.json"
+BEST_GENOME_FILE = "best_genome.json"
+CANDIDATES_DIR = "candidates"
+REPORT_FILE = "report.html"
 LOCK_FILE = ".lock"
 
 

@@ -1,7 +1,7 @@
 """A whole search run: prepare once, then evolve students whose fitness the workers measure.
 
 The pieces stay separate (NNI-style): :mod:`rosearch.evolution` decides what to try next,
-:mod:`rosearch.workers` decides where it runs, :func:`evaluate_task` is the evaluator, and
+:mod:`rosearch.workers` decides where it runs, :func:`run_candidate_task` is what a worker runs for one candidate, and
 :class:`~rosearch.results.store.ResultStore` keeps every finished candidate durably. This
 module only wires them: it dedups proposals against the store (a finished candidate is never
 re-trained, also across ``--resume``), records each outcome the moment it arrives, and
@@ -32,10 +32,20 @@ from rosearch.evaluate.robustness import full_attack_metrics, panel_metrics, pro
 from rosearch.evolution.loop import Proposal, evolve
 from rosearch.preflight import check_teacher_fit, teacher_shape
 from rosearch.prepare import prepare_inputs
+from rosearch.results import ranking
 from rosearch.results.agreement import proxy_real_agreement
 from rosearch.results.artifacts import load_student, read_candidate_files, student_files, write_candidate_files
 from rosearch.results.store import CandidateRecord, ResultStore
-from rosearch.rundir import RunLock, contained_run_dir, ensure_writable_dir
+from rosearch.rundir import (
+    BEST_GENOME_FILE,
+    CONFIG_FILE,
+    RESULTS_FILE,
+    RUN_INFO_FILE,
+    SUMMARY_FILE,
+    RunLock,
+    contained_run_dir,
+    ensure_writable_dir,
+)
 from rosearch.runtime import resolve_device
 from rosearch.search_inputs import SearchInputs
 from rosearch.search_space.cost import count_parameters
@@ -43,8 +53,8 @@ from rosearch.search_space.genome import Genome
 from rosearch.workers import (
     CandidateOutcome,
     CandidateTask,
-    EvaluateFn,
-    Evaluation,
+    TaskFn,
+    TaskResult,
     check_workers,
     is_transient_failure,
     make_backend,
@@ -52,9 +62,6 @@ from rosearch.workers import (
 
 logger = logging.getLogger(__name__)
 
-RESULTS_FILE = "results.sqlite"
-BEST_GENOME_FILE = "best_genome.json"  # the top candidate, for `rosearch distill --genome`
-RUN_INFO_FILE = "run_info.json"  # the teacher's reference numbers, for reports and model cards
 
 
 def candidate_seed(run_seed: int, genome_hash: str) -> int:
@@ -69,8 +76,8 @@ def worker_device(config: Config) -> str:
     return config.run.device
 
 
-def evaluate_task(task: CandidateTask, shared: tuple[SearchInputs, Config]) -> Evaluation:
-    """Worker-side evaluator; runs in-process or in Ray.
+def run_candidate_task(task: CandidateTask, shared: tuple[SearchInputs, Config]) -> TaskResult:
+    """What a worker runs for one candidate task, in-process or in Ray.
 
     A ``train`` task distils the genome, scores it on dev (and on the adversarial proxy set),
     times inference and returns the trained weights for the driver to keep; with
@@ -85,7 +92,7 @@ def evaluate_task(task: CandidateTask, shared: tuple[SearchInputs, Config]) -> E
     if task.kind == "attack":  # multi_fidelity: the rest of the panel (the first recipe ran with the training)
         model = load_student(task.payload, device)
         recipes = panel[1:] if config.attack.full_attack == "multi_fidelity" else panel
-        return Evaluation(full_attack_metrics(model, inputs, config, device=device, name=name, recipes=recipes,
+        return TaskResult(full_attack_metrics(model, inputs, config, device=device, name=name, recipes=recipes,
                                               defenses=genome.defenses))
     model, metrics = evaluate_candidate(genome, inputs, config, seed=task.seed, device=device)
     result = metrics.to_dict()
@@ -97,7 +104,7 @@ def evaluate_task(task: CandidateTask, shared: tuple[SearchInputs, Config]) -> E
         result |= full_attack_metrics(model, inputs, config, device=device, name=name, recipes=panel[:1],
                                       defenses=genome.defenses)
     result |= panel_metrics(result, panel)
-    return Evaluation(result, artifacts=student_files(model))
+    return TaskResult(result, artifacts=student_files(model))
 
 
 @dataclass(frozen=True)
@@ -164,8 +171,8 @@ class SearchProgress:
             self._bars.advance(self._generation)
 
 
-class _Evaluator:
-    """The loop's ``evaluate`` callback: dedup against the store, run the rest, record each outcome.
+class _CandidateDispatcher:
+    """The loop's ``evaluate`` callback: dedup against the store, dispatch the rest to the backend, record each outcome.
 
     With ``attack.full_attack=top_k`` it then runs the full attack on the generation's best
     ``attack.top_k`` candidates that lack one; the result is merged into their stored metrics
@@ -208,7 +215,7 @@ class _Evaluator:
         ]
         generation = proposals[0].generation if proposals else 0
         self.progress.start_generation(generation, len(tasks))
-        for done, outcome in enumerate(self.backend.evaluate(tasks), start=1):
+        for done, outcome in enumerate(self.backend.run(tasks), start=1):
             record = self._record(outcome, pending[outcome.genome_hash])
             values[outcome.genome_hash] = record.objectives
             self._log(record, done, len(tasks))
@@ -220,7 +227,7 @@ class _Evaluator:
     def attack_best(self, hashes: list[str], k: int, scope: str) -> None:
         """Run the full attack on the best ``k`` finished candidates of ``hashes`` that have none yet."""
         records = [r for r in (self.store.candidate(h) for h in dict.fromkeys(hashes)) if r is not None and r.status == "ok"]
-        records.sort(key=lambda r: tuple(w * v for w, v in zip(self.spec.weights, r.objectives)), reverse=True)
+        records = ranking.ranked(records, self.spec.weights)
         chosen = [r for r in records[:k] if "robust_accuracy" not in r.metrics and "attack_error" not in r.metrics]
         tasks = []
         for r in chosen:
@@ -234,7 +241,7 @@ class _Evaluator:
         if not tasks:
             return
         logger.info("full attack on the %s's top %d: %s", scope, len(tasks), ", ".join(t.genome_hash[:12] for t in tasks))
-        for outcome in self.backend.evaluate(tasks):
+        for outcome in self.backend.run(tasks):
             record = self.store.candidate(outcome.genome_hash)
             if outcome.ok:
                 extra = dict(outcome.metrics)
@@ -292,10 +299,10 @@ class _Evaluator:
                            record.genome_hash[:12], record.attempts, (record.error or "").splitlines()[0][:300])
 
 
-def run_search(config: Config, *, resume: bool = False, evaluate_fn: EvaluateFn = evaluate_task) -> SearchSummary:
+def run_search(config: Config, *, resume: bool = False, task_fn: TaskFn = run_candidate_task) -> SearchSummary:
     """Run (or resume) the search described by ``config``; every result lands in the run's SQLite file.
 
-    ``evaluate_fn`` is the worker-side evaluator (an importable function for Ray); tests and
+    ``task_fn`` is what a worker runs per task (an importable function for Ray); tests and
     experiments substitute their own, e.g. one that fails on purpose. Everything checkable in
     seconds (workers, teacher shape, run directory, store) is checked before preparation, and
     the run directory is locked against a second driver for the whole run.
@@ -306,10 +313,10 @@ def run_search(config: Config, *, resume: bool = False, evaluate_fn: EvaluateFn 
     contained_run_dir(config.run.output_dir, config.run.name)
     ensure_writable_dir(config.run.run_dir, "run directory")
     with RunLock(config.run.run_dir):
-        return _run_search_locked(config, resume, evaluate_fn, start)
+        return _run_search_locked(config, resume, task_fn, start)
 
 
-def _run_search_locked(config: Config, resume: bool, evaluate_fn: EvaluateFn, start: float) -> SearchSummary:
+def _run_search_locked(config: Config, resume: bool, task_fn: TaskFn, start: float) -> SearchSummary:
     run_dir = config.run.run_dir
     store = ResultStore(run_dir / RESULTS_FILE)  # a damaged file is refused here, before any preparation
     try:
@@ -324,7 +331,7 @@ def _run_search_locked(config: Config, resume: bool, evaluate_fn: EvaluateFn, st
         inputs = prepare_inputs(config, device)
         # written only once preparation succeeded, so a failed preparation leaves no run behind
         store.write_run_config(config.to_dict(), fingerprint, resume=resume)
-        (run_dir / "config.json").write_text(json.dumps(config.to_dict(), indent=2))
+        (run_dir / CONFIG_FILE).write_text(json.dumps(config.to_dict(), indent=2))
         write_run_info(run_dir, inputs)
         defense = inputs.defense(config.search_space.defenses_used())
         if defense is not None:  # every defense a candidate may carry, so exports need no preparation
@@ -335,9 +342,9 @@ def _run_search_locked(config: Config, resume: bool, evaluate_fn: EvaluateFn, st
             count_parameters, vocab_size=inputs.vocab_size, num_labels=inputs.num_labels,
             max_position_embeddings=inputs.max_position_embeddings, type_vocab_size=inputs.type_vocab_size,
         )
-        backend = make_backend(config.workers, evaluate_fn, (inputs, config))
+        backend = make_backend(config.workers, task_fn, (inputs, config))
         progress = SearchProgress(config.evolution.generations, config.evolution.population_size)
-        evaluator = _Evaluator(store, backend, spec, config, progress)
+        dispatcher = _CandidateDispatcher(store, backend, spec, config, progress)
 
         def on_generation(generation: int, population: list) -> None:
             hashes = [ind.genome.hash() for ind in population]
@@ -349,24 +356,24 @@ def _run_search_locked(config: Config, resume: bool, evaluate_fn: EvaluateFn, st
             with progress:
                 evolve(
                     config.evolution, config.search_space, seed=config.run.seed, objective_weights=spec.weights,
-                    evaluate=evaluator, param_count=param_count, checkpoint=store.save_checkpoint,
+                    evaluate=dispatcher, param_count=param_count, checkpoint=store.save_checkpoint,
                     resume_state=store.load_checkpoint() if resume else None, on_generation=on_generation,
                 )
-            if evaluator.attack_top_k:  # the final top list (NSGA-II: the whole Pareto front) gets full-attack numbers
+            if dispatcher.attack_top_k:  # the final top list (NSGA-II: the whole Pareto front) gets full-attack numbers
                 if spec.mode == "nsga2":
                     front = pareto_front(store, spec)
-                    evaluator.attack_best(front, len(front), "run's Pareto front")
+                    dispatcher.attack_best(front, len(front), "run's Pareto front")
                 else:
-                    ranked = [row["hash"] for row in top_candidates(store, spec, k=evaluator.attack_top_k)]
-                    evaluator.attack_best(ranked, evaluator.attack_top_k, "run")
+                    ranked = [row["hash"] for row in top_candidates(store, spec, k=dispatcher.attack_top_k)]
+                    dispatcher.attack_best(ranked, dispatcher.attack_top_k, "run")
         finally:
             backend.close()
         summary = SearchSummary(
-            run_dir=str(run_dir), evaluated=evaluator.evaluated, failed=evaluator.failed, reused=evaluator.reused,
+            run_dir=str(run_dir), evaluated=dispatcher.evaluated, failed=dispatcher.failed, reused=dispatcher.reused,
             wall_seconds=time.perf_counter() - start, top=top_candidates(store, spec, k=5),
             teacher_dev_accuracy=inputs.teacher_dev_accuracy, timings=inputs.timings,
-            teacher_attack=inputs.teacher_attack, attacked=evaluator.attacked,
-            failure_reasons=dict(evaluator.failure_reasons),
+            teacher_attack=inputs.teacher_attack, attacked=dispatcher.attacked,
+            failure_reasons=dict(dispatcher.failure_reasons),
             selection_split="dev" if inputs.val is None else "validation", split_stats=inputs.split_stats,
             proxy_vs_real=proxy_real_agreement(store.candidates()),
             attack_panel=list(attack_panel(config.attack)) if config.attack.enabled else None,
@@ -374,7 +381,7 @@ def _run_search_locked(config: Config, resume: bool, evaluate_fn: EvaluateFn, st
         if summary.proxy_vs_real:
             logger.info("proxy vs real robustness: Spearman rho %.3f (p %.3g, n %d)", summary.proxy_vs_real["rho"],
                         summary.proxy_vs_real["p"], summary.proxy_vs_real["n"])
-        (run_dir / "summary.json").write_text(json.dumps(summary.__dict__, indent=2, default=str))
+        (run_dir / SUMMARY_FILE).write_text(json.dumps(summary.__dict__, indent=2, default=str))
         if summary.top:
             best = store.candidate(summary.top[0]["hash"])
             (run_dir / BEST_GENOME_FILE).write_text(best.genome_json)
@@ -397,18 +404,13 @@ def write_run_info(run_dir: Path, inputs: SearchInputs) -> None:
 
 def pareto_front(store: ResultStore, spec: FitnessSpec) -> list[str]:
     """Hashes of the finished candidates no other finished candidate dominates on every objective."""
-    ok = [(r.genome_hash, tuple(w * v for w, v in zip(spec.weights, r.objectives))) for r in store.candidates() if r.status == "ok"]
-    dominated = lambda a, b: all(x <= y for x, y in zip(a, b)) and a != b  # noqa: E731  (b dominates a)
-    return [h for h, values in ok if not any(dominated(values, other) for _, other in ok)]
+    return ranking.pareto_front(store.candidates(), spec.weights)
 
 
 def top_candidates(store: ResultStore, spec: FitnessSpec, k: int) -> list[dict[str, Any]]:
     """The ``k`` best finished candidates by the run's selection values (first objective first)."""
-    ok = [r for r in store.candidates() if r.status == "ok"]
-    signed = lambda r: tuple(w * v for w, v in zip(spec.weights, r.objectives))  # noqa: E731
-    ok.sort(key=signed, reverse=True)
     rows = []
-    for r in ok[:k]:
+    for r in ranking.ranked(store.candidates(), spec.weights)[:k]:
         genome = Genome.from_json(r.genome_json)
         rows.append({
             "hash": r.genome_hash, "generation": r.generation, "H": genome.hidden_size, "E": genome.embedding_size,

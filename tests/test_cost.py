@@ -12,8 +12,9 @@ from torch.utils.flop_counter import FlopCounterMode
 from rosearch.search_space.cost import count_flops, count_parameters, op_flops, op_parameter_count
 from rosearch.search_space.genome import CellSpec, Genome
 from rosearch.search_space.labels import OP_FAMILIES, op_labels
-from rosearch.search_space.model import StudentConfig, StudentForSequenceClassification
-from rosearch.search_space.ops import OpBuildError, build_op
+from rosearch.student.configuration import StudentConfig
+from rosearch.student.modeling import StudentForSequenceClassification
+from rosearch.student.ops import OpBuildError, build_op
 from rosearch.search_space.sampling import sample_cell
 
 ALL_LABELS = op_labels(OP_FAMILIES)

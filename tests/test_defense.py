@@ -236,7 +236,7 @@ def test_export_keeps_the_defense_and_predicts_identically_on_perturbed_text(tmp
     from rosearch.results.artifacts import load_student, read_candidate_files
     from rosearch.results.export import export_students
     from rosearch.search import run_search
-    from rosearch.search_space.model import register_auto_classes
+    from rosearch.student.modeling import register_auto_classes
 
     data = {"search_space": {"defenses": ["word_recognition"]}, "evolution": {"generations": 1}}
     config = config_from_dict(tiny_search_dict(tmp_path, tiny_sst2_dir, tiny_teacher_dir, **data))

@@ -23,8 +23,9 @@ from rosearch.deploy.onnx import (
 from rosearch.deploy.predict import PredictError, Predictor
 from rosearch.quiet import quiet_known_messages, route_nltk_downloads
 from rosearch.search_space.genome import CellSpec, Genome
-from rosearch.search_space.model import StudentConfig, StudentForSequenceClassification, register_auto_classes
-from rosearch.search_space.ops import MaxPool
+from rosearch.student.configuration import StudentConfig
+from rosearch.student.modeling import StudentForSequenceClassification, register_auto_classes
+from rosearch.student.ops import MaxPool
 
 EVERY_FAMILY = ("attn_h2", "conv_k3_gelu", "sepconv_k5_relu", "dilconv_k3_swish", "glu_k3", "ffn_r2_tanh",
                 "maxpool_k3", "avgpool_k5", "identity")

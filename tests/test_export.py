@@ -18,7 +18,7 @@ from rosearch.results.artifacts import load_student, read_candidate_files
 from rosearch.results.export import ExportError, export_students, load_run_config, verify_export
 from rosearch.results.stats import architecture_frame
 from rosearch.search import candidate_seed, run_search
-from rosearch.search_space.model import register_auto_classes
+from rosearch.student.modeling import register_auto_classes
 
 TEXTS = ["the film was good and witty", "a dull , boring plot", "it is the movie"]
 

@@ -132,14 +132,38 @@ def test_defense_is_a_leaf_package():
             assert outside <= {"rosearch.choices"}, f"{mod} imports {sorted(outside)}"
 
 
+# the old homes of the student model and its operations, kept as aliases of rosearch.student
+# for code and model cards written before the move; they are the only search_space modules that import it
+SEARCH_SPACE_ALIASES = {"rosearch.search_space.model", "rosearch.search_space.ops"}
+
+
 def test_the_search_space_does_not_import_the_layers_above_it():
     graph = import_graph()
     above = ("rosearch.search", "rosearch.results", "rosearch.workers", "rosearch.evolution", "rosearch.evaluate",
-             "rosearch.distill", "rosearch.cli", "rosearch.prepare")
+             "rosearch.distill", "rosearch.cli", "rosearch.prepare", "rosearch.student")
     for mod in graph:
-        if mod.startswith("rosearch.search_space"):
+        if mod.startswith("rosearch.search_space") and mod not in SEARCH_SPACE_ALIASES:
             bad = sorted(t for t in reachable(graph, mod) if t.startswith(above) and not t.startswith("rosearch.search_space"))
             assert not bad, f"{mod} reaches {bad}"
+
+
+def test_the_search_space_aliases_only_re_export_the_student():
+    graph = import_graph()
+    for mod in SEARCH_SPACE_ALIASES:
+        assert graph[mod] and all(t.startswith("rosearch.student.") for t in graph[mod]), f"{mod} imports {sorted(graph[mod])}"
+
+
+def test_the_student_sits_on_the_search_space_and_below_training():
+    """rosearch.student (the network) builds on the genome and the defended tokenizer only."""
+    graph = import_graph()
+    above = ("rosearch.search", "rosearch.results", "rosearch.workers", "rosearch.evolution", "rosearch.evaluate",
+             "rosearch.distill", "rosearch.cli", "rosearch.prepare", "rosearch.attack", "rosearch.deploy",
+             "rosearch.commands")
+    students = [mod for mod in graph if mod.startswith("rosearch.student")]
+    assert {"rosearch.student.configuration", "rosearch.student.modeling", "rosearch.student.ops"} <= set(students)
+    for mod in students:
+        bad = sorted(t for t in reachable(graph, mod) if t.startswith(above) and not t.startswith("rosearch.search_space"))
+        assert not bad, f"{mod} reaches {bad}"
 
 
 def test_every_lazy_import_says_why():
@@ -172,3 +196,22 @@ def test_every_lazy_import_says_why():
                         missing.append(f"{path.relative_to(PACKAGE.parent)}:{group[0].lineno} {', '.join(names)}")
                 group = []
     assert not missing, "function-level imports without a '# lazy:' reason:\n" + "\n".join(missing)
+
+
+def test_the_run_directory_layout_is_defined_once():
+    """Every run-directory file name is a constant of rosearch.rundir (a near-leaf the CLI loads fast)."""
+    from rosearch import rundir
+
+    graph = import_graph()
+    assert graph["rosearch.rundir"] <= {"rosearch.errors"}
+    names = {rundir.RESULTS_FILE, rundir.CONFIG_FILE, rundir.RUN_INFO_FILE, rundir.SUMMARY_FILE, rundir.BEST_GENOME_FILE,
+             rundir.CANDIDATES_DIR, rundir.REPORT_FILE, rundir.LOCK_FILE}
+    defined_elsewhere = []
+    for mod, path in module_files().items():
+        if mod == "rosearch.rundir":
+            continue
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), str(path))):
+            if (isinstance(node, ast.Assign) and isinstance(node.value, ast.Constant) and node.value.value in names
+                    and any(isinstance(t, ast.Name) and t.id.isupper() for t in node.targets)):
+                defined_elsewhere.append(f"{mod}:{node.lineno} {ast.unparse(node)}")
+    assert not defined_elsewhere, "run-directory names defined outside rosearch.rundir:\n" + "\n".join(defined_elsewhere)

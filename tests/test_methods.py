@@ -30,8 +30,9 @@ from rosearch.distill.teacher_cache import (
 )
 from rosearch.distill.trainer import distill
 from rosearch.search_space.genome import CellSpec, Genome
-from rosearch.search_space.model import StudentConfig, StudentForSequenceClassification
-from rosearch.search_space.ops import SelfAttention
+from rosearch.student.configuration import StudentConfig
+from rosearch.student.modeling import StudentForSequenceClassification
+from rosearch.student.ops import SelfAttention
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from rosearch.search_space.labels import OP_FAMILIES, UnknownOpError, op_labels
-from rosearch.search_space.ops import OpBuildError, build_op
+from rosearch.student.ops import OpBuildError, build_op
 
 H = 32
 ALL_LABELS = op_labels(OP_FAMILIES)  # every family, heads 2/4/8, kernels 3/5/7, ratios 1/2/4, all activations

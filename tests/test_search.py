@@ -16,7 +16,7 @@ import yaml
 
 from rosearch.config import config_from_dict
 from rosearch.results.store import ResultStore
-from rosearch.search import evaluate_task, run_search
+from rosearch.search import run_candidate_task, run_search
 from rosearch.search_space.genome import Genome
 
 REPO = Path(__file__).resolve().parents[1]
@@ -108,15 +108,15 @@ def test_search_on_local_ray(tmp_path, tiny_sst2_dir, tiny_teacher_dir):
 
 
 def fail_on_two_layers(task, shared):
-    """An evaluator that raises for every two-layer student (deterministic failure)."""
+    """A task function that raises for every two-layer student (deterministic failure)."""
     if Genome.from_json(task.genome_json).num_layers == 2:
         raise RuntimeError("simulated candidate crash")
-    return evaluate_task(task, shared)
+    return run_candidate_task(task, shared)
 
 
 def test_failed_candidate_is_recorded_and_search_completes(tmp_path, tiny_sst2_dir, tiny_teacher_dir):
     config = config_from_dict(tiny_search_dict(tmp_path, tiny_sst2_dir, tiny_teacher_dir))
-    summary = run_search(config, evaluate_fn=fail_on_two_layers)
+    summary = run_search(config, task_fn=fail_on_two_layers)
     assert summary.failed >= 1 and summary.evaluated >= 1
     store = ResultStore(config.run.run_dir / "results.sqlite")
     failed = [r for r in store.candidates() if r.status == "failed"]
@@ -256,7 +256,7 @@ def test_resume_retries_transient_failures_but_not_candidate_errors(tmp_path):
     from rosearch.evolution.loop import Proposal
     from rosearch.evaluate.fitness import fitness_spec
     from rosearch.results.store import CandidateRecord
-    from rosearch.search import SearchProgress, _Evaluator
+    from rosearch.search import SearchProgress, _CandidateDispatcher
     from rosearch.search_space.sampling import sample_genome
     from rosearch.workers import InProcessBackend
     import random
@@ -278,8 +278,8 @@ def test_resume_retries_transient_failures_but_not_candidate_errors(tmp_path):
         return {"val_accuracy": 0.8, "dev_accuracy": 0.8, "params": 1_000_000, "flops": 10}
 
     spec = fitness_spec(config, teacher_cost={"params": 20_000_000, "flops": 100})
-    evaluator = _Evaluator(store, InProcessBackend(fake_evaluate, None), spec, config, SearchProgress(1, 2))
-    values = evaluator([Proposal(transient, 0, ()), Proposal(permanent, 0, ())])
+    dispatcher = _CandidateDispatcher(store, InProcessBackend(fake_evaluate, None), spec, config, SearchProgress(1, 2))
+    values = dispatcher([Proposal(transient, 0, ()), Proposal(permanent, 0, ())])
     assert calls == [transient.hash()]
     assert store.candidate(transient.hash()).status == "ok"
     assert values[permanent.hash()] == spec.worst()

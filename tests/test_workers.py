@@ -1,6 +1,6 @@
-"""Evaluation backends: outcome semantics in-process and on one module-scoped local Ray session.
+"""Backends: outcome semantics in-process and on one module-scoped local Ray session.
 
-The evaluate functions are built by factories (closures), so cloudpickle ships them to Ray
+The task functions are built by factories (closures), so cloudpickle ships them to Ray
 workers by value: the test module itself is not importable there.
 """
 
@@ -21,12 +21,12 @@ from rosearch.workers import (
     BackendSetupError,
     CandidateOutcome,
     CandidateTask,
-    Evaluation,
+    TaskResult,
     InProcessBackend,
     RayBackend,
     make_backend,
 )
-from rosearch.workers.ray_pool import _check_resources
+from rosearch.workers.ray_backend import _check_resources
 
 HOST = socket.gethostname()
 
@@ -93,7 +93,7 @@ def by_hash(outcomes: list[CandidateOutcome]) -> dict[str, CandidateOutcome]:
 
 def test_inprocess_ok_outcomes_carry_metrics():
     with InProcessBackend(square_fn(), shared=None) as backend:
-        outcomes = list(backend.evaluate(tasks(3)))
+        outcomes = list(backend.run(tasks(3)))
     assert [o.genome_hash for o in outcomes] == ["h0", "h1", "h2"]
     assert [o.metrics for o in outcomes] == [{"value": 0, "scaled": 0.0}, {"value": 1, "scaled": 0.5}, {"value": 4, "scaled": 1.0}]
     assert all(type(o.metrics["scaled"]) is float for o in outcomes)  # numpy scalar unwrapped
@@ -105,7 +105,7 @@ def test_inprocess_ok_outcomes_carry_metrics():
 
 def test_inprocess_exception_is_a_failed_outcome_and_others_complete():
     backend = InProcessBackend(failing_fn(bad_seed=1), shared=None)
-    outcomes = by_hash(list(backend.evaluate(tasks(3))))
+    outcomes = by_hash(list(backend.run(tasks(3))))
     failed = outcomes["h1"]
     assert (failed.status, failed.metrics, failed.attempts) == ("failed", {}, 1)
     assert failed.error.startswith("ValueError: bad seed 1")
@@ -115,24 +115,24 @@ def test_inprocess_exception_is_a_failed_outcome_and_others_complete():
 
 def test_inprocess_non_json_metrics_fail_with_the_key_named():
     backend = InProcessBackend(lambda task, shared: {"model": object()}, shared=None)
-    (outcome,) = backend.evaluate(tasks(1))
+    (outcome,) = backend.run(tasks(1))
     assert outcome.status == "failed"
     assert outcome.error.startswith("TypeError: metric 'model'")
-    (outcome,) = InProcessBackend(lambda task, shared: [1.0], shared=None).evaluate(tasks(1))
-    assert outcome.error.startswith("TypeError: the evaluate function must return a dict")
+    (outcome,) = InProcessBackend(lambda task, shared: [1.0], shared=None).run(tasks(1))
+    assert outcome.error.startswith("TypeError: the task function must return a dict")
 
 
 def with_files(task, shared):
-    """An evaluate function that returns files (like a trained student's weights) with its metrics."""
-    return Evaluation({"value": task.seed}, artifacts={"model.bin": bytes([task.seed]) * 3})
+    """A task function that returns files (like a trained student's weights) with its metrics."""
+    return TaskResult({"value": task.seed}, artifacts={"model.bin": bytes([task.seed]) * 3})
 
 
 def test_artifacts_travel_with_ok_outcomes_and_bad_names_fail():
-    (outcome,) = InProcessBackend(with_files, shared=None).evaluate(tasks(1))
+    (outcome,) = InProcessBackend(with_files, shared=None).run(tasks(1))
     assert outcome.ok and outcome.metrics == {"value": 0} and outcome.artifacts == {"model.bin": b"\0\0\0"}
     for name, content, message in (("../x", b"1", "plain file name"), ("w.bin", "text", "must be bytes")):
-        bad = InProcessBackend(lambda task, shared: Evaluation({}, {name: content}), shared=None)
-        (outcome,) = bad.evaluate(tasks(1))
+        bad = InProcessBackend(lambda task, shared: TaskResult({}, {name: content}), shared=None)
+        (outcome,) = bad.run(tasks(1))
         assert outcome.status == "failed" and message in outcome.error and outcome.artifacts == {}
 
 
@@ -140,10 +140,10 @@ def test_inprocess_passes_shared_by_reference_and_refuses_after_close():
     shared = {"array": np.arange(10)}
     backend = make_backend(WorkersConfig(backend="inprocess"), lambda task, shared_: {"same": shared_ is shared}, shared)
     assert isinstance(backend, InProcessBackend)
-    assert next(backend.evaluate(tasks(1))).metrics == {"same": True}
+    assert next(backend.run(tasks(1))).metrics == {"same": True}
     backend.close()
     with pytest.raises(RuntimeError, match="after close"):
-        next(backend.evaluate(tasks(1)))
+        next(backend.run(tasks(1)))
 
 
 def test_unreachable_address_fails_fast_naming_the_field():
@@ -193,7 +193,7 @@ def ray_backend(fn, shared=None, **kwargs) -> RayBackend:
 
 
 def test_ray_ok_and_failed_outcomes(ray_session):
-    outcomes = by_hash(list(ray_session.evaluate(tasks(2))))
+    outcomes = by_hash(list(ray_session.run(tasks(2))))
     assert {h: o.metrics for h, o in outcomes.items()} == {"h0": {"value": 0, "scaled": 0.0}, "h1": {"value": 1, "scaled": 0.5}}
     for o in outcomes.values():
         assert (o.status, o.attempts) == ("ok", 1)
@@ -201,7 +201,7 @@ def test_ray_ok_and_failed_outcomes(ray_session):
         assert host == HOST and int(pid) != os.getpid() and device == "cpu"
 
     backend = ray_backend(failing_fn(bad_seed=1))
-    outcomes = by_hash(list(backend.evaluate(tasks(3))))
+    outcomes = by_hash(list(backend.run(tasks(3))))
     backend.close()
     assert ray.is_initialized()  # a backend that reused the session leaves it running
     failed = outcomes["h1"]
@@ -212,11 +212,11 @@ def test_ray_ok_and_failed_outcomes(ray_session):
 
 def test_ray_outcomes_carry_artifacts_and_tasks_carry_payloads(ray_session):
     def echo_payload(task, shared):
-        return Evaluation({"kind": task.kind}, artifacts={f"copy-{name}": data for name, data in task.payload.items()})
+        return TaskResult({"kind": task.kind}, artifacts={f"copy-{name}": data for name, data in task.payload.items()})
 
     backend = ray_backend(echo_payload)
     task = CandidateTask(genome_hash="h0", genome_json="{}", seed=0, generation=0, kind="attack", payload={"w": b"abc"})
-    (outcome,) = backend.evaluate([task])
+    (outcome,) = backend.run([task])
     backend.close()
     assert outcome.ok and outcome.metrics == {"kind": "attack"} and outcome.artifacts == {"copy-w": b"abc"}
 
@@ -225,7 +225,7 @@ def test_ray_shared_input_is_put_once_and_read_zero_copy(ray_session):
     array = np.arange(1_000_000, dtype=np.int64)
     with mock.patch.object(ray, "put", wraps=ray.put) as put:
         backend = make_backend(WorkersConfig(backend="ray", max_retries=0), shared_array_fn(), {"array": array})
-        outcomes = list(backend.evaluate(tasks(4)))
+        outcomes = list(backend.run(tasks(4)))
     backend.close()
     assert isinstance(backend, RayBackend)
     assert put.call_count == 2  # the function and the shared inputs, once each; nothing per task
@@ -237,12 +237,12 @@ def test_ray_shared_input_is_put_once_and_read_zero_copy(ray_session):
 def test_ray_worker_crash_is_retried_and_counted(ray_session, tmp_path):
     retried = ray_backend(crash_once_fn(), str(tmp_path / "retry"), max_retries=1)
     (tmp_path / "retry").mkdir()
-    (outcome,) = retried.evaluate(tasks(1))
+    (outcome,) = retried.run(tasks(1))
     assert (outcome.status, outcome.attempts, outcome.metrics) == ("ok", 2, {"value": 1})
 
     no_retry = ray_backend(crash_once_fn(), str(tmp_path / "once"), max_retries=0)
     (tmp_path / "once").mkdir()
-    (outcome,) = no_retry.evaluate(tasks(1))
+    (outcome,) = no_retry.run(tasks(1))
     assert (outcome.status, outcome.attempts, outcome.metrics) == ("failed", 1, {})
     assert outcome.error.startswith("WorkerCrashedError:") and "workers.max_retries=0" in outcome.error
 
@@ -250,7 +250,7 @@ def test_ray_worker_crash_is_retried_and_counted(ray_session, tmp_path):
 def test_ray_timeout_cancels_the_slow_candidate(ray_session):
     backend = ray_backend(sleepy_fn(slow_seed=0), timeout_s=2.0)
     start = time.monotonic()
-    outcomes = list(backend.evaluate(tasks(2)))
+    outcomes = list(backend.run(tasks(2)))
     assert time.monotonic() - start < 60
     assert [o.genome_hash for o in outcomes] == ["h1", "h0"]  # completion order
     slow = outcomes[1]
@@ -262,7 +262,7 @@ def test_ray_timeout_cancels_the_slow_candidate(ray_session):
 def test_ray_abandoned_evaluation_cancels_running_tasks(ray_session):
     total = ray.cluster_resources()["CPU"]
     backend = ray_backend(sleepy_fn(slow_seed=0), num_cpus=total / 2)
-    iterator = backend.evaluate(tasks(2))
+    iterator = backend.run(tasks(2))
     first = next(iterator)
     assert first.genome_hash == "h1"
     iterator.close()  # the caller stops listening: the sleeping candidate must not keep its CPUs

@@ -23,7 +23,7 @@ from rosearch.data import get_task, load_examples
 from rosearch.defense.pipeline import load_defense
 from rosearch.errors import UserError
 from rosearch.runtime import resolve_device
-from rosearch.search_space.model import register_auto_classes
+from rosearch.student.modeling import register_auto_classes
 from rosearch.tokenizer_files import TOKENIZER_FILES
 
 logger = logging.getLogger(__name__)

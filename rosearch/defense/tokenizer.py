@@ -1,6 +1,6 @@
 """A fast tokenizer that applies the student's input defenses before tokenising, so a plain
 ``transformers.pipeline("text-classification", model=DIR)`` (after
-``rosearch.search_space.model.register_auto_classes()``) queries the defended student.
+``rosearch.student.modeling.register_auto_classes()``) queries the defended student.
 
 An exported defended student names this class in ``tokenizer_config.json``; the tokenizer reads
 ``defense.json.gz`` from the directory it is loaded from. Pre-split words

@@ -30,7 +30,7 @@ from rosearch.defense.tokenizer import DEFENDED_TOKENIZER_CLASS
 from rosearch.deploy.onnx import INT8_FILE, ONNX_FILE, OnnxExportError, encode, max_length_of, open_session, session_logits
 from rosearch.errors import UserError
 from rosearch.quiet import setup_logging
-from rosearch.search_space.model import register_auto_classes
+from rosearch.student.modeling import register_auto_classes
 
 logger = logging.getLogger(__name__)
 

@@ -29,6 +29,7 @@ from rosearch.batching import EncodedSplit, batch_indices, collate
 from rosearch.config import DistillConfig
 from rosearch.data import Example, encode_examples
 from rosearch.distill.losses import NonFiniteLossError, kd_loss
+from rosearch.distill.optim import adamw
 from rosearch.distill.teacher import load_teacher
 from rosearch.evaluate.accuracy import predict_logits
 from rosearch.tokenizer_files import materialize_tokenizer
@@ -135,11 +136,7 @@ def adversarial_finetune(
     clean_stream = _stream(train, n_clean, random.Random(f"{seed}:adv-clean"), cfg.length_bucketing)
     adv_stream = _stream(adversarial, n_adv, random.Random(f"{seed}:adv"), cfg.length_bucketing)
     params = [p for p in student.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(
-        [{"params": [p for p in params if p.ndim >= 2], "weight_decay": cfg.weight_decay},
-         {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0}],
-        lr=cfg.adv_finetune_lr,
-    )
+    optimizer = adamw(params, lr=cfg.adv_finetune_lr, weight_decay=cfg.weight_decay)
     student.train()
     losses: list[Tensor] = []
     for step in range(1, cfg.adv_finetune_steps + 1):

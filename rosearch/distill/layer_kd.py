@@ -23,7 +23,7 @@ import torch
 from torch import Tensor, nn
 
 from rosearch.distill.losses import attention_kl_loss, uniform_layer_map
-from rosearch.search_space.ops import SelfAttention
+from rosearch.student.ops import SelfAttention
 
 if TYPE_CHECKING:
     from rosearch.batching import EncodedSplit
@@ -35,7 +35,7 @@ logger = logging.getLogger(__name__)
 def head_mean_attention(op: SelfAttention, x: Tensor, mask: Tensor) -> Tensor:
     """Attention probabilities of ``op`` on input ``x`` [B, T, H], averaged over heads: [B, T, T].
 
-    Mirrors :class:`~rosearch.search_space.ops.SelfAttention`: padded inputs zeroed, padded keys
+    Mirrors :class:`~rosearch.student.ops.SelfAttention`: padded inputs zeroed, padded keys
     masked, a row with no real key attends everywhere (its output is discarded anyway).
     """
     B, T, H = x.shape

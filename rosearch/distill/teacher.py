@@ -34,6 +34,7 @@ from transformers import (
 
 from rosearch.batching import EncodedSplit, iterate_batches
 from rosearch.config import TeacherConfig
+from rosearch.distill.optim import adamw
 from rosearch.evaluate.accuracy import logits_accuracy, predict_logits
 from rosearch.model_paths import OFFLINE_BACKBONE, TeacherError, resolve_model_path
 from rosearch.model_paths import PKG_PREFIX as PKG_PREFIX  # re-exported
@@ -131,19 +132,6 @@ def iter_predictions(
 # --------------------------------------------------------------------------------------------
 
 
-def _param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
-    """AdamW groups: no decay on biases and LayerNorm weights (all 1-D parameters)."""
-    decay, no_decay = [], []
-    for name, param in model.named_parameters():
-        if not param.requires_grad:
-            continue
-        if param.ndim < 2 or "LayerNorm" in name or "layer_norm" in name:
-            no_decay.append(param)
-        else:
-            decay.append(param)
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-
-
 def _total_steps(n: int, cfg: TeacherConfig) -> int:
     if cfg.max_steps is not None:
         return cfg.max_steps
@@ -234,7 +222,7 @@ def _train_loop(
 ) -> float:
     """The optimisation itself; returns the mean loss over the last logging window."""
     model.to(device).train()
-    optimizer = torch.optim.AdamW(_param_groups(model, cfg.weight_decay), lr=cfg.learning_rate)
+    optimizer = adamw(model.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
     scheduler = get_linear_schedule_with_warmup(optimizer, warmup, total)
     step, window_loss, window_steps, window_examples = 0, 0.0, 0, 0
     window_start = time.perf_counter()

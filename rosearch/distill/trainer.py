@@ -41,6 +41,7 @@ from rosearch.distill.inputs import NEEDS_METHOD_INPUTS, MethodInputsError
 from rosearch.distill.layer_kd import AttentionTerm
 from rosearch.distill.losses import NonFiniteLossError, hidden_mse_loss, kd_loss, uniform_layer_map
 from rosearch.distill.mate_kd import MateKD
+from rosearch.distill.optim import adamw
 from rosearch.distill.rift import RiftTerm
 
 if TYPE_CHECKING:
@@ -230,12 +231,8 @@ def _layer_projections(
 
 
 def _optimizer(modules: list[nn.Module], cfg: DistillConfig) -> torch.optim.AdamW:
-    """AdamW with weight decay on matrices only: biases and norm scales (1-D) are not decayed."""
-    params = [p for m in modules for p in m.parameters() if p.requires_grad]
-    decay = [p for p in params if p.ndim >= 2]
-    no_decay = [p for p in params if p.ndim < 2]
-    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    return torch.optim.AdamW([g for g in groups if g["params"]], lr=cfg.learning_rate)
+    """AdamW over every module's parameters (:func:`rosearch.distill.optim.adamw`: matrices decayed only)."""
+    return adamw((p for m in modules for p in m.parameters()), lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
 
 
 def _student_width(student: nn.Module, batch: dict[str, Tensor]) -> int:

@@ -21,7 +21,8 @@ from rosearch.evaluate.accuracy import logits_accuracy, predict_logits
 from rosearch.search_inputs import SearchInputs
 from rosearch.search_space.cost import count_flops, count_parameters
 from rosearch.search_space.genome import Genome
-from rosearch.search_space.model import StudentConfig, StudentForSequenceClassification, init_embedding_from_teacher
+from rosearch.student.configuration import StudentConfig
+from rosearch.student.modeling import StudentForSequenceClassification, init_embedding_from_teacher
 from rosearch.validation import F1_TASKS, binary_f1
 
 logger = logging.getLogger(__name__)

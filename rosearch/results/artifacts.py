@@ -17,9 +17,8 @@ from pathlib import Path
 
 import torch
 
-from rosearch.search_space.model import StudentForSequenceClassification
-
-CANDIDATES_DIR = "candidates"
+from rosearch.rundir import CANDIDATES_DIR
+from rosearch.student.modeling import StudentForSequenceClassification
 
 
 def candidate_dir(run_dir: str | Path, genome_hash: str) -> Path:

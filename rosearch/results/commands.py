@@ -17,7 +17,8 @@ from rich.console import Console
 from rich.table import Table
 
 from rosearch.quiet import setup_logging
-from rosearch.results.report import HEADERS, REPORT_FILE, format_value, write_report
+from rosearch.results.report import HEADERS, format_value, write_report
+from rosearch.rundir import REPORT_FILE
 from rosearch.results.stats import compute_stats, results_path
 from rosearch.rundir import ensure_writable_dir
 
@@ -143,7 +144,7 @@ def run_export(args: argparse.Namespace) -> int:
         console.print(f"exported {folder}")
         if args.onnx or args.int8:
             console.print(onnx_summary(folder))
-    console.print("load with: from rosearch.search_space.model import register_auto_classes; register_auto_classes(); "
+    console.print("load with: from rosearch.student.modeling import register_auto_classes; register_auto_classes(); "
                   "AutoModelForSequenceClassification.from_pretrained(folder, use_safetensors=True)")
     return 0
 

@@ -10,7 +10,7 @@ is reloaded through the Auto API after writing and must give the in-memory model
 
 Loading an export (``import rosearch`` alone does not register the student classes)::
 
-    from rosearch.search_space.model import register_auto_classes
+    from rosearch.student.modeling import register_auto_classes
     register_auto_classes()
     model = AutoModelForSequenceClassification.from_pretrained(folder, use_safetensors=True)
 """
@@ -46,11 +46,12 @@ from rosearch.results.artifacts import load_student, read_candidate_files
 from rosearch.results.export_onnx import add_onnx_variants
 from rosearch.results.stats import open_store, ranked_records, read_run_json, results_path, teacher_reference
 from rosearch.results.store import CandidateRecord
+from rosearch.rundir import CONFIG_FILE
 from rosearch.runtime import resolve_device
 from rosearch.search import candidate_seed
 from rosearch.search_inputs import SearchInputs
 from rosearch.search_space.genome import Genome
-from rosearch.search_space.model import StudentForSequenceClassification, register_auto_classes
+from rosearch.student.modeling import StudentForSequenceClassification, register_auto_classes
 
 logger = logging.getLogger(__name__)
 
@@ -121,7 +122,7 @@ def _legacy_cleaned(cls: type, data: Any, path: str, dropped: list[str]) -> Any:
 def _stored_config(run_dir: Path) -> dict:
     with open_store(run_dir) as store:
         raw = store.run_config()
-    raw = raw if raw is not None else read_run_json(run_dir, "config.json")
+    raw = raw if raw is not None else read_run_json(run_dir, CONFIG_FILE)
     if not raw:
         raise ExportError(f"run {run_dir} stored no config (neither in its results nor in config.json)")
     return raw
@@ -189,7 +190,7 @@ def torch_threads(count: int | None) -> Iterator[None]:
 def search_threads(config: Config) -> int | None:
     """The thread count the search trained its candidates with (CPU float sums depend on it)."""
     if config.workers.backend == "ray":
-        return max(1, int(config.workers.num_cpus_per_candidate))  # as workers.ray_pool limits each task
+        return max(1, int(config.workers.num_cpus_per_candidate))  # as workers.ray_backend limits each task
     return config.run.num_threads
 
 
@@ -344,7 +345,7 @@ methods: {training}.
 
 ```python
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
-from rosearch.search_space.model import register_auto_classes
+from rosearch.student.modeling import register_auto_classes
 
 register_auto_classes()
 model = AutoModelForSequenceClassification.from_pretrained("{folder}", use_safetensors=True)

@@ -20,6 +20,7 @@ from rosearch.results import plots
 from rosearch.results.stats import (
     StatsReport, compute_stats, open_store, read_run_json, results_path, teacher_reference,
 )
+from rosearch.rundir import CONFIG_FILE, REPORT_FILE, SUMMARY_FILE
 from rosearch.search_space.genome import Genome
 
 if TYPE_CHECKING:
@@ -27,7 +28,6 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-REPORT_FILE = "report.html"
 LABEL_ROWS = 15  # op labels and correlations shown (the CSVs of `rosearch stats` have all)
 
 _CSS = """
@@ -339,12 +339,12 @@ def render_report(run_dir: str | Path, top_k: int = 5) -> str:
         report = compute_stats(store, top_k)
         records = store.candidates()
         generations = store.generations()
-        config = store.run_config() or read_run_json(run_dir, "config.json") or {}
+        config = store.run_config() or read_run_json(run_dir, CONFIG_FILE) or {}
         meta = store.metadata()
     failed = [r for r in records if r.status == "failed"]
     counts = {"ok": len(records) - len(failed), "failed": len(failed), "generations": len(generations)}
     genomes = {r.genome_hash: Genome.from_json(r.genome_json) for r in records if r.status == "ok"}
-    wall = _wall_time(read_run_json(run_dir, "summary.json"), meta, [r.finished_at for r in records])
+    wall = _wall_time(read_run_json(run_dir, SUMMARY_FILE), meta, [r.finished_at for r in records])
     mode = (config.get("evolution") or {}).get("mode", "weighted")
     selection_name = "fitness" if mode == "weighted" else "accuracy (first objective)"
     teacher_accuracy = teacher_reference(run_dir).get("teacher_dev_accuracy")

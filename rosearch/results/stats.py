@@ -38,7 +38,9 @@ from rosearch.defense.names import DEFENSE_NAMES
 from rosearch.choices import DISTILL_METHOD_NAMES
 from rosearch.errors import UserError
 from rosearch.results.agreement import proxy_real_agreement, spearman
+from rosearch.results.ranking import ranked, selection_weights
 from rosearch.results.store import CandidateRecord, ResultStore, ResultStoreError
+from rosearch.rundir import RESULTS_FILE, RUN_INFO_FILE, SUMMARY_FILE
 from rosearch.search_space import labels
 from rosearch.search_space.genome import CellSpec, Genome
 
@@ -47,7 +49,6 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-RESULTS_FILE = "results.sqlite"  # the name rosearch.search gives a run's store
 ROBUSTNESS_KEYS = ("robust_accuracy", "proxy_robust_accuracy")
 CONVOLUTION_FAMILIES = ("conv", "sepconv", "dilconv", "glu")
 SHAPE_COLUMNS = ("hidden_size", "embedding_size", "num_layers")
@@ -88,30 +89,13 @@ def open_store(run_dir: str | Path) -> ResultStore:
     return ResultStore(results_path(run_dir), read_only=True)
 
 
-def selection_weights(run_config: Mapping[str, Any] | None, n_objectives: int) -> tuple[float, ...]:
-    """The signs :func:`rosearch.search.top_candidates` ranks by (see ``fitness.fitness_spec``).
-
-    Weighted mode selects on one fitness (+1); NSGA-II on (accuracy, [robustness,] cost) with
-    weights (+1, [+1,] -1). Only the mode is read from the stored config, so old configs work.
-    """
-    mode = ((run_config or {}).get("evolution") or {}).get("mode", "weighted")
-    if mode == "nsga2" and n_objectives >= 2:
-        return (1.0,) * (n_objectives - 1) + (-1.0,)
-    return (1.0,) * n_objectives
-
-
 def ranked_records(store: ResultStore) -> list[CandidateRecord]:
-    """Finished candidates, best first, in the order the search itself ranks them.
-
-    The sort is stable over finish order, as in :func:`rosearch.search.top_candidates`, so ties
-    resolve the same way.
-    """
+    """Finished candidates, best first, in the order the search itself ranks them
+    (:func:`rosearch.results.ranking.ranked`, with the weights of the stored run)."""
     ok = [r for r in store.candidates() if r.status == "ok" and r.objectives is not None]
     if not ok:
         return []
-    weights = selection_weights(store.run_config(), len(ok[0].objectives))
-    ok.sort(key=lambda r: tuple(w * v for w, v in zip(weights, r.objectives)), reverse=True)
-    return ok
+    return ranked(ok, selection_weights(store.run_config(), len(ok[0].objectives)))
 
 
 def choose_robustness_key(records: Iterable[CandidateRecord]) -> str | None:
@@ -536,9 +520,9 @@ def teacher_reference(run_dir: str | Path) -> dict[str, Any]:
     Keys (absent when unknown): teacher_dir, teacher_dev_accuracy, teacher_params, teacher_flops,
     dev_mean_length, teacher_attack.
     """
-    info = read_run_json(run_dir, "run_info.json")
+    info = read_run_json(run_dir, RUN_INFO_FILE)
     if info is not None:
         return {k: v for k, v in info.items() if v is not None}
-    summary = read_run_json(run_dir, "summary.json") or {}
+    summary = read_run_json(run_dir, SUMMARY_FILE) or {}
     keep = ("teacher_dev_accuracy", "teacher_attack")
     return {k: summary[k] for k in keep if summary.get(k) is not None}

@@ -1,8 +1,8 @@
 """Analytic cost of a genome: parameters and forward FLOPs, without building a model.
 
 The search filters and scores many genomes by size before training any of them, so these are
-closed-form counts that mirror :mod:`rosearch.search_space.model` and
-:mod:`rosearch.search_space.ops` exactly (the tests check parameter counts against built
+closed-form counts that mirror :mod:`rosearch.student.modeling` and
+:mod:`rosearch.student.ops` exactly (the tests check parameter counts against built
 models, and FLOPs against ``torch.utils.flop_counter``).
 
 What :func:`count_flops` counts: 2 x the multiply-accumulates of every matrix product and
@@ -17,8 +17,7 @@ counts ``mm/addmm/bmm/baddbmm/convolution`` and fused attention kernels, without
 from __future__ import annotations
 
 from rosearch.search_space.genome import Genome
-from rosearch.search_space.labels import parse_op
-from rosearch.search_space.ops import check_op_fits
+from rosearch.search_space.labels import check_op_fits, parse_op
 
 
 def op_parameter_count(label: str, hidden_size: int) -> int:

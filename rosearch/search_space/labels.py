@@ -44,6 +44,10 @@ class UnknownOpError(ValueError):
     """An operation label does not follow the grammar of this module."""
 
 
+class OpBuildError(ValueError):
+    """An operation cannot be built with the requested hidden size or dropout."""
+
+
 @dataclass(frozen=True)
 class OpSpec:
     """A parsed operation label."""
@@ -84,6 +88,18 @@ def parse_op(label: str) -> OpSpec:
     if spec.ratio is not None and spec.ratio < 1:
         raise UnknownOpError(f"operation {label!r}: ffn ratio must be >= 1")
     return spec
+
+
+def check_op_fits(spec: OpSpec, hidden_size: int, label: str) -> None:
+    """Raise :class:`OpBuildError` when operation ``label`` cannot be built at ``hidden_size``
+    (shared by :func:`rosearch.student.ops.build_op` and the analytic costs of :mod:`cost`)."""
+    if hidden_size < 1:
+        raise OpBuildError(f"hidden size must be >= 1, got {hidden_size}")
+    if spec.family == "attn" and hidden_size % spec.heads:
+        raise OpBuildError(
+            f"operation {label!r}: hidden size {hidden_size} is not divisible by {spec.heads} heads "
+            "(fix: pick a hidden size that is a multiple of the head count)"
+        )
 
 
 def op_labels(

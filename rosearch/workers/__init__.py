@@ -1,7 +1,7 @@
-"""Fitness-evaluation backends: where candidates run (Ray by default, or in the driver).
+"""Backends: where candidate tasks run (Ray by default, or in the driver).
 
 The only package that imports Ray. The driver builds one backend per search with
-:func:`make_backend` and iterates ``backend.evaluate(tasks)``, recording each outcome as it
+:func:`make_backend` and iterates ``backend.run(tasks)``, recording each outcome as it
 arrives; a candidate's failure is an outcome, never an exception.
 """
 
@@ -16,14 +16,14 @@ from rosearch.workers.base import (
     BackendSetupError,
     CandidateOutcome,
     CandidateTask,
-    EvaluateFn,
-    Evaluation,
+    TaskFn,
+    TaskResult,
     format_error,
     is_transient_failure,
     worker_name,
 )
 from rosearch.workers.inprocess import InProcessBackend
-from rosearch.workers.ray_pool import RayBackend, preflight
+from rosearch.workers.ray_backend import RayBackend, preflight
 
 logger = logging.getLogger(__name__)
 
@@ -32,8 +32,8 @@ __all__ = [
     "BackendSetupError",
     "CandidateOutcome",
     "CandidateTask",
-    "EvaluateFn",
-    "Evaluation",
+    "TaskFn",
+    "TaskResult",
     "InProcessBackend",
     "RayBackend",
     "format_error",
@@ -52,7 +52,7 @@ def check_workers(cfg: WorkersConfig) -> None:
                   max_retries=cfg.max_retries, timeout_s=cfg.timeout_s)
 
 
-def make_backend(cfg: WorkersConfig, fn: EvaluateFn, shared: Any) -> Backend:
+def make_backend(cfg: WorkersConfig, fn: TaskFn, shared: Any) -> Backend:
     """The backend ``cfg.backend`` names, set up from the ``workers`` config section."""
     if cfg.backend == "inprocess":
         if cfg.timeout_s is not None:

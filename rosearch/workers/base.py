@@ -1,8 +1,8 @@
-"""What every evaluation backend shares: the task/outcome records and the call that turns one
-evaluate-function call into an outcome.
+"""What every backend shares: the task/outcome records and the call that turns one task-function
+call into an outcome.
 
 A backend's single promise is that a candidate never takes the search down: whatever the
-evaluate function does (returns, raises, returns something that is not plain metrics), the
+task function does (returns, raises, returns something that is not plain metrics), the
 backend yields exactly one :class:`CandidateOutcome` for it, which the driver records durably.
 """
 
@@ -45,8 +45,8 @@ class CandidateTask:
 
 
 @dataclass(frozen=True)
-class Evaluation:
-    """What an evaluate function returns when it has files for the driver as well as metrics.
+class TaskResult:
+    """What a task function returns when it has files for the driver as well as metrics.
 
     Files (e.g. the trained student's ``model.safetensors``) travel back with the outcome rather
     than through a shared file system, so a Ray cluster needs none.
@@ -74,14 +74,14 @@ class CandidateOutcome:
         return self.status == "ok"
 
 
-EvaluateFn = Callable[[CandidateTask, Any], "dict[str, Any] | Evaluation"]  # (task, shared) -> metrics; raises on failure
+TaskFn = Callable[[CandidateTask, Any], "dict[str, Any] | TaskResult"]  # (task, shared) -> metrics; raises on failure
 
 
 @runtime_checkable
 class Backend(Protocol):
-    """Where fitness evaluations run; the driver sees only this seam."""
+    """Where candidate tasks run; the driver sees only this seam."""
 
-    def evaluate(self, tasks: Sequence[CandidateTask]) -> Iterator[CandidateOutcome]:
+    def run(self, tasks: Sequence[CandidateTask]) -> Iterator[CandidateOutcome]:
         """Yield one outcome per task, each as soon as it finishes (any order)."""
         ...
 
@@ -131,12 +131,12 @@ def worker_name(gpu_ids: Sequence[int | str] = ()) -> str:
 
 
 def plain_metrics(metrics: Any) -> dict[str, Any]:
-    """Check that an evaluate function returned JSON-ready metrics; unwrap numpy scalars.
+    """Check that a task function returned JSON-ready metrics; unwrap numpy scalars.
 
     Raises TypeError naming the offending key, which the caller turns into a failed outcome.
     """
     if not isinstance(metrics, Mapping):
-        raise TypeError(f"the evaluate function must return a dict of metrics, got {type(metrics).__name__}")
+        raise TypeError(f"the task function must return a dict of metrics, got {type(metrics).__name__}")
     plain: dict[str, Any] = {}
     for key, value in metrics.items():
         if not isinstance(key, str):
@@ -154,13 +154,13 @@ def plain_metrics(metrics: Any) -> dict[str, Any]:
     return plain
 
 
-def run_evaluate(fn: EvaluateFn, task: CandidateTask, shared: Any, *, worker: str) -> CandidateOutcome:
+def run_task(fn: TaskFn, task: CandidateTask, shared: Any, *, worker: str) -> CandidateOutcome:
     """Call ``fn(task, shared)`` once and wrap the result, or the exception, as an outcome."""
     start = time.perf_counter()
     try:
         result = fn(task, shared)
-        artifacts = plain_artifacts(result.artifacts) if isinstance(result, Evaluation) else {}
-        metrics = plain_metrics(result.metrics if isinstance(result, Evaluation) else result)
+        artifacts = plain_artifacts(result.artifacts) if isinstance(result, TaskResult) else {}
+        metrics = plain_metrics(result.metrics if isinstance(result, TaskResult) else result)
     except Exception as exc:  # a candidate's own failure: recorded, never raised
         return failed_outcome(task, format_error(exc), seconds=time.perf_counter() - start, worker=worker)
     return CandidateOutcome(
@@ -172,7 +172,7 @@ def run_evaluate(fn: EvaluateFn, task: CandidateTask, shared: Any, *, worker: st
 def plain_artifacts(artifacts: Any) -> dict[str, bytes]:
     """Check that returned files are ``{plain file name: bytes}`` (no paths: the driver picks the folder)."""
     if not isinstance(artifacts, Mapping):
-        raise TypeError(f"Evaluation.artifacts must be a dict of file name -> bytes, got {type(artifacts).__name__}")
+        raise TypeError(f"TaskResult.artifacts must be a dict of file name -> bytes, got {type(artifacts).__name__}")
     for name, content in artifacts.items():
         if not isinstance(name, str) or not name or "/" in name or "\\" in name or name.startswith("."):
             raise TypeError(f"artifact name {name!r} must be a plain file name (no folders, not hidden)")

@@ -1,8 +1,8 @@
-"""Evaluation on Ray: a local Ray instance by default, or an existing cluster (``workers.address``).
+"""Candidate tasks on Ray: a local Ray instance by default, or an existing cluster (``workers.address``).
 
 How a search uses Ray, and why:
 
-* the shared read-only inputs and the evaluate function are ``ray.put`` once per backend; every
+* the shared read-only inputs and the task function are ``ray.put`` once per backend; every
   task receives the two ObjectRefs, which Ray resolves in the worker to the stored objects
   (numpy arrays inside come back zero-copy and read-only from the node's object store);
 * each *attempt* of a candidate is one streaming Ray task that first yields a "started" marker
@@ -15,7 +15,7 @@ How a search uses Ray, and why:
   and becomes a failed outcome at once; a timeout is not retried either. Each Ray task itself is
   submitted with ``max_retries=0, retry_exceptions=False``.
 
-Workers import this module and the evaluate function's module, so ``rosearch`` must be
+Workers import this module and the task function's module, so ``rosearch`` must be
 importable on every node (Ray adds the driver's working directory to local workers' paths; on a
 cluster install the package on the nodes or pass a ``runtime_env``).
 """
@@ -48,9 +48,9 @@ from rosearch.workers.base import (
     BackendSetupError,
     CandidateOutcome,
     CandidateTask,
-    EvaluateFn,
+    TaskFn,
     failed_outcome,
-    run_evaluate,
+    run_task,
     worker_name,
 )
 
@@ -98,13 +98,13 @@ def _limit_threads(num_threads: int) -> None:
         torch.set_num_threads(num_threads)
 
 
-def _attempt(fn: EvaluateFn, shared: Any, task: CandidateTask, num_threads: int, log_level: int) -> Iterator[Any]:
+def _attempt(fn: TaskFn, shared: Any, task: CandidateTask, num_threads: int, log_level: int) -> Iterator[Any]:
     """Body of one Ray task (a streaming generator): report the start, then the outcome."""
     _configure_worker_logging(log_level)
     _limit_threads(num_threads)
     worker = worker_name(ray.get_gpu_ids())
     yield _Started(worker)
-    yield run_evaluate(fn, task, shared, worker=worker)
+    yield run_task(fn, task, shared, worker=worker)
 
 
 # --------------------------------------------------------------------------------------------
@@ -127,11 +127,11 @@ class _Attempt:
 
 
 class RayBackend:
-    """Evaluates candidates as Ray tasks with ``num_cpus``/``num_gpus`` each (fractions allowed)."""
+    """Runs candidate tasks as Ray tasks with ``num_cpus``/``num_gpus`` each (fractions allowed)."""
 
     def __init__(
         self,
-        fn: EvaluateFn,
+        fn: TaskFn,
         shared: Any,
         *,
         address: str | None,
@@ -163,13 +163,13 @@ class RayBackend:
         """True when this backend started (or connected) Ray and will shut it down on close."""
         return self._owns_ray
 
-    def evaluate(self, tasks: Sequence[CandidateTask]) -> Iterator[CandidateOutcome]:
+    def run(self, tasks: Sequence[CandidateTask]) -> Iterator[CandidateOutcome]:
         """Submit every task, then yield outcomes in completion order as each one finishes.
 
         Abandoning the iterator early cancels the attempts still in flight.
         """
         if self._closed:
-            raise RuntimeError("RayBackend.evaluate called after close() (fix: create a new backend)")
+            raise RuntimeError("RayBackend.run called after close() (fix: create a new backend)")
         pending: dict[Any, _Attempt] = {}
         for task in tasks:
             self._submit(task, 1, pending)
