@@ -249,6 +249,10 @@ class AttackConfig:
     # The panel a search attacks candidates with; robustness = mean accuracy under attack over it, each
     # recipe's figures stored as attack.<recipe>.* ([] = [recipe], as before this field existed).
     recipes: tuple[str, ...] = ("deepwordbug", "pwws")
+    # How the panel's accuracies under attack become the one robustness figure the fitness uses:
+    # "mean" over the recipes, or "min" (the worst attack: a student must resist each one, so one
+    # defense that stops one attack cannot buy the whole robustness term).
+    panel_aggregate: Literal["mean", "min"] = "mean"
     num_examples: int = 200  # seeded sample attacked per model (the validation slice; dev when it is off)
     query_budget: int | None = None  # model queries per example (None: unlimited, as in the papers)
     model_batch_size: int = 64  # texts per model forward during an attack
@@ -362,6 +366,7 @@ LEGACY_DEFAULTS: dict[tuple[str, str], Any] = {
     ("data", "validation_min_words"): 0,
     ("attack", "recipes"): [],
     ("search_space", "training_choices"): [],
+    ("attack", "panel_aggregate"): "mean",
 }
 
 

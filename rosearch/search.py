@@ -103,7 +103,7 @@ def run_candidate_task(task: CandidateTask, shared: tuple[SearchInputs, Config])
     elif config.attack.enabled and config.attack.full_attack == "multi_fidelity":
         result |= full_attack_metrics(model, inputs, config, device=device, name=name, recipes=panel[:1],
                                       defenses=genome.defenses)
-    result |= panel_metrics(result, panel)
+    result |= panel_metrics(result, panel, config.attack.panel_aggregate)
     return TaskResult(result, artifacts=student_files(model))
 
 
@@ -187,6 +187,7 @@ class _CandidateDispatcher:
         attack = config.attack
         self.attack_top_k = attack.top_k if attack.enabled and attack.full_attack in ("top_k", "multi_fidelity") else 0
         self.panel = attack_panel(attack)
+        self.panel_aggregate = attack.panel_aggregate
         self.progress = progress
         self.evaluated = self.failed = self.reused = self.attacked = 0
         self.failure_reasons: Counter[str] = Counter()
@@ -245,7 +246,7 @@ class _CandidateDispatcher:
             record = self.store.candidate(outcome.genome_hash)
             if outcome.ok:
                 extra = dict(outcome.metrics)
-                extra |= panel_metrics(dict(record.metrics) | extra, self.panel)
+                extra |= panel_metrics(dict(record.metrics) | extra, self.panel, self.panel_aggregate)
                 self.attacked += 1
                 logger.info("candidate %s under attack: accuracy %.3f -> %.3f, success rate %.3f, %.0f queries/example, %.0fs",
                             outcome.genome_hash[:12], extra.get("clean_accuracy_attacked_sample", float("nan")),

@@ -31,6 +31,28 @@ def test_panel_is_the_mean_of_its_recipes_and_waits_for_all_of_them():
     assert "attack_successful" not in panel  # counts of two recipes do not add up to one sample
 
 
+def test_min_aggregate_is_the_worst_attack_and_leaves_the_other_figures_alone():
+    flat = recipe_metrics({"deepwordbug": report(0.55, 0.4, 30, 4.0), "pwws": report(0.05, 0.9, 90, 20.0)})
+    worst = panel_metrics(flat, ("deepwordbug", "pwws"), "min")
+    mean = panel_metrics(flat, ("deepwordbug", "pwws"))
+    assert worst["robust_accuracy"] == 0.05 and mean["robust_accuracy"] == pytest.approx(0.30)
+    assert {k: v for k, v in worst.items() if k != "robust_accuracy"} == {k: v for k, v in mean.items() if k != "robust_accuracy"}
+    with pytest.raises(ValueError, match="panel_aggregate"):
+        panel_metrics(flat, ("pwws",), "median")
+
+
+def test_panel_aggregate_is_validated_and_mean_keeps_old_fingerprints():
+    from rosearch.config import ConfigError, config_from_dict
+
+    with pytest.raises(ConfigError, match="attack.panel_aggregate"):
+        config_from_dict({"attack": {"panel_aggregate": "median"}})
+    default, worst = config_from_dict({}), config_from_dict({"attack": {"panel_aggregate": "min"}})
+    plain = default.to_dict()
+    del plain["attack"]["panel_aggregate"]
+    assert config_from_dict(plain).results_fingerprint() == default.results_fingerprint()  # mean: as before the field
+    assert worst.results_fingerprint() != default.results_fingerprint()  # min selects differently: a new protocol
+
+
 def test_proxy_real_agreement_by_hand():
     rows = [{"proxy_robust_accuracy": p, "robust_accuracy": r} for p, r in ((0.1, 0.3), (0.2, 0.1), (0.3, 0.2), (0.4, 0.4))]
     # ranks 1 2 3 4 vs 3 1 2 4: d^2 = 4 + 1 + 1 + 0 = 6, rho = 1 - 6 * 6 / (4 * 15) = 0.4

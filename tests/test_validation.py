@@ -113,7 +113,7 @@ def test_an_old_stored_config_loads_and_keeps_its_fingerprint():
     old = json.loads(json.dumps(new))
     del old["data"]["validation_size"], old["attack"]["recipes"]
     del old["defense"], old["search_space"]["defenses"], old["search_space"]["defense_choices"]  # also newer
-    del old["search_space"]["training_choices"], old["data"]["validation_min_words"]
+    del old["search_space"]["training_choices"], old["data"]["validation_min_words"], old["attack"]["panel_aggregate"]
     config = config_from_dict(with_legacy_defaults(old))
     assert config.data.validation_size == 0 and config.data.validation_min_words == 0 and config.attack.recipes == ()
     # the fingerprint the old code wrote: the same hash over the config without the new fields

@@ -84,13 +84,16 @@ def recipe_metrics(per_recipe: dict[str, dict[str, float]]) -> dict[str, float]:
     return out
 
 
-def panel_metrics(metrics: dict[str, Any], panel: tuple[str, ...]) -> dict[str, float]:
+def panel_metrics(metrics: dict[str, Any], panel: tuple[str, ...], aggregate: str = "mean") -> dict[str, float]:
     """The panel's summary keys from its per-recipe keys; empty unless every recipe of ``panel`` is in ``metrics``.
 
-    ``robust_accuracy`` (the fitness' figure) and ``attack_success_rate``/``attack_queries`` are the
-    means over the panel, ``attack_seconds`` the sum: with one recipe they are exactly its figures,
-    as in runs from before the panel (whose example counts a one-recipe panel also keeps).
+    ``robust_accuracy`` (the fitness' figure) is the mean (``aggregate="mean"``) or the lowest
+    (``"min"``) accuracy under attack over the panel; ``attack_success_rate``/``attack_queries`` are
+    means, ``attack_seconds`` the sum: with one recipe they are exactly its figures, as in runs from
+    before the panel (whose example counts a one-recipe panel also keeps).
     """
+    if aggregate not in ("mean", "min"):
+        raise ValueError(f"attack.panel_aggregate must be mean or min, got {aggregate!r}")
     if not panel or any(metrics.get(recipe_key(r)) is None for r in panel):
         return {}
 
@@ -100,7 +103,9 @@ def panel_metrics(metrics: dict[str, Any], panel: tuple[str, ...]) -> dict[str, 
     counts = {f"attack_{key}": float(metrics[recipe_key(panel[0], key)]) for key in ("successful", "failed", "skipped")
               if len(panel) == 1 and recipe_key(panel[0], key) in metrics}
     return counts | {
-        "robust_accuracy": mean("accuracy_under_attack"), "attack_success_rate": mean("success_rate"),
+        "robust_accuracy": mean("accuracy_under_attack") if aggregate == "mean"
+        else min(float(metrics[recipe_key(r)]) for r in panel),
+        "attack_success_rate": mean("success_rate"),
         "attack_queries": mean("queries"), "perturbed_word_pct": mean("perturbed_word_pct"),
         "attack_seconds": sum(float(metrics[recipe_key(r, "seconds")]) for r in panel),
         "attack_recipes": len(panel),
