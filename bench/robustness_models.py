@@ -176,13 +176,23 @@ def load_searched_row(spec: RowSpec, config: Config, work_dir: Path) -> RowModel
     them), with its genome's defenses rebuilt from the run's own config when the export has none."""
     from rosearch.prepare_defense import build_defense_resources
     from rosearch.results.export import export_students, load_run_config
+    from rosearch.results.stats import open_store, ranked_records
 
     run_dir = _spec_path(spec)
     if not (run_dir / "results.sqlite").is_file():
         raise BenchError(f"--run {run_dir}: not a run directory (no results.sqlite there)")
+    with open_store(run_dir) as store:
+        ranked = ranked_records(store)
+    if not ranked:
+        raise BenchError(f"--run {run_dir}: the run has no finished candidate yet")
+    best = ranked[0].genome_hash
     out = work_dir / "searched" / re.sub(r"[^A-Za-z0-9_.-]+", "-", run_dir.resolve().name)
-    folders = sorted(out.glob("rank1-*")) if out.is_dir() else []
+    # keyed by the best genome, not the run's name alone: another run (or this run, extended) under
+    # the same name must not reuse a stale export
+    folders = sorted(out.glob(f"rank1-{best[:12]}*")) if out.is_dir() else []
     folder = folders[0] if folders else export_students(run_dir, out, top=1, device=config.run.device)[0]
+    if not Genome.from_json((folder / "genome.json").read_text()).hash().startswith(best[:12]):
+        raise BenchError(f"--run {run_dir}: the export in {folder} is not the run's best student {best[:12]}")
     genome = Genome.from_json((folder / "genome.json").read_text())
     if genome.defenses and load_defense(folder) is None:
         run_config = load_run_config(run_dir)

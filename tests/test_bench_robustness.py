@@ -195,6 +195,14 @@ def test_searched_row_is_the_runs_best_student_with_its_defenses(tmp_path, tiny_
     assert row["attacks"]["deepwordbug"]["successful"] + row["attacks"]["deepwordbug"]["failed"] \
         + row["attacks"]["deepwordbug"]["skipped"] == 12
 
+    # another run under the same name left its export in the work dir: it is not reused
+    (exported,) = (tmp_path / "work" / "searched" / "tiny").glob("rank1-*")
+    exported.rename(exported.with_name("rank1-0123456789ab"))
+    assert bench_module.main(argv) == 0
+    (again,) = json.loads(out.read_text())["rows"]
+    assert again["genome_hash"] == best.genome_hash
+    assert (tmp_path / "work" / "searched" / "tiny" / f"rank1-{best.genome_hash[:12]}").is_dir()
+
 
 def test_bad_row_spec_is_a_clear_error(bench_module):
     from robustness_models import parse_row
