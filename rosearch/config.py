@@ -246,7 +246,7 @@ class AttackConfig:
 
     enabled: bool = False  # a search measures robustness (the fitness then has a robustness term)
     recipe: str = "pwws"  # a key of rosearch.attack.recipes.RECIPES (`rosearch attack`; the proxy's default)
-    # The panel a search attacks candidates with; robustness = mean accuracy under attack over it, each
+    # The panel a search attacks candidates with; robustness = mean (or min, panel_aggregate) accuracy under attack over it, each
     # recipe's figures stored as attack.<recipe>.* ([] = [recipe], as before this field existed).
     recipes: tuple[str, ...] = ("deepwordbug", "pwws")
     # How the panel's accuracies under attack become the one robustness figure the fitness uses:

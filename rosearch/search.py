@@ -139,6 +139,7 @@ class SearchSummary:
     split_stats: dict[str, Any] | None = None  # sizes and majority-class rates of the validation slice and dev
     proxy_vs_real: dict[str, Any] | None = None  # Spearman rho, p, n between proxy and real robustness, when both exist
     attack_panel: list[str] | None = None  # the recipes of the real robustness figure
+    attack_aggregate: str = "mean"  # how robust_accuracy combines them (attack.panel_aggregate: mean or min)
 
 
 class SearchProgress:
@@ -378,6 +379,7 @@ def _run_search_locked(config: Config, resume: bool, task_fn: TaskFn, start: flo
             selection_split="dev" if inputs.val is None else "validation", split_stats=inputs.split_stats,
             proxy_vs_real=proxy_real_agreement(store.candidates()),
             attack_panel=list(attack_panel(config.attack)) if config.attack.enabled else None,
+            attack_aggregate=config.attack.panel_aggregate,
         )
         if summary.proxy_vs_real:
             logger.info("proxy vs real robustness: Spearman rho %.3f (p %.3g, n %d)", summary.proxy_vs_real["rho"],

@@ -79,6 +79,8 @@ def test_summary_shows_val_and_dev_each_recipe_majority_rates_and_agreement():
     lines = "\n".join(summary_lines(_Summary()))
     assert "validation slice 0.5500 (1000 examples)" in lines and "dev 0.5090 (872 examples)" in lines
     assert "Spearman rho -0.260 (p 0.53, n 8)" in lines
+    worst = type("_WorstSummary", (_Summary,), {"attack_aggregate": "min"})
+    assert "acc under attack (min)" in [c.header for c in summary_table(worst()).columns]  # says which figure it is
 
 
 def test_bench_panel_costs_by_hand(monkeypatch):

@@ -235,7 +235,8 @@ def _attack_figures_section(report: StatsReport) -> str:
     line = (f'<p class="note">Teacher-proxy vs real attack robustness over the {agreement["n"]} candidates that have '
             f'both: Spearman rho {agreement["rho"]:.3f} (p {agreement["p"]:.3g}).</p>') if agreement else ""
     return ("<h3>Robustness figures</h3>"
-            '<p class="note">robust_accuracy is the mean accuracy under the panel\'s attacks; attack.&lt;recipe&gt;.* '
+            '<p class="note">robust_accuracy is the mean (attack.panel_aggregate: mean) or the lowest (min) accuracy under '
+            "the panel's attacks; attack.&lt;recipe&gt;.* "
             "are each recipe's; used marks the figure selection and these statistics compare. rho/p: Spearman with "
             f"{_esc(report.accuracy_key)}.</p>"
             + frame_table(report.attacks, list(report.attacks.columns), text_columns=["figure", "used"]) + line)

@@ -38,7 +38,8 @@ def summary_table(summary: Any) -> Table:
         columns += ([("val F1", "val_f1")] if validation else []) + [("dev F1", "dev_f1")]
     if len(panel) > 1:
         columns += [(f"{recipe} acc", recipe_key(recipe)) for recipe in panel]
-    columns += [("acc under attack" + (" (mean)" if len(panel) > 1 else ""), "robust_accuracy"),
+    aggregate = getattr(summary, "attack_aggregate", "mean")  # summaries written before the field: mean
+    columns += [("acc under attack" + (f" ({aggregate})" if len(panel) > 1 else ""), "robust_accuracy"),
                 ("attack success", "attack_success_rate"), ("proxy acc", "proxy_robust_accuracy")]
     for header in ("rank", "hash", "gen", "H", "E", "L", "params", "MFLOPs", "ms@b1", *[c[0] for c in columns], "fitness"):
         table.add_column(header, justify="right")
