@@ -9,6 +9,7 @@ import pytest
 from scipy.stats import spearmanr
 
 from rosearch.config import config_from_dict
+from rosearch.evaluate.robustness import panel_metrics
 from rosearch.results.store import ResultStore
 from rosearch.search import run_search
 from test_search import tiny_search_dict
@@ -67,6 +68,33 @@ def test_panel_fitness_by_hand_and_resume_loses_nothing(tmp_path, tiny_sst2_dir,
         assert saved["proxy_vs_real"]["rho"] == pytest.approx(expected.statistic)
     else:  # constant on one side: no correlation to report
         assert saved["proxy_vs_real"] is None
+
+
+def test_min_aggregate_search_selects_on_the_worst_recipe(tmp_path, tiny_sst2_dir, tiny_teacher_dir, monkeypatch):
+    """attack.panel_aggregate=min reaches the search: robust_accuracy and fitness use the lowest recipe."""
+    import rosearch.search as search
+
+    aggregates = []  # what the candidate tasks asked for (the tiny students may score both recipes alike)
+
+    def spy(metrics, panel, aggregate="mean"):
+        aggregates.append(aggregate)
+        return panel_metrics(metrics, panel, aggregate)
+
+    monkeypatch.setattr(search, "panel_metrics", spy)
+    config = panel_dict(tmp_path, tiny_sst2_dir, tiny_teacher_dir, generations=1)
+    config["attack"] |= {"panel_aggregate": "min", "proxy": False}
+    summary = run_search(config_from_dict(config))
+    assert summary.attack_aggregate == "min" and aggregates and set(aggregates) == {"min"}
+    with ResultStore(tmp_path / "runs" / "tiny" / "results.sqlite") as store:
+        records = store.candidates()
+    teacher_params = json.loads((tmp_path / "runs" / "tiny" / "run_info.json").read_text())["teacher_params"]
+    assert len(records) == 4
+    for r in records:
+        m = r.metrics
+        worst = min(m[f"attack.{recipe}.accuracy_under_attack"] for recipe in PANEL)
+        assert m["robust_accuracy"] == pytest.approx(worst)
+        efficiency = 1 - min(m["params"] / teacher_params, 1)
+        assert r.fitness == pytest.approx(m["val_accuracy"] + 0.5 * worst + 0.1 * efficiency)
 
 
 def test_an_old_run_without_the_new_fields_resumes_and_exports(tmp_path, tiny_sst2_dir, tiny_teacher_dir):
