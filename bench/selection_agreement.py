@@ -73,7 +73,7 @@ def pair_students(records: Sequence[Any], bench: dict[str, Any]) -> list[dict[st
 
 
 def agreement(students: Sequence[dict[str, Any]], target: str = "panel mean (held-out)") -> dict[str, Any]:
-    """Spearman of every selection signal (and every held-out figure's partner) against ``target``."""
+    """Spearman of every selection signal against the held-out ``target``, overall and per defense group."""
     def correlate(group: Sequence[dict[str, Any]]) -> dict[str, Any]:
         out: dict[str, Any] = {}
         names = sorted({k for s in group for k in s["selection"]})
@@ -117,7 +117,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if len(students) < 3:
             raise BenchError(f"only {len(students)} benchmark rows are students of {args.run_dir} (fix: export the run's "
                              "students and pass each with --export to bench/robustness.py)")
-        figures = {"protocol": bench.get("protocol", {}) | {"reference_genome": None},
+        protocol = {k: v for k, v in (bench.get("protocol") or {}).items() if k != "reference_genome"}  # not a row here
+        figures = {"protocol": protocol,
                    "agreement": agreement(students), "students": students}
     except BenchError as exc:
         logger.error("%s", exc)

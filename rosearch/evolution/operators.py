@@ -231,7 +231,7 @@ def mutate(genome: Genome, rng: random.Random, space: SearchSpaceConfig, *,
             if kind == "defense":
                 child = _toggle_defense(genome, rng, space)
             elif kind == "training":
-                child = dataclasses.replace(genome, training=tuple(set(genome.training) ^ {rng.choice(space.training_choices)}))
+                child = _toggle_training(genome, rng, space)
             else:
                 hidden, embedding, cells = _mutate_once(genome, kind, rng, space)
                 child = _finish(hidden, embedding, cells, space, param_count, genome.defenses, genome.training)
@@ -250,6 +250,11 @@ def _toggle_defense(genome: Genome, rng: random.Random, space: SearchSpaceConfig
     current = set(genome.defenses)
     current ^= {name}
     return dataclasses.replace(genome, defenses=tuple(current | set(space.defenses)))
+
+
+def _toggle_training(genome: Genome, rng: random.Random, space: SearchSpaceConfig) -> Genome:
+    """``genome`` with one of ``space.training_choices`` switched on or off."""
+    return dataclasses.replace(genome, training=tuple(set(genome.training) ^ {rng.choice(space.training_choices)}))
 
 
 # --------------------------------------------------------------------------------------------
