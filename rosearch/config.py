@@ -210,6 +210,10 @@ class EvolutionConfig:
     elitism: int = 2
     mode: Literal["weighted", "nsga2"] = "weighted"
     max_resample: int = 50  # attempts to draw a valid, unseen child before giving up
+    # generational: a generation of population_size children at a time (waits for its slowest candidate);
+    # aging: regularized evolution, a new child the moment a worker frees, the oldest leaves (weighted only);
+    # random: random genomes only, the baseline. All make population_size x generations evaluations.
+    strategy: Literal["generational", "aging", "random"] = "generational"
 
 
 @dataclass(frozen=True)
@@ -367,6 +371,7 @@ LEGACY_DEFAULTS: dict[tuple[str, str], Any] = {
     ("attack", "recipes"): [],
     ("search_space", "training_choices"): [],
     ("attack", "panel_aggregate"): "mean",
+    ("evolution", "strategy"): "generational",
 }
 
 
@@ -672,6 +677,9 @@ def validate(config: Config) -> None:
     _require(0 <= evo.elitism < evo.population_size, "evolution.elitism",
              f"must be in [0, population_size), got {evo.elitism} with population_size {evo.population_size}")
     _positive(evo.max_resample, "evolution.max_resample")
+    _require(not (evo.strategy == "aging" and evo.mode == "nsga2"), "evolution.strategy",
+             "aging evolution runs tournaments on one fitness, so it needs evolution.mode=weighted "
+             "(fix: set evolution.mode=weighted, or evolution.strategy=generational or random for NSGA-II)")
 
     workers = config.workers
     _require(workers.num_cpus_per_candidate > 0, "workers.num_cpus_per_candidate",

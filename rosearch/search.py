@@ -30,6 +30,7 @@ from rosearch.evaluate.efficiency import measure_latency
 from rosearch.evaluate.fitness import FitnessSpec, fitness_spec
 from rosearch.evaluate.robustness import full_attack_metrics, panel_metrics, proxy_metrics
 from rosearch.evolution.loop import Proposal, evolve
+from rosearch.evolution.steady_state import evaluation_budget, evolve_async
 from rosearch.preflight import check_teacher_fit, teacher_shape
 from rosearch.prepare import prepare_inputs
 from rosearch.results import ranking
@@ -192,6 +193,9 @@ class _CandidateDispatcher:
         self.progress = progress
         self.evaluated = self.failed = self.reused = self.attacked = 0
         self.failure_reasons: Counter[str] = Counter()
+        self.budget = evaluation_budget(config.evolution)
+        self._in_flight: dict[str, Proposal] = {}  # asynchronous strategies: submitted to the backend
+        self._answered: list[CandidateRecord] = []  # asynchronous strategies: submitted, found in the store
 
     def values_of(self, record: CandidateRecord) -> tuple[float, ...]:
         return self.spec.values(record.metrics) if record.status == "ok" else self.spec.worst()
@@ -201,10 +205,7 @@ class _CandidateDispatcher:
         pending: dict[str, Proposal] = {}
         for proposal in proposals:
             key = proposal.genome.hash()
-            record = self.store.candidate(key)
-            if record is not None and record.status == "failed" and is_transient_failure(record.error):
-                logger.info("candidate %s failed transiently before (%s); trying it again", key[:12], record.error.splitlines()[0])
-                record = None
+            record = self._reusable(key)
             if record is not None:
                 values[key] = self.values_of(record)
                 self.reused += 1
@@ -225,6 +226,44 @@ class _CandidateDispatcher:
         if self.attack_top_k:
             self.attack_best(list(values), self.attack_top_k, f"generation {generation}")
         return values
+
+    def _reusable(self, key: str) -> CandidateRecord | None:
+        """The stored outcome of ``key`` when it may stand (a transient failure is tried again)."""
+        record = self.store.candidate(key)
+        if record is not None and record.status == "failed" and is_transient_failure(record.error):
+            logger.info("candidate %s failed transiently before (%s); trying it again", key[:12], record.error.splitlines()[0])
+            return None
+        return record
+
+    # -- the asynchronous strategies' pool (rosearch.evolution.steady_state.CandidatePool) --
+
+    def capacity(self) -> int:
+        return self.backend.capacity()
+
+    def submit(self, proposal: Proposal) -> None:
+        """Dispatch one proposal; one already in the store is answered from it without running."""
+        key = proposal.genome.hash()
+        record = self._reusable(key)
+        if record is not None:
+            self._answered.append(record)
+            self.reused += 1
+            return
+        self._in_flight[key] = proposal
+        self.backend.submit(CandidateTask(genome_hash=key, genome_json=proposal.genome.to_json(),
+                                          seed=candidate_seed(self.run_seed, key), generation=proposal.generation))
+
+    def next_result(self) -> tuple[str, tuple[float, ...]]:
+        """The next finished proposal. Stored answers come first, oldest first: a resumed run replays
+        the results its checkpoint missed in their original completion order."""
+        if self._answered:
+            record = min(self._answered, key=lambda r: (r.finished_at, r.genome_hash))
+            self._answered.remove(record)
+            return record.genome_hash, self.values_of(record)
+        outcome = self.backend.next_outcome()
+        record = self._record(outcome, self._in_flight.pop(outcome.genome_hash))
+        self._log(record, self.evaluated + self.failed, self.budget)
+        self.progress.candidate_done()
+        return record.genome_hash, record.objectives
 
     def attack_best(self, hashes: list[str], k: int, scope: str) -> None:
         """Run the full attack on the best ``k`` finished candidates of ``hashes`` that have none yet."""
@@ -356,11 +395,19 @@ def _run_search_locked(config: Config, resume: bool, task_fn: TaskFn, start: flo
 
         try:
             with progress:
-                evolve(
-                    config.evolution, config.search_space, seed=config.run.seed, objective_weights=spec.weights,
-                    evaluate=dispatcher, param_count=param_count, checkpoint=store.save_checkpoint,
-                    resume_state=store.load_checkpoint() if resume else None, on_generation=on_generation,
-                )
+                resume_state = store.load_checkpoint() if resume else None
+                if config.evolution.strategy == "generational":
+                    evolve(
+                        config.evolution, config.search_space, seed=config.run.seed, objective_weights=spec.weights,
+                        evaluate=dispatcher, param_count=param_count, checkpoint=store.save_checkpoint,
+                        resume_state=resume_state, on_generation=on_generation,
+                    )
+                else:  # a new candidate whenever a worker frees; top_k attacks run on the run's best at the end
+                    evolve_async(
+                        config.evolution, config.search_space, strategy=config.evolution.strategy,
+                        seed=config.run.seed, objective_weights=spec.weights, pool=dispatcher, param_count=param_count,
+                        checkpoint=store.save_checkpoint, resume_state=resume_state, on_generation=on_generation,
+                    )
             if dispatcher.attack_top_k:  # the final top list (NSGA-II: the whole Pareto front) gets full-attack numbers
                 if spec.mode == "nsga2":
                     front = pareto_front(store, spec)

@@ -107,6 +107,28 @@ def test_search_on_local_ray(tmp_path, tiny_sst2_dir, tiny_teacher_dir):
     assert all(r.worker.split(":")[1] != str(os.getpid()) for r in records)  # ran in Ray worker processes
 
 
+@pytest.mark.parametrize("strategy", ["aging", "random"])
+def test_asynchronous_strategies_on_local_ray(tmp_path, tiny_sst2_dir, tiny_teacher_dir, strategy):
+    """A child is proposed whenever a worker frees: the budget is spent exactly, nothing twice, the
+    checkpoint holds the completion order, and reports read the same generation rows."""
+    pytest.importorskip("ray")
+    config = config_from_dict(tiny_search_dict(
+        tmp_path, tiny_sst2_dir, tiny_teacher_dir, evolution={"strategy": strategy},
+        workers={"backend": "ray", "num_cpus_per_candidate": 1}))
+    summary = run_search(config)
+    assert summary.evaluated == 8 and summary.failed == 0
+    with ResultStore(config.run.run_dir / "results.sqlite") as store:
+        records = store.candidates()
+        state = store.load_checkpoint()
+        generations = store.generations()
+    assert len({r.genome_hash for r in records}) == 8
+    assert sorted(state["completed"]) == sorted(r.genome_hash for r in records) and state["in_flight"] == []
+    assert [g["generation"] for g in generations] == [0, 1] and all(len(g["population"]) == 4 for g in generations)
+    children = [r for r in records if r.parents]
+    assert (len(children) >= 3) if strategy == "aging" else not children
+    assert all("/node-" in r.worker for r in records)  # the store says which Ray node ran each candidate
+
+
 def fail_on_two_layers(task, shared):
     """A task function that raises for every two-layer student (deterministic failure)."""
     if Genome.from_json(task.genome_json).num_layers == 2:
@@ -204,8 +226,9 @@ def _cli(config_path: Path, *extra: str) -> list[str]:
     return [sys.executable, str(REPO / "run_search.py"), "--config", str(config_path), *extra]
 
 
-def test_kill_and_resume_matches_uninterrupted_run(tmp_path, tiny_sst2_dir, tiny_teacher_dir):
-    data = tiny_search_dict(tmp_path, tiny_sst2_dir, tiny_teacher_dir)
+@pytest.mark.parametrize("strategy", ["generational", "aging"])
+def test_kill_and_resume_matches_uninterrupted_run(tmp_path, tiny_sst2_dir, tiny_teacher_dir, strategy):
+    data = tiny_search_dict(tmp_path, tiny_sst2_dir, tiny_teacher_dir, evolution={"strategy": strategy})
     env = dict(os.environ, PYTHONPATH=str(REPO), HF_HUB_OFFLINE="1")
 
     # the reference: the same search, never interrupted

@@ -1,4 +1,5 @@
-"""Evolutionary search over genomes: variation operators and the generational DEAP loop."""
+"""Evolutionary search over genomes: variation operators, the generational DEAP loop, and the
+asynchronous strategies (aging evolution, random search)."""
 
 from rosearch.evolution.loop import (
     EvaluateProposals,
@@ -8,6 +9,7 @@ from rosearch.evolution.loop import (
     ResumeStateError,
     evolve,
 )
+from rosearch.evolution.steady_state import ASYNC_STRATEGIES, CandidatePool, evaluation_budget, evolve_async
 from rosearch.evolution.operators import (
     Proposal,
     SearchSpaceExhaustedError,
@@ -17,6 +19,10 @@ from rosearch.evolution.operators import (
 )
 
 __all__ = [
+    "ASYNC_STRATEGIES",
+    "CandidatePool",
+    "evaluation_budget",
+    "evolve_async",
     "EvaluateProposals",
     "EvaluationResultError",
     "EvolutionResult",

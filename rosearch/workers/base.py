@@ -85,6 +85,18 @@ class Backend(Protocol):
         """Yield one outcome per task, each as soon as it finishes (any order)."""
         ...
 
+    def submit(self, task: CandidateTask) -> None:
+        """Start ``task`` without waiting (asynchronous strategies keep every worker busy this way)."""
+        ...
+
+    def next_outcome(self) -> CandidateOutcome:
+        """Block until one submitted task finishes and return its outcome (completion order)."""
+        ...
+
+    def capacity(self) -> int:
+        """How many candidates can run at once now (at least 1)."""
+        ...
+
     def close(self) -> None:
         """Release what the backend started (idempotent)."""
         ...
@@ -125,9 +137,14 @@ def device_label(gpu_ids: Sequence[int | str] = ()) -> str:
     return "cpu"
 
 
-def worker_name(gpu_ids: Sequence[int | str] = ()) -> str:
-    """``hostname:pid:device`` of the current process, recorded with every outcome."""
-    return f"{socket.gethostname()}:{os.getpid()}:{device_label(gpu_ids)}"
+def worker_name(gpu_ids: Sequence[int | str] = (), node: str | None = None) -> str:
+    """``hostname:pid:device`` of the current process, recorded with every outcome.
+
+    On Ray the host part also names the node (``hostname/node-<id>``): several Ray nodes may
+    share a host, and the store should say which node ran what.
+    """
+    host = socket.gethostname() if node is None else f"{socket.gethostname()}/node-{node}"
+    return f"{host}:{os.getpid()}:{device_label(gpu_ids)}"
 
 
 def plain_metrics(metrics: Any) -> dict[str, Any]:

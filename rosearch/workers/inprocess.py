@@ -9,6 +9,7 @@ error text and traceback; the other tasks still run), with two documented differ
 from __future__ import annotations
 
 import logging
+from collections import deque
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -24,17 +25,38 @@ class InProcessBackend:
         self._fn = fn
         self._shared = shared
         self._closed = False
+        self._queue: deque[CandidateTask] = deque()
 
     def run(self, tasks: Sequence[CandidateTask]) -> Iterator[CandidateOutcome]:
         """Yield each task's outcome as soon as it is computed, in task order."""
-        if self._closed:
-            raise RuntimeError("InProcessBackend.run called after close() (fix: create a new backend)")
-        worker = worker_name()
+        self._check_open()
         for task in tasks:
-            outcome = run_task(self._fn, task, self._shared, worker=worker)
-            if not outcome.ok:
-                logger.warning("candidate %s failed: %s", task.genome_hash[:12], (outcome.error or "").splitlines()[0])
-            yield outcome
+            self.submit(task)
+            yield self.next_outcome()
+
+    def submit(self, task: CandidateTask) -> None:
+        """Queue ``task``; it runs inside the next :meth:`next_outcome` call."""
+        self._check_open()
+        self._queue.append(task)
+
+    def next_outcome(self) -> CandidateOutcome:
+        """Run the oldest queued task now and return its outcome."""
+        self._check_open()
+        if not self._queue:
+            raise RuntimeError("next_outcome called with no submitted task (fix: submit one first)")
+        task = self._queue.popleft()
+        outcome = run_task(self._fn, task, self._shared, worker=worker_name())
+        if not outcome.ok:
+            logger.warning("candidate %s failed: %s", task.genome_hash[:12], (outcome.error or "").splitlines()[0])
+        return outcome
+
+    def capacity(self) -> int:
+        """One: tasks run one after another in this process."""
+        return 1
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise RuntimeError("InProcessBackend used after close() (fix: create a new backend)")
 
     def close(self) -> None:
         self._closed = True

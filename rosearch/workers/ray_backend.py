@@ -23,11 +23,13 @@ cluster install the package on the nodes or pass a ``runtime_env``).
 from __future__ import annotations
 
 import logging
+import math
 import os
 import re
 import socket
 import sys
 import time
+from collections import deque
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
@@ -56,6 +58,7 @@ from rosearch.workers.base import (
 
 logger = logging.getLogger(__name__)
 
+CAPACITY_REFRESH_S = 5.0  # how stale the cached count of candidate slots may be
 PROBE_TIMEOUT_S = 5.0  # an explicit cluster address must accept a TCP connection within this
 RETRYABLE_ERRORS = (WorkerCrashedError, NodeDiedError, OutOfMemoryError, LocalRayletDiedError, ObjectLostError, RaySystemError)
 WORKER_LOG_FORMAT = "%(asctime)s %(levelname).1s %(name)s: %(message)s"
@@ -102,7 +105,7 @@ def _attempt(fn: TaskFn, shared: Any, task: CandidateTask, num_threads: int, log
     """Body of one Ray task (a streaming generator): report the start, then the outcome."""
     _configure_worker_logging(log_level)
     _limit_threads(num_threads)
-    worker = worker_name(ray.get_gpu_ids())
+    worker = worker_name(ray.get_gpu_ids(), node=ray.get_runtime_context().get_node_id()[:8])
     yield _Started(worker)
     yield run_task(fn, task, shared, worker=worker)
 
@@ -145,6 +148,10 @@ class RayBackend:
         self._timeout_s = timeout_s
         self._num_threads = max(1, int(num_cpus))
         self._log_level = _worker_log_level()
+        self._num_cpus, self._num_gpus = num_cpus, num_gpus
+        self._pending: dict[Any, _Attempt] = {}  # in-flight attempts by their streaming generator
+        self._ready: deque[CandidateOutcome] = deque()  # outcomes received, not yet handed out
+        self._capacity: tuple[float, int] | None = None  # (read at, slots)
         self._owns_ray = _connect(address)
         self._closed = False
         try:
@@ -168,28 +175,62 @@ class RayBackend:
 
         Abandoning the iterator early cancels the attempts still in flight.
         """
-        if self._closed:
-            raise RuntimeError("RayBackend.run called after close() (fix: create a new backend)")
-        pending: dict[Any, _Attempt] = {}
+        self._check_open()
         for task in tasks:
-            self._submit(task, 1, pending)
+            self.submit(task)
         try:
-            while pending:
-                ready, _ = ray.wait(list(pending), num_returns=1, timeout=self._wait_timeout(pending))
-                for gen in ready:
-                    outcome = self._advance(gen, pending.pop(gen), pending)
-                    if outcome is not None:
-                        yield outcome
-                yield from self._expire(pending)
+            for _ in range(len(tasks)):
+                yield self.next_outcome()
         finally:
-            for gen in pending:
-                ray.cancel(gen, force=True)
+            self._cancel_all()
+
+    def submit(self, task: CandidateTask) -> None:
+        """Start the first attempt of ``task`` (Ray queues it until a node has its resources)."""
+        self._check_open()
+        self._submit(task, 1, self._pending)
+
+    def next_outcome(self) -> CandidateOutcome:
+        """Block until a submitted task has its outcome (retries of lost attempts happen inside)."""
+        self._check_open()
+        while not self._ready:
+            if not self._pending:
+                raise RuntimeError("next_outcome called with no submitted task in flight (fix: submit one first)")
+            ready, _ = ray.wait(list(self._pending), num_returns=1, timeout=self._wait_timeout(self._pending))
+            for gen in ready:
+                outcome = self._advance(gen, self._pending.pop(gen), self._pending)
+                if outcome is not None:
+                    self._ready.append(outcome)
+            self._ready.extend(self._expire(self._pending))
+        return self._ready.popleft()
+
+    def capacity(self) -> int:
+        """Candidates that fit at once on the live nodes (by CPUs, and GPUs when a candidate takes some).
+
+        Read from Ray's node table at most every few seconds: nodes join and die during a run.
+        """
+        now = time.monotonic()
+        if self._capacity is None or now - self._capacity[0] > CAPACITY_REFRESH_S:
+            nodes = [n.get("Resources", {}) for n in ray.nodes() if n.get("Alive")]
+            self._capacity = (now, max(1, sum(_slots(r, self._num_cpus, self._num_gpus) for r in nodes)))
+        return self._capacity[1]
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise RuntimeError("RayBackend used after close() (fix: create a new backend)")
+
+    def _cancel_all(self) -> None:
+        for gen in self._pending:
+            ray.cancel(gen, force=True)
+        self._pending.clear()
+        self._ready.clear()
 
     def close(self) -> None:
         """Shut down Ray if this backend started it (idempotent); a joined Ray is left running."""
         if self._closed:
             return
         self._closed = True
+        if ray.is_initialized():
+            self._cancel_all()
         if self._owns_ray and ray.is_initialized():
             ray.shutdown()
 
@@ -355,6 +396,14 @@ def _check_resources(*, num_cpus: float, num_gpus: float, strict: bool) -> None:
             if strict:
                 raise BackendSetupError(message)
             logger.warning("%s; tasks will wait until such a node joins", message)
+
+
+def _slots(resources: dict[str, float], num_cpus: float, num_gpus: float) -> int:
+    """Candidates of ``num_cpus`` / ``num_gpus`` each that fit at once on a node with ``resources``."""
+    fit = math.floor(resources.get("CPU", 0.0) / num_cpus + 1e-9)
+    if num_gpus > 0:
+        fit = min(fit, math.floor(resources.get("GPU", 0.0) / num_gpus + 1e-9))
+    return max(0, fit)
 
 
 def _ray_error_text(exc: BaseException) -> str:
