@@ -1,0 +1,131 @@
+"""Evolution (generational, aging) vs random search at an equal number of evaluations (issue 13).
+
+Each strategy runs the same real, cheap search — real SST-2 and the quickstart's fine-tuned
+teacher, small distillation budget, no attacks (the fitness is validation accuracy and size) —
+once per seed, and the table reports the best fitness each run found, mean and sample standard
+deviation over seeds, with the held-out dev accuracy of that best student. All strategies make
+``population_size x generations`` evaluations. Runs are ordinary run directories under
+``runs/strategies-<strategy>-s<seed>``; an interrupted benchmark resumes them. From the
+repository root::
+
+    .venv/bin/python bench/strategies.py                       # 3 strategies x seeds 0 1 2
+    .venv/bin/python bench/strategies.py --seeds 0 1 2 3 4 --set distill.max_steps=400
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from rosearch.config import ConfigError, load_config
+from rosearch.results import ranking
+from rosearch.results.store import ResultStore
+from rosearch.rundir import RESULTS_FILE
+from rosearch.search import run_search
+from rosearch.search_space.genome import Genome
+
+logger = logging.getLogger("bench.strategies")
+
+DEFAULT_CONFIG = Path("configs/quickstart.yaml")
+STRATEGIES = ("generational", "aging", "random")
+CHEAP_OVERRIDES: tuple[str, ...] = (
+    "data.train_limit=3000",
+    "data.validation_size=500",
+    "distill.max_steps=150",
+    "attack.enabled=false",
+    "search_space.defenses=[]",
+    "search_space.defense_choices=[]",
+    "search_space.hidden_sizes=[64,128,256]",
+    "search_space.embedding_sizes=[64,128]",
+    "search_space.num_layers=[1,2,3,4]",
+    "evolution.population_size=6",
+    "evolution.generations=4",
+    "evolution.elitism=1",
+    "workers.backend=ray",
+    "workers.num_cpus_per_candidate=1",
+    "run.device=cpu",
+)
+
+
+def run_one(config_path: Path, overrides: list[str], strategy: str, seed: int) -> dict[str, Any]:
+    """Run (or resume, or re-read) one search; the best candidate by the run's own selection values."""
+    config = load_config(config_path, [*CHEAP_OVERRIDES, *overrides, f"evolution.strategy={strategy}",
+                                       f"run.seed={seed}", f"run.name=strategies-{strategy}-s{seed}"])
+    resume = (config.run.run_dir / RESULTS_FILE).exists()
+    start = time.perf_counter()
+    summary = run_search(config, resume=resume)
+    with ResultStore(config.run.run_dir / RESULTS_FILE, read_only=True) as store:
+        records = store.candidates()
+    ok = ranking.ranked(records, (1.0,))  # weighted mode: one fitness, maximised
+    best = ok[0]
+    curve, best_so_far = [], float("-inf")
+    for r in records:  # the store's order is completion order
+        if r.status == "ok":
+            best_so_far = max(best_so_far, r.objectives[0])
+        curve.append(best_so_far)
+    genome = Genome.from_json(best.genome_json)
+    return {
+        "strategy": strategy, "seed": seed, "run": config.run.name, "evaluations": len(records),
+        "failed": sum(r.status != "ok" for r in records), "best_fitness": best.objectives[0],
+        "best_hash": best.genome_hash, "best_val_accuracy": best.metrics.get("val_accuracy"),
+        "best_dev_accuracy": best.metrics.get("dev_accuracy"), "best_params": best.metrics.get("params"),
+        "best_shape": f"H={genome.hidden_size} E={genome.embedding_size} L={genome.num_layers}",
+        "best_so_far": curve, "wall_s": summary.wall_seconds if not resume else time.perf_counter() - start,
+        "budget": config.evolution.population_size * config.evolution.generations,
+    }
+
+
+def mean_sd(values: list[float]) -> tuple[float, float]:
+    return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
+
+
+def table(rows: list[dict[str, Any]], strategies: list[str]) -> str:
+    lines = ["| strategy | runs | evaluations each | best fitness (mean ± sd) | its val acc | its dev acc (held out) "
+             "| best fitness per seed |", "|---|---|---|---|---|---|---|"]
+    for strategy in strategies:
+        mine = [r for r in rows if r["strategy"] == strategy]
+        if not mine:
+            continue
+        fit, val, dev = (mean_sd([r[k] for r in mine]) for k in ("best_fitness", "best_val_accuracy", "best_dev_accuracy"))
+        per_seed = ", ".join(f"s{r['seed']} {r['best_fitness']:.4f}" for r in mine)
+        lines.append(f"| {strategy} | {len(mine)} | {mine[0]['evaluations']} | {fit[0]:.4f} ± {fit[1]:.4f} "
+                     f"| {val[0]:.4f} ± {val[1]:.4f} | {dev[0]:.4f} ± {dev[1]:.4f} | {per_seed} |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--config", type=Path, default=DEFAULT_CONFIG)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--strategies", nargs="+", choices=STRATEGIES, default=list(STRATEGIES))
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    parser.add_argument("--out", type=Path, default=Path("bench/results/strategies"),
+                        help="writes <out>.json and <out>.md")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname).1s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    rows: list[dict[str, Any]] = []
+    try:
+        for seed in args.seeds:  # seed-major: a cut-short benchmark still compares every strategy
+            for strategy in args.strategies:
+                rows.append(run_one(args.config, args.overrides, strategy, seed))
+                logger.info("%s seed %d: best fitness %.4f (%s)", strategy, seed, rows[-1]["best_fitness"], rows[-1]["best_shape"])
+                args.out.parent.mkdir(parents=True, exist_ok=True)
+                args.out.with_suffix(".json").write_text(json.dumps(
+                    {"overrides": [*CHEAP_OVERRIDES, *args.overrides], "config": str(args.config), "rows": rows}, indent=2))
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    md = table(rows, args.strategies)
+    args.out.with_suffix(".md").write_text(md + "\n")
+    print(md)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
