@@ -226,6 +226,9 @@ class WorkersConfig:
     num_gpus_per_candidate: float = 0.0
     max_retries: int = 2
     timeout_s: float | None = None
+    # Ray workers' own cache on each node (NLTK data, shipped teacher files); never the driver's
+    # run.cache_dir, which a node without a shared file system does not have. None: the node's temp dir.
+    cache_dir: str | None = None
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import tempfile
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -77,6 +78,29 @@ def worker_device(config: Config) -> str:
     return config.run.device
 
 
+def worker_cache_dir(config: Config) -> Path:
+    """Where a Ray worker keeps what it provisions for itself (NLTK data, shipped files): on its own node.
+
+    The driver's ``run.cache_dir`` may not exist on a worker's node (no shared file system), so a
+    worker never reads or writes it; ``workers.cache_dir`` (default: the node's temp dir) does.
+    """
+    if config.workers.cache_dir:
+        return Path(config.workers.cache_dir).expanduser()
+    return Path(tempfile.gettempdir()) / "rosearch-worker-cache"
+
+
+def _as_worker(inputs: SearchInputs, config: Config) -> tuple[SearchInputs, Config]:
+    """The inputs and config a Ray worker runs with: every cache path on the worker's node."""
+    if config.workers.backend != "ray":
+        return inputs, config
+    local = str(worker_cache_dir(config))
+    config = dataclasses.replace(config, run=dataclasses.replace(config.run, cache_dir=local),
+                                 attack=dataclasses.replace(config.attack, nltk_data=None))
+    if inputs.method_inputs is not None:
+        inputs = dataclasses.replace(inputs, method_inputs=dataclasses.replace(inputs.method_inputs, cache_dir=local))
+    return inputs, config
+
+
 def run_candidate_task(task: CandidateTask, shared: tuple[SearchInputs, Config]) -> TaskResult:
     """What a worker runs for one candidate task, in-process or in Ray.
 
@@ -85,7 +109,7 @@ def run_candidate_task(task: CandidateTask, shared: tuple[SearchInputs, Config])
     ``attack.full_attack=all`` it also runs the full attack. An ``attack`` task runs the full
     attack on the trained student whose files it carries.
     """
-    inputs, config = shared
+    inputs, config = _as_worker(*shared)
     device = resolve_device(worker_device(config))
     name = task.genome_hash[:12]
     panel = attack_panel(config.attack)
