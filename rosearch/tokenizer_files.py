@@ -8,13 +8,12 @@ temporary folder (once per content digest) and loads the tokenizer from there.
 
 from __future__ import annotations
 
-import hashlib
-import os
 import tempfile
-import uuid
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
+
+from rosearch.shipped_files import materialize_files
 
 TOKENIZER_FILES = (
     "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt", "vocab.json", "merges.txt",
@@ -38,28 +37,9 @@ def read_tokenizer_files(model_dir: str | Path) -> dict[str, bytes]:
     return files
 
 
-def files_digest(files: Mapping[str, bytes]) -> str:
-    digest = hashlib.sha256()
-    for name in sorted(files):
-        digest.update(name.encode() + b"\0" + hashlib.sha256(files[name]).digest())
-    return digest.hexdigest()[:16]
-
-
 def materialize_tokenizer(files: Mapping[str, bytes], root: str | Path | None = None) -> Any:
     """Load the tokenizer whose files are ``files``, writing them under ``root`` (default: temp dir) once."""
     # lazy: transformers takes seconds to import; this module is light (the CLI and workers read tokenizer bytes)
     from transformers import AutoTokenizer
 
-    folder = Path(root or tempfile.gettempdir()) / "rosearch-tokenizers" / files_digest(files)
-    if not folder.is_dir():
-        partial = folder.with_name(f"{folder.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.partial")
-        partial.mkdir(parents=True)
-        for name, content in files.items():
-            (partial / name).write_bytes(content)
-        try:
-            os.replace(partial, folder)
-        except OSError:  # another process published the same content first
-            for child in partial.iterdir():
-                child.unlink()
-            partial.rmdir()
-    return AutoTokenizer.from_pretrained(str(folder))
+    return AutoTokenizer.from_pretrained(str(materialize_files(files, Path(root or tempfile.gettempdir()) / "rosearch-tokenizers")))

@@ -211,3 +211,14 @@ def test_fractional_gpus_pack_candidates_and_map_devices(tmp_path):
     assert len(per_gpu) == 4  # both GPUs of both nodes were used
     assert all(max_overlap(spans) <= 2 for spans in per_gpu.values())  # never more than 2 x 0.5 GPU on one GPU
     assert max(max_overlap(spans) for spans in per_gpu.values()) == 2  # and packed: two shared a GPU
+
+
+def test_the_shipped_ray_cluster_config_passes_rays_own_schema():
+    """configs/cluster/ray-gpu-cluster.yaml is what `ray up` reads: checked with the autoscaler's validator."""
+    import yaml
+
+    util = pytest.importorskip("ray.autoscaler._private.util")  # private API: skip if a Ray release moves it
+    path = Path(__file__).resolve().parents[1] / "configs" / "cluster" / "ray-gpu-cluster.yaml"
+    config = util.prepare_config(yaml.safe_load(path.read_text()))
+    util.validate_config(config)
+    assert config["available_node_types"]["head"]["resources"] == {"CPU": 0, "GPU": 0}  # candidates only on workers

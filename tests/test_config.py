@@ -100,7 +100,8 @@ def test_round_trip_through_dict_and_fingerprint():
 def test_shipped_configs_are_valid():
     from pathlib import Path
 
-    configs = sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.yaml"))
+    root = Path(__file__).resolve().parents[1] / "configs"
+    configs = sorted(root.glob("*.yaml")) + [root / "cluster" / "sst2_cluster_search.yaml"]
     assert configs, "configs/ should ship example configs"
     for path in configs:
         # data_dir may point at ../shared which CI has; validation of the path is skipped if absent
