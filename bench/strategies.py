@@ -96,6 +96,18 @@ def table(rows: list[dict[str, Any]], strategies: list[str]) -> str:
         per_seed = ", ".join(f"s{r['seed']} {r['best_fitness']:.4f}" for r in mine)
         lines.append(f"| {strategy} | {len(mine)} | {mine[0]['evaluations']} | {fit[0]:.4f} ± {fit[1]:.4f} "
                      f"| {val[0]:.4f} ± {val[1]:.4f} | {dev[0]:.4f} ± {dev[1]:.4f} | {per_seed} |")
+    baseline = {r["seed"]: r["best_fitness"] for r in rows if r["strategy"] == "random"}
+    paired = []
+    for strategy in strategies:
+        diffs = [r["best_fitness"] - baseline[r["seed"]] for r in rows
+                 if r["strategy"] == strategy and strategy != "random" and r["seed"] in baseline]
+        if diffs:
+            mean, sd = mean_sd(diffs)
+            wins = sum(d > 0 for d in diffs)
+            paired.append(f"| {strategy} - random | {len(diffs)} | {mean:+.4f} ± {sd:.4f} | {wins} of {len(diffs)} |")
+    if paired:  # seeds change the data subsets, so the same seed's runs are compared (paired)
+        lines += ["", "| paired by seed | seeds | best fitness difference (mean ± sd) | seeds ahead |",
+                  "|---|---|---|---|", *paired]
     return "\n".join(lines)
 
 
@@ -107,7 +119,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     parser.add_argument("--out", type=Path, default=Path("bench/results/strategies"),
                         help="writes <out>.json and <out>.md")
+    parser.add_argument("--table-only", action="store_true", help="re-print the tables of <out>.json, run nothing")
     args = parser.parse_args(argv)
+    if args.table_only:
+        md = table(json.loads(args.out.with_suffix(".json").read_text())["rows"], args.strategies)
+        args.out.with_suffix(".md").write_text(md + "\n")
+        print(md)
+        return 0
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname).1s %(name)s: %(message)s", datefmt="%H:%M:%S")
     rows: list[dict[str, Any]] = []
     try:
