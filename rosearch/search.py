@@ -107,9 +107,12 @@ def run_candidate_task(task: CandidateTask, shared: tuple[SearchInputs, Config])
     A ``train`` task distils the genome, scores it on dev (and on the adversarial proxy set),
     times inference and returns the trained weights for the driver to keep; with
     ``attack.full_attack=all`` it also runs the full attack. An ``attack`` task runs the full
-    attack on the trained student whose files it carries.
+    attack on the trained student whose files it carries. A task with its own ``max_steps``
+    (successive halving's lower rungs) distils for that many KD steps instead of ``distill.max_steps``.
     """
     inputs, config = _as_worker(*shared)
+    if task.max_steps is not None:
+        config = dataclasses.replace(config, distill=dataclasses.replace(config.distill, max_steps=task.max_steps))
     device = resolve_device(worker_device(config))
     name = task.genome_hash[:12]
     panel = attack_panel(config.attack)
