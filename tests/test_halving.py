@@ -174,3 +174,104 @@ def test_config_validation_names_the_field_and_the_fix():
     config_from_dict({"evolution": {"strategy": "random"}, "distill": adv})  # fine at the full budget
     with pytest.raises(ConfigError, match="distill.adv_train_every.*lowest rung trains 10 steps"):
         config_from_dict({"evolution": {"strategy": "halving"}, "distill": adv})
+
+
+def test_the_dispatcher_reuses_a_stored_candidate_only_at_the_same_budget(tmp_path):
+    """A record measured at a low rung is no answer for a higher rung: that one is trained, and the row
+    then holds the higher budget's figures with the lower rung's kept under metrics['rungs']."""
+    import random
+
+    from rosearch.evaluate.fitness import fitness_spec
+    from rosearch.results.store import ResultStore
+    from rosearch.search import SearchProgress, _CandidateDispatcher
+    from rosearch.search_space.sampling import sample_genome
+    from rosearch.workers import InProcessBackend
+
+    config = config_from_dict({"run": {"output_dir": str(tmp_path)}, "evolution": {"strategy": "halving"},
+                               "distill": {"max_steps": 90}})
+    genome = sample_genome(random.Random(0), config.search_space)
+    calls = []
+
+    def fake_evaluate(task, shared):
+        calls.append(task.max_steps)
+        return {"val_accuracy": task.max_steps / 100, "dev_accuracy": 0.5, "params": 1_000_000, "flops": 10}
+
+    spec = fitness_spec(config, teacher_cost={"params": 20_000_000, "flops": 100})
+    store = ResultStore(tmp_path / "r.sqlite")
+    pool = _CandidateDispatcher(store, InProcessBackend(fake_evaluate, None), spec, config, SearchProgress(1, 2))
+    key = genome.hash()
+    for budget in (10, 10, 30):  # the second 10 is answered from the store
+        pool.submit(Proposal(genome, 0, (), budget))
+        assert pool.next_result()[0] == key
+    assert calls == [10, 30] and pool.reused == 1
+    record = store.candidate(key)
+    assert record.metrics["distill_steps"] == 30 and record.metrics["val_accuracy"] == 0.3
+    assert sorted(record.metrics["rungs"]) == ["10", "30"]
+    assert record.metrics["rungs"]["10"]["val_accuracy"] == 0.1
+    assert record.metrics["rungs"]["30"]["objectives"] == list(record.objectives)
+    store.close()
+
+
+def test_ranking_compares_at_equal_budget_and_old_records_count_as_full():
+    from rosearch.results import ranking
+    from rosearch.results.store import CandidateRecord
+
+    def rec(name: str, fitness: float, steps: int | None) -> CandidateRecord:
+        metrics = {} if steps is None else {"distill_steps": steps}
+        return CandidateRecord(genome_hash=name, genome_json="{}", generation=0, parents=(), status="ok",
+                               metrics=metrics, fitness=fitness, objectives=(fitness, 1.0), error=None, attempts=1,
+                               seconds=1.0, worker="w", finished_at=0.0)
+
+    records = [rec("low", 0.9, 10), rec("full", 0.5, 90), rec("full2", 0.6, 90)]
+    assert [r.genome_hash for r in ranking.ranked(records, (1.0, 1.0))] == ["full2", "full", "low"]
+    assert ranking.pareto_front(records, (1.0, -1.0)) == ["full2"]
+    old = [rec("a", 0.5, None), rec("b", 0.7, None)]  # an old run: no budgets recorded, order by fitness
+    assert [r.genome_hash for r in ranking.ranked(old, (1.0, 1.0))] == ["b", "a"]
+    assert [r.genome_hash for r in ranking.ranked([*old, rec("c", 0.9, 90)], (1.0, 1.0))] == ["c", "b", "a"]
+
+
+def test_tiny_real_halving_search(tmp_path, tiny_sst2_dir, tiny_teacher_dir):
+    """A real search (in-process) with two rungs of 2 and 6 KD steps: 6 candidates at 2 steps, the best
+    third retrained at 6; the store says each figure's budget and the top list holds full-budget ones."""
+    from rosearch.results.report import render_report
+    from rosearch.results.stats import compute_stats
+    from rosearch.results.store import ResultStore
+    from rosearch.search import run_search
+    from test_search import tiny_search_dict
+
+    config = config_from_dict(tiny_search_dict(
+        tmp_path, tiny_sst2_dir, tiny_teacher_dir,
+        evolution={"strategy": "halving", "halving_eta": 3, "halving_rungs": 2, "generations": 1}))
+    summary = run_search(config)
+    with ResultStore(config.run.run_dir / "results.sqlite") as store:
+        records = store.candidates()
+        state = store.load_checkpoint()
+    assert summary.failed == 0 and summary.evaluated == 8  # 6 at the lowest rung + 2 promotions
+    assert len(records) == 6 and all(r.status == "ok" for r in records)
+    full = [r for r in records if r.metrics["distill_steps"] == 6]
+    low = [r for r in records if r.metrics["distill_steps"] == 2]
+    assert len(full) == 2 and len(low) == 4
+    for r in records:
+        assert r.metrics["steps"] == r.metrics["distill_steps"]  # the worker trained at the task's budget
+        assert "2" in r.metrics["rungs"] and r.metrics["rungs"]["2"]["objectives"]  # low-rung figures kept
+        assert (config.run.run_dir / "candidates" / r.genome_hash / "model.safetensors").is_file()
+    for r in full:
+        assert sorted(r.metrics["rungs"], key=int) == ["2", "6"] and r.metrics["rungs"]["6"]["objectives"] == list(r.objectives)
+    # each promotion came from the top third of the lowest rung as it stood then (the in-process backend
+    # runs one task at a time, so the promotion was proposed right after the completion before it)
+    low_value = {r.genome_hash: r.metrics["rungs"]["2"]["objectives"][0] for r in records}
+    completed = state["completed"]
+    for r in full:
+        second = len(completed) - 1 - completed[::-1].index(r.genome_hash)
+        rung0 = sorted(dict.fromkeys(completed[:second]), key=low_value.get, reverse=True)
+        assert r.genome_hash in rung0[: len(rung0) // 3]
+    assert {row["hash"] for row in summary.top[:2]} == {r.genome_hash for r in full}
+    assert [row["distill_steps"] for row in summary.top] == [6, 6, 2, 2, 2]
+    report = compute_stats(config.run.run_dir, top_k=2)
+    assert set(report.top["genome_hash"]) == {r.genome_hash for r in full}
+    assert list(report.frame["distill_steps"]) == [6, 6, 2, 2, 2, 2]
+    html = render_report(config.run.run_dir, top_k=2)
+    assert "KD steps" in html and "successive halving" in html
+    assert state["halving"]["budgets"] == [2, 6] and state["in_flight"] == []
+    best_full = max(full, key=lambda r: r.objectives[0])
+    assert (config.run.run_dir / "best_genome.json").read_text() == best_full.genome_json
