@@ -213,7 +213,14 @@ class EvolutionConfig:
     # generational: a generation of population_size children at a time (waits for its slowest candidate);
     # aging: regularized evolution, a new child the moment a worker frees, the oldest leaves (weighted only);
     # random: random genomes only, the baseline. All make population_size x generations evaluations.
-    strategy: Literal["generational", "aging", "random"] = "generational"
+    # halving: asynchronous successive halving (ASHA) over the KD step budget: random genomes start at
+    # the lowest rung, distill.max_steps / halving_eta^(halving_rungs-1) steps; whenever a worker frees,
+    # a candidate in the top 1/halving_eta of its rung (highest rung first) is retrained from scratch at
+    # halving_eta times the steps, else a new genome starts. It proposes until the KD steps submitted
+    # reach what population_size x generations full-budget evaluations cost; the run ranks by budget first.
+    strategy: Literal["generational", "aging", "random", "halving"] = "generational"
+    halving_eta: int = 3  # halving: budget ratio between rungs, and 1/eta of a rung is promoted
+    halving_rungs: int = 3  # halving: rungs of budgets, the last at distill.max_steps
 
 
 @dataclass(frozen=True)
@@ -375,6 +382,8 @@ LEGACY_DEFAULTS: dict[tuple[str, str], Any] = {
     ("search_space", "training_choices"): [],
     ("attack", "panel_aggregate"): "mean",
     ("evolution", "strategy"): "generational",
+    ("evolution", "halving_eta"): 3,
+    ("evolution", "halving_rungs"): 3,
 }
 
 
@@ -683,6 +692,7 @@ def validate(config: Config) -> None:
     _require(not (evo.strategy == "aging" and evo.mode == "nsga2"), "evolution.strategy",
              "aging evolution runs tournaments on one fitness, so it needs evolution.mode=weighted "
              "(fix: set evolution.mode=weighted, or evolution.strategy=generational or random for NSGA-II)")
+    _validate_halving(config)
 
     workers = config.workers
     _require(workers.num_cpus_per_candidate > 0, "workers.num_cpus_per_candidate",
@@ -711,6 +721,36 @@ def validate(config: Config) -> None:
         "latency has no teacher reference to normalise against in weighted mode "
         "(fix: use params or flops, set fitness.efficiency_weight=0, or evolution.mode=nsga2)",
     )
+
+
+def halving_budgets(max_steps: int, eta: int, rungs: int) -> tuple[int, ...]:
+    """KD step budgets of the successive-halving rungs, lowest first: ``max_steps // eta^k``, k = rungs-1..0."""
+    return tuple(max_steps // eta**k for k in range(rungs - 1, -1, -1))
+
+
+def _validate_halving(config: Config) -> None:
+    """Successive halving's rungs: eta >= 2, at least 2 rungs, a lowest budget of at least one KD step,
+    enough evaluations to reach the full budget, and methods whose schedules fit the smallest budget."""
+    evo, dist = config.evolution, config.distill
+    _require(evo.halving_eta >= 2, "evolution.halving_eta", f"must be >= 2 (the budget ratio between rungs), got {evo.halving_eta}")
+    _require(evo.halving_rungs >= 2, "evolution.halving_rungs",
+             f"must be >= 2, got {evo.halving_rungs} (fix: 2 or more, or evolution.strategy=random for one budget)")
+    if evo.strategy != "halving":
+        return
+    lowest = halving_budgets(dist.max_steps, evo.halving_eta, evo.halving_rungs)[0]
+    _require(lowest >= 1, "evolution.halving_rungs",
+             f"distill.max_steps={dist.max_steps} / halving_eta^{evo.halving_rungs - 1} = {lowest} steps at the lowest "
+             "rung (fix: fewer evolution.halving_rungs, a smaller evolution.halving_eta, or more distill.max_steps)")
+    _require(evo.population_size * evo.generations >= evo.halving_rungs, "evolution.generations",
+             f"population_size x generations = {evo.population_size * evo.generations} full-budget evaluations of "
+             f"work cannot bring a candidate through {evo.halving_rungs} rungs (that takes at least {evo.halving_rungs}; "
+             "fix: more evolution.generations or fewer evolution.halving_rungs)")
+    if "adv_train" in methods_used(config):
+        last = dist.adv_train_rounds * dist.adv_train_every
+        _require(last < lowest, "distill.adv_train_every",
+                 f"{dist.adv_train_rounds} adv_train rounds every {dist.adv_train_every} steps end at step {last}, but "
+                 f"successive halving's lowest rung trains {lowest} steps (fix: a smaller distill.adv_train_every or "
+                 "fewer rounds, fewer evolution.halving_rungs, or evolution.strategy=random)")
 
 
 def _validate_distill_methods(config: Config) -> None:

@@ -107,9 +107,12 @@ def run_candidate_task(task: CandidateTask, shared: tuple[SearchInputs, Config])
     A ``train`` task distils the genome, scores it on dev (and on the adversarial proxy set),
     times inference and returns the trained weights for the driver to keep; with
     ``attack.full_attack=all`` it also runs the full attack. An ``attack`` task runs the full
-    attack on the trained student whose files it carries.
+    attack on the trained student whose files it carries. A task with its own ``max_steps``
+    (successive halving's lower rungs) distils for that many KD steps instead of ``distill.max_steps``.
     """
     inputs, config = _as_worker(*shared)
+    if task.max_steps is not None:
+        config = dataclasses.replace(config, distill=dataclasses.replace(config.distill, max_steps=task.max_steps))
     device = resolve_device(worker_device(config))
     name = task.genome_hash[:12]
     panel = attack_panel(config.attack)
@@ -170,13 +173,14 @@ class SearchSummary:
 class SearchProgress:
     """Live bars (overall and current generation) on a terminal; nothing when output is redirected."""
 
-    def __init__(self, generations: int, population: int) -> None:
+    def __init__(self, generations: int, population: int, *, halving: bool = False) -> None:
         console = get_console()
         self._bars = Progress(
             TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
             console=console, transient=True, disable=not console.is_terminal,
         )
-        self._total = self._bars.add_task("search candidates", total=generations * population)
+        # successive halving makes more, cheaper evaluations than population x generations: no known total
+        self._total = self._bars.add_task("search candidates", total=None if halving else generations * population)
         self._generation: int | None = None
 
     def __enter__(self) -> "SearchProgress":
@@ -217,7 +221,7 @@ class _CandidateDispatcher:
         self.progress = progress
         self.evaluated = self.failed = self.reused = self.attacked = 0
         self.failure_reasons: Counter[str] = Counter()
-        self.budget = evaluation_budget(config.evolution)
+        self.budget = evaluation_budget(config.evolution)  # evaluations; successive halving makes more, cheaper ones
         self._in_flight: dict[str, Proposal] = {}  # asynchronous strategies: submitted to the backend
         self._answered: list[CandidateRecord] = []  # asynchronous strategies: submitted, found in the store
 
@@ -251,9 +255,13 @@ class _CandidateDispatcher:
             self.attack_best(list(values), self.attack_top_k, f"generation {generation}")
         return values
 
-    def _reusable(self, key: str) -> CandidateRecord | None:
-        """The stored outcome of ``key`` when it may stand (a transient failure is tried again)."""
+    def _reusable(self, key: str, budget: int | None = None) -> CandidateRecord | None:
+        """The stored outcome of ``key`` when it may stand: measured at ``budget`` KD steps (successive
+        halving's rung; None: the run's budget), and not a transient failure (tried again)."""
         record = self.store.candidate(key)
+        if record is not None and ranking.budget_of(record) != budget:
+            logger.debug("candidate %s is stored at %s KD steps, wanted at %s", key[:12], ranking.budget_of(record), budget)
+            return None
         if record is not None and record.status == "failed" and is_transient_failure(record.error):
             logger.info("candidate %s failed transiently before (%s); trying it again", key[:12], record.error.splitlines()[0])
             return None
@@ -267,14 +275,15 @@ class _CandidateDispatcher:
     def submit(self, proposal: Proposal) -> None:
         """Dispatch one proposal; one already in the store is answered from it without running."""
         key = proposal.genome.hash()
-        record = self._reusable(key)
+        record = self._reusable(key, proposal.budget)
         if record is not None:
             self._answered.append(record)
             self.reused += 1
             return
         self._in_flight[key] = proposal
         self.backend.submit(CandidateTask(genome_hash=key, genome_json=proposal.genome.to_json(),
-                                          seed=candidate_seed(self.run_seed, key), generation=proposal.generation))
+                                          seed=candidate_seed(self.run_seed, key), generation=proposal.generation,
+                                          max_steps=proposal.budget))
 
     def next_result(self) -> tuple[str, tuple[float, ...]]:
         """The next finished proposal. Stored answers come first, oldest first: a resumed run replays
@@ -284,8 +293,9 @@ class _CandidateDispatcher:
             self._answered.remove(record)
             return record.genome_hash, self.values_of(record)
         outcome = self.backend.next_outcome()
-        record = self._record(outcome, self._in_flight.pop(outcome.genome_hash))
-        self._log(record, self.evaluated + self.failed, self.budget)
+        proposal = self._in_flight.pop(outcome.genome_hash)
+        record = self._record(outcome, proposal)
+        self._log(record, self.evaluated + self.failed, self.budget if proposal.budget is None else None)
         self.progress.candidate_done()
         return record.genome_hash, record.objectives
 
@@ -322,15 +332,17 @@ class _CandidateDispatcher:
             self.store.record_candidate(dataclasses.replace(record, metrics=dict(record.metrics) | extra))
 
     def _record(self, outcome: CandidateOutcome, proposal: Proposal) -> CandidateRecord:
+        """Store the outcome (with successive halving, under its rung: see :meth:`_with_rungs`); return it."""
         status, error, metrics = outcome.status, outcome.error, dict(outcome.metrics)
-        if status == "ok" and outcome.artifacts:  # weights first: a stored candidate always has them
-            write_candidate_files(self.run_dir, outcome.genome_hash, outcome.artifacts)
         objectives = self.spec.worst()
         if status == "ok":
             try:
                 objectives = self.spec.values(metrics)
             except (KeyError, ValueError, TypeError) as exc:  # a metric the fitness needs is missing
                 status, error = "failed", f"{type(exc).__name__}: {exc}"
+        previous = self.store.candidate(outcome.genome_hash) if proposal.budget is not None else None
+        if proposal.budget is not None:
+            metrics = self._with_rungs(metrics, status, error, tuple(objectives), proposal.budget, previous)
         record = CandidateRecord(
             genome_hash=outcome.genome_hash, genome_json=proposal.genome.to_json(), generation=proposal.generation,
             parents=tuple(proposal.parents), status=status, metrics=metrics,
@@ -338,7 +350,12 @@ class _CandidateDispatcher:
             objectives=tuple(objectives), error=error, attempts=outcome.attempts, seconds=outcome.seconds,
             worker=outcome.worker, finished_at=time.time(),
         )
-        self.store.record_candidate(record)  # committed before anything else is scheduled
+        kept = record
+        if previous is not None and (ranking.budget_of(previous) or 0) > (proposal.budget or 0):
+            kept = dataclasses.replace(previous, metrics=dict(previous.metrics) | {"rungs": metrics["rungs"]})
+        elif status == "ok" and outcome.artifacts:  # weights first: a stored candidate always has them
+            write_candidate_files(self.run_dir, outcome.genome_hash, outcome.artifacts)  # a lower rung's are replaced
+        self.store.record_candidate(kept)  # committed before anything else is scheduled
         if status == "ok":
             self.evaluated += 1
         else:
@@ -346,21 +363,37 @@ class _CandidateDispatcher:
             self.failure_reasons[((error or "").strip().splitlines() or ["unknown error"])[0][:200]] += 1
         return record
 
-    def _log(self, record: CandidateRecord, done: int, total: int) -> None:
+    def _with_rungs(self, metrics: dict[str, Any], status: str, error: str | None, objectives: tuple[float, ...],
+                    budget: int, previous: CandidateRecord | None) -> dict[str, Any]:
+        """Successive halving's layout: one row per genome holding its highest budget's figures, that
+        budget (``distill_steps``), and every budget's selection figures (``rungs``, keyed by steps)."""
+        spec = self.spec
+        entry: dict[str, Any] = {"status": status, "objectives": list(objectives)}
+        if status == "ok":
+            keys = [spec.accuracy_key, spec.cost_key] + ([spec.robustness_key] if spec.use_robustness else [])
+            entry |= {k: metrics[k] for k in keys if k in metrics}
+        else:
+            entry["error"] = ((error or "").strip().splitlines() or ["unknown error"])[0][:200]
+        rungs = dict((previous.metrics.get("rungs") or {}) if previous is not None else {})
+        rungs[str(budget)] = entry
+        return metrics | {"distill_steps": budget, "rungs": dict(sorted(rungs.items(), key=lambda kv: int(kv[0])))}
+
+    def _log(self, record: CandidateRecord, done: int, total: int | None) -> None:
         m = record.metrics
+        of = f"/{total}" if total is not None else f" at {m['distill_steps']} KD steps" if "distill_steps" in m else ""
         if record.status == "ok":
             robust = "".join(
                 f" {label} {m[key]:.3f}" for key, label in (("proxy_robust_accuracy", "proxy"), ("robust_accuracy", "robust"))
                 if m.get(key) is not None
             )
             logger.info(
-                "gen %d candidate %d/%d %s: acc %.4f%s, %.2fM params, %.1f ms@b1, fitness %s, %.0fs",
-                record.generation, done, total, record.genome_hash[:12], m.get(self.spec.accuracy_key, float("nan")), robust,
+                "gen %d candidate %d%s %s: acc %.4f%s, %.2fM params, %.1f ms@b1, fitness %s, %.0fs",
+                record.generation, done, of, record.genome_hash[:12], m.get(self.spec.accuracy_key, float("nan")), robust,
                 m.get("params", 0) / 1e6, m.get("latency_ms_b1", float("nan")),
                 ", ".join(f"{v:.4f}" for v in record.objectives), record.seconds,
             )
         else:
-            logger.warning("gen %d candidate %d/%d %s FAILED after %d attempt(s): %s", record.generation, done, total,
+            logger.warning("gen %d candidate %d%s %s FAILED after %d attempt(s): %s", record.generation, done, of,
                            record.genome_hash[:12], record.attempts, (record.error or "").splitlines()[0][:300])
 
 
@@ -408,7 +441,8 @@ def _run_search_locked(config: Config, resume: bool, task_fn: TaskFn, start: flo
             max_position_embeddings=inputs.max_position_embeddings, type_vocab_size=inputs.type_vocab_size,
         )
         backend = make_backend(config.workers, task_fn, (inputs, config))
-        progress = SearchProgress(config.evolution.generations, config.evolution.population_size)
+        progress = SearchProgress(config.evolution.generations, config.evolution.population_size,
+                                  halving=config.evolution.strategy == "halving")
         dispatcher = _CandidateDispatcher(store, backend, spec, config, progress)
 
         def on_generation(generation: int, population: list) -> None:
@@ -431,7 +465,10 @@ def _run_search_locked(config: Config, resume: bool, task_fn: TaskFn, start: flo
                         config.evolution, config.search_space, strategy=config.evolution.strategy,
                         seed=config.run.seed, objective_weights=spec.weights, pool=dispatcher, param_count=param_count,
                         checkpoint=store.save_checkpoint, resume_state=resume_state, on_generation=on_generation,
+                        max_steps=config.distill.max_steps,
                     )
+            if config.evolution.strategy == "halving":
+                log_rungs(store, config.distill.max_steps)
             if dispatcher.attack_top_k:  # the final top list (NSGA-II: the whole Pareto front) gets full-attack numbers
                 if spec.mode == "nsga2":
                     front = pareto_front(store, spec)
@@ -474,6 +511,18 @@ def write_run_info(run_dir: Path, inputs: SearchInputs) -> None:
         "selection_split": "dev" if inputs.val is None else "validation", **inputs.split_stats,
     }
     (run_dir / RUN_INFO_FILE).write_text(json.dumps(info, indent=2, default=str))
+
+
+def log_rungs(store: ResultStore, max_steps: int) -> None:
+    """How many candidates finished at each successive-halving budget; a warning when none reached the
+    full budget (the ranking then leads with the highest budget reached, see :mod:`rosearch.results.ranking`)."""
+    counts = Counter(ranking.budget_of(r) for r in store.candidates() if r.status == "ok")
+    logger.info("successive halving: finished candidates by KD step budget: %s",
+                ", ".join(f"{steps}: {n}" for steps, n in sorted(counts.items(), key=lambda kv: kv[0] or 0)) or "none")
+    if not counts.get(max_steps):
+        logger.warning("successive halving: no candidate reached the full budget of %d KD steps; the top list "
+                       "compares the highest budget reached (fix: more evolution.generations or fewer "
+                       "evolution.halving_rungs)", max_steps)
 
 
 def pareto_front(store: ResultStore, spec: FitnessSpec) -> list[str]:

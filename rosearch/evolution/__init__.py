@@ -1,5 +1,5 @@
 """Evolutionary search over genomes: variation operators, the generational DEAP loop, and the
-asynchronous strategies (aging evolution, random search)."""
+asynchronous strategies (aging evolution, random search, successive halving)."""
 
 from rosearch.evolution.loop import (
     EvaluateProposals,
@@ -9,7 +9,13 @@ from rosearch.evolution.loop import (
     ResumeStateError,
     evolve,
 )
-from rosearch.evolution.steady_state import ASYNC_STRATEGIES, CandidatePool, evaluation_budget, evolve_async
+from rosearch.evolution.steady_state import (
+    ASYNC_STRATEGIES,
+    CandidatePool,
+    evaluation_budget,
+    evolve_async,
+    step_budget,
+)
 from rosearch.evolution.operators import (
     Proposal,
     SearchSpaceExhaustedError,
@@ -23,6 +29,7 @@ __all__ = [
     "CandidatePool",
     "evaluation_budget",
     "evolve_async",
+    "step_budget",
     "EvaluateProposals",
     "EvaluationResultError",
     "EvolutionResult",

@@ -47,6 +47,7 @@ class Proposal:
     genome: Genome
     generation: int  # generation in which it was first proposed
     parents: tuple[str, ...]  # parent genome hashes; () for random initial genomes
+    budget: int | None = None  # KD steps to train it with (successive halving's rung); None: distill.max_steps
 
 
 class HasGenome(Protocol):

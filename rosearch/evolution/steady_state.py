@@ -1,4 +1,5 @@
-"""Asynchronous strategies: aging (regularized) evolution and random search, one child per free worker.
+"""Asynchronous strategies: aging (regularized) evolution, random search and successive halving,
+one proposal per free worker.
 
 The generational loop (:mod:`rosearch.evolution.loop`) waits for the slowest candidate of every
 generation; on a cluster whose candidates differ several-fold in cost, workers idle. Here a new
@@ -6,6 +7,16 @@ proposal is made the moment a result arrives (Real et al. 2019, "Regularized Evo
 tournament over the live population picks a parent, its child is submitted, and the oldest
 member leaves the population once it holds ``mu`` members. Random search is the same loop
 proposing fresh random genomes only: the honest baseline at the same evaluation budget.
+
+Successive halving (ASHA; Li et al. 2020, "A System for Massively Parallel Hyperparameter Tuning")
+is the same loop over a *fidelity*, the KD step budget: rungs of ``max_steps / eta^k`` steps
+(k = R-1..0). Whenever a worker frees, the highest rung that has a result in its top ``1/eta`` not
+yet promoted promotes it (the genome is retrained from scratch at ``eta`` times the steps), else a
+new random genome starts at the lowest rung. Promotions compare results of one rung only, so at one
+budget; the population and hall of fame hold full-budget results only (the population falls back to
+the highest rung reached while the top rung is empty). Its work budget is counted in KD steps: it
+proposes until the steps submitted reach ``population_size x generations x max_steps`` (what the
+other strategies spend), then drains.
 
 The driver passes a :class:`CandidatePool` (submit proposals, receive results in completion
 order, know how many may run at once) and ``checkpoint``. The state is checkpointed after every
@@ -16,6 +27,7 @@ those it already finished from its store, in their original completion order).
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import random
@@ -24,7 +36,7 @@ from typing import Any, Callable, Protocol, Sequence
 
 from deap import base, tools
 
-from rosearch.config import EvolutionConfig, SearchSpaceConfig
+from rosearch.config import EvolutionConfig, SearchSpaceConfig, halving_budgets
 from rosearch.evolution.loop import (
     STATS,
     EvaluationResultError,
@@ -43,9 +55,9 @@ from rosearch.search_space.sampling import sample_genome
 logger = logging.getLogger(__name__)
 
 STATE_VERSION = 1
-ASYNC_STRATEGIES = ("aging", "random")
+ASYNC_STRATEGIES = ("aging", "random", "halving")
 
-__all__ = ["ASYNC_STRATEGIES", "CandidatePool", "evaluation_budget", "evolve_async"]
+__all__ = ["ASYNC_STRATEGIES", "CandidatePool", "evaluation_budget", "evolve_async", "step_budget"]
 
 
 class CandidatePool(Protocol):
@@ -69,11 +81,22 @@ def evaluation_budget(cfg: EvolutionConfig) -> int:
     return cfg.population_size * cfg.generations
 
 
+def step_budget(cfg: EvolutionConfig, max_steps: int) -> int:
+    """KD steps successive halving may submit: what :func:`evaluation_budget` full-budget evaluations cost."""
+    return evaluation_budget(cfg) * max_steps
+
+
 class _AsyncState:
     """The live population (oldest first), proposals in flight, completion order, RNG; plain JSON."""
 
-    def __init__(self, strategy: str, weights: tuple[float, ...], fitness_cls: type, seed: int, mu: int) -> None:
-        self.strategy, self.weights, self.fitness_cls, self.mu = strategy, weights, fitness_cls, mu
+    def __init__(self, strategy: str, weights: tuple[float, ...], fitness_cls: type, seed: int, mu: int,
+                 budgets: tuple[int, ...] = (), eta: int = 3) -> None:
+        self.strategy, self.weights, self.fitness_cls, self.mu, self.eta = strategy, weights, fitness_cls, mu, eta
+        self.budgets = budgets  # halving: KD steps of each rung, lowest first; () for aging/random
+        self.rungs: list[list[Individual]] = [[] for _ in budgets]  # halving: each rung's results, completion order
+        self.promoted: list[set[str]] = [set() for _ in budgets]  # halving: hashes each rung promoted
+        self.generation_of: dict[str, int] = {}  # halving: the generation a genome was first proposed in
+        self.steps = 0  # halving: KD steps submitted
         self.population: list[Individual] = []  # aging: the last mu results; random: the best mu so far
         self.in_flight: list[Proposal] = []  # submission order
         self.completed: list[str] = []  # genome hashes in completion order
@@ -94,13 +117,12 @@ class _AsyncState:
 
     def state_dict(self) -> dict[str, Any]:
         version, internal, gauss = self.rng.getstate()
-        return {
+        state = {
             "version": STATE_VERSION,
             "strategy": self.strategy,
             "objective_weights": list(self.weights),
             "population": [_individual_dict(ind) for ind in self.population],
-            "in_flight": [{"genome": p.genome.to_dict(), "generation": p.generation, "parents": list(p.parents)}
-                          for p in self.in_flight],
+            "in_flight": [_proposal_dict(p) for p in self.in_flight],
             "completed": list(self.completed),
             "proposed": self.proposed,
             "rng": [version, list(internal), gauss],
@@ -108,6 +130,14 @@ class _AsyncState:
             "logbook": [dict(row) for row in self.logbook],
             "hall_of_fame": [_individual_dict(ind) for ind in self.hall],
         }
+        if self.budgets:
+            state["halving"] = {
+                "budgets": list(self.budgets), "steps_submitted": self.steps,
+                "rungs": [[_individual_dict(ind) for ind in rung] for rung in self.rungs],
+                "promoted": [sorted(hashes) for hashes in self.promoted],
+                "generation_of": dict(sorted(self.generation_of.items())),
+            }
+        return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         if not isinstance(state, dict) or state.get("version") != STATE_VERSION or "strategy" not in state:
@@ -123,8 +153,7 @@ class _AsyncState:
             )
         try:
             self.population = [self._load_individual(item) for item in state["population"]]
-            self.in_flight = [Proposal(Genome.from_dict(p["genome"]), int(p["generation"]), tuple(p["parents"]))
-                              for p in state["in_flight"]]
+            self.in_flight = [_load_proposal(p) for p in state["in_flight"]]
             self.completed = [str(h) for h in state["completed"]]
             self.proposed = int(state["proposed"])
             version, internal, gauss = state["rng"]
@@ -134,13 +163,40 @@ class _AsyncState:
                 self.logbook.record(**row)
             for item in reversed(state["hall_of_fame"]):  # worst first keeps ties in order (see loop.py)
                 self.hall.insert(self._load_individual(item))
+            if self.budgets:
+                self._load_halving(state["halving"])
         except (KeyError, TypeError, ValueError) as exc:
             raise ResumeStateError(f"checkpoint state is malformed ({type(exc).__name__}: {exc}); start a new run") from exc
+
+    def _load_halving(self, halving: dict[str, Any]) -> None:
+        if tuple(halving["budgets"]) != self.budgets:
+            raise ResumeStateError(
+                f"checkpoint was written with successive-halving rungs of {halving['budgets']} KD steps, but this run's "
+                f"are {list(self.budgets)} (fix: resume with the original distill.max_steps, evolution.halving_eta "
+                "and evolution.halving_rungs, or start a new run)"
+            )
+        self.steps = int(halving["steps_submitted"])
+        self.rungs = [[self._load_individual(item) for item in rung] for rung in halving["rungs"]]
+        self.promoted = [set(hashes) for hashes in halving["promoted"]]
+        self.generation_of = {str(k): int(v) for k, v in halving["generation_of"].items()}
 
     def _load_individual(self, item: dict[str, Any]) -> Individual:
         fitness = self.fitness_cls()
         fitness.wvalues = tuple(float(v) for v in item["wvalues"])
         return Individual(Genome.from_dict(item["genome"]), fitness)
+
+
+def _proposal_dict(proposal: Proposal) -> dict[str, Any]:
+    item = {"genome": proposal.genome.to_dict(), "generation": proposal.generation, "parents": list(proposal.parents)}
+    if proposal.budget is not None:
+        item["budget"] = proposal.budget
+    return item
+
+
+def _load_proposal(item: dict[str, Any]) -> Proposal:
+    budget = item.get("budget")
+    return Proposal(Genome.from_dict(item["genome"]), int(item["generation"]), tuple(item["parents"]),
+                    None if budget is None else int(budget))
 
 
 def _random_proposal(state: _AsyncState, cfg: EvolutionConfig, space: SearchSpaceConfig, generation: int,
@@ -159,6 +215,8 @@ def _propose(state: _AsyncState, cfg: EvolutionConfig, space: SearchSpaceConfig,
              param_count: Callable[[Genome], int] | None) -> Proposal:
     """Aging: a random genome for the first ``mu`` proposals (or while no result is in), else a child
     of a tournament winner of the live population. Random search: always a random genome."""
+    if state.strategy == "halving":
+        return _halving_proposal(state, cfg, space, param_count)
     generation = state.proposed // state.mu
     if state.strategy == "random" or state.proposed < state.mu or not state.population:
         return _random_proposal(state, cfg, space, generation, param_count)
@@ -168,6 +226,50 @@ def _propose(state: _AsyncState, cfg: EvolutionConfig, space: SearchSpaceConfig,
         max_tries=cfg.max_resample, param_count=param_count,
     )
     return child
+
+
+def _best_first(state: _AsyncState, members: Sequence[Individual], k: int) -> list[Individual]:
+    """The best ``k`` of ``members``: by fitness (ties: completion order), or NSGA-II's rank and crowding."""
+    if len(state.weights) == 1:
+        return sorted(members, key=lambda ind: ind.fitness.wvalues, reverse=True)[:k]
+    return tools.selNSGA2(list(members), k)
+
+
+def _promotable(state: _AsyncState) -> tuple[int, Individual] | None:
+    """ASHA's rule: from the highest rung down, the first result in its rung's top ``1/eta`` not yet promoted."""
+    eta = state.eta
+    for rung in range(len(state.budgets) - 2, -1, -1):
+        members = state.rungs[rung]
+        for ind in _best_first(state, members, len(members) // eta):
+            if ind.genome_hash not in state.promoted[rung]:
+                return rung, ind
+    return None
+
+
+def _halving_proposal(state: _AsyncState, cfg: EvolutionConfig, space: SearchSpaceConfig,
+                      param_count: Callable[[Genome], int] | None) -> Proposal:
+    """A promotion (retrained from scratch at the next rung's budget), else a new random genome at the lowest rung."""
+    found = _promotable(state)
+    if found is not None:
+        rung, ind = found
+        state.promoted[rung].add(ind.genome_hash)
+        generation = state.generation_of[ind.genome_hash]
+        logger.info("halving: %s promoted from rung %d (%d KD steps, top 1/%d of %d) to %d steps", ind.genome_hash[:12],
+                    rung, state.budgets[rung], state.eta, len(state.rungs[rung]), state.budgets[rung + 1])
+        return Proposal(genome=ind.genome, generation=generation, parents=(), budget=state.budgets[rung + 1])
+    proposal = _random_proposal(state, cfg, space, len(state.generation_of) // state.mu, param_count)
+    state.generation_of[proposal.genome.hash()] = proposal.generation
+    return dataclasses.replace(proposal, budget=state.budgets[0])
+
+
+def _admit_halving(state: _AsyncState, ind: Individual, budget: int) -> bool:
+    """File a halving result under its rung; the population is the best ``mu`` of the highest rung reached.
+    True when the result is at the full budget (only those enter the hall of fame)."""
+    rung = state.budgets.index(budget)
+    state.rungs[rung].append(ind)
+    top = max(k for k, members in enumerate(state.rungs) if members)
+    state.population = _best_first(state, state.rungs[top], state.mu)
+    return rung == len(state.budgets) - 1
 
 
 def _admit(state: _AsyncState, ind: Individual) -> None:
@@ -216,8 +318,10 @@ def evolve_async(
     checkpoint: Callable[[dict], None],
     resume_state: dict | None = None,
     on_generation: Callable[[int, list[Individual]], None] | None = None,
+    max_steps: int | None = None,
 ) -> EvolutionResult:
-    """Run ``strategy`` ("aging" or "random") for :func:`evaluation_budget` evaluations.
+    """Run ``strategy`` ("aging", "random" or "halving") for :func:`evaluation_budget` evaluations
+    ("halving": for :func:`step_budget` KD steps; ``max_steps``, the full budget, is then required).
 
     Pseudocode (``mu = cfg.population_size``, ``B = mu x cfg.generations``)::
 
@@ -226,18 +330,21 @@ def evolve_async(
             while len(in_flight) < pool.capacity() and proposed < B:
                 aging:  first mu proposals random; then child <- make_offspring(tournament(population))
                 random: child <- an unseen random genome
+                halving: (while steps submitted < max_steps x B) promote the best not-yet-promoted genome of
+                         the highest rung's top 1/eta to the next rung's budget, else a random genome at the lowest
                 in_flight += child
             checkpoint(state); submit the new proposals
             if in_flight is empty: stop
             key, values <- pool.next_result()          # whichever finishes first
-            population += it (aging: drop the oldest past mu; random: keep the best mu)
+            population += it (aging: drop the oldest past mu; random: keep the best mu;
+                              halving: file it under its rung; population = best mu of the highest rung reached)
             hall_of_fame.update; completed += key
             every mu completions: logbook row, on_generation(completions / mu - 1, population)
             checkpoint(state)
 
     Every proposal is a genome never proposed before in this run. The hall of fame keeps the
     ``mu`` best genomes ever (one objective) or the Pareto front (several; random search only,
-    aging needs one fitness to run its tournaments).
+    aging needs one fitness to run its tournaments); for halving, of full-budget results only.
     """
     if strategy not in ASYNC_STRATEGIES:
         raise ValueError(f"strategy must be one of {ASYNC_STRATEGIES}, got {strategy!r}")
@@ -246,10 +353,18 @@ def evolve_async(
         raise ValueError("aging evolution compares one fitness in its tournaments (fix: evolution.mode=weighted)")
     if space.param_budget is not None and param_count is None:
         raise ValueError("search_space.param_budget is set, so evolve_async needs param_count= to enforce it")
+    budgets: tuple[int, ...] = ()
+    if strategy == "halving":
+        if max_steps is None:
+            raise ValueError("successive halving needs max_steps= (distill.max_steps, the full budget)")
+        budgets = halving_budgets(max_steps, cfg.halving_eta, cfg.halving_rungs)
+        if budgets[0] < 1:
+            raise ValueError(f"successive halving's lowest rung has {budgets[0]} KD steps (rungs {list(budgets)})")
     fitness_cls = type("SearchFitness", (base.Fitness,), {"weights": weights})
     mu = cfg.population_size
-    state = _AsyncState(strategy, weights, fitness_cls, seed, mu)
+    state = _AsyncState(strategy, weights, fitness_cls, seed, mu, budgets, cfg.halving_eta)
     budget = evaluation_budget(cfg)
+    steps = step_budget(cfg, max_steps) if budgets else 0
     resubmit: list[Proposal] = []
     if resume_state is not None:
         state.load_state_dict(resume_state)
@@ -259,11 +374,12 @@ def evolve_async(
 
     while True:
         new: list[Proposal] = []
-        while len(state.in_flight) < max(1, pool.capacity()) and state.proposed < budget:
+        while len(state.in_flight) < max(1, pool.capacity()) and (state.steps < steps if budgets else state.proposed < budget):
             proposal = _propose(state, cfg, space, param_count)
             state.seen.add(proposal.genome.hash())
             state.in_flight.append(proposal)
             state.proposed += 1
+            state.steps += proposal.budget or 0
             new.append(proposal)
         if new:
             checkpoint(state.state_dict())  # before submitting: a crash now re-submits them on resume
@@ -279,12 +395,17 @@ def evolve_async(
         proposal = state.in_flight.pop(index)
         ind = state.individual(proposal.genome, _check_values(state, key, values))
         state.completed.append(key)
-        _admit(state, ind)
-        state.hall.update([ind])
+        if budgets:
+            if _admit_halving(state, ind, proposal.budget):
+                state.hall.update([ind])
+        else:
+            _admit(state, ind)
+            state.hall.update([ind])
         if len(state.completed) % mu == 0:
             generation = len(state.completed) // mu - 1
             row = _record(state, generation)
-            logger.info("%s: %d/%d evaluated; population best %s, median %s", strategy, len(state.completed), budget,
+            done = f"{state.steps}/{steps} KD steps submitted" if budgets else f"{len(state.completed)}/{budget} evaluated"
+            logger.info("%s: %s; population best %s, median %s", strategy, done,
                         ", ".join(f"{row[f'obj{k}_max'] if w > 0 else row[f'obj{k}_min']:.4f}" for k, w in enumerate(weights)),
                         ", ".join(f"{row[f'obj{k}_median']:.4f}" for k in range(len(weights))))
             if on_generation is not None:

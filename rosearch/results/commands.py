@@ -86,9 +86,10 @@ def run_stats(args: argparse.Namespace) -> int:
         console.print(f"teacher-proxy vs real attack robustness: Spearman rho {agreement['rho']:.3f} "
                       f"(p {agreement['p']:.3g}, n {agreement['n']})")
     top = report.top.assign(hash=report.top["genome_hash"].str[:12])
+    budget = ["distill_steps"] if top["distill_steps"].notna().any() else []  # successive halving's budgets
     console.print(_table(f"top {k} by the run's selection", top, [
         "rank", "hash", "generation", "hidden_size", "embedding_size", "num_layers", "params", "flops", "latency_ms_b1",
-        "accuracy", "robustness", "fitness", "attention_share", "convolution_share", "edges_per_cell",
+        *budget, "accuracy", "robustness", "fitness", "attention_share", "convolution_share", "edges_per_cell",
     ], left=["hash"]))
     console.print(_table("shapes", report.shapes, list(report.shapes.columns), left=["dimension"]))
     op_columns = ["op", "n_with", "n_without", "top_k_with", "top_k_frac", "all_frac", "mean_accuracy_with",

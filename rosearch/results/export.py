@@ -44,6 +44,7 @@ from rosearch.model_paths import resolve_model_path
 from rosearch.prepare import prepare_inputs, teacher_output_dir
 from rosearch.results.artifacts import load_student, read_candidate_files
 from rosearch.results.export_onnx import add_onnx_variants
+from rosearch.results.ranking import budget_of
 from rosearch.results.stats import open_store, ranked_records, read_run_json, results_path, teacher_reference
 from rosearch.results.store import CandidateRecord
 from rosearch.rundir import CONFIG_FILE
@@ -326,7 +327,7 @@ factorised ({genome.embedding_size} -> {genome.hidden_size}). Full genome: `geno
 {defense_section}
 ## Training
 
-Knowledge distillation ({config.distill.max_steps} steps, batch {config.distill.batch_size}) with the robust
+Knowledge distillation ({export['steps']} steps, batch {config.distill.batch_size}) with the robust
 methods: {training}.
 
 ## Provenance
@@ -449,15 +450,16 @@ def _student(record: CandidateRecord, run: _Run, distiller: _Distiller, retrain_
     """The student's weights (stored, re-distilled or retrained), how they were obtained, and the teacher's numbers."""
     stored_accuracy = record.metrics.get("dev_accuracy")
     files = None if retrain_steps is not None else read_candidate_files(run.run_dir, record.genome_hash)
+    searched_steps = budget_of(record)  # successive halving: the budget its stored figures were measured at
     export = {"weights": "stored", "dev_accuracy": stored_accuracy, "search_dev_accuracy": stored_accuracy,
-              "retrain_steps": retrain_steps, "steps": retrain_steps or run.config.distill.max_steps}
+              "retrain_steps": retrain_steps, "steps": retrain_steps or searched_steps or run.config.distill.max_steps}
     if files is not None:
         return load_student(files), export, teacher
     export["weights"] = "retrained" if retrain_steps is not None else "redistilled"
     name = record.genome_hash[:12]
     logger.info("export: distilling %s %s", name,
                 f"for {retrain_steps} steps" if retrain_steps else "again (the run kept no weights)")
-    model, export["dev_accuracy"] = distiller.distil(record, retrain_steps)
+    model, export["dev_accuracy"] = distiller.distil(record, retrain_steps or searched_steps)
     teacher = distiller.teacher_reference() | teacher  # older runs recorded less about their teacher
     if export["weights"] == "redistilled":
         if export["dev_accuracy"] == stored_accuracy:

@@ -70,6 +70,7 @@ HEADERS: Mapping[str, str] = {
     "robustness_median": "rob. median", "proxy_robust_accuracy": "proxy acc", "robust_accuracy": "acc under attack",
     "attack_success_rate": "attack success", "hidden_size": "H", "embedding_size": "E", "num_layers": "L",
     "flops": "FLOPs", "latency_ms_b1": "ms@b1", "latency_ms_b32": "ms@b32", "generation": "gen",
+    "distill_steps": "KD steps",
 }
 
 
@@ -206,7 +207,9 @@ def _run_section(run_dir: Path, config: Mapping[str, Any], report: StatsReport, 
         ("selection", f"{evo.get('mode', 'weighted')}; weights accuracy {fit.get('accuracy_weight')}, robustness "
                       f"{fit.get('robustness_weight')}, efficiency {fit.get('efficiency_weight')} ({fit.get('efficiency_metric')})"),
         ("population × generations", f"{evo.get('population_size', '?')} × {evo.get('generations', '?')}"),
-        ("distillation steps per candidate", dist.get("max_steps")),
+        ("distillation steps per candidate", dist.get("max_steps") if evo.get("strategy") != "halving" else
+         f"successive halving: rungs of {dist.get('max_steps')} / {evo.get('halving_eta')}^k steps, "
+         f"{evo.get('halving_rungs')} rungs; candidates rank at the highest budget first"),
         ("candidates", f"{counts['ok']} finished, {counts['failed']} failed, {counts['generations']} generations recorded"),
         ("wall time", wall),
         ("accuracy figure", report.accuracy_key + (" (validation slice; dev accuracy is reported beside it)"
@@ -304,6 +307,8 @@ def _top_section(report: StatsReport, genomes: Mapping[str, Genome]) -> str:
     validation = report.accuracy_key == "val_accuracy"
     headers = {"accuracy": "val acc (selected on)" if validation else "dev acc", "dev_accuracy": "dev acc (reported)"}
     columns = [c for c in _TOP_COLUMNS if (validation or c != "dev_accuracy") and (c != "dev_f1" or top[c].notna().any())]
+    if top["distill_steps"].notna().any():  # successive halving: the budget each row was measured at
+        columns.insert(columns.index("accuracy"), "distill_steps")
     columns[columns.index("robust_accuracy") + 1:columns.index("robust_accuracy") + 1] = [
         c for c in top.columns if c.startswith("attack.")]
     parts = [f"<h2>Top {len(top)} students</h2>", frame_table(top, columns, text_columns=["hash"], headers=headers)]

@@ -56,6 +56,7 @@ SHAPE_COLUMNS = ("hidden_size", "embedding_size", "num_layers")
 METRIC_COLUMNS = (
     "val_accuracy", "dev_accuracy", "val_f1", "dev_f1", "robust_accuracy", "proxy_robust_accuracy", "attack_success_rate", "perturbed_word_pct", "attack_queries",
     "clean_accuracy_attacked_sample", "params", "flops", "latency_ms_b1", "latency_ms_b32", "train_seconds",
+    "distill_steps",  # successive halving: the KD step budget the figures were measured at (NaN: the run's full budget)
 )
 COST_FEATURES = ("params", "flops", "latency_ms_b1")
 

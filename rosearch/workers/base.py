@@ -34,6 +34,8 @@ class CandidateTask:
 
     ``kind`` says what to do with it: ``"train"`` (distil and measure) or ``"attack"`` (run the
     full adversarial attack on an already trained student whose files are in ``payload``).
+    ``max_steps`` is the KD step budget of a ``"train"`` task (successive halving trains the same
+    genome at several budgets); None means the run's ``distill.max_steps``.
     """
 
     genome_hash: str
@@ -42,6 +44,7 @@ class CandidateTask:
     generation: int
     kind: Literal["train", "attack"] = "train"
     payload: Mapping[str, bytes] = field(default_factory=dict)
+    max_steps: int | None = None
 
 
 @dataclass(frozen=True)
