@@ -209,7 +209,7 @@ class AdversarialPool:
         if self._teacher is None:
             devices = [self.device.index or 0] if self.device.type == "cuda" else []
             with torch.random.fork_rng(devices=devices):  # loading must not shift the student's dropout draws
-                self._teacher, _ = load_teacher(self.inputs.teacher_dir, self.train.num_labels, self.device)
+                self._teacher, _ = load_teacher(self.inputs.teacher_path(), self.train.num_labels, self.device)
         return self._teacher
 
     def mixed_kd(self, student: nn.Module, loss: Tensor, count: int) -> Tensor:

@@ -114,7 +114,7 @@ def adversarial_finetune(
     start = time.perf_counter()
     digest = hashlib.sha256(json.dumps([(e.text_a, e.text_b, e.label) for e in found]).encode()).hexdigest()[:16]
     adversarial = encode_examples(found, tokenizer, inputs.max_length, f"{train.fingerprint}-adv-{digest}", train.num_labels)
-    teacher, _ = load_teacher(inputs.teacher_dir, train.num_labels, device)
+    teacher, _ = load_teacher(inputs.teacher_path(), train.num_labels, device)
     adv_logits = torch.as_tensor(  # [m, C]: soft labels of the live teacher on the raw texts, computed once
         predict_logits(teacher, adversarial, batch_size=cfg.eval_batch_size, device=device), device=device
     )

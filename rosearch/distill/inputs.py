@@ -12,6 +12,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from rosearch.shipped_files import materialize_files
+
 if TYPE_CHECKING:
     from rosearch.batching import EncodedSplit
     from rosearch.config import AttackConfig
@@ -31,8 +33,9 @@ class MethodInputs:
     """What the methods of a run need beyond the clean split and its teacher outputs.
 
     Built once by :func:`prepare_method_inputs`; read by :func:`rosearch.distill.trainer.distill`.
-    Paths (``teacher_dir``, ``generator_dir``) must be readable where candidates run (the same
-    machine, or a shared file system on a cluster); the tokenizer travels as bytes.
+    On Ray the teacher's and the generator's files travel as bytes too (``teacher_files``,
+    ``generator_files``): a worker unpacks them under its own ``cache_dir`` and never reads the
+    driver's ``teacher_dir`` / ``generator_dir`` (:meth:`teacher_path`, :meth:`generator_path`).
     """
 
     methods: tuple[str, ...]
@@ -53,6 +56,17 @@ class MethodInputs:
     # adv_finetune, adv_train
     train_examples: tuple["Example", ...] = ()  # raw text of the clean split, row by row
     timings: dict[str, float] = field(default_factory=dict)  # seconds per preparation stage
+    # Ray: the live teacher's / MATE-KD generator's directory as {file: bytes} ({}: use the paths above)
+    teacher_files: Mapping[str, bytes] = field(default_factory=dict)
+    generator_files: Mapping[str, bytes] = field(default_factory=dict)
+
+    def teacher_path(self) -> str:
+        """The live teacher's directory where this runs: unpacked from shipped bytes, else ``teacher_dir``."""
+        return str(materialize_files(self.teacher_files, self.cache_dir)) if self.teacher_files else self.teacher_dir
+
+    def generator_path(self) -> str | None:
+        """The MATE-KD generator's directory where this runs (see :meth:`teacher_path`)."""
+        return str(materialize_files(self.generator_files, self.cache_dir)) if self.generator_files else self.generator_dir
 
     def require(self, method: str) -> None:
         """Raise :class:`MethodInputsError` unless these inputs serve ``method``."""

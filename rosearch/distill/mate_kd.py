@@ -272,9 +272,9 @@ class MateKD:
         inputs.require("mate_kd")
         self.cfg = cfg
         self.device = device
-        self.teacher, _ = load_teacher(inputs.teacher_dir, num_labels, device)
+        self.teacher, _ = load_teacher(inputs.teacher_path(), num_labels, device)
         self.teacher.requires_grad_(False)
-        self.generator = BertForMaskedLM.from_pretrained(inputs.generator_dir).to(device).eval()
+        self.generator = BertForMaskedLM.from_pretrained(inputs.generator_path()).to(device).eval()
         self.special = torch.tensor(inputs.special_token_ids, dtype=torch.long, device=device)
         self.mask_token_id = int(inputs.mask_token_id)
         self.optimizer = torch.optim.AdamW(self.generator.parameters(), lr=cfg.mate_kd_generator_lr, weight_decay=0.0)

@@ -30,6 +30,7 @@ from rosearch.distill.losses import uniform_layer_map
 from rosearch.distill.mate_kd import load_or_pretrain_generator
 from rosearch.distill.teacher import load_teacher
 from rosearch.distill.teacher_cache import load_or_compute_teacher_outputs
+from rosearch.shipped_files import read_model_files
 from rosearch.tokenizer_files import read_tokenizer_files
 
 if TYPE_CHECKING:
@@ -124,6 +125,9 @@ def teacher_cache_request(config: "Config", num_teacher_layers: int) -> TeacherR
     return TeacherRequest(layers=tuple(sorted(set(layers))), attention_layers=attention, features="rift" in methods)
 
 
+# Methods that run the teacher itself inside a worker (not only its cached outputs).
+LIVE_TEACHER_METHODS = frozenset({"mate_kd", "adv_finetune", "adv_train"})
+
 def prepare_method_inputs(
     config: "Config",
     *,
@@ -171,6 +175,10 @@ def prepare_method_inputs(
         timings["mate_kd_generator_s"] = time.perf_counter() - start
     if "adv_finetune" in methods or "adv_train" in methods:
         fields["train_examples"] = tuple(train_examples)
+    if config.workers.backend == "ray" and set(methods) & LIVE_TEACHER_METHODS:  # workers may share no file system
+        fields["teacher_files"] = read_model_files(teacher_dir)
+        if "mate_kd" in methods:
+            fields["generator_files"] = read_model_files(fields["generator_dir"])
     del model
     logger.info("method inputs for %s ready (%s)", ", ".join(methods),
                 ", ".join(f"{k} {v:.1f}s" for k, v in timings.items()) or "nothing to build")
