@@ -114,6 +114,7 @@ def test_an_old_stored_config_loads_and_keeps_its_fingerprint():
     del old["data"]["validation_size"], old["attack"]["recipes"]
     del old["defense"], old["search_space"]["defenses"], old["search_space"]["defense_choices"]  # also newer
     del old["search_space"]["training_choices"], old["data"]["validation_min_words"], old["attack"]["panel_aggregate"]
+    del old["evolution"]["strategy"], old["evolution"]["halving_eta"], old["evolution"]["halving_rungs"]
     config = config_from_dict(with_legacy_defaults(old))
     assert config.data.validation_size == 0 and config.data.validation_min_words == 0 and config.attack.recipes == ()
     # the fingerprint the old code wrote: the same hash over the config without the new fields
