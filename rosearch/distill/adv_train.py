@@ -54,7 +54,7 @@ logger = logging.getLogger(__name__)
 
 def round_steps(cfg: DistillConfig) -> tuple[int, ...]:
     """The KD steps after which a round runs: ``every``, ``2 * every``, ... (``rounds`` of them)."""
-    return tuple(k * cfg.adv_train_every for k in range(1, cfg.adv_train_rounds + 1))
+    return tuple(k * cfg.adv_train.every for k in range(1, cfg.adv_train.rounds + 1))
 
 
 def _stream(split: EncodedSplit, size: int, rng: random.Random, bucketing: bool) -> Iterator[list[int]]:
@@ -84,9 +84,9 @@ def attack_round(
     """
     inputs.require("adv_train")
     round_seed = _round_seed(seed, round_index)
-    sample = sample_attack_examples(inputs.train_examples, cfg.adv_train_examples, round_seed)
-    attack_cfg = dataclasses.replace(inputs.attack, query_budget=cfg.adv_train_query_budget, seed=round_seed % 2**31)
-    recipes = cfg.adv_train_recipes
+    sample = sample_attack_examples(inputs.train_examples, cfg.adv_train.examples, round_seed)
+    attack_cfg = dataclasses.replace(inputs.attack, query_budget=cfg.adv_train.query_budget, seed=round_seed % 2**31)
+    recipes = cfg.adv_train.recipes
     found: list[tuple[int, Example]] = []
     stats = {"attacked": 0.0, "successful": 0.0, "skipped": 0.0, "queries": 0.0, "seconds": 0.0}
     for r, recipe in enumerate(recipes):
@@ -131,10 +131,10 @@ class AdversarialPool:
         self.seed = seed
         self.device = device
         self.defense = defense
-        self.batch_size = int(round(cfg.adv_train_fraction * cfg.batch_size))
+        self.batch_size = int(round(cfg.adv_train.fraction * cfg.batch_size))
         if self.batch_size < 1:
             raise ValueError(
-                f"distill.adv_train_fraction={cfg.adv_train_fraction} of a batch of {cfg.batch_size} is no example "
+                f"distill.adv_train.fraction={cfg.adv_train.fraction} of a batch of {cfg.batch_size} is no example "
                 "(fix: a larger fraction or distill.batch_size)"
             )
         self.rounds = set(round_steps(cfg))
@@ -152,8 +152,8 @@ class AdversarialPool:
                        "label_seconds": 0.0}
         self.agree: list[bool] = []
         logger.info("adv_train: %d rounds after KD steps %s, %d training texts each (%s, <= %s queries each); "
-                    "%d of every %d batch examples from the pool", cfg.adv_train_rounds, sorted(self.rounds),
-                    cfg.adv_train_examples, "+".join(cfg.adv_train_recipes), cfg.adv_train_query_budget,
+                    "%d of every %d batch examples from the pool", cfg.adv_train.rounds, sorted(self.rounds),
+                    cfg.adv_train.examples, "+".join(cfg.adv_train.recipes), cfg.adv_train.query_budget,
                     self.batch_size, cfg.batch_size)
 
     def tokenizer(self) -> Any:

@@ -59,8 +59,8 @@ def adversarial_examples(
     With ``defense``, the attack queries the student through it (the texts returned are raw).
     """
     inputs.require("adv_finetune")
-    recipe = cfg.adv_finetune_recipe or inputs.attack.recipe
-    examples = sample_attack_examples(inputs.train_examples, cfg.adv_finetune_examples, seed)
+    recipe = cfg.adv_finetune.recipe or inputs.attack.recipe
+    examples = sample_attack_examples(inputs.train_examples, cfg.adv_finetune.examples, seed)
     outcome = run_attack(
         student, tokenizer, examples, inputs.attack, recipe=recipe, cache_dir=inputs.cache_dir,
         model_name="student (adv_finetune)", max_length=inputs.max_length, device=device,
@@ -126,20 +126,20 @@ def adversarial_finetune(
                                       train.num_labels)
     stats["adv_teacher_agrees_with_label"] = float(np.mean(adv_logits.argmax(-1).cpu().numpy() == adversarial.labels))
 
-    n_adv = int(round(cfg.adv_finetune_fraction * cfg.batch_size))
+    n_adv = int(round(cfg.adv_finetune.fraction * cfg.batch_size))
     n_clean = cfg.batch_size - n_adv
     if n_adv < 1 or n_clean < 1:
         raise ValueError(
-            f"distill.adv_finetune_fraction={cfg.adv_finetune_fraction} of a batch of {cfg.batch_size} leaves no room "
+            f"distill.adv_finetune.fraction={cfg.adv_finetune.fraction} of a batch of {cfg.batch_size} leaves no room "
             "for one of the two kinds (fix: a fraction nearer 0.5, or a larger distill.batch_size)"
         )
     clean_stream = _stream(train, n_clean, random.Random(f"{seed}:adv-clean"), cfg.length_bucketing)
     adv_stream = _stream(adversarial, n_adv, random.Random(f"{seed}:adv"), cfg.length_bucketing)
     params = [p for p in student.parameters() if p.requires_grad]
-    optimizer = adamw(params, lr=cfg.adv_finetune_lr, weight_decay=cfg.weight_decay)
+    optimizer = adamw(params, lr=cfg.adv_finetune.lr, weight_decay=cfg.weight_decay)
     student.train()
     losses: list[Tensor] = []
-    for step in range(1, cfg.adv_finetune_steps + 1):
+    for step in range(1, cfg.adv_finetune.steps + 1):
         parts = []
         for split, stream, logits in ((train, clean_stream, teacher_logits), (adversarial, adv_stream, adv_logits)):
             batch = collate(split, next(stream), device)
@@ -154,9 +154,9 @@ def adversarial_finetune(
             student.zero_grad(set_to_none=True)
             student.eval()
             raise NonFiniteLossError(
-                f"non-finite adversarial fine-tuning loss {loss.item()!r} at step {step}/{cfg.adv_finetune_steps} "
-                f"with learning rate {cfg.adv_finetune_lr:.3g}; no update was applied "
-                "(fix: lower distill.adv_finetune_lr)"
+                f"non-finite adversarial fine-tuning loss {loss.item()!r} at step {step}/{cfg.adv_finetune.steps} "
+                f"with learning rate {cfg.adv_finetune.lr:.3g}; no update was applied "
+                "(fix: lower distill.adv_finetune.lr)"
             )
         optimizer.step()
         losses.append(loss.detach())
@@ -165,10 +165,10 @@ def adversarial_finetune(
     tail = torch.stack(losses[-max(1, len(losses) // 10):]).mean().item()
     stats.update({
         "adv_examples": float(len(found)),
-        "adv_finetune_steps": float(cfg.adv_finetune_steps),
+        "adv_finetune_steps": float(cfg.adv_finetune.steps),
         "adv_finetune_final_loss": tail,
         "adv_finetune_seconds": time.perf_counter() - start,
     })
     logger.info("adv_finetune: %d adversarial + clean examples, %d steps at lr %g, final loss %.4f, %.1fs",
-                len(found), cfg.adv_finetune_steps, cfg.adv_finetune_lr, tail, stats["adv_finetune_seconds"])
+                len(found), cfg.adv_finetune.steps, cfg.adv_finetune.lr, tail, stats["adv_finetune_seconds"])
     return stats

@@ -93,12 +93,12 @@ def _check(recipes: Sequence[str], per_example: int, pct_words: float) -> None:
     if not recipes or unknown:
         raise AugmentError(
             f"augment recipes {list(recipes)} must be a non-empty list of {', '.join(AUGMENT_RECIPES)} "
-            "(fix: distill.augment_recipes)"
+            "(fix: distill.augment.recipes)"
         )
     if per_example < 1:
-        raise AugmentError(f"augment per_example must be >= 1, got {per_example} (fix: distill.augment_per_example)")
+        raise AugmentError(f"augment per_example must be >= 1, got {per_example} (fix: distill.augment.per_example)")
     if not 0.0 < pct_words <= 1.0:
-        raise AugmentError(f"augment pct_words must be in (0, 1], got {pct_words} (fix: distill.augment_pct_words)")
+        raise AugmentError(f"augment pct_words must be in (0, 1], got {pct_words} (fix: distill.augment.pct_words)")
 
 
 def build_augmenters(

@@ -117,7 +117,7 @@ class AttentionTerm:
             raise ValueError(
                 "layer_kd's attention term needs cached teacher attention, but the teacher outputs hold none "
                 "(fix: compute them with rosearch.distill.methods.teacher_cache_request(config, ...).kwargs(), or "
-                "set distill.attention_loss_weight=0)"
+                "set distill.layer_kd.attention_weight=0)"
             )
         self.probe = StudentAttentionProbe(student)
         self.pairs: list[tuple[int, int]] = []

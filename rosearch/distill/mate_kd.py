@@ -156,8 +156,8 @@ def _generator_logits(generator: "BertForMaskedLM", batch: dict[str, Tensor], po
 
 def generator_key(teacher_fp: str, train: EncodedSplit, cfg: DistillConfig, seed: int) -> str:
     blob = json.dumps({
-        "format": _FORMAT, "teacher": teacher_fp, "train": train.fingerprint, "layers": cfg.mate_kd_generator_layers,
-        "steps": cfg.mate_kd_pretrain_steps, "mask_prob": cfg.mate_kd_mask_prob, "batch_size": cfg.batch_size,
+        "format": _FORMAT, "teacher": teacher_fp, "train": train.fingerprint, "layers": cfg.mate_kd.generator_layers,
+        "steps": cfg.mate_kd.pretrain_steps, "mask_prob": cfg.mate_kd.mask_prob, "batch_size": cfg.batch_size,
         "lr": PRETRAIN_LR, "seed": seed,
     }, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:24]
@@ -186,10 +186,10 @@ def load_or_pretrain_generator(
         logger.info("mate_kd: generator cache hit %s", final)
         return final
     device = torch.device(device)
-    generator = build_generator(teacher, cfg.mate_kd_generator_layers).to(device)
+    generator = build_generator(teacher, cfg.mate_kd.generator_layers).to(device)
     start = time.perf_counter()
     accuracy = _pretrain(generator, train, cfg, special_token_ids, mask_token_id, seed, device)
-    info = {"steps": cfg.mate_kd_pretrain_steps, "mlm_accuracy_last_10pct": accuracy,
+    info = {"steps": cfg.mate_kd.pretrain_steps, "mlm_accuracy_last_10pct": accuracy,
             "seconds": round(time.perf_counter() - start, 2), "layers": generator.config.num_hidden_layers}
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent))
@@ -216,7 +216,7 @@ def _pretrain(
 
     Returns the masked-token accuracy over the last ~10% of steps (nan with 0 steps).
     """
-    steps = cfg.mate_kd_pretrain_steps
+    steps = cfg.mate_kd.pretrain_steps
     if steps == 0:
         return float("nan")
     rng = random.Random(seed)
@@ -234,7 +234,7 @@ def _pretrain(
             if not order:
                 order = batch_indices(train.lengths, cfg.batch_size, shuffle=True, rng=rng, bucketing=True)[::-1]
             batch = collate(train, order.pop(), device)
-            positions = choose_positions(batch["input_ids"], batch["attention_mask"], cfg.mate_kd_mask_prob, special, masks)
+            positions = choose_positions(batch["input_ids"], batch["attention_mask"], cfg.mate_kd.mask_prob, special, masks)
             if not bool(positions.any()):
                 continue
             logits = _generator_logits(generator, batch, positions, mask_token_id, special)  # [M, V]
@@ -277,7 +277,7 @@ class MateKD:
         self.generator = BertForMaskedLM.from_pretrained(inputs.generator_dir).to(device).eval()
         self.special = torch.tensor(inputs.special_token_ids, dtype=torch.long, device=device)
         self.mask_token_id = int(inputs.mask_token_id)
-        self.optimizer = torch.optim.AdamW(self.generator.parameters(), lr=cfg.mate_kd_generator_lr, weight_decay=0.0)
+        self.optimizer = torch.optim.AdamW(self.generator.parameters(), lr=cfg.mate_kd.generator_lr, weight_decay=0.0)
         self.rng = torch.Generator(device=device).manual_seed(seed + 7919)  # masks and Gumbel noise
         self.divergences: list[float] = []
         self.changed = 0
@@ -291,12 +291,12 @@ class MateKD:
 
     def _update_generator(self, student: nn.Module, batch: dict[str, Tensor]) -> None:
         """One maximisation step: minimise -T²·KL(teacher ‖ student) on a differentiable rewrite."""
-        positions = choose_positions(batch["input_ids"], batch["attention_mask"], self.cfg.mate_kd_mask_prob,
+        positions = choose_positions(batch["input_ids"], batch["attention_mask"], self.cfg.mate_kd.mask_prob,
                                      self.special, self.rng)
         if not bool(positions.any()):
             return
         logits = _generator_logits(self.generator, batch, positions, self.mask_token_id, self.special)  # [M, V]
-        one_hot = gumbel_softmax_st(logits, self.cfg.mate_kd_gumbel_temperature, self.rng)  # [M, V]
+        one_hot = gumbel_softmax_st(logits, self.cfg.mate_kd.gumbel_temperature, self.rng)  # [M, V]
         ids = batch["input_ids"].masked_scatter(positions, one_hot.argmax(dim=-1).detach())  # [B, T]
         was_training = student.training
         student.eval()
@@ -321,11 +321,11 @@ class MateKD:
 
     def student_loss(self, student: nn.Module, batch: dict[str, Tensor], step: int) -> Tensor:
         """The student's KD term on a generator rewrite of ``batch`` (after any generator updates due)."""
-        if (step - 1) % self.cfg.mate_kd_generator_every == 0:
-            for _ in range(self.cfg.mate_kd_generator_steps):
+        if (step - 1) % self.cfg.mate_kd.generator_every == 0:
+            for _ in range(self.cfg.mate_kd.generator_steps):
                 self._update_generator(student, batch)
         with torch.no_grad():
-            positions = choose_positions(batch["input_ids"], batch["attention_mask"], self.cfg.mate_kd_mask_prob,
+            positions = choose_positions(batch["input_ids"], batch["attention_mask"], self.cfg.mate_kd.mask_prob,
                                          self.special, self.rng)
             ids = batch["input_ids"]
             if bool(positions.any()):

@@ -117,9 +117,9 @@ def teacher_cache_request(config: "Config", num_teacher_layers: int) -> TeacherR
     attention: tuple[int, ...] = ()
     if "layer_kd" in methods:
         kd_layers = layer_kd_teacher_layers(config, num_teacher_layers)
-        if dist.layer_kd_weight > 0:
+        if dist.layer_kd.weight > 0:
             layers = kd_layers
-        if dist.attention_loss_weight > 0:
+        if dist.layer_kd.attention_weight > 0:
             attention = tuple(layer for layer in kd_layers if layer > 0)
     return TeacherRequest(layers=tuple(sorted(set(layers))), attention_layers=attention, features="rift" in methods)
 
@@ -208,14 +208,14 @@ def _prepare_augment(
     """Augmented copies (cached texts), encoded, with the teacher's logits on them (cached)."""
     dist = config.distill
     augmented = augment_examples(
-        train_examples, recipes=dist.augment_recipes, per_example=dist.augment_per_example,
-        limit=dist.augment_limit, pct_words=dist.augment_pct_words, seed=config.run.seed,
+        train_examples, recipes=dist.augment.recipes, per_example=dist.augment.per_example,
+        limit=dist.augment.limit, pct_words=dist.augment.pct_words, seed=config.run.seed,
         attack=config.attack, cache_dir=config.run.cache_dir,
     )
     if not augmented.examples:
         raise MethodInputsError(
-            "augmentation produced no copy that differs from its original (fix: raise distill.augment_limit or "
-            "distill.augment_pct_words, or add augmenters to distill.augment_recipes)"
+            "augmentation produced no copy that differs from its original (fix: raise distill.augment.limit or "
+            "distill.augment.pct_words, or add augmenters to distill.augment.recipes)"
         )
     split = encode_examples(
         list(augmented.examples), tokenizer, config.data.max_length, f"{train.fingerprint}-augment-{augmented.key[:16]}",

@@ -161,10 +161,10 @@ class _AugmentStream:
         self.split = inputs.augmented
         self.cfg = cfg
         self.device = device
-        self.batch_size = int(round(cfg.augment_fraction * cfg.batch_size))
+        self.batch_size = int(round(cfg.augment.fraction * cfg.batch_size))
         if not 1 <= self.batch_size <= cfg.batch_size - 1:
             raise ValueError(
-                f"distill.augment_fraction={cfg.augment_fraction} of a batch of {cfg.batch_size} leaves no room for "
+                f"distill.augment.fraction={cfg.augment.fraction} of a batch of {cfg.batch_size} leaves no room for "
                 "one of the two kinds (fix: a fraction nearer 0.5, or a larger distill.batch_size)"
             )
         self.logits = torch.as_tensor(np.asarray(inputs.augmented_outputs.logits, dtype=np.float32), device=device)
@@ -272,12 +272,12 @@ def _train(
     shares = (augment.batch_size if augment else 0) + (adversarial.batch_size if adversarial else 0)
     if cfg.batch_size - shares < 1:
         raise ValueError(
-            f"distill.augment_fraction and distill.adv_train_fraction take {shares} of a batch of {cfg.batch_size}, "
+            f"distill.augment.fraction and distill.adv_train.fraction take {shares} of a batch of {cfg.batch_size}, "
             "leaving no clean example (fix: smaller fractions, or a larger distill.batch_size)"
         )
     batches = _batches(train, cfg.batch_size - shares, cfg, rng)
 
-    hidden_weight = cfg.layer_kd_weight if "layer_kd" in methods else cfg.hidden_loss_weight
+    hidden_weight = cfg.layer_kd.weight if "layer_kd" in methods else cfg.hidden_loss_weight
     use_hidden = hidden_weight > 0
     first = next(batches)
     pairs: list[tuple[int, int]] = []
@@ -286,7 +286,7 @@ def _train(
         raise ValueError(
             "layer_kd's hidden-state term needs cached teacher hidden states, but the teacher outputs hold none "
             "(fix: compute them with rosearch.distill.methods.teacher_cache_request(config, ...).kwargs(), or set "
-            "distill.layer_kd_weight=0)"
+            "distill.layer_kd.weight=0)"
         )
     if use_hidden:
         pairs, projections = _layer_projections(student, collate(train, first, device), teacher, device)
@@ -410,10 +410,10 @@ class _MethodTerms:
         self.attention = None
         self.rift = None
         self.mate = None
-        if "layer_kd" in methods and cfg.attention_loss_weight > 0:
+        if "layer_kd" in methods and cfg.layer_kd.attention_weight > 0:
             self.attention = AttentionTerm(student, teacher)
         if "rift" in methods:
-            self.rift = RiftTerm(_student_width(student, first_batch), teacher, cfg.rift_temperature, device)
+            self.rift = RiftTerm(_student_width(student, first_batch), teacher, cfg.rift.temperature, device)
         if "mate_kd" in methods:
             self.mate = MateKD(inputs, cfg, train.num_labels, seed, device)
         self.modules: list[nn.Module] = [self.rift.projection] if self.rift is not None else []
@@ -431,12 +431,12 @@ class _MethodTerms:
         mask = batch["attention_mask"]  # [B, T]
         total = torch.zeros((), device=self.device)
         if self.attention is not None and self.attention.active:
-            total = total + self.cfg.attention_loss_weight * self.attention.loss(self.teacher, self.train, indices, mask)
+            total = total + self.cfg.layer_kd.attention_weight * self.attention.loss(self.teacher, self.train, indices, mask)
         if self.rift is not None:
             features = self.teacher.features_batch(indices, device=self.device)  # [B, Ht]
-            total = total + self.cfg.rift_weight * self.rift.loss(out.hidden_states[-1], mask, features, batch["labels"])
+            total = total + self.cfg.rift.weight * self.rift.loss(out.hidden_states[-1], mask, features, batch["labels"])
         if self.mate is not None:
-            total = total + self.cfg.mate_kd_weight * self.mate.student_loss(student, batch, step)
+            total = total + self.cfg.mate_kd.weight * self.mate.student_loss(student, batch, step)
         return total
 
     def stats(self) -> dict[str, float]:
