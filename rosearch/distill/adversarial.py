@@ -1,12 +1,12 @@
 """``adv_finetune``: attack the distilled student, then fine-tune it on its own adversarial examples.
 
-After the KD loop, the student is attacked with ``adv_finetune_recipe`` (a real TextAttack
+After the KD loop, the student is attacked with ``adv_finetune.recipe`` (a real TextAttack
 recipe, :func:`rosearch.attack.runner.run_attack`) on a seeded sample of
-``adv_finetune_examples`` *training* examples (the dev sample stays untouched for measuring
+``adv_finetune.examples`` *training* examples (the dev sample stays untouched for measuring
 robustness). The successful adversarial texts are labelled by the live teacher once (soft
 targets; the KD loss's hard part uses the original label, as adversarial training does), and
-the student takes ``adv_finetune_steps`` AdamW steps at the constant ``adv_finetune_lr`` on
-batches of which ``adv_finetune_fraction`` are adversarial and the rest clean training examples
+the student takes ``adv_finetune.steps`` AdamW steps at the constant ``adv_finetune.lr`` on
+batches of which ``adv_finetune.fraction`` are adversarial and the rest clean training examples
 with their cached teacher logits, so the student does not drift from the clean task.
 """
 
@@ -30,6 +30,7 @@ from rosearch.config import DistillConfig
 from rosearch.data import Example, encode_examples
 from rosearch.distill.losses import NonFiniteLossError, kd_loss
 from rosearch.distill.optim import adamw
+from rosearch.distill.protocol import DistillMethod, PrepareContext, StudentContext
 from rosearch.distill.teacher import load_teacher
 from rosearch.evaluate.accuracy import predict_logits
 from rosearch.tokenizer_files import materialize_tokenizer
@@ -98,7 +99,7 @@ def adversarial_finetune(
     ``teacher_logits`` are the cached teacher logits of ``train`` ([n, C], on ``device``).
     Leaves the student in eval mode with its gradients released; returns ``adv_*`` stats.
     Without a single successful attack there is nothing to train on: the student is returned
-    unchanged and ``adv_finetune_steps`` is 0. With ``defense`` (``train`` then already defended),
+    unchanged and its ``adv_finetune_steps`` stat is 0. With ``defense`` (``train`` then already defended),
     the attack goes through it and the adversarial texts are defended before the student sees
     them; the teacher labels the raw texts.
     """
@@ -172,3 +173,26 @@ def adversarial_finetune(
     logger.info("adv_finetune: %d adversarial + clean examples, %d steps at lr %g, final loss %.4f, %.1fs",
                 len(found), cfg.adv_finetune.steps, cfg.adv_finetune.lr, tail, stats["adv_finetune_seconds"])
     return stats
+
+
+class AdvFinetune(DistillMethod):
+    """The adv_finetune method (:class:`~rosearch.distill.protocol.DistillMethod`)."""
+
+    name = "adv_finetune"
+    description = ("after KD, attack the student on training examples and fine-tune briefly on clean + "
+                   "successful adversarial examples with teacher soft labels (adversarial training as in "
+                   "Morris et al., TextAttack, 2020)")
+
+    def needs_inputs(self) -> bool:
+        return True
+
+    def prepare(self, ctx: PrepareContext) -> dict[str, Any]:
+        """The clean split's raw text, which the attack samples."""
+        return {"train_examples": tuple(ctx.train_examples)}
+
+    def after_training(self, ctx: StudentContext) -> dict[str, float]:
+        return adversarial_finetune(ctx.student, ctx.train, ctx.teacher_logits, ctx.cfg, ctx.inputs, seed=ctx.seed,
+                                    device=ctx.device, defense=ctx.defense)
+
+
+ADV_FINETUNE = AdvFinetune()
