@@ -547,8 +547,9 @@ def nest_method_keys(data: dict[str, Any]) -> dict[str, Any]:
                               f"also set (fix: keep only distill.{method}.{name})")
         dist[method] = {**section, name: dist.pop(old)}
         moved.append(f"distill.{old} -> distill.{method}.{name}")
-    logger.info("config: old flat method keys read into their sections (%s); the flat spelling is deprecated",
-                ", ".join(moved))
+    more = f" and {len(moved) - 2} more" if len(moved) > 2 else ""
+    logger.info("config: %d method knob(s) in the old flat spelling read into their sections (%s%s); "
+                "the flat spelling is deprecated", len(moved), ", ".join(moved[:2]), more)
     return {**data, "distill": dist}
 
 
