@@ -31,7 +31,7 @@ from typing import Any
 import torch
 
 from common import BenchError
-from rosearch.config import Config, config_from_dict, without_legacy_defaults
+from rosearch.config import Config, config_from_dict, flatten_method_keys, without_legacy_defaults
 from rosearch.defense import DEFENSE_FILE, DEFENSE_NAMES, Defense, load_defense
 from rosearch.distill.teacher import teacher_fingerprint
 from rosearch.search_space.genome import Genome
@@ -221,7 +221,8 @@ def _row_config(config: Config, spec: RowSpec) -> Config:
 
 def student_key(config: Config, genome: Genome, teacher_key: str) -> str:
     """What determines a distilled student: genome (with defenses), sections that train it, teacher."""
-    data = without_legacy_defaults(config.to_dict())  # fields added later keep older students' keys
+    # fields added later, and the method sections spelled flat as before they existed, keep older students' keys
+    data = without_legacy_defaults(flatten_method_keys(config.to_dict()))
     return _digest({"genome": genome.to_json(), "distill": data["distill"], "data": data["data"],
                     "defense": data.get("defense"), "seed": config.run.seed, "teacher": teacher_key})[:16]
 

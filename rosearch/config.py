@@ -13,10 +13,11 @@ import dataclasses
 import difflib
 import hashlib
 import json
+import logging
 import math
 import types
 import typing
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -34,6 +35,9 @@ from rosearch.choices import (
     SYNONYM_ENCODING,
 )
 from rosearch.errors import UserError
+
+
+logger = logging.getLogger(__name__)
 
 
 class ConfigError(UserError, ValueError):
@@ -141,12 +145,163 @@ class SearchSpaceConfig:
 
 
 @dataclass(frozen=True)
+class AugmentConfig:
+    """``augment``: TextAttack augmenters over the transfer set; the teacher labels the copies once (cached)."""
+
+    recipes: tuple[str, ...] = ("wordnet", "neighbors", "insert", "char")
+    per_example: int = 1  # augmented copies per chosen training example (recipes taken in turn)
+    limit: int | None = None  # augment a seeded subset of this many training examples (None: all)
+    fraction: float = 0.5  # share of every training batch drawn from the augmented copies
+    pct_words: float = 0.1  # share of a text's words one augmentation changes (at least one)
+
+    def check(self, config: Config, methods: set[str]) -> None:
+        """Known, distinct augmenters with their resources; sizes and shares that leave both kinds a place."""
+        _require(len(self.recipes) > 0, "distill.augment.recipes",
+                 f"must list at least one augmenter (known: {', '.join(AUGMENT_RECIPE_NAMES)})")
+        for i, recipe in enumerate(self.recipes):
+            _require(recipe in AUGMENT_RECIPE_NAMES, f"distill.augment.recipes[{i}]",
+                     f"unknown augmenter {recipe!r} (known: {', '.join(AUGMENT_RECIPE_NAMES)})")
+            _require(recipe not in self.recipes[:i], f"distill.augment.recipes[{i}]", f"{recipe!r} is listed twice")
+        if "augment" in methods and "neighbors" in self.recipes:
+            _require(config.attack.neighbors_path is not None, "distill.augment.recipes",
+                     "the 'neighbors' augmenter needs the synonym-neighbour table (fix: set attack.neighbors_path, e.g. "
+                     "../shared/data/embeddings/counterfitted_neighbors.json.gz, or drop 'neighbors' from the list)")
+        _require(self.per_example >= 1, "distill.augment.per_example", f"must be >= 1, got {self.per_example}")
+        _positive(self.limit, "distill.augment.limit")
+        _require(0.0 < self.pct_words <= 1.0, "distill.augment.pct_words",
+                 f"must be in (0, 1], got {self.pct_words}")
+        _batch_share(self.fraction, "augment", config.distill.batch_size, methods)
+
+
+@dataclass(frozen=True)
+class MateKDConfig:
+    """``mate_kd``: a masked-LM generator rewrites masked tokens to maximise teacher-student divergence."""
+
+    weight: float = 1.0  # weight of the soft KD term on generator-perturbed text
+    mask_prob: float = 0.3  # share of real (non-special) tokens the generator rewrites
+    generator_steps: int = 1  # generator (maximisation) updates per cycle
+    generator_every: int = 10  # student steps per cycle (the generator updates at its start)
+    generator_lr: float = 1e-5
+    gumbel_temperature: float = 1.0
+    generator_layers: int = 2  # teacher layers the generator's encoder keeps
+    pretrain_steps: int = 300  # MLM steps that adapt the generator to the transfer set (cached)
+
+    def check(self, config: Config, methods: set[str]) -> None:
+        """Positive weights and rates, a mask share in (0, 1], whole step counts."""
+        for name in ("weight", "generator_lr", "gumbel_temperature"):
+            _require(getattr(self, name) > 0, f"distill.mate_kd.{name}", f"must be > 0, got {getattr(self, name)}")
+        _require(0.0 < self.mask_prob <= 1.0, "distill.mate_kd.mask_prob", f"must be in (0, 1], got {self.mask_prob}")
+        _require(self.generator_steps >= 0, "distill.mate_kd.generator_steps",
+                 f"must be >= 0 (0 freezes the generator), got {self.generator_steps}")
+        for name in ("generator_every", "generator_layers"):
+            _require(getattr(self, name) >= 1, f"distill.mate_kd.{name}", f"must be >= 1, got {getattr(self, name)}")
+        _require(self.pretrain_steps >= 0, "distill.mate_kd.pretrain_steps", f"must be >= 0, got {self.pretrain_steps}")
+
+
+@dataclass(frozen=True)
+class LayerKDConfig:
+    """``layer_kd``: TinyBERT-style hidden-state MSE + attention-distribution KL on mapped layers."""
+
+    weight: float = 0.1  # hidden-state MSE weight (replaces distill.hidden_loss_weight)
+    attention_weight: float = 1.0  # KL(teacher || student) of head-averaged attention rows
+
+    def check(self, config: Config, methods: set[str]) -> None:
+        """Non-negative weights; switched on, at least one term and no second hidden-state weight."""
+        for name in ("weight", "attention_weight"):
+            _require(getattr(self, name) >= 0, f"distill.layer_kd.{name}", f"must be >= 0, got {getattr(self, name)}")
+        if "layer_kd" not in methods:
+            return
+        _require(self.weight > 0 or self.attention_weight > 0, "distill.layer_kd.weight",
+                 "layer_kd needs a hidden-state or an attention term (fix: set distill.layer_kd.weight or "
+                 "distill.layer_kd.attention_weight > 0)")
+        hidden = config.distill.hidden_loss_weight
+        _require(hidden == 0, "distill.hidden_loss_weight",
+                 f"is {hidden}, but layer_kd weighs the hidden-state loss itself "
+                 "(fix: set distill.hidden_loss_weight=0 and use distill.layer_kd.weight)")
+
+
+@dataclass(frozen=True)
+class RiftConfig:
+    """``rift``: class-conditional InfoNCE between projected student and cached teacher features."""
+
+    weight: float = 0.1
+    temperature: float = 0.1
+
+    def check(self, config: Config, methods: set[str]) -> None:
+        """A positive weight and temperature."""
+        for name in ("weight", "temperature"):
+            _require(getattr(self, name) > 0, f"distill.rift.{name}", f"must be > 0, got {getattr(self, name)}")
+
+
+@dataclass(frozen=True)
+class AdvFinetuneConfig:
+    """``adv_finetune``: after KD, attack the student on training examples and fine-tune on the hits."""
+
+    steps: int = 100
+    examples: int = 200  # training examples attacked (seeded sample)
+    recipe: str | None = None  # a key of rosearch.attack.recipes.RECIPES (None: attack.recipe)
+    lr: float = 1e-4  # constant learning rate of the fine-tuning steps
+    fraction: float = 0.5  # share of each fine-tuning batch drawn from adversarial examples
+
+    def check(self, config: Config, methods: set[str]) -> None:
+        """Whole positive sizes, a positive rate, a known recipe, a share that leaves both kinds a place."""
+        _batch_share(self.fraction, "adv_finetune", config.distill.batch_size, methods)
+        _require(self.lr > 0, "distill.adv_finetune.lr", f"must be > 0, got {self.lr}")
+        for name in ("steps", "examples"):
+            _require(getattr(self, name) >= 1, f"distill.adv_finetune.{name}", f"must be >= 1, got {getattr(self, name)}")
+        if self.recipe is not None:
+            _require(self.recipe in RECIPE_NAMES, "distill.adv_finetune.recipe",
+                     f"unknown recipe {self.recipe!r} (known: {', '.join(RECIPE_NAMES)})")
+
+
+@dataclass(frozen=True)
+class AdvTrainConfig:
+    """``adv_train``: attack the student every ``every`` KD steps, train on clean + adversarial batches."""
+
+    rounds: int = 2  # attack rounds during KD (round k after k * every steps)
+    every: int = 200  # KD steps between rounds; rounds * every must be < distill.max_steps
+    examples: int = 64  # training texts attacked per round (a fresh seeded sample each round)
+    recipes: tuple[str, ...] = ("deepwordbug",)  # recipes taken in turn over a round's texts
+    query_budget: int | None = 200  # model queries per attacked text (None: unlimited)
+    fraction: float = 0.25  # share of every batch drawn from the adversarial pool
+
+    def check(self, config: Config, methods: set[str]) -> None:
+        """Positive sizes, known recipes, rounds inside the step budget, batch shares."""
+        for name in ("rounds", "every", "examples"):
+            _require(getattr(self, name) >= 1, f"distill.adv_train.{name}", f"must be >= 1, got {getattr(self, name)}")
+        _positive(self.query_budget, "distill.adv_train.query_budget")
+        _require(len(self.recipes) > 0, "distill.adv_train.recipes",
+                 "must list at least one attack recipe (fix: e.g. [deepwordbug] or [deepwordbug, pwws])")
+        for i, recipe in enumerate(self.recipes):
+            _require(recipe in RECIPE_NAMES, f"distill.adv_train.recipes[{i}]",
+                     f"unknown recipe {recipe!r} (known: {', '.join(RECIPE_NAMES)})")
+            _require(recipe not in self.recipes[:i], f"distill.adv_train.recipes[{i}]", f"{recipe!r} is listed twice")
+        value = self.fraction
+        _require(0.0 < value < 1.0, "distill.adv_train.fraction", f"must be strictly between 0 and 1, got {value}")
+        dist = config.distill
+        if "adv_train" not in dist.methods:
+            return
+        last = self.rounds * self.every
+        _require(last < dist.max_steps, "distill.adv_train.every",
+                 f"{self.rounds} rounds every {self.every} steps end at step {last}, but "
+                 f"distill.max_steps={dist.max_steps} leaves no KD step after the last round (fix: fewer "
+                 "distill.adv_train.rounds, a smaller distill.adv_train.every, or more distill.max_steps)")
+        share = int(round(value * dist.batch_size))
+        other = int(round(dist.augment.fraction * dist.batch_size)) if "augment" in dist.methods else 0
+        _require(share >= 1 and dist.batch_size - share - other >= 1, "distill.adv_train.fraction",
+                 f"{value} of a batch of {dist.batch_size} gives {share} adversarial examples"
+                 + (f" and augment takes {other}" if other else "") + f", leaving {dist.batch_size - share - other} clean; "
+                 "each kind needs at least one (fix: a smaller fraction, or a larger distill.batch_size)")
+
+
+@dataclass(frozen=True)
 class DistillConfig:
     """Knowledge distillation of one student from the cached teacher outputs.
 
     ``methods`` switches on robust variants of the same trainer (descriptions and papers in
-    ``rosearch.distill.methods.METHODS``); each method's knobs carry its name as a prefix and
-    are read only while the method is on.
+    ``rosearch.distill.methods.METHODS``); each method's knobs are its own section, named like
+    the method (``distill.mate_kd.weight``), and are read only while the method is on. The flat
+    spelling of earlier versions (``distill.mate_kd_weight``) still loads: :data:`LEGACY_METHOD_KEYS`.
     """
 
     alpha: float = 0.5  # weight of the soft (KL) term; 1 - alpha weights hard-label CE
@@ -162,40 +317,19 @@ class DistillConfig:
     length_bucketing: bool = True
     dropout: float = 0.1
     methods: tuple[str, ...] = ()  # any of: augment, mate_kd, layer_kd, rift, adv_finetune, adv_train
-    # augment: TextAttack augmenters over the transfer set; the teacher labels the copies once (cached)
-    augment_recipes: tuple[str, ...] = ("wordnet", "neighbors", "insert", "char")
-    augment_per_example: int = 1  # augmented copies per chosen training example (recipes taken in turn)
-    augment_limit: int | None = None  # augment a seeded subset of this many training examples (None: all)
-    augment_fraction: float = 0.5  # share of every training batch drawn from the augmented copies
-    augment_pct_words: float = 0.1  # share of a text's words one augmentation changes (at least one)
-    # mate_kd: a masked-LM generator rewrites masked tokens to maximise teacher-student divergence
-    mate_kd_weight: float = 1.0  # weight of the soft KD term on generator-perturbed text
-    mate_kd_mask_prob: float = 0.3  # share of real (non-special) tokens the generator rewrites
-    mate_kd_generator_steps: int = 1  # generator (maximisation) updates per cycle
-    mate_kd_generator_every: int = 10  # student steps per cycle (the generator updates at its start)
-    mate_kd_generator_lr: float = 1e-5
-    mate_kd_gumbel_temperature: float = 1.0
-    mate_kd_generator_layers: int = 2  # teacher layers the generator's encoder keeps
-    mate_kd_pretrain_steps: int = 300  # MLM steps that adapt the generator to the transfer set (cached)
-    # layer_kd: TinyBERT-style hidden-state MSE + attention-distribution KL on mapped layers
-    layer_kd_weight: float = 0.1  # hidden-state MSE weight (replaces hidden_loss_weight)
-    attention_loss_weight: float = 1.0  # KL(teacher || student) of head-averaged attention rows
-    # rift: class-conditional InfoNCE between projected student and cached teacher features
-    rift_weight: float = 0.1
-    rift_temperature: float = 0.1
-    # adv_finetune: after KD, attack the student on training examples and fine-tune on the hits
-    adv_finetune_steps: int = 100
-    adv_finetune_examples: int = 200  # training examples attacked (seeded sample)
-    adv_finetune_recipe: str | None = None  # a key of rosearch.attack.recipes.RECIPES (None: attack.recipe)
-    adv_finetune_lr: float = 1e-4  # constant learning rate of the fine-tuning steps
-    adv_finetune_fraction: float = 0.5  # share of each fine-tuning batch drawn from adversarial examples
-    # adv_train: attack the student every adv_train_every KD steps, train on clean + adversarial batches
-    adv_train_rounds: int = 2  # attack rounds during KD (round k after k * adv_train_every steps)
-    adv_train_every: int = 200  # KD steps between rounds; rounds * every must be < max_steps
-    adv_train_examples: int = 64  # training texts attacked per round (a fresh seeded sample each round)
-    adv_train_recipes: tuple[str, ...] = ("deepwordbug",)  # recipes taken in turn over a round's texts
-    adv_train_query_budget: int | None = 200  # model queries per attacked text (None: unlimited)
-    adv_train_fraction: float = 0.25  # share of every batch drawn from the adversarial pool
+    # one section per method (rosearch.choices.DISTILL_METHOD_NAMES), named like it
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    mate_kd: MateKDConfig = field(default_factory=MateKDConfig)
+    layer_kd: LayerKDConfig = field(default_factory=LayerKDConfig)
+    rift: RiftConfig = field(default_factory=RiftConfig)
+    adv_finetune: AdvFinetuneConfig = field(default_factory=AdvFinetuneConfig)
+    adv_train: AdvTrainConfig = field(default_factory=AdvTrainConfig)
+
+    def method_config(self, name: str) -> Any:
+        """The section of method ``name`` (a name of ``rosearch.choices.DISTILL_METHOD_NAMES``)."""
+        if name not in DISTILL_METHOD_NAMES:
+            raise KeyError(f"no distillation method {name!r} (known: {', '.join(DISTILL_METHOD_NAMES)})")
+        return getattr(self, name)
 
 
 @dataclass(frozen=True)
@@ -319,8 +453,8 @@ class Config:
         return _to_plain(dataclasses.asdict(self))
 
     def fingerprint(self) -> str:
-        """Stable short hash of the whole config (for run metadata)."""
-        blob = json.dumps(self.to_dict(), sort_keys=True).encode()
+        """Stable short hash of the whole config (for run metadata); method knobs hashed flat, as before their sections."""
+        blob = json.dumps(flatten_method_keys(self.to_dict()), sort_keys=True).encode()
         return hashlib.sha256(blob).hexdigest()[:16]
 
     def results_fingerprint(self) -> str:
@@ -328,9 +462,11 @@ class Config:
 
         Where and how fast candidates run (``workers``, ``run.device``, threads, logging) and how
         many generations to go (``evolution.generations``, so a finished run can be extended)
-        are left out: changing them on ``--resume`` is safe.
+        are left out: changing them on ``--resume`` is safe. The method sections are hashed in
+        their flat spelling (:func:`flatten_method_keys`), so a run stored before they existed keeps
+        its fingerprint.
         """
-        data = self.to_dict()
+        data = flatten_method_keys(self.to_dict())
         if not config_uses_defenses(self):  # runs made before defenses existed keep their fingerprint
             data.pop("defense")
             for key in ("defenses", "defense_choices"):
@@ -385,6 +521,79 @@ LEGACY_DEFAULTS: dict[tuple[str, str], Any] = {
     ("evolution", "halving_eta"): 3,
     ("evolution", "halving_rungs"): 3,
 }
+
+
+# The flat spelling of the method knobs before each method had its own section of distill:
+# old key -> (method, field). Files, --set overrides and stored runs may still use it
+# (:func:`nest_method_keys`); hashes of a config use it (:func:`flatten_method_keys`), so that keys
+# computed before the sections existed stay the same. A method added later needs no entry.
+LEGACY_METHOD_KEYS: Mapping[str, tuple[str, str]] = types.MappingProxyType({
+    **{f"augment_{name}": ("augment", name) for name in ("recipes", "per_example", "limit", "fraction", "pct_words")},
+    **{f"mate_kd_{name}": ("mate_kd", name) for name in (
+        "weight", "mask_prob", "generator_steps", "generator_every", "generator_lr", "gumbel_temperature",
+        "generator_layers", "pretrain_steps")},
+    "layer_kd_weight": ("layer_kd", "weight"),
+    "attention_loss_weight": ("layer_kd", "attention_weight"),
+    **{f"rift_{name}": ("rift", name) for name in ("weight", "temperature")},
+    **{f"adv_finetune_{name}": ("adv_finetune", name) for name in ("steps", "examples", "recipe", "lr", "fraction")},
+    **{f"adv_train_{name}": ("adv_train", name) for name in (
+        "rounds", "every", "examples", "recipes", "query_budget", "fraction")},
+})
+
+
+def nest_method_keys(data: dict[str, Any]) -> dict[str, Any]:
+    """``data`` (a config as parsed) with the flat method keys (``distill.mate_kd_weight``) moved into
+    their method's section (``distill.mate_kd.weight``): files and runs written before the sections load.
+
+    A copy when anything moves (``data`` itself is left as it was); giving one knob in both spellings
+    is refused, since nothing says which one was meant.
+    """
+    dist = data.get("distill")
+    if not isinstance(dist, dict) or not any(key in dist for key in LEGACY_METHOD_KEYS):
+        return data
+    dist = dict(dist)
+    moved = []
+    for old, (method, name) in LEGACY_METHOD_KEYS.items():
+        if old not in dist:
+            continue
+        section = dist.get(method) or {}
+        if not isinstance(section, dict):
+            raise ConfigError(f"config field 'distill.{method}': expected a mapping of keys, got {section!r}")
+        if name in section:
+            raise ConfigError(f"config field 'distill.{old}': is the old spelling of distill.{method}.{name}, which is "
+                              f"also set (fix: keep only distill.{method}.{name})")
+        dist[method] = {**section, name: dist.pop(old)}
+        moved.append(f"distill.{old} -> distill.{method}.{name}")
+    more = f" and {len(moved) - 2} more" if len(moved) > 2 else ""
+    logger.info("config: %d method knob(s) in the old flat spelling read into their sections (%s%s); "
+                "the flat spelling is deprecated", len(moved), ", ".join(moved[:2]), more)
+    return {**data, "distill": dist}
+
+
+def flatten_method_keys(data: dict[str, Any]) -> dict[str, Any]:
+    """A copy of ``data`` (a config as a dict) with the method knobs spelled flat, as before the method
+    sections existed: what fingerprints and cache keys hash, so those computed back then stay the same."""
+    out = json.loads(json.dumps(data))
+    dist = out.get("distill")
+    if not isinstance(dist, dict):
+        return out
+    for old, (method, name) in LEGACY_METHOD_KEYS.items():
+        section = dist.get(method)
+        if isinstance(section, dict) and name in section:
+            dist[old] = section.pop(name)
+    for method in DISTILL_METHOD_NAMES:
+        if dist.get(method) == {}:
+            dist.pop(method)
+    return out
+
+
+def _current_path(parts: list[str]) -> list[str]:
+    """An override's key path, an old flat method key (``distill.mate_kd_weight``) spelled as its section's."""
+    if len(parts) == 2 and parts[0] == "distill" and parts[1] in LEGACY_METHOD_KEYS:
+        method, name = LEGACY_METHOD_KEYS[parts[1]]
+        logger.info("config: --set distill.%s is now distill.%s.%s; the flat spelling is deprecated", parts[1], method, name)
+        return ["distill", method, name]
+    return parts
 
 
 # Fields whose default changed, with the old default: a run stored under it, resumed with a config
@@ -466,6 +675,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
             raise ConfigError(f"config file {str(path)!r} is not valid {path.suffix[1:] or 'YAML'}: {exc}") from exc
         if not isinstance(data, dict):
             raise ConfigError(f"config file {str(path)!r} must hold a mapping of sections, got {type(data).__name__}")
+    data = nest_method_keys(data)  # before the overrides, which may set the same knob in either spelling
     for item in overrides:
         apply_override(data, item)
     return config_from_dict(data)
@@ -476,7 +686,7 @@ def apply_override(data: dict[str, Any], item: str) -> None:
     key, sep, raw = item.partition("=")
     if not sep or not key.strip():
         raise ConfigError(f"override {item!r} must look like section.key=value (e.g. distill.alpha=0.3)")
-    parts = key.strip().split(".")
+    parts = _current_path(key.strip().split("."))
     try:
         value = yaml.safe_load(raw) if raw.strip() else None
     except yaml.YAMLError as exc:
@@ -492,7 +702,7 @@ def apply_override(data: dict[str, Any], item: str) -> None:
 
 def config_from_dict(data: dict[str, Any]) -> Config:
     """Build and validate a :class:`Config` from plain data (as parsed from YAML)."""
-    config = _build(Config, data, "")
+    config = _build(Config, nest_method_keys(data), "")
     validate(config)
     return config
 
@@ -746,10 +956,11 @@ def _validate_halving(config: Config) -> None:
              f"work cannot bring a candidate through {evo.halving_rungs} rungs (that takes at least {evo.halving_rungs}; "
              "fix: more evolution.generations or fewer evolution.halving_rungs)")
     if "adv_train" in methods_used(config):
-        last = dist.adv_train_rounds * dist.adv_train_every
-        _require(last < lowest, "distill.adv_train_every",
-                 f"{dist.adv_train_rounds} adv_train rounds every {dist.adv_train_every} steps end at step {last}, but "
-                 f"successive halving's lowest rung trains {lowest} steps (fix: a smaller distill.adv_train_every or "
+        adv = dist.adv_train
+        last = adv.rounds * adv.every
+        _require(last < lowest, "distill.adv_train.every",
+                 f"{adv.rounds} adv_train rounds every {adv.every} steps end at step {last}, but "
+                 f"successive halving's lowest rung trains {lowest} steps (fix: a smaller distill.adv_train.every or "
                  "fewer rounds, fewer evolution.halving_rungs, or evolution.strategy=random)")
 
 
@@ -767,87 +978,19 @@ def _validate_distill_methods(config: Config) -> None:
         _require(name not in dist.methods, field_name, f"{name!r} is also in distill.methods (every candidate uses "
                  "it), so the search cannot switch it off (fix: list it in one of the two)")
     methods = set(methods_used(config))  # what some candidate may distil with: its knobs must be usable
-
-    _require(len(dist.augment_recipes) > 0, "distill.augment_recipes",
-             f"must list at least one augmenter (known: {', '.join(AUGMENT_RECIPE_NAMES)})")
-    for i, recipe in enumerate(dist.augment_recipes):
-        _require(recipe in AUGMENT_RECIPE_NAMES, f"distill.augment_recipes[{i}]",
-                 f"unknown augmenter {recipe!r} (known: {', '.join(AUGMENT_RECIPE_NAMES)})")
-        _require(recipe not in dist.augment_recipes[:i], f"distill.augment_recipes[{i}]", f"{recipe!r} is listed twice")
-    if "augment" in methods and "neighbors" in dist.augment_recipes:
-        _require(config.attack.neighbors_path is not None, "distill.augment_recipes",
-                 "the 'neighbors' augmenter needs the synonym-neighbour table (fix: set attack.neighbors_path, e.g. "
-                 "../shared/data/embeddings/counterfitted_neighbors.json.gz, or drop 'neighbors' from the list)")
-    _require(dist.augment_per_example >= 1, "distill.augment_per_example", f"must be >= 1, got {dist.augment_per_example}")
-    _positive(dist.augment_limit, "distill.augment_limit")
-    _require(0.0 < dist.augment_pct_words <= 1.0, "distill.augment_pct_words",
-             f"must be in (0, 1], got {dist.augment_pct_words}")
-    for name, method in (("augment_fraction", "augment"), ("adv_finetune_fraction", "adv_finetune")):
-        value = getattr(dist, name)
-        _require(0.0 < value < 1.0, f"distill.{name}", f"must be strictly between 0 and 1, got {value}")
-        share = int(round(value * dist.batch_size))
-        _require(method not in methods or 1 <= share <= dist.batch_size - 1, f"distill.{name}",
-                 f"{value} of a batch of {dist.batch_size} leaves {share} examples of one kind and "
-                 f"{dist.batch_size - share} of the other; both need at least one "
-                 "(fix: a fraction nearer 0.5, or a larger distill.batch_size)")
-
-    for name in ("mate_kd_weight", "mate_kd_generator_lr", "mate_kd_gumbel_temperature",
-                 "rift_weight", "rift_temperature", "adv_finetune_lr"):
-        _require(getattr(dist, name) > 0, f"distill.{name}", f"must be > 0, got {getattr(dist, name)}")
-    _require(0.0 < dist.mate_kd_mask_prob <= 1.0, "distill.mate_kd_mask_prob",
-             f"must be in (0, 1], got {dist.mate_kd_mask_prob}")
-    _require(dist.mate_kd_generator_steps >= 0, "distill.mate_kd_generator_steps",
-             f"must be >= 0 (0 freezes the generator), got {dist.mate_kd_generator_steps}")
-    for name in ("mate_kd_generator_every", "mate_kd_generator_layers", "adv_finetune_steps", "adv_finetune_examples"):
-        _require(getattr(dist, name) >= 1, f"distill.{name}", f"must be >= 1, got {getattr(dist, name)}")
-    _require(dist.mate_kd_pretrain_steps >= 0, "distill.mate_kd_pretrain_steps",
-             f"must be >= 0, got {dist.mate_kd_pretrain_steps}")
-
-    for name in ("layer_kd_weight", "attention_loss_weight"):
-        _require(getattr(dist, name) >= 0, f"distill.{name}", f"must be >= 0, got {getattr(dist, name)}")
-    if "layer_kd" in methods:
-        _require(dist.layer_kd_weight > 0 or dist.attention_loss_weight > 0, "distill.layer_kd_weight",
-                 "layer_kd needs a hidden-state or an attention term (fix: set distill.layer_kd_weight or "
-                 "distill.attention_loss_weight > 0)")
-        _require(dist.hidden_loss_weight == 0, "distill.hidden_loss_weight",
-                 f"is {dist.hidden_loss_weight}, but layer_kd weighs the hidden-state loss itself "
-                 "(fix: set distill.hidden_loss_weight=0 and use distill.layer_kd_weight)")
-
-    _validate_adv_train(dist)
-
-    if dist.adv_finetune_recipe is not None:
-        names = RECIPE_NAMES
-        _require(dist.adv_finetune_recipe in names, "distill.adv_finetune_recipe",
-                 f"unknown recipe {dist.adv_finetune_recipe!r} (known: {', '.join(names)})")
+    for name in DISTILL_METHOD_NAMES:
+        dist.method_config(name).check(config, methods)
 
 
-def _validate_adv_train(dist: DistillConfig) -> None:
-    """adv_train's knobs: positive sizes, known recipes, rounds inside the step budget, batch shares."""
-    for name in ("adv_train_rounds", "adv_train_every", "adv_train_examples"):
-        _require(getattr(dist, name) >= 1, f"distill.{name}", f"must be >= 1, got {getattr(dist, name)}")
-    _positive(dist.adv_train_query_budget, "distill.adv_train_query_budget")
-    names = RECIPE_NAMES
-    _require(len(dist.adv_train_recipes) > 0, "distill.adv_train_recipes",
-             "must list at least one attack recipe (fix: e.g. [deepwordbug] or [deepwordbug, pwws])")
-    for i, recipe in enumerate(dist.adv_train_recipes):
-        _require(recipe in names, f"distill.adv_train_recipes[{i}]",
-                 f"unknown recipe {recipe!r} (known: {', '.join(names)})")
-        _require(recipe not in dist.adv_train_recipes[:i], f"distill.adv_train_recipes[{i}]", f"{recipe!r} is listed twice")
-    value = dist.adv_train_fraction
-    _require(0.0 < value < 1.0, "distill.adv_train_fraction", f"must be strictly between 0 and 1, got {value}")
-    if "adv_train" not in dist.methods:
-        return
-    last = dist.adv_train_rounds * dist.adv_train_every
-    _require(last < dist.max_steps, "distill.adv_train_every",
-             f"{dist.adv_train_rounds} rounds every {dist.adv_train_every} steps end at step {last}, but "
-             f"distill.max_steps={dist.max_steps} leaves no KD step after the last round (fix: fewer "
-             "distill.adv_train_rounds, a smaller distill.adv_train_every, or more distill.max_steps)")
-    share = int(round(value * dist.batch_size))
-    other = int(round(dist.augment_fraction * dist.batch_size)) if "augment" in dist.methods else 0
-    _require(share >= 1 and dist.batch_size - share - other >= 1, "distill.adv_train_fraction",
-             f"{value} of a batch of {dist.batch_size} gives {share} adversarial examples"
-             + (f" and augment takes {other}" if other else "") + f", leaving {dist.batch_size - share - other} clean; "
-             "each kind needs at least one (fix: a smaller fraction, or a larger distill.batch_size)")
+def _batch_share(value: float, method: str, batch_size: int, methods: set[str]) -> None:
+    """``distill.<method>.fraction``: strictly inside (0, 1) and, with the method on, at least one example of each kind."""
+    path = f"distill.{method}.fraction"
+    _require(0.0 < value < 1.0, path, f"must be strictly between 0 and 1, got {value}")
+    share = int(round(value * batch_size))
+    _require(method not in methods or 1 <= share <= batch_size - 1, path,
+             f"{value} of a batch of {batch_size} leaves {share} examples of one kind and "
+             f"{batch_size - share} of the other; both need at least one "
+             "(fix: a fraction nearer 0.5, or a larger distill.batch_size)")
 
 
 def _validate_attack(config: Config) -> None:

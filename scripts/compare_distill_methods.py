@@ -62,7 +62,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--steps", type=int, default=None, help="KD steps per method (default: distill.max_steps)")
     parser.add_argument("--out", required=True, help="output folder for rows and tables")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help="config override, e.g. --set distill.augment_limit=4000 (repeatable)")
+                        help="config override, e.g. --set distill.augment.limit=4000 (repeatable)")
     parser.add_argument("--save-students", action="store_true", help="save each trained student under <out>/students/")
     args = parser.parse_args(argv)
     unknown = [m for m in args.methods if m != PLAIN and m not in METHODS]
@@ -80,7 +80,7 @@ def build_config(args: argparse.Namespace) -> Config:
     if args.steps is not None:
         overrides.append(f"distill.max_steps={args.steps}")
     probe = load_config(args.config, args.overrides)
-    needs_table = "augment" in methods and "neighbors" in probe.distill.augment_recipes
+    needs_table = "augment" in methods and "neighbors" in probe.distill.augment.recipes
     if needs_table and probe.attack.neighbors_path is None and Path(DEFAULT_NEIGHBORS).is_file():
         logger.info("attack.neighbors_path unset: using %s for the 'neighbors' augmenter", DEFAULT_NEIGHBORS)
         overrides.insert(0, f"attack.neighbors_path={DEFAULT_NEIGHBORS}")

@@ -39,15 +39,15 @@ class CountingDefense(Defense):
 
 
 def adv_config(attack_cfg, data_dir, teacher_dir, cache, **distill_overrides):  # noqa: F811
+    adv_train = {"rounds": 2, "every": 15, "examples": 16, "recipes": ["deepwordbug"], "query_budget": 60,
+                 "fraction": 0.25} | distill_overrides.pop("adv_train", {})
     return config_from_dict({
         "run": {"cache_dir": str(cache), "seed": 0},
         "data": {"task": "sst2", "data_dir": str(data_dir), "max_length": 32, "train_limit": 64},
         "teacher": {"model": str(teacher_dir), "finetuned": True, "eval_batch_size": 32},
         "distill": {
             "methods": ["adv_train"], "max_steps": 40, "batch_size": 8, "learning_rate": 3e-3,
-            "adv_train_rounds": 2, "adv_train_every": 15, "adv_train_examples": 16,
-            "adv_train_recipes": ["deepwordbug"], "adv_train_query_budget": 60, "adv_train_fraction": 0.25,
-            **distill_overrides,
+            "adv_train": adv_train, **distill_overrides,
         },
         "attack": {"neighbors_path": attack_cfg.neighbors_path, "nltk_data": attack_cfg.nltk_data,
                    "model_batch_size": 8},
@@ -137,17 +137,17 @@ def test_adv_train_needs_its_inputs(world):
 
 
 @pytest.mark.parametrize(("overrides", "field"), [
-    ({"adv_train_every": 20}, "distill.adv_train_every"),  # 2 x 20 = 40: no step after the last round
-    ({"adv_train_rounds": 0}, "distill.adv_train_rounds"),
-    ({"adv_train_examples": 0}, "distill.adv_train_examples"),
-    ({"adv_train_recipes": []}, "distill.adv_train_recipes"),
-    ({"adv_train_recipes": ["typo"]}, "distill.adv_train_recipes[0]"),
-    ({"adv_train_recipes": ["pwws", "pwws"]}, "distill.adv_train_recipes[1]"),
-    ({"adv_train_query_budget": 0}, "distill.adv_train_query_budget"),
-    ({"adv_train_fraction": 1.0}, "distill.adv_train_fraction"),
-    ({"adv_train_fraction": 0.01}, "distill.adv_train_fraction"),  # no adversarial example in a batch of 8
-    ({"methods": ["augment", "adv_train"], "augment_recipes": ["char"], "augment_fraction": 0.5,
-      "adv_train_fraction": 0.5}, "distill.adv_train_fraction"),  # augment + adv leave no clean example
+    ({"adv_train": {"every": 20}}, "distill.adv_train.every"),  # 2 x 20 = 40: no step after the last round
+    ({"adv_train": {"rounds": 0}}, "distill.adv_train.rounds"),
+    ({"adv_train": {"examples": 0}}, "distill.adv_train.examples"),
+    ({"adv_train": {"recipes": []}}, "distill.adv_train.recipes"),
+    ({"adv_train": {"recipes": ["typo"]}}, "distill.adv_train.recipes[0]"),
+    ({"adv_train": {"recipes": ["pwws", "pwws"]}}, "distill.adv_train.recipes[1]"),
+    ({"adv_train": {"query_budget": 0}}, "distill.adv_train.query_budget"),
+    ({"adv_train": {"fraction": 1.0}}, "distill.adv_train.fraction"),
+    ({"adv_train": {"fraction": 0.01}}, "distill.adv_train.fraction"),  # no adversarial example in a batch of 8
+    ({"methods": ["augment", "adv_train"], "augment": {"recipes": ["char"], "fraction": 0.5},
+      "adv_train": {"fraction": 0.5}}, "distill.adv_train.fraction"),  # augment + adv leave no clean example
 ])
 def test_adv_train_config_errors_name_the_field(attack_cfg, tiny_sst2_dir, tiny_teacher_dir, tmp_path,  # noqa: F811
                                                 overrides, field):

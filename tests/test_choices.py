@@ -23,3 +23,11 @@ def test_augment_names_are_the_augmenter_registry():
 def test_defense_and_label_names_are_the_same_objects():
     assert DEFENSE_NAMES is choices.DEFENSE_NAMES
     assert labels.ACTIVATIONS is choices.ACTIVATIONS and labels.OP_FAMILIES is choices.OP_FAMILIES
+
+
+def test_the_registry_holds_every_method_once():
+    from rosearch.distill.methods import REGISTRY
+    from rosearch.distill.protocol import DistillMethod
+
+    assert sorted(m.name for m in REGISTRY) == sorted(choices.DISTILL_METHOD_NAMES)
+    assert all(isinstance(m, DistillMethod) and METHODS[m.name] is m for m in REGISTRY)

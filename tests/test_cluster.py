@@ -146,13 +146,12 @@ def isolated_candidate(forbidden: tuple[str, ...], elsewhere: str):
 
 WORKER_SIDE = {  # what a worker needs beyond the shared arrays: NLTK data for attacks, the live teacher, the generator
     "attacks+adv_train": {
-        "distill": {"methods": ["adv_train"], "max_steps": 8, "adv_train_rounds": 1, "adv_train_every": 4,
-                    "adv_train_examples": 4},
+        "distill": {"methods": ["adv_train"], "max_steps": 8, "adv_train": {"rounds": 1, "every": 4, "examples": 4}},
         "attack": {"enabled": True, "recipes": ["deepwordbug"], "num_examples": 4, "full_attack": "all"},
     },
     "mate_kd": {
-        "distill": {"methods": ["mate_kd"], "max_steps": 4, "mate_kd_pretrain_steps": 2, "mate_kd_generator_layers": 1,
-                    "mate_kd_generator_every": 2},
+        "distill": {"methods": ["mate_kd"], "max_steps": 4,
+                    "mate_kd": {"pretrain_steps": 2, "generator_layers": 1, "generator_every": 2}},
     },
 }
 

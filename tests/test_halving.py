@@ -170,9 +170,9 @@ def test_config_validation_names_the_field_and_the_fix():
         config_from_dict(_config(halving_eta=1))
     with pytest.raises(ConfigError, match="evolution.generations.*3 rungs"):
         config_from_dict(_config(population_size=2, generations=1, elitism=0))
-    adv = {"methods": ["adv_train"], "adv_train_rounds": 2, "adv_train_every": 20, "max_steps": 90}
+    adv = {"methods": ["adv_train"], "adv_train": {"rounds": 2, "every": 20}, "max_steps": 90}
     config_from_dict({"evolution": {"strategy": "random"}, "distill": adv})  # fine at the full budget
-    with pytest.raises(ConfigError, match="distill.adv_train_every.*lowest rung trains 10 steps"):
+    with pytest.raises(ConfigError, match="distill.adv_train.every.*lowest rung trains 10 steps"):
         config_from_dict({"evolution": {"strategy": "halving"}, "distill": adv})
 
 

@@ -13,7 +13,7 @@ from conftest import encode_texts, make_sentence
 from test_methods import CFG, changed, make_student, weights
 from transformers import BertForSequenceClassification
 
-from rosearch.config import AttackConfig
+from rosearch.config import AttackConfig, MateKDConfig
 from rosearch.distill.mate_kd import (
     MateKD,
     build_generator,
@@ -95,7 +95,7 @@ def toy(tiny_tokenizer):
 @pytest.fixture(scope="module")
 def generator_dir(tiny_teacher_dir, tiny_tokenizer, toy, tmp_path_factory):
     teacher = BertForSequenceClassification.from_pretrained(tiny_teacher_dir)
-    cfg = replace(CFG, mate_kd_pretrain_steps=20, mate_kd_generator_layers=1)
+    cfg = replace(CFG, mate_kd=MateKDConfig(pretrain_steps=20, generator_layers=1))
     return load_or_pretrain_generator(
         teacher, str(tiny_teacher_dir), toy, cfg, special_token_ids=tiny_tokenizer.all_special_ids,
         mask_token_id=tiny_tokenizer.mask_token_id, seed=0, device="cpu", cache_dir=tmp_path_factory.mktemp("cache"),
@@ -109,7 +109,7 @@ def test_generator_pretraining_is_cached(generator_dir, tiny_teacher_dir, tiny_t
     class Untouchable(torch.nn.Module):  # a cache hit must not even build a generator
         config = None
 
-    cfg = replace(CFG, mate_kd_pretrain_steps=20, mate_kd_generator_layers=1)
+    cfg = replace(CFG, mate_kd=MateKDConfig(pretrain_steps=20, generator_layers=1))
     again = load_or_pretrain_generator(
         Untouchable(), str(tiny_teacher_dir), toy, cfg, special_token_ids=tiny_tokenizer.all_special_ids,
         mask_token_id=tiny_tokenizer.mask_token_id, seed=0, device="cpu", cache_dir=generator_dir.parent.parent,
@@ -128,7 +128,7 @@ def _inputs(tiny_teacher_dir, tiny_tokenizer, generator_dir) -> MethodInputs:
 def test_generator_update_moves_only_the_generator(tiny_teacher_dir, tiny_tokenizer, generator_dir, toy):
     from rosearch.batching import collate
 
-    cfg = replace(CFG, methods=("mate_kd",), mate_kd_generator_lr=1e-2, mate_kd_mask_prob=0.5)
+    cfg = replace(CFG, methods=("mate_kd",), mate_kd=MateKDConfig(generator_lr=1e-2, mask_prob=0.5))
     mate = MateKD(_inputs(tiny_teacher_dir, tiny_tokenizer, generator_dir), cfg, 2, seed=0, device=torch.device("cpu"))
     student = make_student(tiny_tokenizer.vocab_size)
     gen_before, student_before = weights(mate.generator), weights(student)
@@ -144,7 +144,7 @@ def test_mate_kd_trains_the_student(tiny_teacher_dir, tiny_tokenizer, generator_
     outputs = compute_teacher_outputs(teacher, toy, layers=(), batch_size=32, device="cpu")
     student = make_student(tiny_tokenizer.vocab_size)
     before = weights(student)
-    cfg = replace(CFG, methods=("mate_kd",), max_steps=6, mate_kd_generator_every=2, mate_kd_generator_steps=2)
+    cfg = replace(CFG, methods=("mate_kd",), max_steps=6, mate_kd=MateKDConfig(generator_every=2, generator_steps=2))
     result = distill(student, toy, outputs, cfg, seed=0, device="cpu", log_every=3,
                      method_inputs=_inputs(tiny_teacher_dir, tiny_tokenizer, generator_dir))
     assert all(np.isfinite(loss) for _, loss in result.loss_history)

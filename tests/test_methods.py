@@ -14,7 +14,15 @@ import torch
 from conftest import encode_texts, make_sentence
 from transformers import BertForSequenceClassification
 
-from rosearch.config import AttackConfig, ConfigError, DistillConfig, config_from_dict
+from rosearch.config import (
+    AttackConfig,
+    AugmentConfig,
+    ConfigError,
+    DistillConfig,
+    LayerKDConfig,
+    RiftConfig,
+    config_from_dict,
+)
 from rosearch.distill.layer_kd import StudentAttentionProbe, head_mean_attention
 from rosearch.distill.methods import (
     METHODS,
@@ -89,18 +97,18 @@ def test_config_rejects_unknown_method_naming_field_and_known_names():
 @pytest.mark.parametrize("distill, field", [
     ({"methods": ["rift", "rift"]}, r"distill\.methods\[1\]"),
     ({"methods": ["layer_kd"], "hidden_loss_weight": 1.0, "teacher": {"cache_hidden_layers": [1]}},
-     r"distill\.hidden_loss_weight.*layer_kd_weight"),
-    ({"methods": ["layer_kd"], "layer_kd_weight": 0.0, "attention_loss_weight": 0.0}, r"distill\.layer_kd_weight"),
-    ({"methods": ["augment"]}, r"distill\.augment_recipes.*attack\.neighbors_path"),
-    ({"augment_recipes": ["wordnet", "backtranslate"]}, r"distill\.augment_recipes\[1\].*known: wordnet"),
-    ({"methods": ["augment"], "augment_recipes": ["char"], "batch_size": 4, "augment_fraction": 0.1},
-     r"distill\.augment_fraction"),
-    ({"augment_fraction": 1.0}, r"distill\.augment_fraction"),
-    ({"mate_kd_mask_prob": 0.0}, r"distill\.mate_kd_mask_prob"),
-    ({"mate_kd_generator_every": 0}, r"distill\.mate_kd_generator_every"),
-    ({"rift_temperature": 0.0}, r"distill\.rift_temperature"),
-    ({"adv_finetune_steps": 0}, r"distill\.adv_finetune_steps"),
-    ({"adv_finetune_recipe": "nope"}, r"distill\.adv_finetune_recipe.*deepwordbug"),
+     r"distill\.hidden_loss_weight.*layer_kd\.weight"),
+    ({"methods": ["layer_kd"], "layer_kd": {"weight": 0.0, "attention_weight": 0.0}}, r"distill\.layer_kd\.weight"),
+    ({"methods": ["augment"]}, r"distill\.augment\.recipes.*attack\.neighbors_path"),
+    ({"augment": {"recipes": ["wordnet", "backtranslate"]}}, r"distill\.augment\.recipes\[1\].*known: wordnet"),
+    ({"methods": ["augment"], "augment": {"recipes": ["char"], "fraction": 0.1}, "batch_size": 4},
+     r"distill\.augment\.fraction"),
+    ({"augment": {"fraction": 1.0}}, r"distill\.augment\.fraction"),
+    ({"mate_kd": {"mask_prob": 0.0}}, r"distill\.mate_kd\.mask_prob"),
+    ({"mate_kd": {"generator_every": 0}}, r"distill\.mate_kd\.generator_every"),
+    ({"rift": {"temperature": 0.0}}, r"distill\.rift\.temperature"),
+    ({"adv_finetune": {"steps": 0}}, r"distill\.adv_finetune\.steps"),
+    ({"adv_finetune": {"recipe": "nope"}}, r"distill\.adv_finetune\.recipe.*deepwordbug"),
 ])
 def test_config_rejects_bad_method_knobs(distill, field):
     distill = dict(distill)
@@ -113,7 +121,7 @@ def test_config_accepts_every_method(tmp_path):
     table = tmp_path / "neighbors.json"
     table.write_text(json.dumps({"good": ["fine"]}))
     config = config_from_dict({
-        "distill": {"methods": list(METHODS), "adv_finetune_recipe": "deepwordbug"},
+        "distill": {"methods": list(METHODS), "adv_finetune": {"recipe": "deepwordbug"}},
         "attack": {"neighbors_path": str(table)},
     })
     assert config.distill.methods == tuple(METHODS)
@@ -128,7 +136,7 @@ def test_teacher_cache_request_follows_the_methods():
     assert request.layers == (2, 3, 5, 6)  # where a 4-layer student maps onto 6 teacher layers
     assert request.attention_layers == (2, 3, 5, 6)
     assert request.features
-    explicit = config_from_dict({"distill": {"methods": ["layer_kd"], "attention_loss_weight": 0.0},
+    explicit = config_from_dict({"distill": {"methods": ["layer_kd"], "layer_kd": {"attention_weight": 0.0}},
                                  "teacher": {"cache_hidden_layers": [0, 3, 6]}})
     assert teacher_cache_request(explicit, 6).kwargs() == {"layers": (0, 3, 6), "attention_layers": (), "features": False}
 
@@ -258,7 +266,7 @@ def test_layer_kd_trains_hidden_and_attention_terms(tiny_tokenizer, toy, rich_ou
     student = make_student(tiny_tokenizer.vocab_size)
     before = weights(student)
     kl_before = _attention_kl(student, rich_outputs, toy, list(range(32)))
-    cfg = replace(CFG, methods=("layer_kd",), max_steps=30, layer_kd_weight=1.0, attention_loss_weight=20.0)
+    cfg = replace(CFG, methods=("layer_kd",), max_steps=30, layer_kd=LayerKDConfig(weight=1.0, attention_weight=20.0))
     with caplog.at_level("INFO", logger="rosearch.distill"):
         result = distill(student, toy, rich_outputs, cfg, seed=0, device="cpu", log_every=10)
     assert any("(1, 1), (3, 2)" in r.getMessage() for r in caplog.records)  # attention layers 1, 3 -> teacher 1, 2
@@ -271,7 +279,7 @@ def test_rift_trains_with_cached_features(tiny_tokenizer, toy, rich_outputs):
     student = make_student(tiny_tokenizer.vocab_size)
     before = weights(student)
     plain = distill(make_student(tiny_tokenizer.vocab_size), toy, rich_outputs, CFG, seed=0, device="cpu", log_every=4)
-    result = distill(student, toy, rich_outputs, replace(CFG, methods=("rift",), rift_weight=1.0), seed=0,
+    result = distill(student, toy, rich_outputs, replace(CFG, methods=("rift",), rift=RiftConfig(weight=1.0)), seed=0,
                      device="cpu", log_every=4)
     assert all(np.isfinite(loss) for _, loss in result.loss_history)
     assert changed(before, student) and set(student.state_dict()) == set(before)
@@ -284,10 +292,10 @@ def test_methods_need_their_teacher_outputs(tiny_tokenizer, toy, rich_outputs):
         distill(make_student(tiny_tokenizer.vocab_size), toy, bare, replace(CFG, methods=("rift",)), seed=0, device="cpu")
     with pytest.raises(ValueError, match="attention term.*teacher_cache_request"):
         distill(make_student(tiny_tokenizer.vocab_size), toy, bare,
-                replace(CFG, methods=("layer_kd",), layer_kd_weight=0.0), seed=0, device="cpu")
+                replace(CFG, methods=("layer_kd",), layer_kd=LayerKDConfig(weight=0.0)), seed=0, device="cpu")
     with pytest.raises(ValueError, match="hidden-state term.*teacher_cache_request"):
         distill(make_student(tiny_tokenizer.vocab_size), toy, bare,
-                replace(CFG, methods=("layer_kd",), attention_loss_weight=0.0), seed=0, device="cpu")
+                replace(CFG, methods=("layer_kd",), layer_kd=LayerKDConfig(attention_weight=0.0)), seed=0, device="cpu")
 
 
 def _augment_inputs(tiny_tokenizer, toy, n: int = 40) -> MethodInputs:
@@ -307,7 +315,7 @@ def test_augment_draws_a_share_of_every_batch(tiny_tokenizer, toy, rich_outputs)
     inputs = _augment_inputs(tiny_tokenizer, toy)
     student = make_student(tiny_tokenizer.vocab_size)
     before = weights(student)
-    cfg = replace(CFG, methods=("augment",), augment_fraction=0.25)
+    cfg = replace(CFG, methods=("augment",), augment=AugmentConfig(fraction=0.25))
     result = distill(student, toy, rich_outputs, cfg, seed=0, device="cpu", log_every=4, method_inputs=inputs)
     assert result.method_stats["augment_examples_seen"] == 8 * 4  # 4 of every 16
     assert result.examples_per_second * result.train_seconds == pytest.approx(8 * 12)  # the clean 12
@@ -327,7 +335,8 @@ def test_no_methods_is_bit_identical_whatever_the_method_knobs(tiny_tokenizer, t
     for cfg, extra in (
         (CFG, None),
         (CFG, inputs),
-        (replace(CFG, augment_fraction=0.75, rift_weight=3.0, attention_loss_weight=5.0, layer_kd_weight=2.0), inputs),
+        (replace(CFG, augment=AugmentConfig(fraction=0.75), rift=RiftConfig(weight=3.0),
+                 layer_kd=LayerKDConfig(weight=2.0, attention_weight=5.0)), inputs),
     ):
         student = copy.deepcopy(base)
         result = distill(student, toy, rich_outputs, cfg, seed=4, device="cpu", log_every=2, method_inputs=extra)

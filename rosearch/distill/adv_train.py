@@ -2,13 +2,13 @@
 
 Adversarial fine-tuning after KD (``adv_finetune``) attacks a student once, when its decision
 boundary is already set. Here the attack runs *during* distillation: after every
-``adv_train_every`` KD steps (``adv_train_rounds`` times) the current student is attacked with
-cheap recipes (``adv_train_recipes``, taken in turn over the round's examples, each capped at
-``adv_train_query_budget`` model queries per example) on a fresh seeded sample of
-``adv_train_examples`` training texts. The successful adversarial texts join a pool, labelled
+``adv_train.every`` KD steps (``adv_train.rounds`` times) the current student is attacked with
+cheap recipes (``adv_train.recipes``, taken in turn over the round's examples, each capped at
+``adv_train.query_budget`` model queries per example) on a fresh seeded sample of
+``adv_train.examples`` training texts. The successful adversarial texts join a pool, labelled
 once by the live teacher (soft targets on the *raw* adversarial text; the hard part of the KD
 loss keeps the original label, as adversarial training does). From the first round on,
-``adv_train_fraction`` of every batch is drawn from the pool; before it, that share is filled
+``adv_train.fraction`` of every batch is drawn from the pool; before it, that share is filled
 with more clean examples, so each step sees ``batch_size`` examples and the step budget keeps
 its meaning. Later rounds attack a student that has already trained on earlier rounds' texts,
 which is what makes the training iterative (Madry et al., 2018; Morris et al., TextAttack, 2020).
@@ -41,6 +41,7 @@ from rosearch.batching import EncodedSplit, batch_indices, collate
 from rosearch.config import DistillConfig
 from rosearch.data import Example, encode_examples
 from rosearch.distill.losses import kd_loss
+from rosearch.distill.protocol import DistillMethod, MethodRun, PrepareContext, StudentContext
 from rosearch.distill.teacher import load_teacher
 from rosearch.evaluate.accuracy import predict_logits
 from rosearch.tokenizer_files import materialize_tokenizer
@@ -54,7 +55,7 @@ logger = logging.getLogger(__name__)
 
 def round_steps(cfg: DistillConfig) -> tuple[int, ...]:
     """The KD steps after which a round runs: ``every``, ``2 * every``, ... (``rounds`` of them)."""
-    return tuple(k * cfg.adv_train_every for k in range(1, cfg.adv_train_rounds + 1))
+    return tuple(k * cfg.adv_train.every for k in range(1, cfg.adv_train.rounds + 1))
 
 
 def _stream(split: EncodedSplit, size: int, rng: random.Random, bucketing: bool) -> Iterator[list[int]]:
@@ -84,9 +85,9 @@ def attack_round(
     """
     inputs.require("adv_train")
     round_seed = _round_seed(seed, round_index)
-    sample = sample_attack_examples(inputs.train_examples, cfg.adv_train_examples, round_seed)
-    attack_cfg = dataclasses.replace(inputs.attack, query_budget=cfg.adv_train_query_budget, seed=round_seed % 2**31)
-    recipes = cfg.adv_train_recipes
+    sample = sample_attack_examples(inputs.train_examples, cfg.adv_train.examples, round_seed)
+    attack_cfg = dataclasses.replace(inputs.attack, query_budget=cfg.adv_train.query_budget, seed=round_seed % 2**31)
+    recipes = cfg.adv_train.recipes
     found: list[tuple[int, Example]] = []
     stats = {"attacked": 0.0, "successful": 0.0, "skipped": 0.0, "queries": 0.0, "seconds": 0.0}
     for r, recipe in enumerate(recipes):
@@ -112,11 +113,11 @@ def attack_round(
     return [example for _, example in found], stats
 
 
-class AdversarialPool:
+class AdversarialPool(MethodRun):
     """The ``adv_train`` share of every batch: clean filler until the first round, then the pool.
 
     Built once per :func:`~rosearch.distill.trainer.distill` call; the trainer calls
-    :meth:`maybe_round` before each step and :meth:`mixed_kd` after the clean forward.
+    :meth:`before_step` (:meth:`maybe_round`) before each step and :meth:`mix` after the clean forward.
     """
 
     def __init__(
@@ -131,10 +132,10 @@ class AdversarialPool:
         self.seed = seed
         self.device = device
         self.defense = defense
-        self.batch_size = int(round(cfg.adv_train_fraction * cfg.batch_size))
+        self.batch_size = ADV_TRAIN.batch_share(cfg)
         if self.batch_size < 1:
             raise ValueError(
-                f"distill.adv_train_fraction={cfg.adv_train_fraction} of a batch of {cfg.batch_size} is no example "
+                f"distill.adv_train.fraction={cfg.adv_train.fraction} of a batch of {cfg.batch_size} is no example "
                 "(fix: a larger fraction or distill.batch_size)"
             )
         self.rounds = set(round_steps(cfg))
@@ -152,8 +153,8 @@ class AdversarialPool:
                        "label_seconds": 0.0}
         self.agree: list[bool] = []
         logger.info("adv_train: %d rounds after KD steps %s, %d training texts each (%s, <= %s queries each); "
-                    "%d of every %d batch examples from the pool", cfg.adv_train_rounds, sorted(self.rounds),
-                    cfg.adv_train_examples, "+".join(cfg.adv_train_recipes), cfg.adv_train_query_budget,
+                    "%d of every %d batch examples from the pool", cfg.adv_train.rounds, sorted(self.rounds),
+                    cfg.adv_train.examples, "+".join(cfg.adv_train.recipes), cfg.adv_train.query_budget,
                     self.batch_size, cfg.batch_size)
 
     def tokenizer(self) -> Any:
@@ -212,7 +213,10 @@ class AdversarialPool:
                 self._teacher, _ = load_teacher(self.inputs.teacher_path(), self.train.num_labels, self.device)
         return self._teacher
 
-    def mixed_kd(self, student: nn.Module, loss: Tensor, count: int) -> Tensor:
+    def before_step(self, student: nn.Module, completed_steps: int) -> None:
+        self.maybe_round(student, completed_steps)
+
+    def mix(self, student: nn.Module, loss: Tensor, count: int) -> tuple[Tensor, int]:
         """The KD loss of the whole batch: ``loss`` over ``count`` examples plus this share."""
         if self.batches is None:  # before the first hit: more clean examples, cached teacher logits
             split, indices, targets = self.train, next(self.filler), self.teacher_logits
@@ -224,7 +228,11 @@ class AdversarialPool:
         logits = student(**inputs).logits  # [Bv, C]
         part = kd_loss(logits, targets[batch["indices"]], batch["labels"], alpha=self.cfg.alpha,
                        temperature=self.cfg.temperature)
-        return (count * loss + len(indices) * part) / (count + len(indices))
+        return (count * loss + len(indices) * part) / (count + len(indices)), count + len(indices)
+
+    def mixed_kd(self, student: nn.Module, loss: Tensor, count: int) -> Tensor:
+        """:meth:`mix`'s loss alone."""
+        return self.mix(student, loss, count)[0]
 
     def close(self) -> None:
         """Release the live teacher."""
@@ -246,3 +254,29 @@ class AdversarialPool:
             "adv_train_label_seconds": self.totals["label_seconds"],
             "adv_train_seconds": self.extra_seconds,
         }
+
+
+class AdvTrain(DistillMethod):
+    """The adv_train method (:class:`~rosearch.distill.protocol.DistillMethod`)."""
+
+    name = "adv_train"
+    description = ("iterative adversarial training inside KD: every adv_train.every steps, attack the current student "
+                   "with cheap recipes on a seeded sample of training texts, label the successful adversarial texts "
+                   "with the live teacher, and draw a share of every later batch from that growing pool "
+                   "(Madry et al., ICLR 2018; Morris et al., TextAttack, 2020)")
+
+    def needs_inputs(self) -> bool:
+        return True
+
+    def prepare(self, ctx: PrepareContext) -> dict[str, Any]:
+        """The clean split's raw text, which each round samples and attacks."""
+        return {"train_examples": tuple(ctx.train_examples)}
+
+    def batch_share(self, cfg: DistillConfig) -> int:
+        return int(round(cfg.adv_train.fraction * cfg.batch_size))
+
+    def start(self, ctx: StudentContext) -> AdversarialPool:
+        return AdversarialPool(ctx.inputs, ctx.cfg, ctx.train, ctx.teacher_logits, ctx.seed, ctx.device, ctx.defense)
+
+
+ADV_TRAIN = AdvTrain()

@@ -1,12 +1,12 @@
 """``adv_finetune``: attack the distilled student, then fine-tune it on its own adversarial examples.
 
-After the KD loop, the student is attacked with ``adv_finetune_recipe`` (a real TextAttack
+After the KD loop, the student is attacked with ``adv_finetune.recipe`` (a real TextAttack
 recipe, :func:`rosearch.attack.runner.run_attack`) on a seeded sample of
-``adv_finetune_examples`` *training* examples (the dev sample stays untouched for measuring
+``adv_finetune.examples`` *training* examples (the dev sample stays untouched for measuring
 robustness). The successful adversarial texts are labelled by the live teacher once (soft
 targets; the KD loss's hard part uses the original label, as adversarial training does), and
-the student takes ``adv_finetune_steps`` AdamW steps at the constant ``adv_finetune_lr`` on
-batches of which ``adv_finetune_fraction`` are adversarial and the rest clean training examples
+the student takes ``adv_finetune.steps`` AdamW steps at the constant ``adv_finetune.lr`` on
+batches of which ``adv_finetune.fraction`` are adversarial and the rest clean training examples
 with their cached teacher logits, so the student does not drift from the clean task.
 """
 
@@ -30,6 +30,7 @@ from rosearch.config import DistillConfig
 from rosearch.data import Example, encode_examples
 from rosearch.distill.losses import NonFiniteLossError, kd_loss
 from rosearch.distill.optim import adamw
+from rosearch.distill.protocol import DistillMethod, PrepareContext, StudentContext
 from rosearch.distill.teacher import load_teacher
 from rosearch.evaluate.accuracy import predict_logits
 from rosearch.tokenizer_files import materialize_tokenizer
@@ -59,8 +60,8 @@ def adversarial_examples(
     With ``defense``, the attack queries the student through it (the texts returned are raw).
     """
     inputs.require("adv_finetune")
-    recipe = cfg.adv_finetune_recipe or inputs.attack.recipe
-    examples = sample_attack_examples(inputs.train_examples, cfg.adv_finetune_examples, seed)
+    recipe = cfg.adv_finetune.recipe or inputs.attack.recipe
+    examples = sample_attack_examples(inputs.train_examples, cfg.adv_finetune.examples, seed)
     outcome = run_attack(
         student, tokenizer, examples, inputs.attack, recipe=recipe, cache_dir=inputs.cache_dir,
         model_name="student (adv_finetune)", max_length=inputs.max_length, device=device,
@@ -98,7 +99,7 @@ def adversarial_finetune(
     ``teacher_logits`` are the cached teacher logits of ``train`` ([n, C], on ``device``).
     Leaves the student in eval mode with its gradients released; returns ``adv_*`` stats.
     Without a single successful attack there is nothing to train on: the student is returned
-    unchanged and ``adv_finetune_steps`` is 0. With ``defense`` (``train`` then already defended),
+    unchanged and its ``adv_finetune_steps`` stat is 0. With ``defense`` (``train`` then already defended),
     the attack goes through it and the adversarial texts are defended before the student sees
     them; the teacher labels the raw texts.
     """
@@ -126,20 +127,20 @@ def adversarial_finetune(
                                       train.num_labels)
     stats["adv_teacher_agrees_with_label"] = float(np.mean(adv_logits.argmax(-1).cpu().numpy() == adversarial.labels))
 
-    n_adv = int(round(cfg.adv_finetune_fraction * cfg.batch_size))
+    n_adv = int(round(cfg.adv_finetune.fraction * cfg.batch_size))
     n_clean = cfg.batch_size - n_adv
     if n_adv < 1 or n_clean < 1:
         raise ValueError(
-            f"distill.adv_finetune_fraction={cfg.adv_finetune_fraction} of a batch of {cfg.batch_size} leaves no room "
+            f"distill.adv_finetune.fraction={cfg.adv_finetune.fraction} of a batch of {cfg.batch_size} leaves no room "
             "for one of the two kinds (fix: a fraction nearer 0.5, or a larger distill.batch_size)"
         )
     clean_stream = _stream(train, n_clean, random.Random(f"{seed}:adv-clean"), cfg.length_bucketing)
     adv_stream = _stream(adversarial, n_adv, random.Random(f"{seed}:adv"), cfg.length_bucketing)
     params = [p for p in student.parameters() if p.requires_grad]
-    optimizer = adamw(params, lr=cfg.adv_finetune_lr, weight_decay=cfg.weight_decay)
+    optimizer = adamw(params, lr=cfg.adv_finetune.lr, weight_decay=cfg.weight_decay)
     student.train()
     losses: list[Tensor] = []
-    for step in range(1, cfg.adv_finetune_steps + 1):
+    for step in range(1, cfg.adv_finetune.steps + 1):
         parts = []
         for split, stream, logits in ((train, clean_stream, teacher_logits), (adversarial, adv_stream, adv_logits)):
             batch = collate(split, next(stream), device)
@@ -154,9 +155,9 @@ def adversarial_finetune(
             student.zero_grad(set_to_none=True)
             student.eval()
             raise NonFiniteLossError(
-                f"non-finite adversarial fine-tuning loss {loss.item()!r} at step {step}/{cfg.adv_finetune_steps} "
-                f"with learning rate {cfg.adv_finetune_lr:.3g}; no update was applied "
-                "(fix: lower distill.adv_finetune_lr)"
+                f"non-finite adversarial fine-tuning loss {loss.item()!r} at step {step}/{cfg.adv_finetune.steps} "
+                f"with learning rate {cfg.adv_finetune.lr:.3g}; no update was applied "
+                "(fix: lower distill.adv_finetune.lr)"
             )
         optimizer.step()
         losses.append(loss.detach())
@@ -165,10 +166,33 @@ def adversarial_finetune(
     tail = torch.stack(losses[-max(1, len(losses) // 10):]).mean().item()
     stats.update({
         "adv_examples": float(len(found)),
-        "adv_finetune_steps": float(cfg.adv_finetune_steps),
+        "adv_finetune_steps": float(cfg.adv_finetune.steps),
         "adv_finetune_final_loss": tail,
         "adv_finetune_seconds": time.perf_counter() - start,
     })
     logger.info("adv_finetune: %d adversarial + clean examples, %d steps at lr %g, final loss %.4f, %.1fs",
-                len(found), cfg.adv_finetune_steps, cfg.adv_finetune_lr, tail, stats["adv_finetune_seconds"])
+                len(found), cfg.adv_finetune.steps, cfg.adv_finetune.lr, tail, stats["adv_finetune_seconds"])
     return stats
+
+
+class AdvFinetune(DistillMethod):
+    """The adv_finetune method (:class:`~rosearch.distill.protocol.DistillMethod`)."""
+
+    name = "adv_finetune"
+    description = ("after KD, attack the student on training examples and fine-tune briefly on clean + "
+                   "successful adversarial examples with teacher soft labels (adversarial training as in "
+                   "Morris et al., TextAttack, 2020)")
+
+    def needs_inputs(self) -> bool:
+        return True
+
+    def prepare(self, ctx: PrepareContext) -> dict[str, Any]:
+        """The clean split's raw text, which the attack samples."""
+        return {"train_examples": tuple(ctx.train_examples)}
+
+    def after_training(self, ctx: StudentContext) -> dict[str, float]:
+        return adversarial_finetune(ctx.student, ctx.train, ctx.teacher_logits, ctx.cfg, ctx.inputs, seed=ctx.seed,
+                                    device=ctx.device, defense=ctx.defense)
+
+
+ADV_FINETUNE = AdvFinetune()

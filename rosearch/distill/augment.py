@@ -1,8 +1,8 @@
 """The ``augment`` method's data: the transfer set augmented with TextAttack augmenters.
 
-A seeded subset of training examples (``augment_limit``) gets ``augment_per_example`` copies
-each, the augmenters of ``augment_recipes`` taken in turn (so their shares stay equal); each
-copy changes ``augment_pct_words`` of its words (at least one). Copies identical to their
+A seeded subset of training examples (``augment.limit``) gets ``augment.per_example`` copies
+each, the augmenters of ``augment.recipes`` taken in turn (so their shares stay equal); each
+copy changes ``augment.pct_words`` of its words (at least one). Copies identical to their
 original are dropped. The teacher labels the copies with soft targets (the trainer's KD
 targets), so a copy whose change flips the meaning is still taught correctly — the reason
 augmentation belongs with distillation (TinyBERT's data augmentation works the same way).
@@ -32,11 +32,18 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
+from torch import Tensor, nn
 
 from rosearch.attack.resources import load_neighbors, prepare_textattack, require_wordnet
+from rosearch.batching import collate
 from rosearch.choices import AUGMENT_RECIPE_NAMES as AUGMENT_RECIPES  # described in distill.methods
-from rosearch.config import AttackConfig
-from rosearch.data import Example, subset_indices
+from rosearch.config import AttackConfig, DistillConfig
+from rosearch.data import Example, encode_examples, subset_indices
+from rosearch.distill.inputs import MethodInputsError
+from rosearch.distill.losses import kd_loss
+from rosearch.distill.protocol import DistillMethod, MethodRun, PrepareContext, StudentContext, batch_stream, forward
+from rosearch.distill.teacher_cache import load_or_compute_teacher_outputs
 
 logger = logging.getLogger(__name__)
 
@@ -93,12 +100,12 @@ def _check(recipes: Sequence[str], per_example: int, pct_words: float) -> None:
     if not recipes or unknown:
         raise AugmentError(
             f"augment recipes {list(recipes)} must be a non-empty list of {', '.join(AUGMENT_RECIPES)} "
-            "(fix: distill.augment_recipes)"
+            "(fix: distill.augment.recipes)"
         )
     if per_example < 1:
-        raise AugmentError(f"augment per_example must be >= 1, got {per_example} (fix: distill.augment_per_example)")
+        raise AugmentError(f"augment per_example must be >= 1, got {per_example} (fix: distill.augment.per_example)")
     if not 0.0 < pct_words <= 1.0:
-        raise AugmentError(f"augment pct_words must be in (0, 1], got {pct_words} (fix: distill.augment_pct_words)")
+        raise AugmentError(f"augment pct_words must be in (0, 1], got {pct_words} (fix: distill.augment.pct_words)")
 
 
 def build_augmenters(
@@ -294,3 +301,101 @@ def _save(path: Path, result: AugmentedExamples, *, seconds: float) -> None:
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+# --------------------------------------------------------------------------------------------
+# The method: the copies prepared once per run, a share of every batch per student
+# --------------------------------------------------------------------------------------------
+
+
+class AugmentStream(MethodRun):
+    """``augment``: the share of every batch drawn from the teacher-labelled augmented copies.
+
+    The batch keeps ``cfg.batch_size`` examples (``augment.fraction`` of them augmented) rather
+    than alternating clean and augmented batches: every step then estimates the same mixed
+    objective, the step budget keeps its meaning, and a step costs what a plain step costs.
+    Its shuffles come from their own seeded RNG.
+    """
+
+    def __init__(self, ctx: StudentContext) -> None:
+        inputs, cfg = ctx.inputs, ctx.cfg
+        self.split = inputs.augmented
+        self.cfg = cfg
+        self.device = ctx.device
+        self.batch_size = AUGMENT.batch_share(cfg)
+        if not 1 <= self.batch_size <= cfg.batch_size - 1:
+            raise ValueError(
+                f"distill.augment.fraction={cfg.augment.fraction} of a batch of {cfg.batch_size} leaves no room for "
+                "one of the two kinds (fix: a fraction nearer 0.5, or a larger distill.batch_size)"
+            )
+        self.logits = torch.as_tensor(np.asarray(inputs.augmented_outputs.logits, dtype=np.float32), device=ctx.device)
+        if tuple(self.logits.shape) != (len(self.split), self.split.num_labels):
+            raise MethodInputsError(
+                f"augmented teacher logits have shape {tuple(self.logits.shape)}, the augmented split needs "
+                f"({len(self.split)}, {self.split.num_labels}) (fix: rebuild the method inputs)"
+            )
+        self.batches = batch_stream(self.split, self.batch_size, random.Random(f"{ctx.seed}:augment"),
+                                    cfg.length_bucketing)
+        self.seen = 0
+        self.last_size = 0  # examples of the latest augmented share (an epoch's last batch may be short)
+        logger.info("augment: %d of every %d batch examples from %d augmented copies",
+                    self.batch_size, cfg.batch_size, len(self.split))
+
+    def mix(self, student: nn.Module, loss: Tensor, count: int) -> tuple[Tensor, int]:
+        """The KD loss of the whole mixed batch: the example-weighted mean of both parts."""
+        indices = next(self.batches)
+        batch = collate(self.split, indices, self.device)
+        logits = forward(student, batch, hidden=False).logits  # [Ba, C]
+        part = kd_loss(logits, self.logits[batch["indices"]], batch["labels"],
+                       alpha=self.cfg.alpha, temperature=self.cfg.temperature)
+        self.seen += len(indices)
+        self.last_size = len(indices)
+        return (count * loss + len(indices) * part) / (count + len(indices)), count + len(indices)
+
+    def stats(self) -> dict[str, float]:
+        return {"augment_examples_seen": self.seen}
+
+
+class Augment(DistillMethod):
+    """The augment method (:class:`~rosearch.distill.protocol.DistillMethod`)."""
+
+    name = "augment"
+    description = ("transfer set augmented with TextAttack augmenters (WordNet / counter-fitted neighbour swaps, "
+                   "synonym insertion, character edits), labelled by the teacher once; a share of every batch "
+                   "(Jiao et al., TinyBERT, 2020; Wei & Zou, EDA, 2019; Morris et al., TextAttack, 2020)")
+
+    def needs_inputs(self) -> bool:
+        return True
+
+    def prepare(self, ctx: PrepareContext) -> dict[str, Any]:
+        """Augmented copies (cached texts), encoded, with the teacher's logits on them (cached)."""
+        config, train = ctx.config, ctx.train
+        knobs = config.distill.augment
+        augmented = augment_examples(
+            ctx.train_examples, recipes=knobs.recipes, per_example=knobs.per_example,
+            limit=knobs.limit, pct_words=knobs.pct_words, seed=config.run.seed,
+            attack=config.attack, cache_dir=config.run.cache_dir,
+        )
+        if not augmented.examples:
+            raise MethodInputsError(
+                "augmentation produced no copy that differs from its original (fix: raise distill.augment.limit or "
+                "distill.augment.pct_words, or add augmenters to distill.augment.recipes)"
+            )
+        split = encode_examples(
+            list(augmented.examples), ctx.tokenizer, config.data.max_length,
+            f"{train.fingerprint}-augment-{augmented.key[:16]}", train.num_labels,
+        )
+        outputs = load_or_compute_teacher_outputs(
+            ctx.teacher, ctx.teacher_dir, split, layers=(), batch_size=config.teacher.eval_batch_size,
+            device=ctx.device, cache_dir=config.run.cache_dir,
+        )
+        return {"augmented": split, "augmented_outputs": outputs, "augmented_sources": augmented.sources}
+
+    def batch_share(self, cfg: DistillConfig) -> int:
+        return int(round(cfg.augment.fraction * cfg.batch_size))
+
+    def start(self, ctx: StudentContext) -> AugmentStream:
+        return AugmentStream(ctx)
+
+
+AUGMENT = Augment()

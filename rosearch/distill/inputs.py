@@ -20,10 +20,6 @@ if TYPE_CHECKING:
     from rosearch.data import Example
     from rosearch.distill.teacher_cache import TeacherOutputs
 
-# Methods whose inputs prepare_method_inputs builds; layer_kd and rift read the clean teacher outputs only.
-NEEDS_METHOD_INPUTS: frozenset[str] = frozenset({"augment", "mate_kd", "adv_finetune", "adv_train"})
-
-
 class MethodInputsError(ValueError):
     """The trainer was asked for a method whose once-per-run inputs are missing or do not fit."""
 

@@ -23,10 +23,12 @@ import torch
 from torch import Tensor, nn
 
 from rosearch.distill.losses import attention_kl_loss, uniform_layer_map
+from rosearch.distill.protocol import DistillMethod, MethodRun, StudentContext, TeacherRequest
 from rosearch.student.ops import SelfAttention
 
 if TYPE_CHECKING:
     from rosearch.batching import EncodedSplit
+    from rosearch.config import Config, DistillConfig
     from rosearch.distill.teacher_cache import TeacherOutputs
 
 logger = logging.getLogger(__name__)
@@ -105,7 +107,7 @@ class StudentAttentionProbe:
 
 
 class AttentionTerm:
-    """``attention_loss_weight`` x mean KL over mapped (student, teacher) attention layers.
+    """``layer_kd.attention_weight`` x mean KL over mapped (student, teacher) attention layers.
 
     Student attention layers pair with the cached teacher attention layers by
     :func:`~rosearch.distill.losses.uniform_layer_map` (the last student attention layer meets
@@ -117,7 +119,7 @@ class AttentionTerm:
             raise ValueError(
                 "layer_kd's attention term needs cached teacher attention, but the teacher outputs hold none "
                 "(fix: compute them with rosearch.distill.methods.teacher_cache_request(config, ...).kwargs(), or "
-                "set distill.attention_loss_weight=0)"
+                "set distill.layer_kd.attention_weight=0)"
             )
         self.probe = StudentAttentionProbe(student)
         self.pairs: list[tuple[int, int]] = []
@@ -149,3 +151,74 @@ class AttentionTerm:
             for s, t in self.pairs
         ]
         return torch.stack(losses).mean()
+
+
+# --------------------------------------------------------------------------------------------
+# The method: cached teacher layers, the hidden-state weight, the attention term per student
+# --------------------------------------------------------------------------------------------
+
+
+def layer_kd_teacher_layers(config: "Config", num_teacher_layers: int) -> tuple[int, ...]:
+    """Teacher layers layer_kd distils from: ``teacher.cache_hidden_layers`` when set, else the
+    layers the deepest student of the search space maps to (uniformly, last to last).
+
+    A shallower student then maps uniformly onto these; caching every teacher layer instead
+    would cost memory for layers no student reads.
+    """
+    explicit = config.teacher.cache_hidden_layers
+    if explicit:
+        return tuple(sorted(set(explicit)))
+    if num_teacher_layers < 1:
+        raise ValueError(f"num_teacher_layers must be >= 1, got {num_teacher_layers}")
+    deepest = max(config.search_space.num_layers)
+    return tuple(t for _, t in uniform_layer_map(deepest, tuple(range(1, num_teacher_layers + 1))))
+
+
+class LayerKDRun(MethodRun):
+    """The attention term of one distillation (the hidden-state term is the trainer's, at ``layer_kd.weight``)."""
+
+    def __init__(self, ctx: StudentContext) -> None:
+        self.weight = ctx.cfg.layer_kd.attention_weight
+        self.teacher = ctx.teacher
+        self.train = ctx.train
+        self.attention = AttentionTerm(ctx.student, ctx.teacher)
+
+    def recording(self) -> contextlib.AbstractContextManager:
+        return self.attention.recording()
+
+    def loss(self, student: nn.Module, batch: dict[str, Tensor], out: object, indices: list[int],
+             step: int) -> Tensor | None:
+        if not self.attention.active:
+            return None
+        return self.weight * self.attention.loss(self.teacher, self.train, indices, batch["attention_mask"])
+
+
+class LayerKD(DistillMethod):
+    """The layer_kd method (:class:`~rosearch.distill.protocol.DistillMethod`)."""
+
+    name = "layer_kd"
+    description = ("hidden-state MSE through learned projections + KL of head-averaged attention "
+                   "distributions on uniformly mapped layers (Jiao et al., TinyBERT, 2020; Wang et al., MiniLM, 2020)")
+
+    def teacher_request(self, config: "Config", num_teacher_layers: int) -> TeacherRequest:
+        """Hidden states for the MSE, head-averaged attention for the KL (the same layers, minus the embeddings)."""
+        knobs = config.distill.layer_kd
+        layers = layer_kd_teacher_layers(config, num_teacher_layers)
+        return TeacherRequest(layers=layers if knobs.weight > 0 else (),
+                              attention_layers=tuple(layer for layer in layers if layer > 0)
+                              if knobs.attention_weight > 0 else ())
+
+    def hidden_weight(self, cfg: "DistillConfig", teacher: "TeacherOutputs") -> float:
+        if cfg.layer_kd.weight > 0 and not teacher.layers:
+            raise ValueError(
+                "layer_kd's hidden-state term needs cached teacher hidden states, but the teacher outputs hold none "
+                "(fix: compute them with rosearch.distill.methods.teacher_cache_request(config, ...).kwargs(), or set "
+                "distill.layer_kd.weight=0)"
+            )
+        return cfg.layer_kd.weight
+
+    def start(self, ctx: StudentContext) -> LayerKDRun | None:
+        return LayerKDRun(ctx) if ctx.cfg.layer_kd.attention_weight > 0 else None
+
+
+LAYER_KD = LayerKD()

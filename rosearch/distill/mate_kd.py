@@ -9,9 +9,9 @@ vector multiplied into their word-embedding matrices: the forward pass sees real
 backward pass gives the generator the gradient of the soft relaxation.
 
 Generator (our choice, documented): a ``BertForMaskedLM`` whose embeddings and first
-``mate_kd_generator_layers`` encoder layers are copied from the teacher (so it shares the
+``mate_kd.generator_layers`` encoder layers are copied from the teacher (so it shares the
 teacher's vocabulary and lexical knowledge), with a fresh MLM transform and the decoder tied to
-the word embeddings; it is briefly MLM-trained on the transfer set (``mate_kd_pretrain_steps``)
+the word embeddings; it is briefly MLM-trained on the transfer set (``mate_kd.pretrain_steps``)
 once per run and cached, then every candidate starts from that copy. The paper uses a
 separately pre-trained masked LM; offline we have none but the teacher, and a 2-layer
 generator keeps the extra cost per step well below the teacher's.
@@ -47,7 +47,9 @@ from transformers import BertForMaskedLM
 
 from rosearch.batching import EncodedSplit, batch_indices, collate
 from rosearch.config import DistillConfig
+from rosearch.distill.inputs import MethodInputsError
 from rosearch.distill.losses import kd_loss_terms
+from rosearch.distill.protocol import DistillMethod, MethodRun, PrepareContext, StudentContext
 from rosearch.distill.teacher import load_teacher, teacher_fingerprint
 
 if TYPE_CHECKING:
@@ -156,8 +158,8 @@ def _generator_logits(generator: "BertForMaskedLM", batch: dict[str, Tensor], po
 
 def generator_key(teacher_fp: str, train: EncodedSplit, cfg: DistillConfig, seed: int) -> str:
     blob = json.dumps({
-        "format": _FORMAT, "teacher": teacher_fp, "train": train.fingerprint, "layers": cfg.mate_kd_generator_layers,
-        "steps": cfg.mate_kd_pretrain_steps, "mask_prob": cfg.mate_kd_mask_prob, "batch_size": cfg.batch_size,
+        "format": _FORMAT, "teacher": teacher_fp, "train": train.fingerprint, "layers": cfg.mate_kd.generator_layers,
+        "steps": cfg.mate_kd.pretrain_steps, "mask_prob": cfg.mate_kd.mask_prob, "batch_size": cfg.batch_size,
         "lr": PRETRAIN_LR, "seed": seed,
     }, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:24]
@@ -186,10 +188,10 @@ def load_or_pretrain_generator(
         logger.info("mate_kd: generator cache hit %s", final)
         return final
     device = torch.device(device)
-    generator = build_generator(teacher, cfg.mate_kd_generator_layers).to(device)
+    generator = build_generator(teacher, cfg.mate_kd.generator_layers).to(device)
     start = time.perf_counter()
     accuracy = _pretrain(generator, train, cfg, special_token_ids, mask_token_id, seed, device)
-    info = {"steps": cfg.mate_kd_pretrain_steps, "mlm_accuracy_last_10pct": accuracy,
+    info = {"steps": cfg.mate_kd.pretrain_steps, "mlm_accuracy_last_10pct": accuracy,
             "seconds": round(time.perf_counter() - start, 2), "layers": generator.config.num_hidden_layers}
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent))
@@ -216,7 +218,7 @@ def _pretrain(
 
     Returns the masked-token accuracy over the last ~10% of steps (nan with 0 steps).
     """
-    steps = cfg.mate_kd_pretrain_steps
+    steps = cfg.mate_kd.pretrain_steps
     if steps == 0:
         return float("nan")
     rng = random.Random(seed)
@@ -234,7 +236,7 @@ def _pretrain(
             if not order:
                 order = batch_indices(train.lengths, cfg.batch_size, shuffle=True, rng=rng, bucketing=True)[::-1]
             batch = collate(train, order.pop(), device)
-            positions = choose_positions(batch["input_ids"], batch["attention_mask"], cfg.mate_kd_mask_prob, special, masks)
+            positions = choose_positions(batch["input_ids"], batch["attention_mask"], cfg.mate_kd.mask_prob, special, masks)
             if not bool(positions.any()):
                 continue
             logits = _generator_logits(generator, batch, positions, mask_token_id, special)  # [M, V]
@@ -256,11 +258,11 @@ def _pretrain(
 # --------------------------------------------------------------------------------------------
 
 
-class MateKD:
+class MateKD(MethodRun):
     """MATE-KD's state during one distillation: live teacher, generator and its optimizer.
 
-    Each student step calls :meth:`student_loss`; at the start of every
-    ``mate_kd_generator_every`` steps, ``mate_kd_generator_steps`` generator updates maximise
+    Each student step calls :meth:`loss` (``mate_kd.weight`` x :meth:`student_loss`); at the start of every
+    ``mate_kd.generator_every`` steps, ``mate_kd.generator_steps`` generator updates maximise
     the teacher-student divergence on the current batch first (the student in eval mode, its
     weights untouched). The student's term is the soft KD loss ``T²·KL(p_t ‖ p_s)`` on a fresh
     rewrite of the batch, the teacher's soft labels as targets (a rewrite may flip the label,
@@ -277,7 +279,7 @@ class MateKD:
         self.generator = BertForMaskedLM.from_pretrained(inputs.generator_path()).to(device).eval()
         self.special = torch.tensor(inputs.special_token_ids, dtype=torch.long, device=device)
         self.mask_token_id = int(inputs.mask_token_id)
-        self.optimizer = torch.optim.AdamW(self.generator.parameters(), lr=cfg.mate_kd_generator_lr, weight_decay=0.0)
+        self.optimizer = torch.optim.AdamW(self.generator.parameters(), lr=cfg.mate_kd.generator_lr, weight_decay=0.0)
         self.rng = torch.Generator(device=device).manual_seed(seed + 7919)  # masks and Gumbel noise
         self.divergences: list[float] = []
         self.changed = 0
@@ -291,12 +293,12 @@ class MateKD:
 
     def _update_generator(self, student: nn.Module, batch: dict[str, Tensor]) -> None:
         """One maximisation step: minimise -T²·KL(teacher ‖ student) on a differentiable rewrite."""
-        positions = choose_positions(batch["input_ids"], batch["attention_mask"], self.cfg.mate_kd_mask_prob,
+        positions = choose_positions(batch["input_ids"], batch["attention_mask"], self.cfg.mate_kd.mask_prob,
                                      self.special, self.rng)
         if not bool(positions.any()):
             return
         logits = _generator_logits(self.generator, batch, positions, self.mask_token_id, self.special)  # [M, V]
-        one_hot = gumbel_softmax_st(logits, self.cfg.mate_kd_gumbel_temperature, self.rng)  # [M, V]
+        one_hot = gumbel_softmax_st(logits, self.cfg.mate_kd.gumbel_temperature, self.rng)  # [M, V]
         ids = batch["input_ids"].masked_scatter(positions, one_hot.argmax(dim=-1).detach())  # [B, T]
         was_training = student.training
         student.eval()
@@ -321,11 +323,11 @@ class MateKD:
 
     def student_loss(self, student: nn.Module, batch: dict[str, Tensor], step: int) -> Tensor:
         """The student's KD term on a generator rewrite of ``batch`` (after any generator updates due)."""
-        if (step - 1) % self.cfg.mate_kd_generator_every == 0:
-            for _ in range(self.cfg.mate_kd_generator_steps):
+        if (step - 1) % self.cfg.mate_kd.generator_every == 0:
+            for _ in range(self.cfg.mate_kd.generator_steps):
                 self._update_generator(student, batch)
         with torch.no_grad():
-            positions = choose_positions(batch["input_ids"], batch["attention_mask"], self.cfg.mate_kd_mask_prob,
+            positions = choose_positions(batch["input_ids"], batch["attention_mask"], self.cfg.mate_kd.mask_prob,
                                          self.special, self.rng)
             ids = batch["input_ids"]
             if bool(positions.any()):
@@ -338,6 +340,10 @@ class MateKD:
         s_logits = student(**self._inputs(batch, ids)).logits  # [B, C]
         return kd_loss_terms(s_logits, t_logits, batch["labels"], alpha=1.0, temperature=self.cfg.temperature)["soft"]
 
+    def loss(self, student: nn.Module, batch: dict[str, Tensor], out: Any, indices: list[int], step: int) -> Tensor:
+        """``mate_kd.weight`` x the student's term on a rewrite of the clean batch."""
+        return self.cfg.mate_kd.weight * self.student_loss(student, batch, step)
+
     def stats(self) -> dict[str, Any]:
         tail = self.divergences[-max(1, len(self.divergences) // 10):] if self.divergences else []
         return {
@@ -345,3 +351,41 @@ class MateKD:
             "mate_kd_divergence_last_10pct": sum(tail) / len(tail) if tail else math.nan,
             "mate_kd_changed_token_share": self.changed / self.rewritten if self.rewritten else math.nan,
         }
+
+
+class MateKDMethod(DistillMethod):
+    """The mate_kd method (:class:`~rosearch.distill.protocol.DistillMethod`)."""
+
+    name = "mate_kd"
+    description = ("masked-LM generator rewrites masked tokens to maximise teacher-student divergence "
+                   "(Gumbel-softmax, straight-through), student distils on clean and perturbed text "
+                   "(Rashid et al., MATE-KD, ACL 2021)")
+
+    def needs_inputs(self) -> bool:
+        return True
+
+    def prepare(self, ctx: PrepareContext) -> dict[str, Any]:
+        """The MLM-adapted generator (cached under ``mate_kd/<key>/``) and the tokens it must not touch."""
+        config, tokenizer = ctx.config, ctx.tokenizer
+        generator_dir = load_or_pretrain_generator(
+            ctx.teacher, ctx.teacher_dir, ctx.train, config.distill, special_token_ids=tuple(tokenizer.all_special_ids),
+            mask_token_id=_mask_token_id(tokenizer), seed=config.run.seed, device=ctx.device,
+            cache_dir=config.run.cache_dir,
+        )
+        return {"generator_dir": str(generator_dir), "special_token_ids": tuple(sorted(set(tokenizer.all_special_ids))),
+                "mask_token_id": _mask_token_id(tokenizer)}
+
+    def start(self, ctx: StudentContext) -> MateKD:
+        return MateKD(ctx.inputs, ctx.cfg, ctx.train.num_labels, ctx.seed, ctx.device)
+
+
+def _mask_token_id(tokenizer: Any) -> int:
+    if tokenizer.mask_token_id is None:
+        raise MethodInputsError(
+            f"mate_kd needs a tokenizer with a mask token, {type(tokenizer).__name__} has none "
+            "(fix: use a BERT-family teacher, or drop mate_kd from distill.methods)"
+        )
+    return int(tokenizer.mask_token_id)
+
+
+MATE_KD = MateKDMethod()

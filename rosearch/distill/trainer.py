@@ -6,15 +6,13 @@ cost. The teacher's logits (and, for the TinyBERT-style layer losses, its hidden
 attention; for RIFT, its features) come from the on-disk cache and are gathered by each
 batch's example indices.
 
-Robust variants are options of this same loop (``cfg.methods``; see
-:mod:`rosearch.distill.methods`): ``augment`` draws a share of every batch from the augmented
-transfer set, ``layer_kd`` and ``rift`` add loss terms on the clean batch, ``mate_kd`` adds a
-KD term on generator-perturbed text (the only method that runs the teacher live), and
-``adv_finetune`` attacks the trained student and fine-tunes it briefly at the end, and
-``adv_train`` attacks it every few steps during KD and mixes its adversarial texts into the
-batches (:mod:`rosearch.distill.adv_train`). With
-``methods=()`` the loop is exactly the plain KD loop: same batches, same random draws, same
-weights.
+Robust variants are options of this same loop (``cfg.methods``): each is a
+:class:`~rosearch.distill.protocol.DistillMethod` of the registry in :mod:`rosearch.distill.methods`,
+and the loop calls its hooks at fixed points — a share of every batch (``augment``,
+``adv_train``), an extra loss term on the clean batch (``layer_kd``'s attention, ``rift``,
+``mate_kd``), a step before each step (``adv_train``'s attack rounds), work after the loop
+(``adv_finetune``). With ``methods=()`` the loop is exactly the plain KD loop: same batches, same
+random draws, same weights.
 """
 
 from __future__ import annotations
@@ -24,7 +22,7 @@ import logging
 import math
 import random
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -33,16 +31,13 @@ import torch
 from torch import Tensor, nn
 from transformers import get_linear_schedule_with_warmup
 
-from rosearch.batching import EncodedSplit, batch_indices, collate
+from rosearch.batching import EncodedSplit, collate
 from rosearch.config import DistillConfig
-from rosearch.distill.adv_train import AdversarialPool
-from rosearch.distill.adversarial import adversarial_finetune
-from rosearch.distill.inputs import NEEDS_METHOD_INPUTS, MethodInputsError
-from rosearch.distill.layer_kd import AttentionTerm
+from rosearch.distill.inputs import MethodInputsError
 from rosearch.distill.losses import NonFiniteLossError, hidden_mse_loss, kd_loss, uniform_layer_map
-from rosearch.distill.mate_kd import MateKD
+from rosearch.distill.methods import methods_in_order
 from rosearch.distill.optim import adamw
-from rosearch.distill.rift import RiftTerm
+from rosearch.distill.protocol import MethodRun, StudentContext, batch_stream, forward
 
 if TYPE_CHECKING:
     from rosearch.defense.pipeline import Defense
@@ -123,14 +118,14 @@ def distill(
         )
     if log_every is not None and log_every < 1:
         raise ValueError(f"log_every must be >= 1, got {log_every}")
-    for method in cfg.methods:
-        if method in NEEDS_METHOD_INPUTS:
+    for method in methods_in_order(cfg.methods):
+        if method.needs_inputs():
             if method_inputs is None:
                 raise MethodInputsError(
-                    f"distill.methods has {method!r}, which needs method inputs, but none were given "
+                    f"distill.methods has {method.name!r}, which needs method inputs, but none were given "
                     "(fix: pass method_inputs=prepare_method_inputs(config, ...))"
                 )
-            method_inputs.require(method)
+            method_inputs.require(method.name)
     max_steps = cfg.max_steps
     log_every = log_every or max(1, max_steps // 20)
     device = torch.device(device)
@@ -144,58 +139,7 @@ def distill(
 
 def _batches(train: EncodedSplit, batch_size: int, cfg: DistillConfig, rng: random.Random) -> Iterator[list[int]]:
     """Endless stream of batch index lists; each pass over the data is a fresh shuffle."""
-    while True:
-        yield from batch_indices(train.lengths, batch_size, shuffle=True, rng=rng, bucketing=cfg.length_bucketing)
-
-
-class _AugmentStream:
-    """``augment``: the share of every batch drawn from the teacher-labelled augmented copies.
-
-    The batch keeps ``cfg.batch_size`` examples (``augment_fraction`` of them augmented) rather
-    than alternating clean and augmented batches: every step then estimates the same mixed
-    objective, the step budget keeps its meaning, and a step costs what a plain step costs.
-    Its shuffles come from their own seeded RNG.
-    """
-
-    def __init__(self, inputs: "MethodInputs", cfg: DistillConfig, seed: int, device: torch.device) -> None:
-        self.split = inputs.augmented
-        self.cfg = cfg
-        self.device = device
-        self.batch_size = int(round(cfg.augment_fraction * cfg.batch_size))
-        if not 1 <= self.batch_size <= cfg.batch_size - 1:
-            raise ValueError(
-                f"distill.augment_fraction={cfg.augment_fraction} of a batch of {cfg.batch_size} leaves no room for "
-                "one of the two kinds (fix: a fraction nearer 0.5, or a larger distill.batch_size)"
-            )
-        self.logits = torch.as_tensor(np.asarray(inputs.augmented_outputs.logits, dtype=np.float32), device=device)
-        if tuple(self.logits.shape) != (len(self.split), self.split.num_labels):
-            raise MethodInputsError(
-                f"augmented teacher logits have shape {tuple(self.logits.shape)}, the augmented split needs "
-                f"({len(self.split)}, {self.split.num_labels}) (fix: rebuild the method inputs)"
-            )
-        self.batches = _batches(self.split, self.batch_size, cfg, random.Random(f"{seed}:augment"))
-        self.seen = 0
-        self.last_size = 0  # examples of the latest augmented share (an epoch's last batch may be short)
-        logger.info("augment: %d of every %d batch examples from %d augmented copies",
-                    self.batch_size, cfg.batch_size, len(self.split))
-
-    def mixed_kd(self, student: nn.Module, clean_loss: Tensor, clean_count: int) -> Tensor:
-        """The KD loss of the whole mixed batch: the example-weighted mean of both parts."""
-        indices = next(self.batches)
-        batch = collate(self.split, indices, self.device)
-        logits = _forward(student, batch, hidden=False).logits  # [Ba, C]
-        loss = kd_loss(logits, self.logits[batch["indices"]], batch["labels"],
-                       alpha=self.cfg.alpha, temperature=self.cfg.temperature)
-        self.seen += len(indices)
-        self.last_size = len(indices)
-        return (clean_count * clean_loss + len(indices) * loss) / (clean_count + len(indices))
-
-
-def _forward(student: nn.Module, batch: dict[str, Tensor], hidden: bool) -> Any:
-    inputs = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
-    if "token_type_ids" in batch:
-        inputs["token_type_ids"] = batch["token_type_ids"]
-    return student(**inputs, output_hidden_states=hidden)
+    return batch_stream(train, batch_size, rng, cfg.length_bucketing)
 
 
 def _layer_projections(
@@ -216,7 +160,7 @@ def _layer_projections(
         )
     student.eval()
     with torch.no_grad():
-        states = _forward(student, batch, hidden=True).hidden_states  # L+1 x [B, T, Hs]
+        states = forward(student, batch, hidden=True).hidden_states  # L+1 x [B, T, Hs]
     student.train()
     if states is None:
         raise ValueError(
@@ -235,17 +179,6 @@ def _optimizer(modules: list[nn.Module], cfg: DistillConfig) -> torch.optim.Adam
     return adamw((p for m in modules for p in m.parameters()), lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
 
 
-def _student_width(student: nn.Module, batch: dict[str, Tensor]) -> int:
-    """Width of the student's last hidden state, from one no-grad eval-mode forward."""
-    student.eval()
-    with torch.no_grad():
-        states = _forward(student, batch, hidden=True).hidden_states
-    student.train()
-    if states is None:
-        raise ValueError(f"student {type(student).__name__} returned no hidden_states; rift needs them")
-    return int(states[-1].shape[-1])
-
-
 def _train(
     student: nn.Module,
     train: EncodedSplit,
@@ -260,41 +193,38 @@ def _train(
     defense: "Defense | None" = None,
 ) -> DistillResult:
     max_steps = cfg.max_steps
-    methods = set(cfg.methods)
+    units = methods_in_order(cfg.methods)
     student.to(device)
     student.train()
     # a copy: the cache hands read-only (shared or memory-mapped) arrays, which torch warns about and must not write to
     teacher_logits = torch.tensor(np.asarray(teacher.logits, dtype=np.float32), device=device)  # [n, C]
-    augment = _AugmentStream(method_inputs, cfg, seed, device) if "augment" in methods else None
-    adversarial = None
-    if "adv_train" in methods:
-        adversarial = AdversarialPool(method_inputs, cfg, train, teacher_logits, seed, device, defense)
-    shares = (augment.batch_size if augment else 0) + (adversarial.batch_size if adversarial else 0)
+    shares = sum(unit.batch_share(cfg) for unit in units)
     if cfg.batch_size - shares < 1:
+        named = " and ".join(f"distill.{unit.name}.fraction" for unit in units if unit.batch_share(cfg))
         raise ValueError(
-            f"distill.augment_fraction and distill.adv_train_fraction take {shares} of a batch of {cfg.batch_size}, "
+            f"{named} take {shares} of a batch of {cfg.batch_size}, "
             "leaving no clean example (fix: smaller fractions, or a larger distill.batch_size)"
         )
     batches = _batches(train, cfg.batch_size - shares, cfg, rng)
 
-    hidden_weight = cfg.layer_kd_weight if "layer_kd" in methods else cfg.hidden_loss_weight
+    hidden_weight = cfg.hidden_loss_weight
+    for unit in units:
+        taken = unit.hidden_weight(cfg, teacher)
+        hidden_weight = hidden_weight if taken is None else taken
     use_hidden = hidden_weight > 0
     first = next(batches)
     pairs: list[tuple[int, int]] = []
     projections = nn.ModuleList()
-    if use_hidden and "layer_kd" in methods and not teacher.layers:
-        raise ValueError(
-            "layer_kd's hidden-state term needs cached teacher hidden states, but the teacher outputs hold none "
-            "(fix: compute them with rosearch.distill.methods.teacher_cache_request(config, ...).kwargs(), or set "
-            "distill.layer_kd_weight=0)"
-        )
     if use_hidden:
         pairs, projections = _layer_projections(student, collate(train, first, device), teacher, device)
         logger.info("hidden-state loss on (student, teacher) layer pairs %s", pairs)
     projections.train()
-    terms = _MethodTerms(student, train, teacher, cfg, method_inputs, collate(train, first, device), seed, device)
+    ctx = StudentContext(student=student, train=train, teacher=teacher, teacher_logits=teacher_logits, cfg=cfg,
+                         inputs=method_inputs, first_batch=collate(train, first, device), seed=seed, device=device,
+                         defense=defense)
+    runs = _Runs(unit.start(ctx) for unit in units)
 
-    optimizer = _optimizer([student, projections, *terms.modules], cfg)
+    optimizer = _optimizer([student, projections, *runs.modules()], cfg)
     scheduler = get_linear_schedule_with_warmup(
         optimizer, num_warmup_steps=int(round(cfg.warmup_ratio * max_steps)), num_training_steps=max_steps
     )
@@ -306,22 +236,16 @@ def _train(
     start = time.perf_counter()
 
     for step in range(1, max_steps + 1):
-        if adversarial is not None:
-            adversarial.maybe_round(student, step - 1)
+        runs.before_step(student, step - 1)
         indices = first if step == 1 else next(batches)
         batch = collate(train, indices, device)
-        with terms.recording():
-            out = _forward(student, batch, hidden=use_hidden or terms.needs_hidden)
+        with runs.recording():
+            out = forward(student, batch, hidden=use_hidden or runs.needs_hidden())
         loss = kd_loss(
             out.logits, teacher_logits[batch["indices"]], batch["labels"],
             alpha=cfg.alpha, temperature=cfg.temperature,
         )
-        count = len(indices)
-        if augment is not None:
-            loss = augment.mixed_kd(student, loss, count)
-            count += augment.last_size
-        if adversarial is not None:
-            loss = adversarial.mixed_kd(student, loss, count)
+        loss = runs.mix(student, loss, len(indices))
         if use_hidden:
             mask = batch["attention_mask"]  # [B, T]
             layer_losses = [
@@ -334,8 +258,9 @@ def _train(
                 for (s, t), proj in zip(pairs, projections)
             ]
             loss = loss + hidden_weight * torch.stack(layer_losses).mean()
-        if terms.active:
-            loss = loss + terms.loss(student, batch, out, indices, step)
+        extra = runs.loss(student, batch, out, indices, step)
+        if extra is not None:
+            loss = loss + extra
 
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -364,23 +289,18 @@ def _train(
 
     per_step = losses.cpu().numpy()  # syncs: the timing below covers all queued work
     seconds = time.perf_counter() - start
-    kd_seconds = seconds - (adversarial.extra_seconds if adversarial is not None else 0.0)
+    kd_seconds = seconds - runs.extra_seconds()
     tail = max(1, math.ceil(0.1 * max_steps))
     student.zero_grad(set_to_none=True)
     student.eval()
-    stats = terms.stats()
-    if augment is not None:
-        stats["augment_examples_seen"] = augment.seen
-    if adversarial is not None:
-        adversarial.close()
-        stats.update(adversarial.stats())
-    del terms, augment, adversarial  # MATE-KD's live teacher and generator go before any fine-tuning
+    stats = runs.close()  # MATE-KD's live teacher and generator go before any fine-tuning
     total_seconds = seconds
-    if "adv_finetune" in methods:
-        stats["kd_seconds"] = seconds
-        stats.update(adversarial_finetune(student, train, teacher_logits, cfg, method_inputs, seed=seed, device=device,
-                                          defense=defense))
-        total_seconds = time.perf_counter() - start
+    for unit in units:
+        more = unit.after_training(ctx)
+        if more is not None:
+            stats.setdefault("kd_seconds", seconds)
+            stats.update(more)
+            total_seconds = time.perf_counter() - start
     return DistillResult(
         steps=max_steps,
         train_seconds=total_seconds,
@@ -391,53 +311,59 @@ def _train(
     )
 
 
-class _MethodTerms:
-    """The extra loss terms of ``layer_kd`` (attention), ``rift`` and ``mate_kd`` on the clean batch.
+class _Runs:
+    """The methods started for one distillation; each hook runs on all of them, in registry order.
 
-    Built once per run; ``modules`` are their trainable parts (RIFT's projection), optimised
-    with the student and dropped afterwards. With none of these methods it is inert.
+    The order matters for bit-identical results: batch shares are drawn, and extra loss terms
+    summed, in the order of :data:`rosearch.distill.methods.REGISTRY`.
     """
 
-    def __init__(
-        self, student: nn.Module, train: EncodedSplit, teacher: "TeacherOutputs", cfg: DistillConfig,
-        inputs: "MethodInputs | None", first_batch: dict[str, Tensor], seed: int, device: torch.device,
-    ) -> None:
-        methods = set(cfg.methods)
-        self.cfg = cfg
-        self.train = train
-        self.teacher = teacher
-        self.device = device
-        self.attention = None
-        self.rift = None
-        self.mate = None
-        if "layer_kd" in methods and cfg.attention_loss_weight > 0:
-            self.attention = AttentionTerm(student, teacher)
-        if "rift" in methods:
-            self.rift = RiftTerm(_student_width(student, first_batch), teacher, cfg.rift_temperature, device)
-        if "mate_kd" in methods:
-            self.mate = MateKD(inputs, cfg, train.num_labels, seed, device)
-        self.modules: list[nn.Module] = [self.rift.projection] if self.rift is not None else []
-        self.needs_hidden = self.rift is not None
-        self.active = (self.attention is not None and self.attention.active) or self.rift is not None or (
-            self.mate is not None
-        )
+    def __init__(self, runs: Iterable[MethodRun | None]) -> None:
+        self.runs = [run for run in runs if run is not None]
 
-    def recording(self) -> contextlib.AbstractContextManager:
-        """Around the clean forward: captures the student's attention when layer_kd needs it."""
-        return self.attention.recording() if self.attention is not None else contextlib.nullcontext()
+    def modules(self) -> list[nn.Module]:
+        return [module for run in self.runs for module in run.modules]
 
-    def loss(self, student: nn.Module, batch: dict[str, Tensor], out: Any, indices: list[int], step: int) -> Tensor:
-        """The weighted sum of the active terms for this step's clean batch."""
-        mask = batch["attention_mask"]  # [B, T]
-        total = torch.zeros((), device=self.device)
-        if self.attention is not None and self.attention.active:
-            total = total + self.cfg.attention_loss_weight * self.attention.loss(self.teacher, self.train, indices, mask)
-        if self.rift is not None:
-            features = self.teacher.features_batch(indices, device=self.device)  # [B, Ht]
-            total = total + self.cfg.rift_weight * self.rift.loss(out.hidden_states[-1], mask, features, batch["labels"])
-        if self.mate is not None:
-            total = total + self.cfg.mate_kd_weight * self.mate.student_loss(student, batch, step)
+    def needs_hidden(self) -> bool:
+        return any(run.needs_hidden for run in self.runs)
+
+    def extra_seconds(self) -> float:
+        return sum(run.extra_seconds for run in self.runs)
+
+    def before_step(self, student: nn.Module, completed_steps: int) -> None:
+        for run in self.runs:
+            run.before_step(student, completed_steps)
+
+    @contextlib.contextmanager
+    def recording(self) -> Iterator[None]:
+        with contextlib.ExitStack() as stack:
+            for run in self.runs:
+                stack.enter_context(run.recording())
+            yield
+
+    def mix(self, student: nn.Module, loss: Tensor, count: int) -> Tensor:
+        """The KD loss of the whole batch, each method's share mixed in."""
+        for run in self.runs:
+            loss, count = run.mix(student, loss, count)
+        return loss
+
+    def loss(self, student: nn.Module, batch: dict[str, Tensor], out: Any, indices: list[int],
+             step: int) -> Tensor | None:
+        """The sum of the methods' extra terms on the clean batch (None: there are none)."""
+        terms = [term for term in (run.loss(student, batch, out, indices, step) for run in self.runs)
+                 if term is not None]
+        if not terms:
+            return None
+        total = torch.zeros((), device=terms[0].device)
+        for term in terms:
+            total = total + term
         return total
 
-    def stats(self) -> dict[str, float]:
-        return self.mate.stats() if self.mate is not None else {}
+    def close(self) -> dict[str, float]:
+        """Every method's stats; then each is closed and dropped (its live models with it)."""
+        stats: dict[str, float] = {}
+        for run in self.runs:
+            stats.update(run.stats())
+            run.close()
+        self.runs = []
+        return stats
