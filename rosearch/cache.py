@@ -1,14 +1,16 @@
 """Content-keyed disk caches: one key scheme, one entry layout, atomic publishing, forgiving reads.
 
-Every expensive product a run reuses lives under ``run.cache_dir`` as an *entry* of a *kind*
-(:class:`CacheKind`): its folder and its format version. An entry's name is a prefix of its
+Every expensive product a run reuses (tokenised splits, teacher outputs, the MATE-KD generator,
+augmented copies, the adversarial proxy set) lives under ``run.cache_dir`` as an *entry* of a
+*kind* (:class:`CacheKind`): its folder and its format version. An entry's name is a prefix of its
 key, a hash of a JSON description of everything that decides its content, the format version
 included, so changing an input or bumping a version simply misses. Entries are written to a
 temporary sibling and renamed into place, so a crash or a concurrent writer never leaves a half
 entry where a reader looks; a missing, corrupt or stale entry reads as a miss, never a crash.
 
 The callers keep only what is theirs: what goes in the key and how the payload is serialised.
-This module is a leaf (standard library only), so any layer may use it.
+The NLTK data written for TextAttack (:mod:`rosearch.attack.resources`) uses only the atomic
+writes. This module is a leaf (standard library only), so any layer may use it.
 """
 
 from __future__ import annotations
@@ -53,7 +55,7 @@ class CacheKind:
 
     folder: str
     version: int
-    name_chars: int = 24  # key characters in an entry's name (the stored key is checked in full)
+    name_chars: int = 24  # key characters in an entry's name (a read checks the key stored inside)
 
     def key(self, description: Mapping[str, Any]) -> str:
         """sha256 hex of ``description`` plus the format version (stable across processes)."""
@@ -82,7 +84,8 @@ def content_key(version: int, description: Mapping[str, Any]) -> str:
     """sha256 hex of the canonical JSON of ``description`` with ``"format": version`` added.
 
     Canonical: sorted keys, non-ASCII kept as is; tuples hash like lists. A description that is
-    not JSON-able raises ``TypeError``: a key must not depend on ``repr``.
+    not JSON-able raises ``TypeError``: a key must not depend on ``repr``. This is the scheme
+    each cache used on its own before, so keys (and the entry names made of them) carry over.
     """
     if "format" in description:
         raise ValueError("a cache description must not hold a 'format' field: the kind's version goes there")
