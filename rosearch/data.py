@@ -16,12 +16,9 @@ import io
 import itertools
 import json
 import logging
-import os
 import random
 import time
 import types
-import uuid
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, Mapping, Sequence
@@ -29,6 +26,7 @@ from typing import Any, Literal, Mapping, Sequence
 import numpy as np
 
 from rosearch.batching import EncodedSplit
+from rosearch.cache import TOKENISED_SPLITS, StaleEntry, atomic_file, read_entry
 from rosearch.config import DataConfig
 from rosearch.errors import UserError
 
@@ -37,8 +35,6 @@ logger = logging.getLogger(__name__)
 Split = Literal["train", "dev"]
 SPLITS: tuple[str, ...] = ("train", "dev")
 
-# Bump when the encoding below changes, so that old cache files are not reused.
-_CACHE_FORMAT = 1
 _ENCODE_BATCH = 1000
 
 
@@ -392,44 +388,25 @@ def subset_indices(n: int, limit: int | None, seed: int) -> list[int] | None:
 
 
 def _cache_path(cache_dir: str | Path, task: str, split: str, fingerprint: str) -> Path:
-    return Path(cache_dir) / "data" / f"{task}-{split}-{fingerprint[:16]}.npz"
+    return TOKENISED_SPLITS.entry(cache_dir, fingerprint, label=f"{task}-{split}", suffix=".npz")
 
 
-def _load_cached(path: Path, fingerprint: str, labels: np.ndarray) -> EncodedSplit | None:
-    """The cached split at ``path``, or None when absent, corrupt or not matching."""
-    if not path.is_file():
-        return None
-    try:
-        cached = EncodedSplit.load(path)
-    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as err:
-        logger.warning("data: cache file %s is unreadable (%s: %s); re-tokenising", path, type(err).__name__, err)
-        return None
+def _load_cached(path: Path, fingerprint: str, labels: np.ndarray) -> EncodedSplit:
+    """The cached split at ``path``; :class:`StaleEntry` when it is another key's or other labels'."""
+    cached = EncodedSplit.load(path)
     if cached.fingerprint != fingerprint or not np.array_equal(cached.labels, labels):
-        logger.warning("data: cache file %s does not match its key or labels; re-tokenising", path)
-        return None
+        raise StaleEntry("it does not match its key or labels")
     return cached
-
-
-def _save_atomically(split: EncodedSplit, path: Path) -> None:
-    """Write via a per-process temporary name so concurrent runs never see a partial file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"{path.stem}.{os.getpid()}-{uuid.uuid4().hex[:8]}.partial.npz")
-    try:
-        split.save(tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def split_fingerprint(
     tokenizer_fp: str, task: str, split: str, max_length: int, limit: int | None, seed: int | None, source: str
 ) -> str:
     """The key of an encoded split; ``seed`` only matters (and only counts) when a subset is taken."""
-    key = {
-        "format": _CACHE_FORMAT, "tokenizer": tokenizer_fp, "task": task, "split": split,
+    return TOKENISED_SPLITS.key({
+        "tokenizer": tokenizer_fp, "task": task, "split": split,
         "max_length": max_length, "limit": limit, "seed": seed if limit is not None else None, "source": source,
-    }
-    return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()
+    })
 
 
 def load_split(
@@ -455,12 +432,13 @@ def load_split(
     )
     path = _cache_path(cache_dir, data.task, split, fingerprint)
     labels = np.array([e.label for e in examples], dtype=np.int64)
-    cached = _load_cached(path, fingerprint, labels)
+    cached = read_entry(path, lambda p: _load_cached(p, fingerprint, labels), what=f"data: {data.task}/{split}", log=logger)
     if cached is not None:
         logger.info("data: %s/%s: cache hit %s", data.task, split, path)
         return examples, cached
     logger.info("data: %s/%s: cache miss, tokenising to %s", data.task, split, path)
     encoded = encode_examples(examples, tokenizer, data.max_length, fingerprint, spec.num_labels)
-    _save_atomically(encoded, path)
+    with atomic_file(path) as tmp:
+        encoded.save(tmp)
     return examples, encoded
 

@@ -120,6 +120,7 @@ def reachable(graph: dict[str, set[str]], start: str) -> set[str]:
 def test_leaf_modules_import_no_other_rosearch_module():
     graph = import_graph()
     assert graph["rosearch.errors"] == set()
+    assert graph["rosearch.cache"] == set()
     assert graph["rosearch.choices"] == set()
     assert graph["rosearch.config"] <= {"rosearch.errors", "rosearch.choices"}
 

@@ -230,6 +230,18 @@ def test_cache_with_fewer_layers_is_extended(teacher, tiny_teacher_dir, tiny_tok
     assert counting.calls == 3 and len(list((tmp_path / CACHE_SUBDIR).iterdir())) == 2
 
 
+def test_corrupt_cache_metadata_is_recomputed(teacher, tiny_teacher_dir, tiny_tokenizer, tmp_path):
+    split = toy_split(tiny_tokenizer, 5, seed=6)
+    counting = CountingModel(teacher)
+    kwargs = dict(layers=(1,), batch_size=8, device="cpu", cache_dir=tmp_path)
+    first = load_or_compute_teacher_outputs(counting, tiny_teacher_dir, split, **kwargs)
+    [entry] = (tmp_path / CACHE_SUBDIR).iterdir()
+    (entry / "meta.json").write_text('{"key": "trunc')  # a truncated metadata file is a miss, not a crash
+    again = load_or_compute_teacher_outputs(counting, tiny_teacher_dir, split, **kwargs)
+    assert counting.calls == 2 and [p.name for p in (tmp_path / CACHE_SUBDIR).iterdir()] == [entry.name]
+    np.testing.assert_allclose(again.logits, first.logits, atol=1e-6)
+
+
 # --------------------------------------------------------------------------------------------
 # fine-tuning
 # --------------------------------------------------------------------------------------------

@@ -12,11 +12,8 @@ by everything that decides it, so later runs and other workers reuse it without 
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
-import os
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
@@ -25,13 +22,13 @@ import torch
 from torch import nn
 
 from rosearch.attack.runner import run_attack
+from rosearch.cache import PROXY_SET, check_key, read_entry, write_text_atomically
 from rosearch.config import AttackConfig
 from rosearch.data import Example
 
 logger = logging.getLogger(__name__)
 
-_FORMAT = 2  # 2: failed attacks' hardest variants are part of the set
-PROXY_SUBDIR = "proxy"
+PROXY_SUBDIR = PROXY_SET.folder
 
 
 @dataclass(frozen=True)
@@ -54,47 +51,34 @@ class ProxySet:
 
 def proxy_key(teacher_key: str, recipe: str, examples: Sequence[Example], cfg: AttackConfig, max_length: int) -> str:
     """Hash of everything that decides the proxy set (teacher, recipe, its resources, examples,
-    budget, seed, truncation length)."""
-    blob = {
-        "format": _FORMAT, "teacher": teacher_key, "recipe": recipe, "query_budget": cfg.query_budget,
+    budget, seed, truncation length); 24 hex characters, the file name and the stored key."""
+    return PROXY_SET.key({
+        "teacher": teacher_key, "recipe": recipe, "query_budget": cfg.query_budget,
         "seed": cfg.seed, "max_length": max_length, "neighbors": cfg.neighbors_path,
         "sentence_encoder": cfg.sentence_encoder,
         "examples": [[e.text_a, e.text_b, e.label] for e in examples],
-    }
-    return hashlib.sha256(json.dumps(blob, sort_keys=True, ensure_ascii=False).encode()).hexdigest()[:24]
+    })[:24]
 
 
-def _load(path: Path, key: str) -> ProxySet | None:
-    if not path.is_file():
-        return None
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-        if data.get("format") != _FORMAT or data.get("key") != key:
-            raise ValueError("format or key mismatch")
-        proxy = ProxySet(
-            recipe=str(data["recipe"]), texts_a=tuple(data["texts_a"]), texts_b=tuple(data["texts_b"]),
-            labels=tuple(int(y) for y in data["labels"]), teacher_report=dict(data["teacher_report"]),
-        )
-        if not len(proxy.texts_a) == len(proxy.texts_b) == len(proxy.labels):
-            raise ValueError("column lengths differ")
-        return proxy
-    except (OSError, ValueError, KeyError, TypeError) as err:
-        logger.warning("attack: proxy cache %s is unusable (%s: %s); rebuilding it", path, type(err).__name__, err)
-        return None
+def _load(path: Path, key: str) -> ProxySet:
+    """The proxy set cached at ``path``; :class:`~rosearch.cache.StaleEntry` when it is another key's."""
+    data = json.loads(path.read_text(encoding="utf-8"))
+    check_key(data.get("key"), key)
+    proxy = ProxySet(
+        recipe=str(data["recipe"]), texts_a=tuple(data["texts_a"]), texts_b=tuple(data["texts_b"]),
+        labels=tuple(int(y) for y in data["labels"]), teacher_report=dict(data["teacher_report"]),
+    )
+    if not len(proxy.texts_a) == len(proxy.texts_b) == len(proxy.labels):
+        raise ValueError("column lengths differ")
+    return proxy
 
 
 def _save(path: Path, key: str, proxy: ProxySet) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
     data = {
-        "format": _FORMAT, "key": key, "recipe": proxy.recipe, "texts_a": list(proxy.texts_a),
+        **PROXY_SET.stamp(key), "recipe": proxy.recipe, "texts_a": list(proxy.texts_a),
         "texts_b": list(proxy.texts_b), "labels": list(proxy.labels), "teacher_report": proxy.teacher_report,
     }
-    tmp = path.with_name(f".{path.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp")
-    try:
-        tmp.write_text(json.dumps(data, ensure_ascii=False, indent=1), encoding="utf-8")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    write_text_atomically(path, json.dumps(data, ensure_ascii=False, indent=1))
 
 
 def load_or_build_proxy_set(teacher: nn.Module, tokenizer: Any, examples: Sequence[Example], cfg: AttackConfig, *,
@@ -105,8 +89,8 @@ def load_or_build_proxy_set(teacher: nn.Module, tokenizer: Any, examples: Sequen
     successful adversarial texts (original labels kept) are then cached atomically."""
     recipe = cfg.proxy_recipe or cfg.recipe
     key = proxy_key(teacher_key, recipe, examples, cfg, max_length)
-    path = Path(cache_dir) / PROXY_SUBDIR / f"{key}.json"
-    cached = _load(path, key)
+    path = PROXY_SET.entry(cache_dir, key, suffix=".json")
+    cached = read_entry(path, lambda p: _load(p, key), what="attack: proxy set", log=logger)
     if cached is not None:
         logger.info("attack: proxy set cache hit %s (%d adversarial examples, %s)", path, len(cached), recipe)
         return cached

@@ -18,10 +18,10 @@ import logging
 import os
 import shutil
 import types
-import uuid
 from pathlib import Path
 from typing import Mapping
 
+from rosearch.cache import atomic_dir, write_text_atomically
 from rosearch.config import AttackConfig
 from rosearch.errors import UserError
 from rosearch.quiet import quiet_known_messages, route_nltk_downloads
@@ -156,22 +156,15 @@ def require_wordnet(explicit: str | None = None) -> None:
 # --------------------------------------------------------------------------------------------
 
 
-def _tmp_name(target: Path) -> Path:
-    # A leading dot keeps nltk's corpus readers (fileids r"(?!README|\.).*") from listing it.
-    return target.with_name(f".{target.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp")
+def _write_text_unless_same(path: Path, text: str) -> None:
+    """Write ``text`` atomically unless ``path`` already holds it (then nothing is rewritten).
 
-
-def _write_text_atomically(path: Path, text: str) -> None:
-    """Write ``text`` unless ``path`` already holds it; readers never see a partial file."""
+    The temporary names of :mod:`rosearch.cache` start with a dot, which keeps nltk's corpus
+    readers (fileids ``r"(?!README|\.).*"``) from listing them.
+    """
     if path.is_file() and path.read_text(encoding="utf-8") == text:
         return
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _tmp_name(path)
-    try:
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    write_text_atomically(path, text)
 
 
 def _lexnames_text() -> str:
@@ -189,36 +182,19 @@ def _wordnet_layout_matches(target: Path, wordnet_dir: Path) -> bool:
         return False
 
 
-
-
 def _provision_wordnet(corpora: Path, wordnet_dir: Path) -> None:
-    """Build ``corpora/wordnet`` in a private temp dir, then rename it into place."""
+    """Build ``corpora/wordnet`` in a private temp dir, then rename it into place (a concurrent
+    copy of the same source is kept; a stale or different one is replaced)."""
     target = corpora / "wordnet"
     if _wordnet_layout_matches(target, wordnet_dir):
         return
-    corpora.mkdir(parents=True, exist_ok=True)
-    staging = _tmp_name(target)
-    staging.mkdir()
-    try:
+    with atomic_dir(target, keep=lambda p: _wordnet_layout_matches(p, wordnet_dir)) as staging:
         for name in (*WORDNET_FILES, *WORDNET_OPTIONAL_FILES):
             if (wordnet_dir / name).is_file():
                 # Copies: nltk's path security refuses symlinks out of its root and hard links.
                 shutil.copyfile(wordnet_dir / name, staging / name)
         (staging / "lexnames").write_text(_lexnames_text(), encoding="utf-8")
-        try:
-            os.rename(staging, target)
-        except OSError:
-            # Another process got there first, or a stale/different copy is in the way.
-            if _wordnet_layout_matches(target, wordnet_dir):
-                return
-            trash = _tmp_name(target)
-            os.rename(target, trash)
-            os.rename(staging, target)
-            shutil.rmtree(trash, ignore_errors=True)
-        logger.info("attack: provisioned WordNet from %s into %s", wordnet_dir, target)
-    finally:
-        if staging.exists():
-            shutil.rmtree(staging, ignore_errors=True)
+    logger.info("attack: provisioned WordNet from %s into %s", wordnet_dir, target)
 
 
 def provision_nltk_data(root: Path, *, wordnet_dir: Path | None) -> Path:
@@ -230,7 +206,7 @@ def provision_nltk_data(root: Path, *, wordnet_dir: Path | None) -> Path:
     """
     root = Path(root).expanduser()
     corpora = root / "corpora"
-    _write_text_atomically(corpora / "stopwords" / "english", "\n".join(NLTK_ENGLISH_STOPWORDS) + "\n")
+    _write_text_unless_same(corpora / "stopwords" / "english", "\n".join(NLTK_ENGLISH_STOPWORDS) + "\n")
     if wordnet_dir is not None:
         wordnet_dir = Path(wordnet_dir)
         if not _is_wordnet_dir(wordnet_dir):

@@ -21,11 +21,9 @@ import importlib.metadata
 import json
 import logging
 import math
-import os
 import random
 import time
 import types
-import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,6 +35,7 @@ from torch import Tensor, nn
 
 from rosearch.attack.resources import load_neighbors, prepare_textattack, require_wordnet
 from rosearch.batching import collate
+from rosearch.cache import AUGMENTED_COPIES, check_key, read_entry, write_text_atomically
 from rosearch.choices import AUGMENT_RECIPE_NAMES as AUGMENT_RECIPES  # described in distill.methods
 from rosearch.config import AttackConfig, DistillConfig
 from rosearch.data import Example, encode_examples, subset_indices
@@ -47,8 +46,7 @@ from rosearch.distill.teacher_cache import load_or_compute_teacher_outputs
 
 logger = logging.getLogger(__name__)
 
-CACHE_SUBDIR = "augment"
-_FORMAT = 1
+CACHE_SUBDIR = AUGMENTED_COPIES.folder
 _PROGRESS_STEPS = 10
 
 
@@ -86,13 +84,12 @@ def augment_key(
     pct_words: float, seed: int, attack: AttackConfig,
 ) -> str:
     """Cache key of one augmentation: inputs, settings, the neighbour table's content, TextAttack version."""
-    blob = {
-        "format": _FORMAT, "examples": _examples_digest(examples), "recipes": list(recipes),
+    return AUGMENTED_COPIES.key({
+        "examples": _examples_digest(examples), "recipes": list(recipes),
         "per_example": per_example, "limit": limit, "pct_words": pct_words, "seed": seed,
         "neighbors": _file_digest(attack.neighbors_path) if "neighbors" in recipes and attack.neighbors_path else None,
         "textattack": importlib.metadata.version("textattack"),
-    }
-    return hashlib.sha256(json.dumps(blob, sort_keys=True).encode()).hexdigest()
+    })
 
 
 def _check(recipes: Sequence[str], per_example: int, pct_words: float) -> None:
@@ -236,8 +233,8 @@ def augment_examples(
     _check(recipes, per_example, pct_words)
     key = augment_key(examples, recipes=recipes, per_example=per_example, limit=limit, pct_words=pct_words,
                       seed=seed, attack=attack)
-    path = Path(cache_dir) / CACHE_SUBDIR / f"{key[:24]}.json"
-    cached = _load(path, key)
+    path = AUGMENTED_COPIES.entry(cache_dir, key, suffix=".json")
+    cached = read_entry(path, lambda p: _load(p, key), what="augment", log=logger)
     if cached is not None:
         logger.info("augment: cache hit %s (%d copies: %s)", path, len(cached.examples), cached.counts())
         return cached
@@ -272,35 +269,24 @@ def augment_examples(
     return result
 
 
-def _load(path: Path, key: str) -> AugmentedExamples | None:
-    if not path.is_file():
-        return None
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-        if data.get("key") != key:
-            return None
-        examples = tuple(Example(a, b, int(y)) for a, b, y in zip(data["texts_a"], data["texts_b"], data["labels"]))
-        return AugmentedExamples(examples, tuple(data["sources"]), tuple(data["recipes"]), key)
-    except (OSError, ValueError, KeyError, TypeError) as err:
-        logger.warning("augment: cache file %s is unreadable (%s); augmenting again", path, err)
-        return None
+def _load(path: Path, key: str) -> AugmentedExamples:
+    """The copies cached at ``path``; :class:`~rosearch.cache.StaleEntry` when they are another key's."""
+    data = json.loads(path.read_text(encoding="utf-8"))
+    check_key(data.get("key"), key)
+    examples = tuple(Example(a, b, int(y)) for a, b, y in zip(data["texts_a"], data["texts_b"], data["labels"]))
+    return AugmentedExamples(examples, tuple(data["sources"]), tuple(data["recipes"]), key)
 
 
 def _save(path: Path, result: AugmentedExamples, *, seconds: float) -> None:
-    """Write via a unique temporary name, then rename: concurrent runs never see half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """Write atomically (:mod:`rosearch.cache`): concurrent runs never see half a file."""
     data = {
-        "key": result.key, "seconds": round(seconds, 2), "counts": result.counts(),
+        **AUGMENTED_COPIES.stamp(result.key), "seconds": round(seconds, 2), "counts": result.counts(),
         "sources": list(result.sources), "recipes": list(result.recipes),
         "texts_a": [e.text_a for e in result.examples], "texts_b": [e.text_b for e in result.examples],
         "labels": [e.label for e in result.examples],
     }
-    tmp = path.with_name(f".{path.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp")
-    try:
-        tmp.write_text(json.dumps(data) + "\n", encoding="utf-8")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    write_text_atomically(path, json.dumps(data) + "\n")
+
 
 
 # --------------------------------------------------------------------------------------------

@@ -29,13 +29,10 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import hashlib
 import json
 import logging
 import math
 import random
-import shutil
-import tempfile
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -46,6 +43,7 @@ from torch import Tensor, nn
 from transformers import BertForMaskedLM
 
 from rosearch.batching import EncodedSplit, batch_indices, collate
+from rosearch.cache import MATE_KD_GENERATOR, atomic_dir, check_key, read_entry
 from rosearch.config import DistillConfig
 from rosearch.distill.inputs import MethodInputsError
 from rosearch.distill.losses import kd_loss_terms
@@ -57,10 +55,9 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-CACHE_SUBDIR = "mate_kd"
+CACHE_SUBDIR = MATE_KD_GENERATOR.folder
 INFO_FILE = "generator_info.json"
 PRETRAIN_LR = 1e-4  # MLM adaptation of the copied encoder + fresh head; brief, so a usual BERT fine-tuning rate
-_FORMAT = 1
 
 
 class MateKDError(ValueError):
@@ -157,12 +154,21 @@ def _generator_logits(generator: "BertForMaskedLM", batch: dict[str, Tensor], po
 
 
 def generator_key(teacher_fp: str, train: EncodedSplit, cfg: DistillConfig, seed: int) -> str:
-    blob = json.dumps({
-        "format": _FORMAT, "teacher": teacher_fp, "train": train.fingerprint, "layers": cfg.mate_kd.generator_layers,
+    """Cache key of the generator: teacher, transfer set and every pre-training setting."""
+    return MATE_KD_GENERATOR.key({
+        "teacher": teacher_fp, "train": train.fingerprint, "layers": cfg.mate_kd.generator_layers,
         "steps": cfg.mate_kd.pretrain_steps, "mask_prob": cfg.mate_kd.mask_prob, "batch_size": cfg.batch_size,
         "lr": PRETRAIN_LR, "seed": seed,
-    }, sort_keys=True)
-    return hashlib.sha256(blob.encode()).hexdigest()[:24]
+    })
+
+
+def _generator_ready(path: Path, key: str) -> bool:
+    """Whether ``path`` holds the finished generator of ``key`` (its info file is written last)."""
+    def finished(p: Path) -> bool:
+        check_key(json.loads((p / INFO_FILE).read_text(encoding="utf-8")).get("key"), key)
+        return True
+
+    return read_entry(path, finished, what="mate_kd generator", log=logger) is not None
 
 
 def load_or_pretrain_generator(
@@ -183,8 +189,9 @@ def load_or_pretrain_generator(
     written to a temporary sibling and renamed into place, so concurrent runs never read half a
     checkpoint.
     """
-    final = Path(cache_dir) / CACHE_SUBDIR / generator_key(teacher_fingerprint(teacher_dir), train, cfg, seed)
-    if (final / INFO_FILE).is_file():
+    key = generator_key(teacher_fingerprint(teacher_dir), train, cfg, seed)
+    final = MATE_KD_GENERATOR.entry(cache_dir, key)
+    if _generator_ready(final, key):
         logger.info("mate_kd: generator cache hit %s", final)
         return final
     device = torch.device(device)
@@ -193,18 +200,10 @@ def load_or_pretrain_generator(
     accuracy = _pretrain(generator, train, cfg, special_token_ids, mask_token_id, seed, device)
     info = {"steps": cfg.mate_kd.pretrain_steps, "mlm_accuracy_last_10pct": accuracy,
             "seconds": round(time.perf_counter() - start, 2), "layers": generator.config.num_hidden_layers}
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent))
-    try:
+    with atomic_dir(final, keep=lambda p: _generator_ready(p, key)) as tmp:  # a concurrent winner's is as good
         generator.save_pretrained(tmp)
-        (tmp / INFO_FILE).write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
-        try:
-            tmp.rename(final)
-        except OSError:
-            if not (final / INFO_FILE).is_file():  # not a concurrent winner: a real failure
-                raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        stamped = {**MATE_KD_GENERATOR.stamp(key), **info}
+        (tmp / INFO_FILE).write_text(json.dumps(stamped, indent=2) + "\n", encoding="utf-8")
     logger.info("mate_kd: generator (%d layers) MLM-adapted for %d steps in %.1fs, masked-token accuracy %.3f -> %s",
                 info["layers"], info["steps"], info["seconds"], accuracy, final)
     return final

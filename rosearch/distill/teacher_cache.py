@@ -2,10 +2,10 @@
 
 Every candidate student of a search distils from the same teacher over the same split, so the
 teacher runs exactly once: its logits and the hidden states that layer losses need are written
-to ``<cache_dir>/teacher_outputs/<teacher fp>-<split fp>/`` and later memory-mapped. Hidden
-states are stored ragged (only real tokens, float16), aligned with the split's ``offsets``, so a
-cache of a base-size teacher over SST-2 stays around a gigabyte per layer rather than padded
-multiples of it.
+to ``<cache_dir>/teacher_outputs/<key>/`` (:mod:`rosearch.cache`; the key hashes the teacher's
+and the split's fingerprints) and later memory-mapped. Hidden states are stored ragged (only
+real tokens, float16), aligned with the split's ``offsets``, so a cache of a base-size teacher
+over SST-2 stays around a gigabyte per layer rather than padded multiples of it.
 
 Robust KD methods add two optional products of the same pass: head-averaged attention
 probabilities of chosen layers (``layer_kd``; ragged too, the real T_i x T_i block of sequence
@@ -16,12 +16,8 @@ before these existed read as having neither, so a request for them recomputes on
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
-import shutil
-import tempfile
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -32,17 +28,16 @@ import numpy as np
 import torch
 
 from rosearch.batching import EncodedSplit, iterate_batches
+from rosearch.cache import TEACHER_OUTPUTS, CachePublishError, StaleEntry, atomic_dir, check_key, read_entry
 from rosearch.distill.teacher import iter_predictions, model_inputs, teacher_fingerprint
 from rosearch.errors import UserError
 from rosearch.evaluate.accuracy import logits_accuracy
 
 logger = logging.getLogger(__name__)
 
-CACHE_SUBDIR = "teacher_outputs"
+CACHE_SUBDIR = TEACHER_OUTPUTS.folder
 META_FILE = "meta.json"
 LOGITS_FILE = "logits.npy"
-FORMAT_VERSION = 1
-_PUBLISH_ATTEMPTS = 3
 
 __all__ = [
     "TeacherCacheError",
@@ -327,35 +322,34 @@ def compute_teacher_outputs(
 
 
 def cache_key(teacher_fp: str, split_fingerprint: str) -> str:
-    """Directory name of one (teacher, split) cache. The split fingerprint is hashed because
-    subsets extend their parent's fingerprint, so its prefix alone would collide."""
-    split_hash = hashlib.sha256(split_fingerprint.encode()).hexdigest()
-    return f"{teacher_fp[:16]}-{split_hash[:16]}"
+    """Key of one (teacher, split) cache; its directory name is a prefix of it. The whole split
+    fingerprint is hashed because subsets extend their parent's, so a prefix of it would collide."""
+    return TEACHER_OUTPUTS.key({"teacher": teacher_fp, "split": split_fingerprint})
 
 
-def _read_meta(path: Path, teacher_fp: str, split: EncodedSplit) -> dict | None:
-    """The cache's metadata when it is complete and belongs to this teacher and split."""
-    meta_file = path / META_FILE
-    if not meta_file.is_file():
-        return None
-    meta = json.loads(meta_file.read_text(encoding="utf-8"))
-    expected = {
-        "format": FORMAT_VERSION,
-        "teacher_fingerprint": teacher_fp,
-        "split_fingerprint": split.fingerprint,
-        "n": len(split),
-        "total_tokens": int(split.offsets[-1]),
-    }
+def _read_meta(path: Path, key: str, split: EncodedSplit) -> dict:
+    """The cache's metadata; :class:`StaleEntry` unless it is complete and belongs to this key and split."""
+    meta = json.loads((path / META_FILE).read_text(encoding="utf-8"))
+    check_key(meta.get("key"), key)
+    expected = {"n": len(split), "total_tokens": int(split.offsets[-1])}
     stale = {k: meta.get(k) for k, v in expected.items() if meta.get(k) != v}
     if stale:
-        logger.warning("teacher outputs at %s do not match this teacher/split (%s); recomputing", path, stale)
-        return None
+        raise StaleEntry(f"it does not match this split ({stale})")
+    _cached_products(meta)  # a meta without the product lists is unreadable, not a crash later
     return meta
 
 
 def _cached_products(meta: dict) -> tuple[set[int], set[int], bool]:
     """(hidden layers, attention layers, features) a cache holds; older caches hold no attention/features."""
     return set(meta["layers"]), set(meta.get("attention_layers", ())), bool(meta.get("features", False))
+
+
+def _covers(meta: dict | None, layers: tuple[int, ...], attention_layers: tuple[int, ...], features: bool) -> bool:
+    """Whether a cache with ``meta`` holds every requested product."""
+    if meta is None:
+        return False
+    held, held_attention, held_features = _cached_products(meta)
+    return set(layers) <= held and set(attention_layers) <= held_attention and (held_features or not features)
 
 
 def load_teacher_outputs(
@@ -412,62 +406,54 @@ def _write_cache(
     batch_size: int,
     device: torch.device | str,
     final: Path,
+    key: str,
     teacher_fp: str,
     attention_layers: tuple[int, ...] = (),
     features: bool = False,
 ) -> None:
-    """Compute into a temporary sibling directory, then rename it into place (atomic publish)."""
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent))
+    """Compute into a temporary sibling directory, then rename it into place (atomic publish).
+
+    An entry a concurrent writer published meanwhile is kept when it holds everything computed
+    here; an older, smaller one is replaced.
+    """
+
+    def serves(path: Path) -> bool:
+        meta = read_entry(path, lambda p: _read_meta(p, key, split), what="teacher outputs", log=logger)
+        return _covers(meta, layers, attention_layers, features)
+
     try:
-        outputs = _compute(
-            model, split, layers, batch_size, device, final.name, directory=tmp,
-            attention_layers=attention_layers, features=features,
-        )
-        for arr in (*outputs.hidden.values(), *outputs.attention.values()):
-            arr.flush()
-        if outputs.features is not None:
-            outputs.features.flush()
-        np.save(tmp / LOGITS_FILE, outputs.logits)
-        meta = {
-            "format": FORMAT_VERSION,
-            "teacher_fingerprint": teacher_fp,
-            "split_fingerprint": split.fingerprint,
-            "n": len(split),
-            "total_tokens": int(split.offsets[-1]),
-            "num_labels": int(outputs.logits.shape[1]),
-            "hidden_size": outputs.hidden_size,
-            "layers": list(layers),
-            "attention_layers": list(attention_layers),
-            "features": bool(features),
-            "accuracy": logits_accuracy(outputs.logits, split.labels),
-            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        }
-        del outputs  # release the memmaps before the directory moves
-        (tmp / META_FILE).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
-        _publish(tmp, final)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        with atomic_dir(final, keep=serves) as tmp:
+            outputs = _compute(
+                model, split, layers, batch_size, device, final.name, directory=tmp,
+                attention_layers=attention_layers, features=features,
+            )
+            meta = _finish(outputs, tmp, split)
+            del outputs  # release the memmaps before the directory moves
+            meta = {**TEACHER_OUTPUTS.stamp(key), "teacher_fingerprint": teacher_fp, **meta}
+            (tmp / META_FILE).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
+    except CachePublishError as err:
+        raise TeacherCacheError(f"could not publish teacher outputs: {err}") from err
 
 
-def _publish(tmp: Path, final: Path) -> None:
-    """Rename ``tmp`` to ``final``, moving an older cache aside first (a directory rename cannot
-    replace a non-empty directory). Readers see the old cache, no cache, or the new one."""
-    for _ in range(_PUBLISH_ATTEMPTS):
-        if final.exists():
-            old = final.parent / f".{final.name}.old-{uuid.uuid4().hex}"
-            try:
-                final.rename(old)
-            except FileNotFoundError:
-                pass  # another process moved it first
-            else:
-                shutil.rmtree(old, ignore_errors=True)
-        try:
-            tmp.rename(final)
-            return
-        except OSError:
-            continue  # another process published in between; move theirs aside and retry
-    raise TeacherCacheError(f"could not publish teacher outputs to {final} after {_PUBLISH_ATTEMPTS} attempts")
+def _finish(outputs: TeacherOutputs, directory: Path, split: EncodedSplit) -> dict[str, Any]:
+    """Flush the memmaps, write the logits; the metadata describing them."""
+    for arr in (*outputs.hidden.values(), *outputs.attention.values()):
+        arr.flush()
+    if outputs.features is not None:
+        outputs.features.flush()
+    np.save(directory / LOGITS_FILE, outputs.logits)
+    return {
+        "split_fingerprint": split.fingerprint,
+        "n": len(split),
+        "total_tokens": int(split.offsets[-1]),
+        "num_labels": int(outputs.logits.shape[1]),
+        "hidden_size": outputs.hidden_size,
+        "layers": list(outputs.layers),
+        "attention_layers": list(outputs.attention_layers),
+        "features": outputs.features is not None,
+        "accuracy": logits_accuracy(outputs.logits, split.labels),
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
 
 
 def load_or_compute_teacher_outputs(
@@ -493,10 +479,11 @@ def load_or_compute_teacher_outputs(
     wanted = _check_layers(model, layers)
     wanted_attention = _check_layers(model, attention_layers, first=1)
     teacher_fp = teacher_fingerprint(model_dir)
-    final = Path(cache_dir) / CACHE_SUBDIR / cache_key(teacher_fp, split.fingerprint)
-    meta = _read_meta(final, teacher_fp, split)
+    key = cache_key(teacher_fp, split.fingerprint)
+    final = TEACHER_OUTPUTS.entry(cache_dir, key)
+    meta = read_entry(final, lambda p: _read_meta(p, key, split), what="teacher outputs", log=logger)
     held = _cached_products(meta) if meta is not None else (set(), set(), False)
-    if meta is not None and set(wanted) <= held[0] and set(wanted_attention) <= held[1] and (held[2] or not features):
+    if _covers(meta, wanted, wanted_attention, features):
         logger.info("teacher outputs: cache hit (%s, layers %s)", final, list(wanted))
     else:
         union = tuple(sorted(set(wanted) | held[0]))
@@ -507,7 +494,7 @@ def load_or_compute_teacher_outputs(
             len(split), list(union), list(union_attention), features or held[2], final,
         )
         _write_cache(
-            model, split, union, batch_size, device, final, teacher_fp,
+            model, split, union, batch_size, device, final, key, teacher_fp,
             attention_layers=union_attention, features=features or held[2],
         )
     outputs = load_teacher_outputs(final, wanted, attention_layers=wanted_attention, features=features)
