@@ -14,7 +14,6 @@ and worker nodes, each its own raylet with its own worker processes.
 from __future__ import annotations
 
 import os
-import sqlite3
 import sys
 import threading
 import time
@@ -29,7 +28,7 @@ from rosearch.config import config_from_dict  # noqa: E402
 from rosearch.results.store import ResultStore  # noqa: E402
 from rosearch.search import run_candidate_task, run_search  # noqa: E402
 from rosearch.workers import CandidateTask, RayBackend  # noqa: E402
-from test_search import tiny_search_dict  # noqa: E402  (tests/ is on sys.path)
+from test_search import _finished, tiny_search_dict  # noqa: E402  (tests/ is on sys.path)
 
 
 def start_cluster(nodes: int, num_cpus: int = 1, num_gpus: int = 0) -> Cluster:
@@ -71,14 +70,6 @@ def test_candidates_spread_over_three_nodes(tmp_path, tiny_sst2_dir, tiny_teache
     nodes = {node_of(r.worker) for r in records}
     alive = {node.node_id[:8] for node in cluster.list_all_nodes()}
     assert len(nodes) == 3 and nodes <= alive
-
-
-def _finished(db: Path) -> int:
-    try:
-        with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5) as conn:
-            return conn.execute("SELECT COUNT(*) FROM candidates").fetchone()[0]
-    except sqlite3.OperationalError:
-        return 0
 
 
 def slow_candidate():

@@ -18,7 +18,7 @@ from rosearch.config import EvolutionConfig
 from rosearch.evolution import Proposal, ResumeStateError, evaluation_budget, evolve_async
 from rosearch.search_space.genome import Genome
 from rosearch.search_space.sampling import sample_genome
-from test_evolution import SPACE, score  # the toy space and fitness (tests/ is on sys.path)
+from test_evolution import SPACE, score, summary  # the toy space and fitness (tests/ is on sys.path)
 
 AGING = EvolutionConfig(population_size=8, generations=10, tournament_size=3, strategy="aging")
 RANDOM = EvolutionConfig(population_size=8, generations=10, strategy="random")
@@ -75,15 +75,6 @@ def run(cfg: EvolutionConfig, seed: int, pool: SimulatedPool | None = None, resu
     result = evolve_async(cfg, SPACE, strategy=cfg.strategy, seed=seed, objective_weights=(1.0,), pool=pool,
                           param_count=None, checkpoint=checkpoint, resume_state=resume_state, **kwargs)
     return result, pool
-
-
-def summary(result) -> dict:
-    return {
-        "population": [(ind.genome_hash, ind.fitness.values) for ind in result.population],
-        "hall_of_fame": [(ind.genome_hash, ind.fitness.values) for ind in result.hall_of_fame],
-        "logbook": [dict(row) for row in result.logbook],
-        "state": result.state,
-    }
 
 
 @pytest.mark.parametrize("cfg", [AGING, RANDOM], ids=["aging", "random"])

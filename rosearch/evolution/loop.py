@@ -82,24 +82,19 @@ def _same_genome(a: Individual, b: Individual) -> bool:
 # --------------------------------------------------------------------------------------------
 
 
-class _SearchState:
-    """Everything the loop needs to continue after a crash, and its plain-JSON form."""
+class StrategyState:
+    """What every strategy's state holds (population, seen hashes, logbook, hall of fame, RNG) and its
+    plain-JSON form; :class:`_SearchState` and the asynchronous strategies' state add their own fields."""
 
-    def __init__(self, mode: str, weights: tuple[float, ...], fitness_cls: type, seed: int, hof_size: int) -> None:
-        self.mode, self.weights, self.fitness_cls = mode, weights, fitness_cls
-        # phase "evaluating": `planned` are generation `generation`'s proposals, not yet selected;
-        # phase "done": generation `generation` is complete (-1: nothing done yet)
-        self.generation = -1
-        self.phase = "done"
+    def __init__(self, weights: tuple[float, ...], fitness_cls: type, seed: int, hof_size: int, pareto: bool) -> None:
+        self.weights, self.fitness_cls = weights, fitness_cls
         self.population: list[Individual] = []
-        self.planned: list[Proposal] = []
-        self.seen: set[str] = set()  # every hash ever proposed (planned ones included)
+        self.seen: set[str] = set()  # every hash ever proposed
         self.logbook = tools.Logbook()
         self.logbook.header = ("gen", "evaluated", "new", "reused",
                                *(f"obj{k}_{stat}" for k in range(len(weights)) for stat in STATS))
         self.hall: tools.HallOfFame = (
-            tools.ParetoFront(similar=_same_genome) if mode == "nsga2"
-            else tools.HallOfFame(hof_size, similar=_same_genome)
+            tools.ParetoFront(similar=_same_genome) if pareto else tools.HallOfFame(hof_size, similar=_same_genome)
         )
         self.rng = random.Random(seed)
 
@@ -108,24 +103,71 @@ class _SearchState:
         fitness.values = tuple(values)
         return Individual(genome, fitness)
 
-    def state_dict(self) -> dict[str, Any]:
-        """A fresh plain-JSON dict (lists, str, numbers, None): safe to keep after the loop goes on."""
+    def common_state(self) -> dict[str, Any]:
+        """The shared fields as fresh plain JSON (lists, str, numbers, None)."""
         version, internal, gauss = self.rng.getstate()
         return {
             "version": STATE_VERSION,
-            "mode": self.mode,
             "objective_weights": list(self.weights),
-            "generation": self.generation,
-            "phase": self.phase,
             "population": [_individual_dict(ind) for ind in self.population],
-            "planned": [
-                {"genome": p.genome.to_dict(), "generation": p.generation, "parents": list(p.parents)}
-                for p in self.planned
-            ],
             "rng": [version, list(internal), gauss],
             "seen": sorted(self.seen),
             "logbook": [dict(row) for row in self.logbook],
             "hall_of_fame": [_individual_dict(ind) for ind in self.hall],
+        }
+
+    def load_common_state(self, state: dict[str, Any]) -> None:
+        """Restore the shared fields (KeyError/TypeError/ValueError on a malformed state: the caller words it)."""
+        self.population = [self.load_individual(item) for item in state["population"]]
+        version, internal, gauss = state["rng"]
+        self.rng.setstate((version, tuple(internal), gauss))
+        self.seen = set(state["seen"])
+        for row in state["logbook"]:
+            self.logbook.record(**row)
+        # HallOfFame.insert puts an item before equal ones, so re-insert worst first to keep ties in order
+        for item in reversed(state["hall_of_fame"]):
+            self.hall.insert(self.load_individual(item))
+
+    def load_individual(self, item: dict[str, Any]) -> Individual:
+        fitness = self.fitness_cls()
+        fitness.wvalues = tuple(float(v) for v in item["wvalues"])  # exact: no divide/multiply round trip
+        return Individual(Genome.from_dict(item["genome"]), fitness)
+
+    def record_row(self, generation: int, evaluated: int, new: int) -> dict[str, Any]:
+        """Log a row: evaluated count, population members new vs carried over, stats per objective."""
+        row: dict[str, Any] = {"gen": generation, "evaluated": evaluated, "new": new,
+                               "reused": len(self.population) - new}
+        for k in range(len(self.weights)):
+            column = [float(ind.fitness.values[k]) for ind in self.population]
+            stats = {"max": max(column), "median": float(statistics.median(column)), "min": min(column)}
+            row.update({f"obj{k}_{stat}": stats[stat] for stat in STATS})
+        self.logbook.record(**row)
+        return row
+
+
+class _SearchState(StrategyState):
+    """Everything the generational loop needs to continue after a crash, and its plain-JSON form."""
+
+    def __init__(self, mode: str, weights: tuple[float, ...], fitness_cls: type, seed: int, hof_size: int) -> None:
+        super().__init__(weights, fitness_cls, seed, hof_size, pareto=mode == "nsga2")
+        self.mode = mode
+        # phase "evaluating": `planned` are generation `generation`'s proposals, not yet selected;
+        # phase "done": generation `generation` is complete (-1: nothing done yet)
+        self.generation = -1
+        self.phase = "done"
+        self.planned: list[Proposal] = []
+
+    def state_dict(self) -> dict[str, Any]:
+        """A fresh plain-JSON dict (lists, str, numbers, None): safe to keep after the loop goes on."""
+        return {
+            **self.common_state(),
+            "mode": self.mode,
+            "generation": self.generation,
+            "phase": self.phase,
+            "planned": [
+                {"genome": p.genome.to_dict(), "generation": p.generation, "parents": list(p.parents)}
+                for p in self.planned
+            ],
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -148,28 +190,15 @@ class _SearchState:
         try:
             self.generation = int(state["generation"])
             self.phase = state["phase"]
-            self.population = [self._load_individual(item) for item in state["population"]]
             self.planned = [
                 Proposal(Genome.from_dict(p["genome"]), int(p["generation"]), tuple(p["parents"]))
                 for p in state["planned"]
             ]
-            version, internal, gauss = state["rng"]
-            self.rng.setstate((version, tuple(internal), gauss))
-            self.seen = set(state["seen"])
-            for row in state["logbook"]:
-                self.logbook.record(**row)
-            # HallOfFame.insert puts an item before equal ones, so re-insert worst first to keep ties in order
-            for item in reversed(state["hall_of_fame"]):
-                self.hall.insert(self._load_individual(item))
+            self.load_common_state(state)
         except (KeyError, TypeError, ValueError) as exc:  # InvalidGenomeError is a ValueError
             raise ResumeStateError(
                 f"checkpoint state is malformed ({type(exc).__name__}: {exc}); start a new run"
             ) from exc
-
-    def _load_individual(self, item: dict[str, Any]) -> Individual:
-        fitness = self.fitness_cls()
-        fitness.wvalues = tuple(float(v) for v in item["wvalues"])  # exact: no divide/multiply round trip
-        return Individual(Genome.from_dict(item["genome"]), fitness)
 
 
 def _individual_dict(ind: Individual) -> dict[str, Any]:
@@ -196,18 +225,26 @@ def _check_weights(objective_weights: Sequence[float]) -> tuple[float, ...]:
     return weights
 
 
+def sample_unseen(rng: random.Random, space: SearchSpaceConfig, seen: set[str], max_tries: int,
+                  param_count: Callable[[Genome], int] | None) -> Genome | None:
+    """A random genome whose hash is not in ``seen`` (``max_tries`` draws), or None: the space seems exhausted."""
+    for _ in range(max_tries):
+        genome = sample_genome(rng, space, param_count=param_count)
+        if genome.hash() not in seen:
+            return genome
+    return None
+
+
 def _initial_proposals(cfg: EvolutionConfig, space: SearchSpaceConfig, rng: random.Random,
                        param_count: Callable[[Genome], int] | None) -> list[Proposal]:
     """``cfg.population_size`` random genomes with distinct hashes (generation 0)."""
     proposals: list[Proposal] = []
     taken: set[str] = set()
     for _ in range(cfg.population_size):
-        for _ in range(cfg.max_resample):
-            genome = sample_genome(rng, space, param_count=param_count)
-            if genome.hash() not in taken:
-                taken.add(genome.hash())
-                proposals.append(Proposal(genome=genome, generation=0, parents=()))
-                break
+        genome = sample_unseen(rng, space, taken, cfg.max_resample, param_count)
+        if genome is not None:
+            taken.add(genome.hash())
+            proposals.append(Proposal(genome=genome, generation=0, parents=()))
         else:
             raise SearchSpaceExhaustedError(
                 f"could not sample {cfg.population_size} distinct genomes ({len(taken)} found in "
@@ -280,15 +317,7 @@ def _survivors(cfg: EvolutionConfig, population: list[Individual], offspring: li
 def _record(state: _SearchState, population: list[Individual], offspring: list[Individual]) -> dict[str, Any]:
     """Log a generation's row: evaluated count, survivors new vs carried over, stats per objective."""
     new_hashes = {ind.genome_hash for ind in offspring}
-    new = sum(ind.genome_hash in new_hashes for ind in population)
-    row: dict[str, Any] = {"gen": state.generation, "evaluated": len(offspring), "new": new,
-                           "reused": len(population) - new}
-    for k in range(len(state.weights)):
-        column = [float(ind.fitness.values[k]) for ind in population]
-        stats = {"max": max(column), "median": float(statistics.median(column)), "min": min(column)}
-        row.update({f"obj{k}_{stat}": stats[stat] for stat in STATS})
-    state.logbook.record(**row)
-    return row
+    return state.record_row(state.generation, len(offspring), sum(ind.genome_hash in new_hashes for ind in population))
 
 
 def _log_generation(state: _SearchState, row: dict[str, Any], generations: int) -> None:

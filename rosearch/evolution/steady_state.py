@@ -30,31 +30,28 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
-import random
-import statistics
 from typing import Any, Callable, Protocol, Sequence
 
 from deap import base, tools
 
 from rosearch.config import EvolutionConfig, SearchSpaceConfig, halving_budgets
 from rosearch.evolution.loop import (
-    STATS,
+    STATE_VERSION,
     EvaluationResultError,
     EvolutionResult,
     Individual,
     ResumeStateError,
+    StrategyState,
     _check_weights,
     _individual_dict,
-    _same_genome,
     _tournament,
+    sample_unseen,
 )
 from rosearch.evolution.operators import Proposal, SearchSpaceExhaustedError, make_offspring
 from rosearch.search_space.genome import Genome
-from rosearch.search_space.sampling import sample_genome
 
 logger = logging.getLogger(__name__)
 
-STATE_VERSION = 1
 ASYNC_STRATEGIES = ("aging", "random", "halving")
 
 __all__ = ["ASYNC_STRATEGIES", "CandidatePool", "evaluation_budget", "evolve_async", "step_budget"]
@@ -86,49 +83,30 @@ def step_budget(cfg: EvolutionConfig, max_steps: int) -> int:
     return evaluation_budget(cfg) * max_steps
 
 
-class _AsyncState:
+class _AsyncState(StrategyState):
     """The live population (oldest first), proposals in flight, completion order, RNG; plain JSON."""
 
     def __init__(self, strategy: str, weights: tuple[float, ...], fitness_cls: type, seed: int, mu: int,
                  budgets: tuple[int, ...] = (), eta: int = 3) -> None:
-        self.strategy, self.weights, self.fitness_cls, self.mu, self.eta = strategy, weights, fitness_cls, mu, eta
+        super().__init__(weights, fitness_cls, seed, hof_size=mu, pareto=len(weights) > 1)
+        self.strategy, self.mu, self.eta = strategy, mu, eta
         self.budgets = budgets  # halving: KD steps of each rung, lowest first; () for aging/random
         self.rungs: list[list[Individual]] = [[] for _ in budgets]  # halving: each rung's results, completion order
         self.promoted: list[set[str]] = [set() for _ in budgets]  # halving: hashes each rung promoted
         self.generation_of: dict[str, int] = {}  # halving: the generation a genome was first proposed in
         self.steps = 0  # halving: KD steps submitted
-        self.population: list[Individual] = []  # aging: the last mu results; random: the best mu so far
+        # population: aging, the last mu results; random, the best mu so far; halving, the best mu of the top rung reached
         self.in_flight: list[Proposal] = []  # submission order
         self.completed: list[str] = []  # genome hashes in completion order
         self.proposed = 0
-        self.seen: set[str] = set()
-        self.rng = random.Random(seed)
-        self.logbook = tools.Logbook()
-        self.logbook.header = ("gen", "evaluated", "new", "reused",
-                               *(f"obj{k}_{stat}" for k in range(len(weights)) for stat in STATS))
-        self.hall: tools.HallOfFame = (
-            tools.ParetoFront(similar=_same_genome) if len(weights) > 1 else tools.HallOfFame(mu, similar=_same_genome)
-        )
-
-    def individual(self, genome: Genome, values: Sequence[float]) -> Individual:
-        fitness = self.fitness_cls()
-        fitness.values = tuple(values)
-        return Individual(genome, fitness)
 
     def state_dict(self) -> dict[str, Any]:
-        version, internal, gauss = self.rng.getstate()
         state = {
-            "version": STATE_VERSION,
+            **self.common_state(),
             "strategy": self.strategy,
-            "objective_weights": list(self.weights),
-            "population": [_individual_dict(ind) for ind in self.population],
             "in_flight": [_proposal_dict(p) for p in self.in_flight],
             "completed": list(self.completed),
             "proposed": self.proposed,
-            "rng": [version, list(internal), gauss],
-            "seen": sorted(self.seen),
-            "logbook": [dict(row) for row in self.logbook],
-            "hall_of_fame": [_individual_dict(ind) for ind in self.hall],
         }
         if self.budgets:
             state["halving"] = {
@@ -142,7 +120,7 @@ class _AsyncState:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         if not isinstance(state, dict) or state.get("version") != STATE_VERSION or "strategy" not in state:
             raise ResumeStateError(
-                "the checkpoint was not written by an asynchronous (aging/random) run of this rosearch version "
+                "the checkpoint was not written by an asynchronous (aging/random/halving) run of this rosearch version "
                 "(fix: resume with the evolution.strategy and rosearch version that wrote it, or start a new run)"
             )
         if state["strategy"] != self.strategy or tuple(state.get("objective_weights", ())) != self.weights:
@@ -152,17 +130,10 @@ class _AsyncState:
                 "(fix: resume with the original evolution.strategy and fitness settings, or start a new run)"
             )
         try:
-            self.population = [self._load_individual(item) for item in state["population"]]
+            self.load_common_state(state)
             self.in_flight = [_load_proposal(p) for p in state["in_flight"]]
             self.completed = [str(h) for h in state["completed"]]
             self.proposed = int(state["proposed"])
-            version, internal, gauss = state["rng"]
-            self.rng.setstate((version, tuple(internal), gauss))
-            self.seen = set(state["seen"])
-            for row in state["logbook"]:
-                self.logbook.record(**row)
-            for item in reversed(state["hall_of_fame"]):  # worst first keeps ties in order (see loop.py)
-                self.hall.insert(self._load_individual(item))
             if self.budgets:
                 self._load_halving(state["halving"])
         except (KeyError, TypeError, ValueError) as exc:
@@ -176,14 +147,10 @@ class _AsyncState:
                 "and evolution.halving_rungs, or start a new run)"
             )
         self.steps = int(halving["steps_submitted"])
-        self.rungs = [[self._load_individual(item) for item in rung] for rung in halving["rungs"]]
+        self.rungs = [[self.load_individual(item) for item in rung] for rung in halving["rungs"]]
         self.promoted = [set(hashes) for hashes in halving["promoted"]]
         self.generation_of = {str(k): int(v) for k, v in halving["generation_of"].items()}
 
-    def _load_individual(self, item: dict[str, Any]) -> Individual:
-        fitness = self.fitness_cls()
-        fitness.wvalues = tuple(float(v) for v in item["wvalues"])
-        return Individual(Genome.from_dict(item["genome"]), fitness)
 
 
 def _proposal_dict(proposal: Proposal) -> dict[str, Any]:
@@ -201,10 +168,9 @@ def _load_proposal(item: dict[str, Any]) -> Proposal:
 
 def _random_proposal(state: _AsyncState, cfg: EvolutionConfig, space: SearchSpaceConfig, generation: int,
                      param_count: Callable[[Genome], int] | None) -> Proposal:
-    for _ in range(cfg.max_resample):
-        genome = sample_genome(state.rng, space, param_count=param_count)
-        if genome.hash() not in state.seen:
-            return Proposal(genome=genome, generation=generation, parents=())
+    genome = sample_unseen(state.rng, space, state.seen, cfg.max_resample, param_count)
+    if genome is not None:
+        return Proposal(genome=genome, generation=generation, parents=())
     raise SearchSpaceExhaustedError(
         f"could not sample an unseen genome in {cfg.max_resample} draws ({len(state.seen)} seen): the search space "
         "is too small for this budget (fix: widen search_space or lower evolution.generations / population_size)"
@@ -286,14 +252,7 @@ def _admit(state: _AsyncState, ind: Individual) -> None:
 def _record(state: _AsyncState, generation: int) -> dict[str, Any]:
     """A logbook row per ``mu`` completions, so generational and asynchronous runs read alike."""
     recent = set(state.completed[-state.mu:])
-    new = sum(ind.genome_hash in recent for ind in state.population)
-    row: dict[str, Any] = {"gen": generation, "evaluated": state.mu, "new": new, "reused": len(state.population) - new}
-    for k in range(len(state.weights)):
-        column = [float(ind.fitness.values[k]) for ind in state.population]
-        row.update({f"obj{k}_max": max(column), f"obj{k}_median": float(statistics.median(column)),
-                    f"obj{k}_min": min(column)})
-    state.logbook.record(**row)
-    return row
+    return state.record_row(generation, state.mu, sum(ind.genome_hash in recent for ind in state.population))
 
 
 def _check_values(state: _AsyncState, key: str, values: Sequence[float]) -> tuple[float, ...]:
