@@ -88,3 +88,10 @@ def test_the_registry_order_and_the_methods_with_inputs():
     assert [m.name for m in methods_in_order(("mate_kd", "rift", "layer_kd"))] == ["layer_kd", "rift", "mate_kd"]
     with pytest.raises(ValueError, match="mixup"):
         methods_in_order(("mixup",))
+
+
+def test_the_methods_that_load_the_teacher_in_a_worker_say_so():
+    """Their teacher (and generator) files are shipped to Ray workers (tests/test_cluster.py checks no driver path is read)."""
+    from rosearch.distill.methods import REGISTRY
+
+    assert sorted(m.name for m in REGISTRY if m.runs_teacher) == ["adv_finetune", "adv_train", "mate_kd"]

@@ -260,6 +260,7 @@ class AdvTrain(DistillMethod):
     """The adv_train method (:class:`~rosearch.distill.protocol.DistillMethod`)."""
 
     name = "adv_train"
+    runs_teacher = True
     description = ("iterative adversarial training inside KD: every adv_train.every steps, attack the current student "
                    "with cheap recipes on a seeded sample of training texts, label the successful adversarial texts "
                    "with the live teacher, and draw a share of every later batch from that growing pool "

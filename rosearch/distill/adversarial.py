@@ -179,6 +179,7 @@ class AdvFinetune(DistillMethod):
     """The adv_finetune method (:class:`~rosearch.distill.protocol.DistillMethod`)."""
 
     name = "adv_finetune"
+    runs_teacher = True
     description = ("after KD, attack the student on training examples and fine-tune briefly on clean + "
                    "successful adversarial examples with teacher soft labels (adversarial training as in "
                    "Morris et al., TextAttack, 2020)")

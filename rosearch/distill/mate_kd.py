@@ -356,6 +356,7 @@ class MateKDMethod(DistillMethod):
     """The mate_kd method (:class:`~rosearch.distill.protocol.DistillMethod`)."""
 
     name = "mate_kd"
+    runs_teacher = True
     description = ("masked-LM generator rewrites masked tokens to maximise teacher-student divergence "
                    "(Gumbel-softmax, straight-through), student distils on clean and perturbed text "
                    "(Rashid et al., MATE-KD, ACL 2021)")

@@ -94,9 +94,6 @@ def teacher_cache_request(config: "Config", num_teacher_layers: int) -> TeacherR
     return request
 
 
-# Methods that run the teacher itself inside a worker (not only its cached outputs).
-LIVE_TEACHER_METHODS = frozenset({"mate_kd", "adv_finetune", "adv_train"})
-
 def prepare_method_inputs(
     config: "Config",
     *,
@@ -136,7 +133,7 @@ def prepare_method_inputs(
         start = time.perf_counter()
         fields.update(method.prepare(ctx))
         timings[f"{method.name}_s"] = time.perf_counter() - start
-    if config.workers.backend == "ray" and set(methods) & LIVE_TEACHER_METHODS:  # workers may share no file system
+    if config.workers.backend == "ray" and any(m.runs_teacher for m in methods_in_order(methods)):  # no shared FS
         fields["teacher_files"] = read_model_files(teacher_dir)
         if "mate_kd" in methods:
             fields["generator_files"] = read_model_files(fields["generator_dir"])

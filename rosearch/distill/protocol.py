@@ -129,6 +129,7 @@ class DistillMethod:
 
     name: str = ""
     description: str = ""  # what it does, with its papers
+    runs_teacher: bool = False  # loads the teacher itself in the worker (Ray ships its files: no shared file system)
 
     def teacher_request(self, config: "Config", num_teacher_layers: int) -> TeacherRequest:
         """What the clean teacher-output cache must hold for this method."""
