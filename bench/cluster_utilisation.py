@@ -159,7 +159,7 @@ def main(argv: list[str] | None = None) -> int:
     raw = stored_costs(args.costs, args.from_run)
     scale = args.mean_seconds / statistics.fmean(raw)
     costs = tuple(c * scale for c in raw)
-    ray.init(num_cpus=args.workers, include_dashboard=False, logging_level=logging.WARNING, log_to_driver=False)
+    ray.init(address="local", num_cpus=args.workers, include_dashboard=False, logging_level=logging.WARNING, log_to_driver=False)
     try:
         warm = RayBackend(modelled_task((0.0,)), None, address=None, num_cpus=1, num_gpus=0, max_retries=0, timeout_s=None)
         list(warm.run([CandidateTask(genome_hash=f"{i:016x}", genome_json="{}", seed=0, generation=0)

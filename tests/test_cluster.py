@@ -223,3 +223,16 @@ def test_the_shipped_ray_cluster_config_passes_rays_own_schema():
     config = util.prepare_config(yaml.safe_load(path.read_text()))
     util.validate_config(config)
     assert config["available_node_types"]["head"]["resources"] == {"CPU": 0, "GPU": 0}  # candidates only on workers
+
+
+def test_without_an_address_a_search_starts_its_own_ray_even_beside_a_running_cluster(cluster):
+    """workers.address unset means a local Ray of this machine's CPUs; a cluster already running here (whose
+    address file a bare ray.init() would pick up, and then refuse num_cpus) is left alone."""
+    ray.shutdown()  # the fixture's driver connection; the cluster's processes keep running
+    backend = RayBackend(gpu_probe(), None, address=None, num_cpus=1, num_gpus=0, max_retries=0, timeout_s=None)
+    try:
+        assert backend.owns_ray
+        own = {n["NodeID"] for n in ray.nodes()}
+        assert own.isdisjoint(node.node_id for node in cluster.list_all_nodes())
+    finally:
+        backend.close()

@@ -345,7 +345,10 @@ def _connect(address: str | None) -> bool:
     if address is None:
         num_cpus = os.cpu_count() or 1
         logger.info("starting a local Ray instance with %d CPUs", num_cpus)
-        ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=True, logging_level=logging.WARNING)
+        # address="local": a new instance even when a `ray start` cluster runs on this machine (a bare
+        # ray.init() would join that one, and refuse num_cpus)
+        ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, log_to_driver=True,
+                 logging_level=logging.WARNING)
         return True
     try:
         ray.init(address=address, log_to_driver=True, logging_level=logging.WARNING)
