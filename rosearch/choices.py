@@ -14,7 +14,7 @@ RECIPE_NAMES: tuple[str, ...] = (
 )
 
 # rosearch.distill.methods.METHODS
-DISTILL_METHOD_NAMES: tuple[str, ...] = ("augment", "mate_kd", "layer_kd", "rift", "adv_finetune", "adv_train")
+DISTILL_METHOD_NAMES: tuple[str, ...] = ("augment", "mate_kd", "layer_kd", "rift", "adv_finetune", "adv_train", "ascc")
 
 # rosearch.distill.methods.AUGMENT_RECIPES
 AUGMENT_RECIPE_NAMES: tuple[str, ...] = ("wordnet", "neighbors", "insert", "char")

@@ -112,6 +112,11 @@ class TeacherConfig:
     warmup_ratio: float = 0.06
     weight_decay: float = 0.01
     cache_hidden_layers: tuple[int, ...] = ()  # teacher layers whose hidden states are cached
+    # "ascc": fine-tune against the worst point of each token's WordNet / counter-fitted substitution
+    # hull as well (rosearch.distill.ascc), a robust teacher for its students to learn from
+    adversarial: str | None = None
+    adversarial_weight: float = 1.0  # weight of the hull-adversarial cross-entropy beside the clean one
+    adversarial_steps: int = 2  # signed-gradient ascent steps on the hull weights per batch
 
 
 @dataclass(frozen=True)
@@ -295,6 +300,31 @@ class AdvTrainConfig:
 
 
 @dataclass(frozen=True)
+class AsccConfig:
+    """``ascc``: KD at the worst point of each token's substitution hull (rosearch.distill.ascc)."""
+
+    weight: float = 1.0  # weight of the hull-adversarial KD term beside the clean one
+    steps: int = 2  # signed-gradient ascent steps on the hull weights per batch
+    step_size: float = 1.0  # ascent step on the hull logits
+    max_candidates: int = 16  # substitutes per token at most (its hull has max_candidates + 1 vertices)
+    sources: tuple[str, ...] = ("wordnet", "counterfitted")  # PWWS's and TextFooler's candidate sets
+
+    def check(self, config: Config, methods: set[str]) -> None:
+        """Positive sizes and weights, known sources, and the neighbour table when it is a source."""
+        for name in ("steps", "max_candidates"):
+            _require(getattr(self, name) >= 1, f"distill.ascc.{name}", f"must be >= 1, got {getattr(self, name)}")
+        for name in ("weight", "step_size"):
+            _require(getattr(self, name) > 0, f"distill.ascc.{name}", f"must be > 0, got {getattr(self, name)}")
+        _require(bool(self.sources), "distill.ascc.sources", "is empty (fix: [wordnet, counterfitted])")
+        for i, source in enumerate(self.sources):
+            _require(source in ("wordnet", "counterfitted"), f"distill.ascc.sources[{i}]",
+                     f"unknown source {source!r} (known: wordnet, counterfitted)")
+        _require("ascc" not in methods or "counterfitted" not in self.sources or config.attack.neighbors_path is not None,
+                 "distill.ascc.sources", "has counterfitted but attack.neighbors_path is unset (fix: set "
+                 "attack.neighbors_path to the counter-fitted neighbour table, or use sources: [wordnet])")
+
+
+@dataclass(frozen=True)
 class DistillConfig:
     """Knowledge distillation of one student from the cached teacher outputs.
 
@@ -316,7 +346,7 @@ class DistillConfig:
     max_grad_norm: float = 1.0
     length_bucketing: bool = True
     dropout: float = 0.1
-    methods: tuple[str, ...] = ()  # any of: augment, mate_kd, layer_kd, rift, adv_finetune, adv_train
+    methods: tuple[str, ...] = ()  # any of: augment, mate_kd, layer_kd, rift, adv_finetune, adv_train, ascc
     # one section per method (rosearch.choices.DISTILL_METHOD_NAMES), named like it
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     mate_kd: MateKDConfig = field(default_factory=MateKDConfig)
@@ -324,6 +354,7 @@ class DistillConfig:
     rift: RiftConfig = field(default_factory=RiftConfig)
     adv_finetune: AdvFinetuneConfig = field(default_factory=AdvFinetuneConfig)
     adv_train: AdvTrainConfig = field(default_factory=AdvTrainConfig)
+    ascc: AsccConfig = field(default_factory=AsccConfig)
 
     def method_config(self, name: str) -> Any:
         """The section of method ``name`` (a name of ``rosearch.choices.DISTILL_METHOD_NAMES``)."""
@@ -520,6 +551,11 @@ LEGACY_DEFAULTS: dict[tuple[str, str], Any] = {
     ("evolution", "strategy"): "generational",
     ("evolution", "halving_eta"): 3,
     ("evolution", "halving_rungs"): 3,
+    ("teacher", "adversarial"): None,
+    ("teacher", "adversarial_weight"): 1.0,
+    ("teacher", "adversarial_steps"): 2,
+    ("distill", "ascc"): {"weight": 1.0, "steps": 2, "step_size": 1.0, "max_candidates": 16,
+                          "sources": ["wordnet", "counterfitted"]},
 }
 
 
@@ -785,6 +821,22 @@ def _to_plain(obj: Any) -> Any:
 # --------------------------------------------------------------------------------------------
 
 
+def _check_adversarial_teacher(config: Config) -> None:
+    """``teacher.adversarial``: a known kind, positive knobs, a teacher rosearch fine-tunes, its resources."""
+    teacher = config.teacher
+    if teacher.adversarial is None:
+        return
+    _require(teacher.adversarial == "ascc", "teacher.adversarial",
+             f"unknown kind {teacher.adversarial!r} (known: ascc; or leave it unset for plain fine-tuning)")
+    _require(not teacher.finetuned, "teacher.adversarial",
+             "asks for adversarial fine-tuning, but teacher.finetuned=true uses the model as it is (fix: set "
+             "teacher.finetuned=false so rosearch fine-tunes it, or unset teacher.adversarial)")
+    _require(teacher.adversarial_weight > 0, "teacher.adversarial_weight", f"must be > 0, got {teacher.adversarial_weight}")
+    _require(teacher.adversarial_steps >= 1, "teacher.adversarial_steps", f"must be >= 1, got {teacher.adversarial_steps}")
+    _require(config.attack.neighbors_path is not None, "teacher.adversarial",
+             "needs the counter-fitted neighbour table for its substitution hulls (fix: set attack.neighbors_path)")
+
+
 def _require(ok: bool, path: str, message: str) -> None:
     if not ok:
         raise ConfigError(f"config field {path!r}: {message}")
@@ -844,6 +896,7 @@ def validate(config: Config) -> None:
     _positive(teacher.learning_rate, "teacher.learning_rate")
     _fraction(teacher.warmup_ratio, "teacher.warmup_ratio")
     _require(teacher.weight_decay >= 0, "teacher.weight_decay", f"must be >= 0, got {teacher.weight_decay}")
+    _check_adversarial_teacher(config)
     for i, layer in enumerate(teacher.cache_hidden_layers):
         _require(layer >= 0, f"teacher.cache_hidden_layers[{i}]", f"layer indices are >= 0 (0 = embeddings), got {layer}")
 

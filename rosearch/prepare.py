@@ -13,6 +13,7 @@ import json
 import logging
 import re
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -20,10 +21,13 @@ import torch
 from transformers import AutoConfig, PretrainedConfig
 
 from rosearch.attack.proxy import load_or_build_proxy_set
+from rosearch.attack.resources import prepare_textattack
 from rosearch.attack.runner import sample_attack_examples
 from rosearch.batching import EncodedSplit
-from rosearch.config import Config, ConfigError
+from rosearch.config import Config, ConfigError, TeacherConfig
+from rosearch.defense.words import word_counts
 from rosearch.data import Example, encode_examples, get_task, load_examples, load_split
+from rosearch.distill.hull import word_substitutions
 from rosearch.distill.methods import prepare_method_inputs, teacher_cache_request
 from rosearch.distill.teacher import (
     TeacherError,
@@ -55,7 +59,7 @@ def teacher_output_dir(config: Config) -> Path:
     if config.teacher.output_dir:
         return Path(config.teacher.output_dir)
     key = {
-        "teacher": dataclasses.asdict(config.teacher) | {"cache_hidden_layers": None, "eval_batch_size": None},
+        "teacher": _teacher_key_fields(config.teacher),
         "task": config.data.task,
         "data_dir": str(Path(config.data.data_dir).resolve()) if config.data.data_dir else None,
         "max_length": config.data.max_length,
@@ -64,6 +68,24 @@ def teacher_output_dir(config: Config) -> Path:
     digest = hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:12]
     slug = re.sub(r"[^A-Za-z0-9_.-]+", "-", config.teacher.model).strip("-")
     return Path(config.run.cache_dir) / "teachers" / f"{slug}-{config.data.task}-{digest}"
+
+
+def _teacher_key_fields(teacher: TeacherConfig) -> dict:
+    """The teacher settings that decide its weights; the adversarial ones only when set, so a plain
+    teacher keeps the directory it had before they existed."""
+    fields = dataclasses.asdict(teacher) | {"cache_hidden_layers": None, "eval_batch_size": None}
+    if teacher.adversarial is None:
+        for name in ("adversarial", "adversarial_weight", "adversarial_steps"):
+            fields.pop(name)
+    return fields
+
+
+def teacher_substitutions(config: Config, examples: Sequence[Example]) -> dict[str, tuple[str, ...]]:
+    """The substitutes of every word of the teacher's training text (an adversarial teacher's hulls)."""
+    prepare_textattack(config.attack, config.run.cache_dir)  # nltk's WordNet layout
+    texts = [t for e in examples for t in (e.text_a, e.text_b) if t]
+    return word_substitutions(sorted(word_counts(texts)), ("wordnet", "counterfitted"),
+                              neighbors_path=config.attack.neighbors_path, max_per_word=64)
 
 
 def prepare_teacher(config: Config, device: torch.device) -> tuple[Path, dict]:
@@ -87,10 +109,12 @@ def prepare_teacher(config: Config, device: torch.device) -> tuple[Path, dict]:
     logger.info("teacher: fine-tuning %s on %s -> %s", config.teacher.model, task.name, out)
     model, tokenizer = load_teacher(config.teacher.model, task.num_labels, device)
     data_cfg = dataclasses.replace(config.data, train_limit=config.teacher.train_limit)
-    _, train = load_split(data_cfg, "train", tokenizer, config.run.cache_dir, config.run.seed)
+    train_examples, train = load_split(data_cfg, "train", tokenizer, config.run.cache_dir, config.run.seed)
     _, dev = load_split(config.data, "dev", tokenizer, config.run.cache_dir, config.run.seed)
+    substitutions = teacher_substitutions(config, train_examples) if config.teacher.adversarial else None
     info = finetune_teacher(
-        model, train, dev, config.teacher, seed=config.run.seed, device=device, output_dir=out, tokenizer=tokenizer
+        model, train, dev, config.teacher, seed=config.run.seed, device=device, output_dir=out, tokenizer=tokenizer,
+        substitutions=substitutions,
     )
     return out, info
 

@@ -112,8 +112,11 @@ def test_all_old_keys_at_once_give_the_nested_config_and_say_so(caplog):
         method, name = LEGACY_METHOD_KEYS[key]
         nested.setdefault(method, {})[name] = value
     assert old == config_from_dict({"distill": nested})
+    defaults = Config().to_dict()["distill"]
+    newer = {m for m in DISTILL_METHOD_NAMES if m not in {method for method, _ in LEGACY_METHOD_KEYS.values()}}
+    assert newer == {"ascc"}  # methods added after the flat spelling keep their section
     assert flatten_method_keys(old.to_dict())["distill"] == {
-        **{k: v for k, v in Config().to_dict()["distill"].items() if k not in DISTILL_METHOD_NAMES}, **flat}
+        **{k: v for k, v in defaults.items() if k not in DISTILL_METHOD_NAMES}, **flat, **{m: defaults[m] for m in newer}}
 
 
 def test_set_with_the_old_key_overrides_the_new_spelling_in_the_file(tmp_path):

@@ -83,8 +83,8 @@ def test_a_new_method_needs_only_the_protocol(tiny_tokenizer, toy, rich_outputs,
 
 
 def test_the_registry_order_and_the_methods_with_inputs():
-    assert [m.name for m in REGISTRY] == ["augment", "adv_train", "layer_kd", "rift", "mate_kd", "adv_finetune"]
-    assert NEEDS_METHOD_INPUTS == {"augment", "mate_kd", "adv_finetune", "adv_train"}
+    assert [m.name for m in REGISTRY] == ["augment", "adv_train", "layer_kd", "rift", "mate_kd", "ascc", "adv_finetune"]
+    assert NEEDS_METHOD_INPUTS == {"augment", "mate_kd", "adv_finetune", "adv_train", "ascc"}
     assert [m.name for m in methods_in_order(("mate_kd", "rift", "layer_kd"))] == ["layer_kd", "rift", "mate_kd"]
     with pytest.raises(ValueError, match="mixup"):
         methods_in_order(("mixup",))

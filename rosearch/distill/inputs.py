@@ -51,6 +51,8 @@ class MethodInputs:
     mask_token_id: int | None = None
     # adv_finetune, adv_train
     train_examples: tuple["Example", ...] = ()  # raw text of the clean split, row by row
+    # ascc
+    substitutions: Mapping[str, tuple[str, ...]] = field(default_factory=dict)  # training word -> its substitutes
     timings: dict[str, float] = field(default_factory=dict)  # seconds per preparation stage
     # Ray: the live teacher's / MATE-KD generator's directory as {file: bytes} ({}: use the paths above)
     teacher_files: Mapping[str, bytes] = field(default_factory=dict)
@@ -71,6 +73,7 @@ class MethodInputs:
             "mate_kd": self.generator_dir is None or self.mask_token_id is None,
             "adv_finetune": not self.train_examples,
             "adv_train": not self.train_examples,
+            "ascc": not self.substitutions,
         }.get(method, False)
         if missing:
             raise MethodInputsError(

@@ -26,6 +26,7 @@ from rosearch.choices import DISTILL_METHOD_NAMES
 from rosearch.config import methods_used
 from rosearch.data import get_task
 from rosearch.distill.adv_train import ADV_TRAIN
+from rosearch.distill.ascc import ASCC
 from rosearch.distill.adversarial import ADV_FINETUNE
 from rosearch.distill.augment import AUGMENT
 from rosearch.distill.inputs import MethodInputs, MethodInputsError
@@ -52,9 +53,9 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 # Every method, in the order the driver and the trainer apply them: batch shares (augment, then
-# adv_train), extra loss terms summed in this order (layer_kd, rift, mate_kd), after-training steps
+# adv_train), extra loss terms summed in this order (layer_kd, rift, mate_kd, ascc), after-training steps
 # last. It is the order of the trainer before methods were units, so results stay bit-identical.
-REGISTRY: tuple[DistillMethod, ...] = (AUGMENT, ADV_TRAIN, LAYER_KD, RIFT, MATE_KD, ADV_FINETUNE)
+REGISTRY: tuple[DistillMethod, ...] = (AUGMENT, ADV_TRAIN, LAYER_KD, RIFT, MATE_KD, ASCC, ADV_FINETUNE)
 
 # The methods by name, in rosearch.choices order (how configs, listings and reports name them).
 METHODS: Mapping[str, DistillMethod] = types.MappingProxyType(

@@ -16,6 +16,7 @@ import logging
 import math
 import random
 import time
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Iterator
 
@@ -34,6 +35,7 @@ from transformers import (
 
 from rosearch.batching import EncodedSplit, iterate_batches
 from rosearch.config import TeacherConfig
+from rosearch.distill.hull import HullEmbedding, token_hulls, worst_hull_weights
 from rosearch.distill.optim import adamw
 from rosearch.evaluate.accuracy import logits_accuracy, predict_logits
 from rosearch.model_paths import OFFLINE_BACKBONE, TeacherError, resolve_model_path
@@ -43,6 +45,7 @@ logger = logging.getLogger(__name__)
 
 INFO_FILE = "teacher_info.json"
 MAX_GRAD_NORM = 1.0
+TEACHER_HULL_SIZE = 17  # an adversarial teacher's hull: the token and up to 16 substitutes (as distill.ascc's default)
 _WEIGHT_PATTERNS = ("*.safetensors", "pytorch_model*.bin")  # first pattern with matches wins (safetensors preferred)
 _HASH_CHUNK = 1 << 20
 
@@ -150,6 +153,7 @@ def finetune_teacher(
     tokenizer: PreTrainedTokenizerBase,
     source: str | None = None,
     log_every: int = 50,
+    substitutions: Mapping[str, Sequence[str]] | None = None,
 ) -> dict:
     """Fine-tune ``model`` on ``train``, measure dev accuracy, save it to ``output_dir``.
 
@@ -159,6 +163,8 @@ def finetune_teacher(
     ``teacher_info.json`` is written last: its presence marks a complete checkpoint.
     ``train`` is used whole: the caller picks the subset (``prepare`` loads the seeded
     ``teacher.train_limit`` subset through the data layer, which caches it).
+    With ``cfg.adversarial == "ascc"`` each step also trains on the worst point of every token's
+    substitution hull (``substitutions``: word -> substitutes; :mod:`rosearch.distill.ascc`).
     Returns the info dict.
     """
     if train.num_labels != dev.num_labels or model.config.num_labels != train.num_labels:
@@ -172,6 +178,15 @@ def finetune_teacher(
     if log_every < 1:
         raise TeacherError(f"log_every must be >= 1, got {log_every}")
     device = torch.device(device)
+    hull = None
+    if cfg.adversarial is not None:
+        if not substitutions:
+            raise TeacherError("teacher.adversarial=ascc needs the substitutes of the training words "
+                               "(fix: pass substitutions=rosearch.prepare.teacher_substitutions(config, examples))")
+        table, size = token_hulls(substitutions, tokenizer, None, TEACHER_HULL_SIZE)
+        hull = HullEmbedding(model.get_input_embeddings(), table.to(device), size.to(device))
+        logger.info("teacher: adversarial fine-tuning in the substitution hulls of %d tokens, %d ascent steps, weight %g",
+                    int((size > 1).sum()), cfg.adversarial_steps, cfg.adversarial_weight)
     total = _total_steps(len(train), cfg)
     warmup = int(round(cfg.warmup_ratio * total))
     logger.info(
@@ -184,7 +199,7 @@ def finetune_teacher(
     start = time.perf_counter()
     with torch.random.fork_rng(devices=cuda_devices):
         torch.manual_seed(seed)
-        train_loss = _train_loop(model, train, cfg, total, warmup, random.Random(seed), device, log_every)
+        train_loss = _train_loop(model, train, cfg, total, warmup, random.Random(seed), device, log_every, hull)
     seconds = time.perf_counter() - start
     dev_accuracy = logits_accuracy(
         predict_logits(model, dev, batch_size=cfg.eval_batch_size, device=device), dev.labels
@@ -200,6 +215,9 @@ def finetune_teacher(
         "train_size": len(train),
         "train_fingerprint": train.fingerprint,
     }
+    if cfg.adversarial is not None:
+        info |= {"adversarial": cfg.adversarial, "adversarial_weight": cfg.adversarial_weight,
+                 "adversarial_steps": cfg.adversarial_steps}
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(output_dir)
@@ -219,6 +237,7 @@ def _train_loop(
     rng: random.Random,
     device: torch.device,
     log_every: int,
+    hull: HullEmbedding | None = None,
 ) -> float:
     """The optimisation itself; returns the mean loss over the last logging window."""
     model.to(device).train()
@@ -231,6 +250,8 @@ def _train_loop(
         for batch in iterate_batches(train, cfg.batch_size, shuffle=True, rng=rng, bucketing=True, device=device):
             logits = model(**model_inputs(batch)).logits  # [B, C]
             loss = F.cross_entropy(logits.float(), batch["labels"])
+            if hull is not None:
+                loss = loss + cfg.adversarial_weight * _hull_loss(model, batch, hull, cfg.adversarial_steps)
             if not torch.isfinite(loss):
                 raise TeacherError(
                     f"teacher fine-tuning diverged: loss is {loss.item()} at step {step + 1}/{total} "
@@ -258,6 +279,17 @@ def _train_loop(
                 break
     model.eval()
     return last_mean
+
+
+def _hull_loss(model: PreTrainedModel, batch: dict[str, torch.Tensor], hull: HullEmbedding, steps: int) -> torch.Tensor:
+    """Cross-entropy at the worst point of each token's substitution hull (ASCC)."""
+    ids, valid = hull.candidates(batch["input_ids"])
+
+    def loss_fn(logits: torch.Tensor) -> torch.Tensor:
+        return F.cross_entropy(logits.float(), batch["labels"])
+
+    weights = worst_hull_weights(model, batch, hull, ids, valid, steps=steps, step_size=1.0, loss_fn=loss_fn)
+    return loss_fn(hull.forward(model, batch, ids, weights))
 
 
 # --------------------------------------------------------------------------------------------
