@@ -186,3 +186,26 @@ def test_an_adversarial_teacher_has_its_own_cache_and_a_plain_one_keeps_its_dire
     # the key a plain teacher had before the adversarial fields existed (same settings, same directory)
     assert teacher_output_dir(plain).name == "bert-base-uncased-sst2-930d11c3e928"
     assert adv.results_fingerprint() != plain.results_fingerprint()
+
+
+def test_a_tiny_search_explores_the_ascc_training_gene(tmp_path, tiny_sst2_dir, tiny_teacher_dir):
+    import json
+
+    from test_search import check_store, tiny_search_dict
+
+    from rosearch.search import run_search
+    from rosearch.search_space.genome import Genome
+
+    table = tmp_path / "neighbors.json"
+    table.write_text(json.dumps({w: list(subs) for w, subs in SUBSTITUTIONS.items()}))
+    config = config_from_dict(tiny_search_dict(
+        tmp_path, tiny_sst2_dir, tiny_teacher_dir, run={"seed": 0}, search_space={"training_choices": ["ascc"]},
+        distill={"ascc": {"sources": ["counterfitted"], "steps": 1}}, attack={"neighbors_path": str(table)}))
+    summary = run_search(config)
+    assert summary.failed == 0
+    records = check_store(config.run.run_dir, expect_ok=summary.evaluated)
+    trained = {Genome.from_json(r.genome_json).training for r in records}
+    assert trained == {(), ("ascc",)}  # both sampled
+    for r in records:
+        uses = Genome.from_json(r.genome_json).training == ("ascc",)
+        assert r.metrics.get("distill_methods", []) == (["ascc"] if uses else [])
