@@ -2,8 +2,9 @@
 
 Every row (the teacher, a plain-KD student of a fixed reference genome, the best student of a
 search, exported students, the reference genome distilled with input defenses and/or robust
-distill methods) is attacked with the same panel of TextAttack recipes (default DeepWordBug +
-PWWS, TextAttack's stock constraints; any replaced offline are listed in the protocol) on the
+distill methods) is attacked with the same panel of TextAttack recipes (default DeepWordBug, PWWS,
+textfooler-local, Pruthi and, on defended rows, the adaptive DeepWordBug and PWWS; TextAttack's stock
+constraints; any replaced offline are listed in the protocol) on the
 same seeded sample of SST-2 dev sentences. A defended student is attacked through its defense
 (black box). Per row: clean accuracy, accuracy under each attack, their mean over the panel,
 attack success rate, queries, seconds, and a 95% percentile-bootstrap interval (per-example
@@ -51,7 +52,9 @@ BENCH_DIR = Path(__file__).resolve().parent
 DEFAULT_CONFIG = Path("configs/bench_robustness.yaml")
 DEFAULT_GENOME = BENCH_DIR / "reference_genome.json"
 DEFAULT_JSON = BENCH_DIR / "results" / "robustness.json"
-DEFAULT_RECIPES = ("deepwordbug", "pwws")
+# the panel every row faces: two character-level and two word-substitution attacks, plus the adaptive
+# checks built from a defended row's own defense (n/a on undefended rows)
+DEFAULT_RECIPES = ("deepwordbug", "pwws", "textfooler-local", "pruthi", "deepwordbug-adaptive", "pwws-adaptive")
 QUICK_N, QUICK_RESAMPLES = 24, 200
 RESULT_VERSION = 1
 
