@@ -15,7 +15,9 @@ import hashlib
 import json
 import logging
 import math
+import re
 import types
+import unicodedata
 import typing
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -652,6 +654,23 @@ RESUMABLE_FIELDS: tuple[tuple[str, str | None], ...] = (
 # Loading
 # --------------------------------------------------------------------------------------------
 
+# YAML 1.2's exponent floats (1e-3, 1.0e6, 2E+5), which PyYAML's YAML 1.1 rule reads as strings
+# because it wants a dot and a signed exponent
+_EXPONENT_FLOAT = re.compile(r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)[eE][-+]?[0-9]+$")
+
+
+class _ConfigLoader(yaml.SafeLoader):
+    """PyYAML's safe loader that also reads YAML 1.2 exponent floats as numbers (a copy of the
+    resolver table: yaml.SafeLoader itself is left as it was)."""
+
+
+_ConfigLoader.add_implicit_resolver("tag:yaml.org,2002:float", _EXPONENT_FLOAT, list("-+0123456789."))
+
+
+def parse_yaml(text: str) -> Any:
+    """``text`` parsed as YAML, with ``1e-3`` a float as in YAML 1.2 (config files and ``--set`` values)."""
+    return yaml.load(text, Loader=_ConfigLoader)  # noqa: S506 - a SafeLoader subclass
+
 
 def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
     """Read a YAML or TOML file (or nothing), apply ``a.b=value`` overrides, validate."""
@@ -670,7 +689,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
             if path.suffix.lower() == ".toml":
                 data = tomllib.loads(text)
             else:
-                data = yaml.safe_load(text) or {}
+                data = parse_yaml(text) or {}
         except (yaml.YAMLError, tomllib.TOMLDecodeError) as exc:
             raise ConfigError(f"config file {str(path)!r} is not valid {path.suffix[1:] or 'YAML'}: {exc}") from exc
         if not isinstance(data, dict):
@@ -688,7 +707,7 @@ def apply_override(data: dict[str, Any], item: str) -> None:
         raise ConfigError(f"override {item!r} must look like section.key=value (e.g. distill.alpha=0.3)")
     parts = _current_path(key.strip().split("."))
     try:
-        value = yaml.safe_load(raw) if raw.strip() else None
+        value = parse_yaml(raw) if raw.strip() else None
     except yaml.YAMLError as exc:
         raise ConfigError(f"override {item!r}: cannot parse value {raw!r}: {exc}") from exc
     node = data
@@ -799,16 +818,27 @@ def _fraction(value: float, path: str) -> None:
     _require(0.0 <= value <= 1.0, path, f"must be between 0 and 1, got {value!r}")
 
 
+# characters a run name may not hold besides separators: it becomes a directory name, a Markdown heading
+# and code span in exported model cards, and an argument users paste into shells
+_NAME_FORBIDDEN = "`<>\"|*?$"
+
+
 def check_path_name(name: str, path: str) -> None:
     """A user-given name that becomes one directory level: it must not climb out of its parent.
 
     ``..``, ``.``, separators and NUL would let a run write into (and overwrite) ``output_dir``'s
-    parent or elsewhere, so they are refused here, before anything touches the disk.
+    parent or elsewhere, so they are refused here, before anything touches the disk. Control
+    characters (a newline makes a directory nobody can type) and the characters of
+    :data:`_NAME_FORBIDDEN` (Markdown and HTML in the model card, shell globs and quotes) are refused too.
     """
     bad = [c for c in ("/", "\\", "\0") if c in name]
     _require(bool(name.strip()) and name not in (".", "..") and not bad, path,
              f"must be a plain directory name (no '..', '/', '\\\\' or NUL, not empty), got {name!r} "
              "(fix: e.g. run.name=sst2-search-1)")
+    odd = sorted({c for c in name if unicodedata.category(c).startswith("C") or c in _NAME_FORBIDDEN})
+    _require(not odd, path,
+             f"must not hold control characters or any of {_NAME_FORBIDDEN}, got {name!r} (it holds "
+             f"{', '.join(repr(c) for c in odd)}) (fix: letters, digits, '-', '_' and '.', e.g. run.name=sst2-search-1)")
 
 
 def validate(config: Config) -> None:
