@@ -369,6 +369,9 @@ class WorkersConfig:
     num_gpus_per_candidate: float = 0.0
     max_retries: int = 2
     timeout_s: float | None = None
+    # seconds the driver waits for an explicit workers.address to answer as a Ray cluster (TCP, the
+    # GCS handshake and ray.init together) before it gives up with a clear error instead of hanging
+    connect_timeout_s: float = 30.0
     # Ray workers' own cache on each node (NLTK data, shipped teacher files); never the driver's
     # run.cache_dir, which a node without a shared file system does not have. None: the node's temp dir.
     cache_dir: str | None = None
@@ -941,6 +944,8 @@ def validate(config: Config) -> None:
              f"must be >= 0, got {workers.num_gpus_per_candidate}")
     _require(workers.max_retries >= 0, "workers.max_retries", f"must be >= 0, got {workers.max_retries}")
     _positive(workers.timeout_s, "workers.timeout_s")
+    _require(0 < workers.connect_timeout_s <= 3600, "workers.connect_timeout_s",
+             f"must be > 0 and at most 3600 seconds, got {workers.connect_timeout_s!r} (fix: e.g. 30)")
     if workers.backend == "ray" and run.device.startswith("cuda") and workers.num_gpus_per_candidate == 0:
         raise ConfigError(
             f"config field 'workers.num_gpus_per_candidate': run.device={run.device!r} needs a GPU per candidate, "

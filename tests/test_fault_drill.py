@@ -9,9 +9,155 @@ after. The earlier run-directory faults (issue 16) add theirs from tests/test_ru
 
 from __future__ import annotations
 
-import pytest
+import http.server
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from types import SimpleNamespace
 
+import pytest
+from test_run_safety import ENV, REPO, _count, nothing_prepared, write_config
+from test_search import tiny_search_dict
+
+from rosearch.cli import main
 from rosearch.config import ConfigError, config_from_dict, load_config
+from rosearch.results.store import ResultStore
+from rosearch.rundir import LOCK_FILE
+from rosearch.search import run_search
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory, tiny_sst2_dir, tiny_teacher_dir) -> SimpleNamespace:
+    """A finished one-generation tiny run and its best student, exported (seconds)."""
+    base = tmp_path_factory.mktemp("drill")
+    data = tiny_search_dict(base, tiny_sst2_dir, tiny_teacher_dir, evolution={"generations": 1})
+    config = config_from_dict(data)
+    run_search(config)
+    assert main(["export", str(config.run.run_dir), "--top", "1", "--out", str(base / "export")]) == 0
+    return SimpleNamespace(base=base, run=config.run.run_dir, export=next((base / "export").iterdir()))
+
+
+def fresh(tmp_path: Path, sst2_dir: Path, teacher_dir: Path, **sections) -> Path:
+    """A config file of a new tiny run under ``tmp_path`` (its cache too: see ``nothing_prepared``)."""
+    return write_config(tmp_path, tiny_search_dict(tmp_path, sst2_dir, teacher_dir, **sections))
+
+
+@pytest.fixture
+def web_server():
+    """An HTTP server on a free local port: it accepts TCP, but it is not Ray."""
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), http.server.SimpleHTTPRequestHandler)
+    server.RequestHandlerClass.log_message = lambda *args: None
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+def test_an_address_that_is_not_ray_fails_in_seconds_before_preparation(tmp_path, tiny_sst2_dir, tiny_teacher_dir,
+                                                                         web_server, fault_table, capsys):
+    cfg = fresh(tmp_path, tiny_sst2_dir, tiny_teacher_dir)
+    silent = socket.socket()  # accepts (the kernel's backlog) and never answers
+    silent.bind(("127.0.0.1", 0))
+    silent.listen()
+    try:
+        for case, address, timeout, message in [
+            ("`workers.address` = a web server", web_server, 30, "it answered"),
+            ("`workers.address` = a port that accepts and stays silent (`connect_timeout_s=1`)",
+             f"127.0.0.1:{silent.getsockname()[1]}", 1, "within workers.connect_timeout_s=1 s"),
+        ]:
+            start = time.perf_counter()
+            with fault_table.watch(case, [tmp_path]) as w:
+                w.rc = main(["search", "--config", str(cfg), "--set", "workers.backend=ray", "--set",
+                             f"workers.address={address}", "--set", f"workers.connect_timeout_s={timeout}"])
+            err = capsys.readouterr().err
+            assert w.rc == 2 and "is not a Ray cluster" in err and message in err and "fix:" in err, err
+            assert time.perf_counter() - start < 10 and nothing_prepared(tmp_path)
+    finally:
+        silent.close()
+
+
+def test_ray_init_is_bounded_by_connect_timeout_and_keeps_the_sigterm_handler(monkeypatch):
+    import rosearch.workers.ray_backend as rb
+
+    started = threading.Event()
+
+    def hanging_init(**kwargs):  # what ray.init does against a GCS that never lets the driver in
+        started.set()
+        time.sleep(20)
+
+    monkeypatch.setattr(rb, "_probe", lambda address, timeout: None)
+    monkeypatch.setattr(rb.ray, "is_initialized", lambda: False)
+    monkeypatch.setattr(rb.ray, "init", hanging_init)
+    mine = signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    handler = lambda signum, frame: None  # noqa: E731
+    signal.signal(signal.SIGTERM, handler)
+    try:
+        start = time.perf_counter()
+        with pytest.raises(rb.BackendSetupError, match=r"no Ray session after workers.connect_timeout_s=0.5 s"):
+            rb._connect("10.0.0.5:6379", 0.5)
+        assert started.is_set() and time.perf_counter() - start < 5
+        assert signal.getsignal(signal.SIGTERM) is handler
+    finally:
+        signal.signal(signal.SIGTERM, mine)
+
+
+def test_connect_timeout_is_a_validated_config_field():
+    assert load_config(None).workers.connect_timeout_s == 30.0
+    assert load_config(None, ["workers.connect_timeout_s=2.5"]).workers.connect_timeout_s == 2.5
+    for bad in ("0", "-1", "1e9", "soon"):
+        with pytest.raises(ConfigError, match="workers.connect_timeout_s"):
+            load_config(None, [f"workers.connect_timeout_s={bad}"])
+
+
+def _stored(db: Path) -> dict[str, dict]:
+    with ResultStore(db, read_only=True) as store:
+        return {r.genome_hash: r.metrics for r in store.candidates()}
+
+
+def _interrupt(cfg: Path, db: Path, signum: int, at_least: int, resume: bool) -> tuple[int, str, float]:
+    """Start a search in a child process, send ``signum`` once ``at_least`` candidates are stored;
+    return its exit code, stderr and the seconds from the signal to its exit."""
+    argv = [sys.executable, "-m", "rosearch.cli", "search", "--config", str(cfg)] + (["--resume"] if resume else [])
+    proc = subprocess.Popen(argv, env=ENV, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 240
+    while (not db.exists() or _count(db) < at_least) and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    assert proc.poll() is None, "the search ended before it could be interrupted"
+    sent = time.perf_counter()
+    proc.send_signal(signum)
+    _, err = proc.communicate(timeout=60)
+    return proc.returncode, err, time.perf_counter() - sent
+
+
+def test_sigterm_and_ctrl_c_end_a_search_in_seconds_and_resume_loses_nothing(tmp_path, tiny_sst2_dir, tiny_teacher_dir,
+                                                                             fault_table, capsys):
+    cfg = fresh(tmp_path, tiny_sst2_dir, tiny_teacher_dir, distill={"max_steps": 40})
+    run = tmp_path / "runs" / "tiny"
+    db = run / "results.sqlite"
+    for case, signum, at_least, resume in [("SIGTERM during a search", signal.SIGTERM, 2, False),
+                                           ("Ctrl-C (SIGINT) during `search --resume`", signal.SIGINT, 3, True)]:
+        before = _stored(db) if db.exists() else {}
+        rc, err, seconds = _interrupt(cfg, db, signum, at_least, resume)
+        after = _stored(db)
+        lost = [h for h, metrics in before.items() if after.get(h) != metrics]
+        fault_table.add(case, rc, f"**{len(lost)} candidates**" if lost else "nothing")
+        assert rc == 128 + signum, err[-2000:]
+        assert "interrupted — resume with --resume" in err and "Traceback" not in err, err[-2000:]
+        assert seconds < 15 and not lost and len(after) >= at_least
+        assert (run / LOCK_FILE).read_text() == ""  # released: the next driver finds no holder
+    finished = _stored(db)
+    with fault_table.watch("`search --resume` after both interruptions", []) as w:
+        w.rc = main(["search", "--config", str(cfg), "--resume"])
+    assert w.rc == 0, capsys.readouterr().err[-2000:]
+    final = _stored(db)
+    assert all(final[h] == metrics for h, metrics in finished.items())  # nothing re-trained or lost
+    with ResultStore(db, read_only=True) as store:
+        assert store.load_checkpoint()["phase"] == "done" and len(store.generations()) == 2
 
 
 def test_exponent_floats_are_numbers_in_files_and_overrides(tmp_path, fault_table):
