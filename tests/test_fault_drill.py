@@ -10,6 +10,7 @@ after. The earlier run-directory faults (issue 16) add theirs from tests/test_ru
 from __future__ import annotations
 
 import http.server
+import logging
 import signal
 import socket
 import subprocess
@@ -174,3 +175,34 @@ def test_exponent_floats_are_numbers_in_files_and_overrides(tmp_path, fault_tabl
 def test_run_names_with_control_characters_or_markup_are_refused(name):
     with pytest.raises(ConfigError, match="run.name.*control characters"):
         config_from_dict({"run": {"name": name}})
+
+
+def test_the_documented_cluster_keeps_the_dashboard_on_localhost(fault_table):
+    for path in (REPO / "README.md", REPO / "configs" / "cluster" / "ray-gpu-cluster.yaml"):
+        heads = [line for line in path.read_text().splitlines() if "ray start --head" in line]
+        assert heads and all("--dashboard-host=127.0.0.1" in line and "0.0.0.0" not in line for line in heads), heads
+    assert "ssh -L 8265:localhost:8265" in (REPO / "README.md").read_text()
+    fault_table.add("documented `ray start --head` (dashboard on 127.0.0.1, SSH tunnel)", "n/a")
+
+
+def test_a_dashboard_open_to_the_network_is_warned_about(caplog, fault_table):
+    import ray
+
+    from rosearch.workers.ray_backend import warn_if_dashboard_exposed
+
+    node_ip = ray.util.get_node_ip_address()
+    if node_ip.startswith("127."):
+        pytest.skip("this machine has no network address")
+    for bind, exposed in (("0.0.0.0", True), ("127.0.0.1", False)):
+        listener = socket.socket()
+        listener.bind((bind, 0))
+        listener.listen()
+        try:
+            with caplog.at_level(logging.WARNING, logger="rosearch"):
+                caplog.clear()
+                port = listener.getsockname()[1]
+                assert warn_if_dashboard_exposed(f"{node_ip}:6379", f"127.0.0.1:{port}") is exposed
+        finally:
+            listener.close()
+        assert ("CVE-2023-48022" in caplog.text) is exposed
+    fault_table.add("joining a cluster whose dashboard is on 0.0.0.0", "0 (warns)")

@@ -367,7 +367,7 @@ def _connect(address: str | None, connect_timeout_s: float = DEFAULT_CONNECT_TIM
                      logging_level=logging.WARNING)
             return True
         try:
-            _init_within(connect_timeout_s, address)
+            context = _init_within(connect_timeout_s, address)
         except ConnectionError as exc:
             raise BackendSetupError(
                 f"workers.address={address!r}: cannot join a Ray cluster: {exc} "
@@ -377,6 +377,37 @@ def _connect(address: str | None, connect_timeout_s: float = DEFAULT_CONNECT_TIM
         if main_thread and sigterm is not None:
             signal.signal(signal.SIGTERM, sigterm)
     logger.info("joined the Ray cluster at %s", address)
+    warn_if_dashboard_exposed(address, getattr(context, "dashboard_url", None))
+    return True
+
+
+DASHBOARD_PORT = 8265
+
+
+def warn_if_dashboard_exposed(address: str, dashboard_url: str | None) -> bool:
+    """Warn (and return True) when the cluster's dashboard answers on a network address, not only on
+    localhost: its Jobs API runs any command it is sent, without authentication (CVE-2023-48022,
+    "ShadowRay"). Ray's own guidance: bind it to 127.0.0.1 and reach it through an SSH tunnel."""
+    port = DASHBOARD_PORT
+    if dashboard_url:
+        try:
+            port = urlsplit("//" + dashboard_url.split("://")[-1]).port or DASHBOARD_PORT
+        except ValueError:
+            pass
+    host = urlsplit("//" + address.removeprefix("ray://")).hostname if address != "auto" else None
+    if not host:
+        host = ray.util.get_node_ip_address()
+    if host in ("localhost", "::1") or host.startswith("127."):
+        return False
+    try:
+        socket.create_connection((host, port), timeout=1.0).close()
+    except OSError:
+        return False
+    logger.warning(
+        "the Ray dashboard of this cluster answers on %s:%d, open to the network: its Jobs API runs any command "
+        "anyone who reaches it sends, without authentication (CVE-2023-48022, \"ShadowRay\") (fix: start the head "
+        "with `ray start --head --dashboard-host=127.0.0.1` and open it through an SSH tunnel: "
+        "`ssh -L %d:localhost:%d HEAD` then http://localhost:%d)", host, port, port, port, port)
     return True
 
 
