@@ -45,6 +45,7 @@ from rosearch.rundir import (
     RUN_INFO_FILE,
     SUMMARY_FILE,
     RunLock,
+    check_run_dir,
     contained_run_dir,
     ensure_writable_dir,
 )
@@ -409,6 +410,7 @@ def run_search(config: Config, *, resume: bool = False, task_fn: TaskFn = run_ca
     check_workers(config.workers)  # seconds, before minutes of data/teacher preparation
     check_teacher_fit(config, teacher_shape(config))
     contained_run_dir(config.run.output_dir, config.run.name)
+    check_run_dir(config.run.run_dir)
     ensure_writable_dir(config.run.run_dir, "run directory")
     with RunLock(config.run.run_dir):
         return _run_search_locked(config, resume, task_fn, start)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import http.server
 import logging
+import shutil
 import signal
 import socket
 import subprocess
@@ -45,6 +46,72 @@ def finished(tmp_path_factory, tiny_sst2_dir, tiny_teacher_dir) -> SimpleNamespa
 def fresh(tmp_path: Path, sst2_dir: Path, teacher_dir: Path, **sections) -> Path:
     """A config file of a new tiny run under ``tmp_path`` (its cache too: see ``nothing_prepared``)."""
     return write_config(tmp_path, tiny_search_dict(tmp_path, sst2_dir, teacher_dir, **sections))
+
+
+def test_report_never_overwrites_what_it_did_not_write(finished, tmp_path, fault_table, capsys):
+    run = finished.run
+    with fault_table.watch("`report RUN --out RUN/results.sqlite` (the run's own store)", [run]) as w:
+        w.rc = main(["report", str(run), "--out", str(run / "results.sqlite")])
+    err = capsys.readouterr().err
+    assert w.rc == 2 and not w.lost and "a run's results store" in err and "fix:" in err and "Traceback" not in err
+    user = tmp_path / "notes.html"
+    user.write_text("<!DOCTYPE html><html><title>my notes</title></html>")
+    with fault_table.watch("`report --out` onto a user's HTML file", [user]) as w:
+        w.rc = main(["report", str(run), "--out", str(user)])
+    assert w.rc == 2 and not w.lost and "not an HTML report rosearch wrote" in capsys.readouterr().err
+    own = tmp_path / "report.html"  # an earlier report (its generator tag) is replaced
+    own.write_text('<!DOCTYPE html>\n<html><head><meta name="generator" content="rosearch report"></head></html>')
+    with fault_table.watch("`report --out` over its own earlier report", [run]) as w:
+        w.rc = main(["report", str(run), "--out", str(own)])
+    assert w.rc == 0 and not w.lost and '<meta name="generator" content="rosearch report">' in own.read_text()
+
+
+def test_stats_export_snapshot_attack_refuse_outputs_that_are_not_theirs(finished, tmp_path, fault_table, capsys):
+    run = finished.run
+    user = tmp_path / "mine"
+    user.mkdir()
+    (user / "thesis.tex").write_text("years of work")
+    (tmp_path / "a-file").write_text("not a directory")
+    cases = [
+        ("`stats RUN --out RUN`", ["stats", str(run), "--out", str(run)], "not part of the statistics tables"),
+        ("`export RUN --out RUN`", ["export", str(run), "--out", str(run)], "not part of the student folders"),
+        ("`export --out` a user's folder", ["export", str(run), "--out", str(user)], "'thesis.tex'"),
+        ("`snapshot RUN RUN/results.sqlite`", ["snapshot", str(run), str(run / "results.sqlite")], "already exists"),
+        ("`attack --out` onto a file", ["attack", "--model", str(finished.export), "--out", str(tmp_path / "a-file")],
+         "not a directory"),
+    ]
+    for case, argv, message in cases:
+        with fault_table.watch(case, [run, user, tmp_path / "a-file", finished.export]) as w:
+            w.rc = main(argv)
+        err = capsys.readouterr().err
+        assert w.rc == 2 and not w.lost, (case, err)
+        assert message in err and "Traceback" not in err, (case, err)
+    fault_table.add("`predict`: writes only to stdout (no `--out`)", "n/a")
+
+
+def test_a_search_never_writes_into_a_directory_that_is_not_a_run(finished, tmp_path, tiny_sst2_dir, tiny_teacher_dir,
+                                                                    fault_table, capsys):
+    model = tmp_path / "D" / "model"
+    shutil.copytree(finished.export, model)  # an exported model where the run would go
+    cfg = fresh(tmp_path, tiny_sst2_dir, tiny_teacher_dir)
+    with fault_table.watch("search into an exported model's folder (`run.name=model`)", [model]) as w:
+        w.rc = main(["search", "--config", str(cfg), "--set", f"run.output_dir={model.parent}", "--set", "run.name=model"])
+    err = capsys.readouterr().err
+    assert w.rc == 2 and not w.lost and "is not a rosearch run" in err and "'config.json'" in err and "fix:" in err
+    assert nothing_prepared(tmp_path) and not (model / "results.sqlite").exists()
+
+
+def test_a_zero_byte_store_is_refused_on_resume(finished, tmp_path, tiny_sst2_dir, tiny_teacher_dir, fault_table,
+                                                 capsys):
+    run = tmp_path / "runs" / "tiny"
+    shutil.copytree(finished.run / "candidates", run / "candidates")
+    (run / "results.sqlite").write_bytes(b"")
+    cfg = fresh(tmp_path, tiny_sst2_dir, tiny_teacher_dir)
+    with fault_table.watch("`search --resume` on a zero-byte results.sqlite", [run]) as w:
+        w.rc = main(["search", "--config", str(cfg), "--resume"])
+    err = capsys.readouterr().err
+    assert w.rc == 2 and not w.lost and "is empty (0 bytes)" in err and "rosearch snapshot" in err
+    assert nothing_prepared(tmp_path) and (run / "results.sqlite").stat().st_size == 0
 
 
 @pytest.fixture

@@ -22,6 +22,7 @@ from rosearch.config import Config, config_from_dict, load_config
 from rosearch.data import get_task, load_examples
 from rosearch.defense.pipeline import load_defense
 from rosearch.errors import UserError
+from rosearch.outputs import check_output_dir
 from rosearch.runtime import resolve_device
 from rosearch.student.modeling import register_auto_classes
 from rosearch.tokenizer_files import TOKENIZER_FILES
@@ -83,6 +84,11 @@ def load_classifier(model_dir: Path, tokenizer_dir: Path | None) -> tuple[Any, A
     return model, tokenizer
 
 
+def is_attack_report(path: Path) -> bool:
+    """True for what ``rosearch attack`` writes into its ``--out`` folder (and its temporary files)."""
+    return path.is_file() and path.name.lstrip(".").startswith("attack_") and path.suffix in (".json", ".csv", ".tmp")
+
+
 def run(args: argparse.Namespace) -> int:
     """Attack ``--model`` with each recipe on a seeded dev sample; print and write the results."""
     config = merged_config(args)
@@ -94,6 +100,8 @@ def run(args: argparse.Namespace) -> int:
         raise AttackInputError(f"--recipe {', '.join(map(repr, unknown))}: unknown recipe (known: {', '.join(known)})")
     spec = get_task(config.data.task)
     model_dir = Path(args.model).expanduser()
+    out_dir = args.out if args.out is not None else model_dir / "attacks"
+    check_output_dir(out_dir, "--out", "the attack reports", is_attack_report)
     model, tokenizer = load_classifier(model_dir, args.tokenizer)
     if model.config.num_labels != spec.num_labels:
         raise AttackInputError(
@@ -115,6 +123,6 @@ def run(args: argparse.Namespace) -> int:
         ))
     console = Console() if Console().is_terminal else Console(width=220)
     console.print(reports_table(reports))
-    json_path, csv_path = write_reports(reports, args.out if args.out is not None else model_dir / "attacks")
+    json_path, csv_path = write_reports(reports, out_dir)
     console.print(f"wrote {json_path} and {csv_path}")
     return 0

@@ -21,6 +21,7 @@ import dataclasses
 import json
 import logging
 import os
+import re
 import shutil
 import types
 import typing
@@ -41,6 +42,7 @@ from rosearch.defense.tokenizer import mark_tokenizer_defended
 from rosearch.errors import UserError
 from rosearch.evaluate.candidate import evaluate_candidate
 from rosearch.model_paths import resolve_model_path
+from rosearch.outputs import check_output_dir
 from rosearch.prepare import prepare_inputs, teacher_output_dir
 from rosearch.results.artifacts import load_student, read_candidate_files
 from rosearch.results.export_onnx import add_onnx_variants
@@ -72,6 +74,16 @@ _PATH_FIELDS = (
 
 class ExportError(UserError, ValueError):
     """A student cannot be exported as asked, or its export does not reload to the same model."""
+
+
+_FOLDER = re.compile(r"\.?rank[0-9]+-[0-9a-f]{12}(\.[0-9a-f]{8}\.partial)?")
+
+
+def is_export_entry(path: Path) -> bool:
+    """True for what ``export`` leaves in its ``--out`` folder: student folders (with their genome.json),
+    and the hidden ``.partial`` folder of an export that was interrupted."""
+    return path.is_dir() and _FOLDER.fullmatch(path.name) is not None and (
+        path.name.endswith(".partial") or (path / "genome.json").is_file())
 
 
 # --------------------------------------------------------------------------------------------
@@ -530,6 +542,8 @@ def export_students(run_dir: str | Path, out_dir: str | Path, *, top: int = 3, r
     for name, value in (("top", top), ("retrain_steps", retrain_steps)):
         if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
             raise ExportError(f"export {name} must be a positive integer, got {value!r}")
+    out_dir = Path(out_dir)
+    check_output_dir(out_dir, "--out", "the student folders of an earlier export", is_export_entry)
     run_dir = results_path(run_dir).parent
     with open_store(run_dir) as store:
         records = ranked_records(store)[:top]
@@ -541,7 +555,6 @@ def export_students(run_dir: str | Path, out_dir: str | Path, *, top: int = 3, r
     distiller = _Distiller(config, resolve_device(device))
     label_names = get_task(config.data.task).label_names
     teacher = teacher_reference(run_dir)
-    out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     folders = []
     for rank, record in enumerate(records, start=1):
