@@ -10,6 +10,8 @@ after. The earlier run-directory faults (issue 16) add theirs from tests/test_ru
 from __future__ import annotations
 
 import http.server
+import io
+import json
 import logging
 import shutil
 import signal
@@ -226,6 +228,67 @@ def test_sigterm_and_ctrl_c_end_a_search_in_seconds_and_resume_loses_nothing(tmp
     assert all(final[h] == metrics for h, metrics in finished.items())  # nothing re-trained or lost
     with ResultStore(db, read_only=True) as store:
         assert store.load_checkpoint()["phase"] == "done" and len(store.generations()) == 2
+
+
+def test_predict_answers_every_good_line_and_reports_each_bad_one(finished, tmp_path, monkeypatch, fault_table, capsys):
+    raw = b"good film \xff\xfe bad\nnormal line\n\ncaf\xc3\xa9 fine\n"
+    source = tmp_path / "in.txt"
+    source.write_bytes(raw)
+    for case, argv in [("`predict` with non-UTF-8 bytes on stdin", []),
+                       ("`predict --file` with a non-UTF-8 line", ["--file", str(source)])]:
+        monkeypatch.setattr("sys.stdin", io.TextIOWrapper(io.BytesIO(raw), encoding="utf-8"))
+        with fault_table.watch(case, [finished.export]) as w:
+            w.rc = main(["predict", "--model", str(finished.export), *argv])
+        out, err = capsys.readouterr()
+        rows = [json.loads(line) for line in out.splitlines()]
+        assert w.rc == 2 and "Traceback" not in err and "not UTF-8 text (line 1)" in err
+        assert rows[0]["line"] == 1 and "not UTF-8" in rows[0]["error"]
+        assert [r.get("text") for r in rows[1:]] == ["normal line", "café fine"]
+        assert all("label" in r for r in rows[1:])
+
+
+def test_predict_and_attack_name_a_mistyped_config_field(tiny_teacher_dir, tmp_path, fault_table, capsys):
+    model = tmp_path / "model"  # a plain BERT classifier: torch's layer constructors got the string
+    shutil.copytree(tiny_teacher_dir, model)
+    config = json.loads((model / "config.json").read_text())
+    (model / "config.json").write_text(json.dumps(config | {"hidden_size": "32"}))
+    for case, argv in [("`predict` on a config.json with a string size", ["predict", "--model", str(model), "x"]),
+                       ("`attack` on the same", ["attack", "--model", str(model)])]:
+        with fault_table.watch(case, [model]) as w:
+            w.rc = main(argv)
+        err = capsys.readouterr().err
+        assert w.rc == 2 and "field 'hidden_size' must be a positive integer, got '32'" in err and "Traceback" not in err
+
+
+def test_a_pickle_only_model_dir_is_named_as_such(finished, tmp_path, fault_table, capsys):
+    import torch
+    from transformers import AutoModelForSequenceClassification
+
+    from rosearch.student.modeling import register_auto_classes
+
+    register_auto_classes()
+    model = tmp_path / "pickled"
+    shutil.copytree(finished.export, model)
+    torch.save(AutoModelForSequenceClassification.from_pretrained(model), model / "pytorch_model.bin")  # the whole object
+    (model / "model.safetensors").unlink()
+    with fault_table.watch("`predict` on a folder with only a pickled `pytorch_model.bin`", [model]) as w:
+        w.rc = main(["predict", "--model", str(model), "x"])
+    err = capsys.readouterr().err
+    assert w.rc == 2 and "only pytorch_model.bin, a pickle" in err and "save_pretrained" in err
+    assert "TF 2.0" not in err
+
+
+def test_attack_n_above_the_split_says_so(finished, tmp_path, fault_table, caplog, monkeypatch):
+    monkeypatch.setattr(logging.getLogger(), "handlers", [caplog.handler])  # not an earlier command's (its capture is closed)
+    data = tmp_path / "SST-2"
+    data.mkdir()
+    (data / "dev.tsv").write_text("sentence\tlabel\ngood film \t1\nbad film \t0\ngreat fun \t1\n")
+    (data / "train.tsv").write_text((data / "dev.tsv").read_text())
+    with caplog.at_level(logging.WARNING, logger="rosearch"), \
+            fault_table.watch("`attack --n 10` on a 3-example dev split (warns, attacks all 3)", [finished.export]) as w:
+        w.rc = main(["attack", "--model", str(finished.export), "--data-dir", str(data), "--n", "10", "--recipe",
+                     "deepwordbug", "--query-budget", "20", "--out", str(tmp_path / "attacks"), "--device", "cpu"])
+    assert w.rc == 0 and "--n / attack.num_examples=10 is more than the 3 examples" in caplog.text
 
 
 def test_exponent_floats_are_numbers_in_files_and_overrides(tmp_path, fault_table):
