@@ -64,7 +64,8 @@ def _add_search_arguments(parser: argparse.ArgumentParser) -> None:
 def _add_distill_arguments(parser: argparse.ArgumentParser) -> None:
     _add_config_args(parser)
     parser.add_argument("--genome", action="append", default=[], help="genome JSON file (repeatable); default: sample")
-    parser.add_argument("--count", type=int, default=1, help="how many genomes to sample when no --genome is given")
+    parser.add_argument("--count", type=_positive_int, default=1,
+                        help="how many genomes to sample when no --genome is given")
 
 
 def _run_search(args: argparse.Namespace) -> int:

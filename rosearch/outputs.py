@@ -12,6 +12,7 @@ Standard library only: the checks run before the commands import their heavy lib
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
@@ -97,3 +98,15 @@ def listing(entries: list[Path]) -> str:
     names = ", ".join(repr(e.name + ("/" if e.is_dir() else "")) for e in entries[:_SHOWN])
     return names + (f" and {len(entries) - _SHOWN} more" if len(entries) > _SHOWN else "")
 
+
+def publish_modes(folder: Path) -> None:
+    """Give every file of ``folder`` the same mode a plain ``open()`` would (0666 less the umask).
+
+    safetensors writes ``model.safetensors`` as 0600 while the tokenizer and config files get
+    0644; a folder meant for sharing would then be half unreadable to its group and others.
+    """
+    umask = os.umask(0)
+    os.umask(umask)
+    for path in folder.rglob("*"):
+        if path.is_file() and not path.is_symlink():
+            path.chmod(0o666 & ~umask)

@@ -13,9 +13,11 @@ import http.server
 import io
 import json
 import logging
+import os
 import shutil
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -24,14 +26,14 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
-from test_run_safety import ENV, REPO, _count, nothing_prepared, write_config
-from test_search import tiny_search_dict
 
 from rosearch.cli import main
 from rosearch.config import ConfigError, config_from_dict, load_config
 from rosearch.results.store import ResultStore
 from rosearch.rundir import LOCK_FILE
 from rosearch.search import run_search
+from test_run_safety import ENV, REPO, _count, nothing_prepared, write_config
+from test_search import tiny_search_dict
 
 
 @pytest.fixture(scope="module")
@@ -48,6 +50,9 @@ def finished(tmp_path_factory, tiny_sst2_dir, tiny_teacher_dir) -> SimpleNamespa
 def fresh(tmp_path: Path, sst2_dir: Path, teacher_dir: Path, **sections) -> Path:
     """A config file of a new tiny run under ``tmp_path`` (its cache too: see ``nothing_prepared``)."""
     return write_config(tmp_path, tiny_search_dict(tmp_path, sst2_dir, teacher_dir, **sections))
+
+
+# ------------------------------------------------------------------ 1. outputs: never over what is not ours
 
 
 def test_report_never_overwrites_what_it_did_not_write(finished, tmp_path, fault_table, capsys):
@@ -114,6 +119,9 @@ def test_a_zero_byte_store_is_refused_on_resume(finished, tmp_path, tiny_sst2_di
     err = capsys.readouterr().err
     assert w.rc == 2 and not w.lost and "is empty (0 bytes)" in err and "rosearch snapshot" in err
     assert nothing_prepared(tmp_path) and (run / "results.sqlite").stat().st_size == 0
+
+
+# ------------------------------------------------------------------ 3. no hang: Ray addresses, signals
 
 
 @pytest.fixture
@@ -230,6 +238,9 @@ def test_sigterm_and_ctrl_c_end_a_search_in_seconds_and_resume_loses_nothing(tmp
         assert store.load_checkpoint()["phase"] == "done" and len(store.generations()) == 2
 
 
+# ------------------------------------------------------------------ 4, 8. predict and attack on bad input
+
+
 def test_predict_answers_every_good_line_and_reports_each_bad_one(finished, tmp_path, monkeypatch, fault_table, capsys):
     raw = b"good film \xff\xfe bad\nnormal line\n\ncaf\xc3\xa9 fine\n"
     source = tmp_path / "in.txt"
@@ -262,9 +273,9 @@ def test_predict_and_attack_name_a_mistyped_config_field(tiny_teacher_dir, tmp_p
 
 def test_a_pickle_only_model_dir_is_named_as_such(finished, tmp_path, fault_table, capsys):
     import torch
-    from transformers import AutoModelForSequenceClassification
 
     from rosearch.student.modeling import register_auto_classes
+    from transformers import AutoModelForSequenceClassification
 
     register_auto_classes()
     model = tmp_path / "pickled"
@@ -291,6 +302,9 @@ def test_attack_n_above_the_split_says_so(finished, tmp_path, fault_table, caplo
     assert w.rc == 0 and "--n / attack.num_examples=10 is more than the 3 examples" in caplog.text
 
 
+# ------------------------------------------------------------------ 6, 8. config values
+
+
 def test_exponent_floats_are_numbers_in_files_and_overrides(tmp_path, fault_table):
     path = tmp_path / "c.yaml"
     path.write_text("distill:\n  learning_rate: 1e-3\nfitness:\n  accuracy_weight: 1.0e0\n")
@@ -305,6 +319,65 @@ def test_exponent_floats_are_numbers_in_files_and_overrides(tmp_path, fault_tabl
 def test_run_names_with_control_characters_or_markup_are_refused(name):
     with pytest.raises(ConfigError, match="run.name.*control characters"):
         config_from_dict({"run": {"name": name}})
+
+
+def test_cli_refusals_of_names_counts_and_missing_data(tmp_path, tiny_sst2_dir, tiny_teacher_dir, fault_table, capsys):
+    cfg = fresh(tmp_path, tiny_sst2_dir, tiny_teacher_dir)
+    with fault_table.watch("`run.name` with backticks", [tmp_path]) as w:
+        w.rc = main(["search", "--config", str(cfg), "--set", 'run.name="a`b`"'])  # quoted: YAML reads a string
+    assert w.rc == 2 and "run.name" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_info:
+        main(["distill", "--config", str(cfg), "--count", "-1"])
+    fault_table.add("`distill --count -1`", exit_info.value.code)
+    assert exit_info.value.code == 2 and "expected a positive integer" in capsys.readouterr().err
+    only_dev = tmp_path / "only-dev"
+    only_dev.mkdir()
+    shutil.copy(tiny_sst2_dir / "dev.tsv", only_dev / "dev.tsv")
+    for command in ("search", "distill", "teacher"):
+        with fault_table.watch(f"`{command}` with no train.tsv", [only_dev]) as w:
+            w.rc = main([command, "--config", str(cfg), "--set", f"data.data_dir={only_dev}"])
+        err = capsys.readouterr().err
+        assert w.rc == 2 and "missing file" in err and "train.tsv" in err
+        assert nothing_prepared(tmp_path) and not (tmp_path / "runs").exists()  # no empty run directory left
+
+
+# ------------------------------------------------------------------ 8. export: modes and a hand-edited store
+
+
+def test_exported_files_all_get_the_same_mode(finished, fault_table):
+    umask = os.umask(0)
+    os.umask(umask)
+    modes = {p.name: p.stat().st_mode & 0o777 for p in finished.export.iterdir() if p.is_file()}
+    fault_table.add("exported `model.safetensors` mode (was 0600)", 0, "nothing (all files 0644 under umask 022)")
+    assert set(modes.values()) == {0o666 & ~umask}, modes
+
+
+def test_export_refuses_a_hand_edited_non_hex_genome_hash(finished, tmp_path, fault_table, capsys):
+    run = tmp_path / "edited"
+    shutil.copytree(finished.run, run)
+    with sqlite3.connect(run / "results.sqlite") as conn:
+        conn.execute("UPDATE candidates SET genome_hash = 'zz' || substr(genome_hash, 3)")
+    with fault_table.watch("`export` of a store with a non-hex genome_hash", [run]) as w:
+        w.rc = main(["export", str(run), "--top", "1", "--out", str(tmp_path / "out")])
+    err = capsys.readouterr().err
+    assert w.rc == 2 and "not a hexadecimal digest" in err and "this genome's hash is" in err
+    assert not (tmp_path / "out").exists()
+
+
+# ------------------------------------------------------------------ 8. memory, 5. cluster defaults
+
+
+def test_search_memory_check_counts_the_candidates_running_beside_each_other(tmp_path, caplog, fault_table):
+    from rosearch.preflight import check_search_memory
+
+    config = load_config(None, ["search_space.param_budget=50000000", "workers.num_cpus_per_candidate=1"])
+    each = 50_000_000 * 16  # the optimiser state alone: 0.75 GiB per candidate
+    with caplog.at_level(logging.WARNING, logger="rosearch"):
+        check_search_memory(config, memory_limit=2 * each, cpus=1)  # one at a time: fits
+        assert not caplog.text
+        check_search_memory(config, memory_limit=2 * each, cpus=8)  # eight beside each other: does not
+    assert "8 candidates train at once on this machine" in caplog.text and "workers.num_cpus_per_candidate" in caplog.text
+    fault_table.add("memory check of the largest students, 8 at once on local Ray", "0 (warns)")
 
 
 def test_the_documented_cluster_keeps_the_dashboard_on_localhost(fault_table):
