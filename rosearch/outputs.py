@@ -52,15 +52,17 @@ def is_rosearch_report(path: Path) -> bool:
     return head.startswith("<!DOCTYPE html>") and any(marker in head for marker in _REPORT_MARKERS)
 
 
-def check_output_file(path: Path, flag: str, kind: str, ours: Callable[[Path], bool]) -> None:
-    """Refuse ``path`` when it exists and ``ours`` does not recognise it as an earlier output of this kind."""
+def check_output_file(path: Path, flag: str, kind: str, ours: Callable[[Path], bool], suffix: str = ".html") -> None:
+    """Refuse ``path`` when it exists and ``ours`` does not recognise it as an earlier output of this kind
+    (``suffix``: the kind's file suffix, for the example in the message)."""
     if not path.exists() and not path.is_symlink():
         return
     if path.is_file() and ours(path):
         return
+    example = path.parent / (f"new-{path.name}" if path.suffix == suffix else f"report{suffix}")
     raise OutputPathError(
         f"{flag} {path}: it exists and is {_what_is(path)}, not {kind} rosearch wrote; writing there would "
-        f"destroy it (fix: pass {flag} a new file name, e.g. {path.parent / ('new-' + path.name)}"
+        f"destroy it (fix: pass {flag} a new file name, e.g. {example}"
         f"{'' if path.is_dir() else ', or move the file away first'})"
     )
 
