@@ -11,13 +11,16 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
+import threading
 import traceback
 from pathlib import Path
-from typing import Callable, NamedTuple, Sequence
+from types import FrameType
+from typing import Any, Callable, NamedTuple, Sequence
 
 from rosearch.config import ConfigError
-from rosearch.errors import UserError
+from rosearch.errors import Interrupted, UserError
 from rosearch.quiet import LOG_LEVEL_ENV
 
 
@@ -61,7 +64,8 @@ def _add_search_arguments(parser: argparse.ArgumentParser) -> None:
 def _add_distill_arguments(parser: argparse.ArgumentParser) -> None:
     _add_config_args(parser)
     parser.add_argument("--genome", action="append", default=[], help="genome JSON file (repeatable); default: sample")
-    parser.add_argument("--count", type=int, default=1, help="how many genomes to sample when no --genome is given")
+    parser.add_argument("--count", type=_positive_int, default=1,
+                        help="how many genomes to sample when no --genome is given")
 
 
 def _run_search(args: argparse.Namespace) -> int:
@@ -233,10 +237,23 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _raise_interrupted(signum: int, frame: FrameType | None) -> None:
+    raise Interrupted(signum)
+
+
+def _catch_sigterm() -> tuple[bool, Any]:
+    """Turn SIGTERM (a scheduler's stop) into :class:`Interrupted`, so a command ends like Ctrl-C:
+    cleanly, within seconds. Returns (whether it was set: only on the main thread, the previous handler)."""
+    if threading.current_thread() is not threading.main_thread():
+        return False, None
+    return True, signal.signal(signal.SIGTERM, _raise_interrupted)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.verbose:  # read by runtime.setup_logging here and in every child process
         os.environ[LOG_LEVEL_ENV] = "DEBUG"
+    caught, previous = _catch_sigterm()
     try:
         return args.run(args)
     except UserError as exc:  # bad input the user can fix: the message says how, no traceback
@@ -245,6 +262,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         what = "config error" if isinstance(exc, ConfigError) else type(exc).__name__
         print(f"rosearch: {what}: {exc}", file=sys.stderr)
         return 2
+    except (KeyboardInterrupt, Interrupted) as exc:  # Ctrl-C or SIGTERM: finished work is kept, locks released
+        if args.debug:
+            traceback.print_exc(file=sys.stderr)
+        signum = exc.signum if isinstance(exc, Interrupted) else signal.SIGINT
+        hint = " — resume with --resume" if args.command == "search" else ""
+        print(f"rosearch: interrupted{hint} ({signal.Signals(signum).name})", file=sys.stderr)
+        return 128 + signum
+    finally:
+        if caught:
+            signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
 
 
 if __name__ == "__main__":

@@ -20,7 +20,8 @@ from rosearch import prepare  # prepare.prepare_inputs looked up per call (tests
 from rosearch.config import Config, load_config
 from rosearch.defense.names import DEFENSE_NAMES
 from rosearch.evaluate.candidate import evaluate_candidate
-from rosearch.preflight import check_teacher_fit, load_genome_files, teacher_shape
+from rosearch.outputs import publish_modes
+from rosearch.preflight import check_data_files, check_teacher_fit, load_genome_files, teacher_shape
 from rosearch.results.summary_view import summary_lines, summary_table
 from rosearch.rundir import ensure_writable_dir
 from rosearch.runtime import apply_run_settings
@@ -47,6 +48,7 @@ def _config(args: argparse.Namespace) -> Config:
 def cmd_teacher(args: argparse.Namespace) -> int:
     """Fine-tune (or load) the teacher and cache its outputs on the training split."""
     config = _config(args)
+    check_data_files(config)  # before the teacher is loaded
     device = apply_run_settings(config.run)
     start = time.perf_counter()
     inputs = prepare.prepare_inputs(config, device)
@@ -60,7 +62,8 @@ def cmd_teacher(args: argparse.Namespace) -> int:
 def cmd_distill(args: argparse.Namespace) -> int:
     """Distil students (given genomes, or sampled from the search space) and report dev accuracy."""
     config = _config(args)
-    shape = teacher_shape(config)  # seconds: teacher shape, genome files and output dir before preparation
+    check_data_files(config)
+    shape = teacher_shape(config)  # seconds: data files, teacher shape, genome files and output dir before preparation
     check_teacher_fit(config, shape)
     genomes = load_genome_files(args.genome, config, shape) if args.genome else []
     carried = {name for genome in genomes for name in genome.defenses} - set(config.search_space.defenses_used())
@@ -89,6 +92,7 @@ def cmd_distill(args: argparse.Namespace) -> int:
         model.save_pretrained(out)
         for name, content in read_tokenizer_files(inputs.teacher_dir).items():  # so `rosearch attack --model` works
             (out / name).write_bytes(content)
+        publish_modes(out)
         (out / "genome.json").write_text(genome.to_json())
         defense = inputs.defense(genome.defenses)
         if defense is not None:  # the student is only itself with its input defenses (attack and predict load them)

@@ -15,7 +15,9 @@ import hashlib
 import json
 import logging
 import math
+import re
 import types
+import unicodedata
 import typing
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -398,6 +400,9 @@ class WorkersConfig:
     num_gpus_per_candidate: float = 0.0
     max_retries: int = 2
     timeout_s: float | None = None
+    # seconds the driver waits for an explicit workers.address to answer as a Ray cluster (TCP, the
+    # GCS handshake and ray.init together) before it gives up with a clear error instead of hanging
+    connect_timeout_s: float = 30.0
     # Ray workers' own cache on each node (NLTK data, shipped teacher files); never the driver's
     # run.cache_dir, which a node without a shared file system does not have. None: the node's temp dir.
     cache_dir: str | None = None
@@ -688,6 +693,23 @@ RESUMABLE_FIELDS: tuple[tuple[str, str | None], ...] = (
 # Loading
 # --------------------------------------------------------------------------------------------
 
+# YAML 1.2's exponent floats (1e-3, 1.0e6, 2E+5), which PyYAML's YAML 1.1 rule reads as strings
+# because it wants a dot and a signed exponent
+_EXPONENT_FLOAT = re.compile(r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)[eE][-+]?[0-9]+$")
+
+
+class _ConfigLoader(yaml.SafeLoader):
+    """PyYAML's safe loader that also reads YAML 1.2 exponent floats as numbers (a copy of the
+    resolver table: yaml.SafeLoader itself is left as it was)."""
+
+
+_ConfigLoader.add_implicit_resolver("tag:yaml.org,2002:float", _EXPONENT_FLOAT, list("-+0123456789."))
+
+
+def parse_yaml(text: str) -> Any:
+    """``text`` parsed as YAML, with ``1e-3`` a float as in YAML 1.2 (config files and ``--set`` values)."""
+    return yaml.load(text, Loader=_ConfigLoader)  # noqa: S506 - a SafeLoader subclass
+
 
 def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
     """Read a YAML or TOML file (or nothing), apply ``a.b=value`` overrides, validate."""
@@ -706,7 +728,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
             if path.suffix.lower() == ".toml":
                 data = tomllib.loads(text)
             else:
-                data = yaml.safe_load(text) or {}
+                data = parse_yaml(text) or {}
         except (yaml.YAMLError, tomllib.TOMLDecodeError) as exc:
             raise ConfigError(f"config file {str(path)!r} is not valid {path.suffix[1:] or 'YAML'}: {exc}") from exc
         if not isinstance(data, dict):
@@ -724,7 +746,7 @@ def apply_override(data: dict[str, Any], item: str) -> None:
         raise ConfigError(f"override {item!r} must look like section.key=value (e.g. distill.alpha=0.3)")
     parts = _current_path(key.strip().split("."))
     try:
-        value = yaml.safe_load(raw) if raw.strip() else None
+        value = parse_yaml(raw) if raw.strip() else None
     except yaml.YAMLError as exc:
         raise ConfigError(f"override {item!r}: cannot parse value {raw!r}: {exc}") from exc
     node = data
@@ -851,16 +873,27 @@ def _fraction(value: float, path: str) -> None:
     _require(0.0 <= value <= 1.0, path, f"must be between 0 and 1, got {value!r}")
 
 
+# characters a run name may not hold besides separators: it becomes a directory name, a Markdown heading
+# and code span in exported model cards, and an argument users paste into shells
+_NAME_FORBIDDEN = "`<>\"|*?$"
+
+
 def check_path_name(name: str, path: str) -> None:
     """A user-given name that becomes one directory level: it must not climb out of its parent.
 
     ``..``, ``.``, separators and NUL would let a run write into (and overwrite) ``output_dir``'s
-    parent or elsewhere, so they are refused here, before anything touches the disk.
+    parent or elsewhere, so they are refused here, before anything touches the disk. Control
+    characters (a newline makes a directory nobody can type) and the characters of
+    :data:`_NAME_FORBIDDEN` (Markdown and HTML in the model card, shell globs and quotes) are refused too.
     """
     bad = [c for c in ("/", "\\", "\0") if c in name]
     _require(bool(name.strip()) and name not in (".", "..") and not bad, path,
              f"must be a plain directory name (no '..', '/', '\\\\' or NUL, not empty), got {name!r} "
              "(fix: e.g. run.name=sst2-search-1)")
+    odd = sorted({c for c in name if unicodedata.category(c).startswith("C") or c in _NAME_FORBIDDEN})
+    _require(not odd, path,
+             f"must not hold control characters or any of {_NAME_FORBIDDEN}, got {name!r} (it holds "
+             f"{', '.join(repr(c) for c in odd)}) (fix: letters, digits, '-', '_' and '.', e.g. run.name=sst2-search-1)")
 
 
 def validate(config: Config) -> None:
@@ -964,6 +997,8 @@ def validate(config: Config) -> None:
              f"must be >= 0, got {workers.num_gpus_per_candidate}")
     _require(workers.max_retries >= 0, "workers.max_retries", f"must be >= 0, got {workers.max_retries}")
     _positive(workers.timeout_s, "workers.timeout_s")
+    _require(0 < workers.connect_timeout_s <= 3600, "workers.connect_timeout_s",
+             f"must be > 0 and at most 3600 seconds, got {workers.connect_timeout_s!r} (fix: e.g. 30)")
     if workers.backend == "ray" and run.device.startswith("cuda") and workers.num_gpus_per_candidate == 0:
         raise ConfigError(
             f"config field 'workers.num_gpus_per_candidate': run.device={run.device!r} needs a GPU per candidate, "

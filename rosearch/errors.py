@@ -10,3 +10,13 @@ from __future__ import annotations
 
 class UserError(Exception):
     """Bad input (config, files, run directory) that the user can correct; the message says how."""
+
+
+class Interrupted(BaseException):
+    """SIGTERM as an exception, like Ctrl-C's KeyboardInterrupt: ``finally`` blocks run on the way
+    out (the run lock is released, the store closed), and no ``except Exception`` (a candidate's
+    failure handling) records the interruption as a failed candidate."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(f"signal {signum}")
+        self.signum = signum

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from rosearch.config import Config, ConfigError, methods_used
-from rosearch.data import get_task
+from rosearch.data import SPLITS, get_task, resolve_file
 from rosearch.model_paths import resolve_model_path
 from rosearch.search_space import labels
 from rosearch.search_space.cost import count_parameters
@@ -60,6 +60,16 @@ def teacher_shape(config: Config) -> TeacherShape | None:
         ) from exc
 
 
+def check_data_files(config: Config) -> None:
+    """Every split file ``data.data_dir`` must hold exists, before the teacher loads and before any run
+    directory is created (a missing ``train.tsv`` used to surface minutes later, leaving an empty run)."""
+    if config.data.data_dir is None:
+        return  # the HF hub: checked when it is loaded
+    spec = get_task(config.data.task)
+    for split in SPLITS:
+        resolve_file(spec, split, config.data.data_dir)  # DataError naming the file and data.data_dir
+
+
 def check_teacher_fit(config: Config, shape: TeacherShape | None) -> None:
     """``data.max_length`` and ``search_space.embedding_sizes`` against the teacher's shape."""
     if shape is None:
@@ -95,9 +105,43 @@ def available_memory_bytes() -> int | None:
 
 def training_memory_bytes(genome: Genome, params: int, config: Config) -> int:
     """A rough floor on the memory of distilling ``genome``: optimiser state plus activations."""
+    return _training_bytes(params, genome.hidden_size, genome.num_layers, config)
+
+
+def _training_bytes(params: int, hidden_size: int, num_layers: int, config: Config) -> int:
     tokens = config.distill.batch_size * config.data.max_length
-    activations = tokens * genome.hidden_size * genome.num_layers * ACTIVATION_FACTOR * 4
+    activations = tokens * hidden_size * num_layers * ACTIVATION_FACTOR * 4
     return params * BYTES_PER_PARAM_TRAINING + activations
+
+
+def local_concurrency(config: Config, cpus: int | None = None) -> int | None:
+    """How many candidates train at once on this machine: 1 in-process, the CPU slots of a local Ray
+    instance; None on a cluster (candidates run on its nodes, whose memory the driver cannot see)."""
+    workers = config.workers
+    if workers.backend == "inprocess":
+        return 1
+    if workers.address is not None:
+        return None
+    return max(1, int((cpus or os.cpu_count() or 1) // workers.num_cpus_per_candidate))
+
+
+def check_search_memory(config: Config, memory_limit: int | None = None, cpus: int | None = None) -> None:
+    """Warn when the largest students ``search_space.param_budget`` allows, as many as train at once on
+    this machine, need more memory than it has: each candidate is checked alone by nobody, and Ray
+    kills (and retries) one that runs out. Only with a budget: without one the largest student is unknown."""
+    space = config.search_space
+    slots = local_concurrency(config, cpus)
+    if space.param_budget is None or slots is None:
+        return
+    limit = available_memory_bytes() if memory_limit is None else memory_limit
+    each = _training_bytes(space.param_budget, max(space.hidden_sizes), max(space.num_layers), config)
+    if limit is not None and each * slots > limit:
+        logger.warning(
+            "search: %d candidates train at once on this machine (workers.num_cpus_per_candidate=%g), and the largest "
+            "students search_space.param_budget=%s allows need ~%.1f GiB each, %.1f GiB together, more than the "
+            "%.1f GiB available; some may be killed for memory and retried (fix: raise workers.num_cpus_per_candidate "
+            "to run fewer at once, or lower search_space.param_budget)", slots, config.workers.num_cpus_per_candidate,
+            f"{space.param_budget:,}", each / 2**30, each * slots / 2**30, limit / 2**30)
 
 
 def check_genome(genome: Genome, config: Config, shape: TeacherShape | None, where: str,
@@ -145,7 +189,8 @@ def check_genome(genome: Genome, config: Config, shape: TeacherShape | None, whe
     if limit is not None and need > limit:
         raise GenomeFileError(
             f"{where}: distilling {params:,} parameters needs at least ~{need / 2**30:.1f} GiB, more than the "
-            f"{limit / 2**30:.1f} GiB available (fix: a smaller genome, or a smaller distill.batch_size / data.max_length)"
+            f"{limit / 2**30:.1f} GiB available on this machine (what every other process, a search's candidates "
+            "included, leaves free now) (fix: a smaller genome, or a smaller distill.batch_size / data.max_length)"
         )
     return params
 

@@ -51,6 +51,10 @@ REPORT_FILE = "report.html"
 LOCK_FILE = ".lock"
 
 
+STUDENTS_DIR = "students"  # where `rosearch distill` writes the students of the same run.name
+_RUN_ENTRIES_WITHOUT_STORE = (LOCK_FILE, STUDENTS_DIR)  # what a run directory may hold before its store exists
+
+
 class RunLockedError(UserError):
     """Another live driver holds the run directory's lock."""
 
@@ -73,6 +77,38 @@ def contained_run_dir(output_dir: str | Path, name: str) -> Path:
             "(fix: choose a plain run.name, and no symlink out of output_dir)"
         )
     return run_dir
+
+
+def check_run_dir(run_dir: Path) -> None:
+    """Refuse a run directory a search must not write into, before any preparation.
+
+    A search starts in a missing or empty directory, or continues a run (one with its
+    ``results.sqlite``). A directory that holds other files (an exported model, a project folder)
+    is not a run: its ``config.json`` and the like would be overwritten. A zero-byte
+    ``results.sqlite`` is a run whose results are gone (truncated, or copied while empty): starting
+    a new store there would retrain into the old ``candidates/`` as if nothing had been lost.
+    """
+    if not run_dir.is_dir():
+        return  # missing (created later), or a file: ensure_writable_dir says it cannot be used
+    store = run_dir / RESULTS_FILE
+    if store.is_file():
+        if store.stat().st_size == 0:
+            raise RunPathError(
+                f"{store} is empty (0 bytes): this run's results are gone, so it cannot be resumed or extended "
+                f"(fix: restore {RESULTS_FILE} from a backup or a `rosearch snapshot`; or move {run_dir} away, or "
+                "choose another run.name, to start afresh)"
+            )
+        return
+    foreign = sorted(entry for entry in run_dir.iterdir()
+                     if entry.name not in _RUN_ENTRIES_WITHOUT_STORE and not entry.name.startswith(".write-test-"))
+    if foreign:
+        names = ", ".join(repr(e.name + ("/" if e.is_dir() else "")) for e in foreign[:3])
+        more = f" and {len(foreign) - 3} more" if len(foreign) > 3 else ""
+        raise RunPathError(
+            f"run directory {run_dir} is not empty and is not a rosearch run (it has no {RESULTS_FILE}): it holds "
+            f"{names}{more}, which a search would overwrite (fix: choose another run.name or run.output_dir, "
+            "or move those files away)"
+        )
 
 
 def ensure_writable_dir(path: Path, what: str,

@@ -32,7 +32,7 @@ from rosearch.evaluate.fitness import FitnessSpec, fitness_spec
 from rosearch.evaluate.robustness import full_attack_metrics, panel_metrics, proxy_metrics
 from rosearch.evolution.loop import Proposal, evolve
 from rosearch.evolution.steady_state import evaluation_budget, evolve_async
-from rosearch.preflight import check_teacher_fit, teacher_shape
+from rosearch.preflight import check_data_files, check_search_memory, check_teacher_fit, teacher_shape
 from rosearch.prepare import prepare_inputs
 from rosearch.results import ranking
 from rosearch.results.agreement import proxy_real_agreement
@@ -45,6 +45,7 @@ from rosearch.rundir import (
     RUN_INFO_FILE,
     SUMMARY_FILE,
     RunLock,
+    check_run_dir,
     contained_run_dir,
     ensure_writable_dir,
 )
@@ -408,7 +409,10 @@ def run_search(config: Config, *, resume: bool = False, task_fn: TaskFn = run_ca
     start = time.perf_counter()
     check_workers(config.workers)  # seconds, before minutes of data/teacher preparation
     check_teacher_fit(config, teacher_shape(config))
+    check_data_files(config)
+    check_search_memory(config)
     contained_run_dir(config.run.output_dir, config.run.name)
+    check_run_dir(config.run.run_dir)
     ensure_writable_dir(config.run.run_dir, "run directory")
     with RunLock(config.run.run_dir):
         return _run_search_locked(config, resume, task_fn, start)

@@ -123,3 +123,72 @@ def single_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+class FaultTable:
+    """The fault drill's table (issue 23): one row per fault tried — case, exit code, what was lost.
+
+    Tests add rows with :meth:`watch` (it fingerprints the watched paths before and after, so "lost"
+    is measured, not asserted by hand); at the end of the session the table is printed (``-s``)
+    and written to ``$ROSEARCH_FAULT_TABLE`` when that is set (bench/README.md quotes it).
+    """
+
+    def __init__(self) -> None:
+        self.rows: list[tuple[str, str, str]] = []
+
+    @staticmethod
+    def fingerprint(paths) -> dict[str, str]:
+        import hashlib
+
+        prints = {}
+        for root in paths:
+            root = Path(root)
+            files = [root] if root.is_file() else sorted(p for p in root.rglob("*") if p.is_file()) if root.is_dir() else []
+            for path in files:
+                if path.name == ".lock":  # the lock's holder record changes by design
+                    continue
+                prints[str(path)] = hashlib.sha256(path.read_bytes()).hexdigest()
+        return prints
+
+    def watch(self, case: str, paths):
+        return _Watch(self, case, list(paths))
+
+    def add(self, case: str, rc, lost: str = "nothing") -> None:
+        self.rows.append((case, str(rc), lost))
+
+    def markdown(self) -> str:
+        lines = ["| case | rc | lost |", "|---|---:|---|"]
+        lines += [f"| {case} | {rc} | {lost} |" for case, rc, lost in self.rows]
+        return "\n".join(lines) + "\n"
+
+
+class _Watch:
+    """``with table.watch(case, paths) as w: w.rc = ...``; then ``w.lost`` lists changed or removed files."""
+
+    def __init__(self, table: FaultTable, case: str, paths: list) -> None:
+        self.table, self.case, self.paths = table, case, paths
+        self.rc = None
+        self.lost: list[str] = []
+
+    def __enter__(self) -> _Watch:
+        self.before = self.table.fingerprint(self.paths)
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        after = self.table.fingerprint(self.paths)
+        self.lost = sorted(path for path, digest in self.before.items() if after.get(path) != digest)
+        names = ", ".join(Path(p).name for p in self.lost)
+        self.table.add(self.case, self.rc, f"**{names}**" if self.lost else "nothing")
+
+
+@pytest.fixture(scope="session")
+def fault_table():
+    table = FaultTable()
+    yield table
+    if not table.rows:
+        return
+    text = table.markdown()
+    print("\n\nfault drill (issue 23)\n" + text)
+    target = os.environ.get("ROSEARCH_FAULT_TABLE")
+    if target:
+        Path(target).write_text(text)

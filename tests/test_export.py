@@ -14,6 +14,7 @@ from test_search import tiny_search_dict
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 from rosearch.config import config_from_dict
+from rosearch.outputs import OutputPathError
 from rosearch.results.artifacts import load_student, read_candidate_files
 from rosearch.results.export import ExportError, export_students, load_run_config, verify_export
 from rosearch.results.stats import architecture_frame
@@ -60,9 +61,9 @@ def test_export_of_stored_weights_reloads_with_transformers(run_dir: Path, tmp_p
             assert fact in card, fact
     # exporting again replaces the earlier export, never something else
     assert export_students(run_dir, tmp_path / "out", top=1, device="cpu") == folders[:1]
-    (tmp_path / "other" / folders[0].name).mkdir(parents=True)
-    with pytest.raises(ExportError, match="not a rosearch export"):
-        export_students(run_dir, tmp_path / "other", top=1, device="cpu")
+    (tmp_path / "other" / folders[0].name).mkdir(parents=True)  # named like a student folder, but not one
+    with pytest.raises(OutputPathError, match="not part of the student folders of an earlier export"):
+        export_students(run_dir, tmp_path / "other", top=1, device="cpu")  # refused before any work
 
 
 def test_old_run_without_weights_is_distilled_again_to_the_same_model(run_dir: Path, tmp_path: Path) -> None:

@@ -66,10 +66,13 @@ def test_run_names_that_leave_output_dir_are_refused_at_load(name):
         config_from_dict({"run": {"name": name}})
 
 
-def test_run_name_dotdot_from_the_command_line_writes_nothing_outside(tmp_path, tiny_sst2_dir, tiny_teacher_dir, capsys):
+def test_run_name_dotdot_from_the_command_line_writes_nothing_outside(tmp_path, tiny_sst2_dir, tiny_teacher_dir, capsys,
+                                                                     fault_table):
     (tmp_path / "config.json").write_text('{"mine": true}')  # the user's file the run used to overwrite
     path = write_config(tmp_path, tiny_search_dict(tmp_path, tiny_sst2_dir, tiny_teacher_dir))
-    assert main(["search", "--config", str(path), "--set", "run.name=.."]) == 2
+    with fault_table.watch("`run.name=..` (issue 16)", [tmp_path / "config.json"]) as w:
+        w.rc = main(["search", "--config", str(path), "--set", "run.name=.."])
+    assert w.rc == 2
     assert "run.name" in capsys.readouterr().err
     assert (tmp_path / "config.json").read_text() == '{"mine": true}'
     assert not (tmp_path / "results.sqlite").exists() and not (tmp_path / "runs").exists()
@@ -87,7 +90,7 @@ def test_a_symlinked_run_name_pointing_outside_is_refused(tmp_path):
 # ------------------------------------------------------------------ one driver per run directory
 
 
-def test_second_driver_is_refused_at_once_naming_the_holder(tmp_path, tiny_sst2_dir, tiny_teacher_dir):
+def test_second_driver_is_refused_at_once_naming_the_holder(tmp_path, tiny_sst2_dir, tiny_teacher_dir, fault_table):
     config = config_from_dict(tiny_search_dict(tmp_path, tiny_sst2_dir, tiny_teacher_dir))
     run_dir = config.run.run_dir
     run_dir.mkdir(parents=True)
@@ -100,6 +103,7 @@ def test_second_driver_is_refused_at_once_naming_the_holder(tmp_path, tiny_sst2_
         start = time.time()
         with pytest.raises(RunLockedError, match=rf"pid {holder.pid} on host {socket.gethostname()}"):
             run_search(config, resume=True)
+        fault_table.add("a second driver on a live run (issue 16)", 2)
         assert time.time() - start < 10
         assert nothing_prepared(tmp_path) and not (run_dir / "results.sqlite").exists()
     finally:
@@ -132,7 +136,8 @@ def _count(db: Path) -> int:
         return 0
 
 
-def test_copy_of_results_sqlite_alone_after_kill_9_keeps_every_finished_candidate(tmp_path, tiny_sst2_dir, tiny_teacher_dir):
+def test_copy_of_results_sqlite_alone_after_kill_9_keeps_every_finished_candidate(tmp_path, tiny_sst2_dir, tiny_teacher_dir,
+                                                                                  fault_table):
     path = write_config(tmp_path, tiny_search_dict(tmp_path, tiny_sst2_dir, tiny_teacher_dir))
     db = tmp_path / "runs" / "tiny" / "results.sqlite"
     proc = subprocess.Popen([sys.executable, str(REPO / "run_search.py"), "--config", str(path)], env=ENV,
@@ -153,9 +158,10 @@ def test_copy_of_results_sqlite_alone_after_kill_9_keeps_every_finished_candidat
         copied = {r.genome_hash: r.metrics for r in store.candidates()}
         assert copied == finished  # every commit was written into results.sqlite itself
         assert store.run_config()["run"]["name"] == "tiny"
+    fault_table.add("`kill -9` of a search, then a copy of results.sqlite alone (issue 16)", -9)
 
 
-def test_snapshot_of_a_live_store_is_one_consistent_file(tmp_path):
+def test_snapshot_of_a_live_store_is_one_consistent_file(tmp_path, fault_table):
     hashes = fill_store(tmp_path / "results.sqlite", 5)
     writer = ResultStore(tmp_path / "results.sqlite")  # still open, as during a search
     try:
@@ -165,7 +171,9 @@ def test_snapshot_of_a_live_store_is_one_consistent_file(tmp_path):
     assert not (tmp_path / "backup" / "copy.sqlite-wal").exists()
     with ResultStore(tmp_path / "backup" / "copy.sqlite", read_only=True) as store:
         assert [r.genome_hash for r in store.candidates()] == hashes
-    assert main(["snapshot", str(tmp_path), str(tmp_path / "backup" / "copy.sqlite")]) == 2  # never overwrites
+    with fault_table.watch("`snapshot` onto an existing file (issue 16)", [tmp_path]) as w:
+        w.rc = main(["snapshot", str(tmp_path), str(tmp_path / "backup" / "copy.sqlite")])
+    assert w.rc == 2 and not w.lost  # never overwrites
 
 
 # ------------------------------------------------------------------ analysis of a read-only copy
@@ -180,7 +188,7 @@ def _as_unprivileged(cmd: list[str]) -> list[str]:
     return ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", *cmd]
 
 
-def test_stats_report_export_work_on_a_read_only_copy(tmp_path, tiny_sst2_dir, tiny_teacher_dir):
+def test_stats_report_export_work_on_a_read_only_copy(tmp_path, tiny_sst2_dir, tiny_teacher_dir, fault_table):
     base = Path(tempfile.mkdtemp(prefix="rosearch-ro-"))  # world-readable, unlike pytest's tmp_path
     try:
         os.chmod(base, 0o755)
@@ -213,6 +221,7 @@ def test_stats_report_export_work_on_a_read_only_copy(tmp_path, tiny_sst2_dir, t
             done = subprocess.run(_as_unprivileged([sys.executable, "-m", "rosearch.cli", *args]), env=env, cwd=out,
                                   capture_output=True, text=True, timeout=300)
             assert done.returncode == 0, (args, done.stderr[-2000:])
+            fault_table.add(f"`{args[0]}` of a read-only copy of a run (issue 16)", done.returncode)
         done = subprocess.run(_as_unprivileged([sys.executable, "-m", "rosearch.cli", "stats", str(copy)]), env=env,
                               cwd=out, capture_output=True, text=True, timeout=300)
         assert done.returncode == 2 and "pass --out DIR" in done.stderr  # nothing is written into the copy
@@ -229,7 +238,7 @@ def test_stats_report_export_work_on_a_read_only_copy(tmp_path, tiny_sst2_dir, t
 # ------------------------------------------------------------------ a damaged store, before preparation
 
 
-def test_corrupted_store_is_rc_2_before_any_preparation(tmp_path, tiny_sst2_dir, tiny_teacher_dir, capsys):
+def test_corrupted_store_is_rc_2_before_any_preparation(tmp_path, tiny_sst2_dir, tiny_teacher_dir, capsys, fault_table):
     data = tiny_search_dict(tmp_path, tiny_sst2_dir, tiny_teacher_dir)
     db = tmp_path / "runs" / "tiny" / "results.sqlite"
     db.parent.mkdir(parents=True)
@@ -238,7 +247,9 @@ def test_corrupted_store_is_rc_2_before_any_preparation(tmp_path, tiny_sst2_dir,
     assert len(raw) > 3 * 4096
     raw[4096:len(raw) - 4096] = bytes(range(256)) * ((len(raw) - 8192) // 256) + bytes((len(raw) - 8192) % 256)
     db.write_bytes(bytes(raw))
-    assert main(["search", "--config", str(write_config(tmp_path, data)), "--resume"]) == 2
+    with fault_table.watch("`search --resume` on a damaged store (issue 16)", [db]) as w:
+        w.rc = main(["search", "--config", str(write_config(tmp_path, data)), "--resume"])
+    assert w.rc == 2 and not w.lost
     err = capsys.readouterr().err
     assert str(db) in err and "damaged" in err and "rosearch snapshot" in err and "Traceback" not in err
     assert nothing_prepared(tmp_path)
@@ -258,7 +269,7 @@ def _genome_file(tmp_path: Path, config, **shape) -> Path:
     return path
 
 
-def test_oversized_genome_is_refused_before_allocation(tmp_path, tiny_sst2_dir, tiny_teacher_dir, capsys):
+def test_oversized_genome_is_refused_before_allocation(tmp_path, tiny_sst2_dir, tiny_teacher_dir, capsys, fault_table):
     data = tiny_search_dict(tmp_path, tiny_sst2_dir, tiny_teacher_dir)
     data["search_space"]["hidden_sizes"] = [32, 16384]
     config = config_from_dict(data)
@@ -269,8 +280,9 @@ def test_oversized_genome_is_refused_before_allocation(tmp_path, tiny_sst2_dir, 
     assert "search_space.param_budget=2,000,000" in capsys.readouterr().err
     assert main(["distill", "--config", cfg, "--genome", str(genome)]) == 2  # no budget: the memory ceiling
     err = capsys.readouterr().err
-    assert "GiB" in err and "more than the" in err
+    assert "GiB" in err and "more than the" in err and "a search's candidates included" in err
     assert time.time() - start < 30 and nothing_prepared(tmp_path)
+    fault_table.add("`distill --genome` over param_budget, or over the free memory (issue 16)", 2)
 
 
 def test_genome_outside_the_search_space_names_the_field(tmp_path, tiny_sst2_dir, tiny_teacher_dir, capsys):
@@ -286,7 +298,7 @@ def test_genome_outside_the_search_space_names_the_field(tmp_path, tiny_sst2_dir
     (None, "cannot be read"), ("{not json", "not valid JSON"), ('{"hidden_size": 32}', "not a valid genome"),
 ])
 def test_missing_or_malformed_genome_files_are_rc_2_before_preparation(
-        tmp_path, tiny_sst2_dir, tiny_teacher_dir, capsys, content, message):
+        tmp_path, tiny_sst2_dir, tiny_teacher_dir, capsys, content, message, fault_table):
     genome = tmp_path / "g.json"
     if content is not None:
         genome.write_text(content)
@@ -294,14 +306,17 @@ def test_missing_or_malformed_genome_files_are_rc_2_before_preparation(
     assert main(["distill", "--config", str(path), "--genome", str(genome)]) == 2
     err = capsys.readouterr().err
     assert str(genome) in err and message in err and nothing_prepared(tmp_path)
+    fault_table.add(f"`distill --genome` file: {message} (issue 16)", 2)
 
 
 # ------------------------------------------------------------------ tracebacks that are now rc 2
 
 
-def test_max_length_beyond_the_teachers_positions_is_rc_2_before_preparation(tmp_path, tiny_sst2_dir, tiny_teacher_dir, capsys):
+def test_max_length_beyond_the_teachers_positions_is_rc_2_before_preparation(tmp_path, tiny_sst2_dir, tiny_teacher_dir, capsys,
+                                                                            fault_table):
     path = write_config(tmp_path, tiny_search_dict(tmp_path, tiny_sst2_dir, tiny_teacher_dir))
     assert main(["search", "--config", str(path), "--set", "data.max_length=100"]) == 2  # the tiny teacher has 64
+    fault_table.add("`data.max_length` beyond the teacher's positions (issue 16)", 2)
     assert "data.max_length <= 64" in capsys.readouterr().err and nothing_prepared(tmp_path)
 
 
@@ -312,29 +327,34 @@ def test_non_finite_numbers_are_refused_everywhere(value):
             load_config(None, [f"{key}={value}"])
 
 
-def test_config_file_errors_are_clear(tmp_path, capsys):
+def test_config_file_errors_are_clear(tmp_path, capsys, fault_table):
     bad = tmp_path / "latin1.yaml"
     bad.write_bytes("run:\n  name: caf\xe9\n".encode("latin-1"))
     assert main(["search", "--config", str(bad)]) == 2
+    fault_table.add("a Latin-1 config file (issue 16)", 2)
+    assert main(["search", "--set", "distill.learning_rate=.inf"]) == 2
+    fault_table.add("`distill.learning_rate=.inf` (issue 16)", 2)
     assert "not UTF-8" in capsys.readouterr().err
     upper = tmp_path / "run.TOML"
     upper.write_text('[run]\nname = "from-toml"\n')
     assert load_config(upper).run.name == "from-toml"
 
 
-def test_unwritable_output_dir_is_rc_2_before_preparation(tmp_path, tiny_sst2_dir, tiny_teacher_dir, capsys):
+def test_unwritable_output_dir_is_rc_2_before_preparation(tmp_path, tiny_sst2_dir, tiny_teacher_dir, capsys, fault_table):
     (tmp_path / "a-file").write_text("")
     data = tiny_search_dict(tmp_path, tiny_sst2_dir, tiny_teacher_dir)
     data["run"]["output_dir"] = str(tmp_path / "a-file" / "runs")
     assert main(["search", "--config", str(write_config(tmp_path, data))]) == 2
     assert "not writable" in capsys.readouterr().err and nothing_prepared(tmp_path)
+    fault_table.add("an unwritable `run.output_dir` (issue 16)", 2)
 
 
-def test_attack_on_a_missing_model_or_unknown_recipe_is_rc_2(tmp_path, capsys):
+def test_attack_on_a_missing_model_or_unknown_recipe_is_rc_2(tmp_path, capsys, fault_table):
     assert main(["attack", "--model", str(tmp_path / "nonexistent"), "--recipe", "bogus"]) == 2
     assert "unknown recipe" in capsys.readouterr().err
     assert main(["attack", "--model", str(tmp_path / "nonexistent")]) == 2
     assert "is not a saved model directory" in capsys.readouterr().err
+    fault_table.add("`attack` with a missing model or an unknown recipe (issue 16)", 2)
 
 
 def test_teacher_cache_errors_are_rc_2_and_debug_shows_the_traceback(tmp_path, monkeypatch, capsys):
@@ -357,7 +377,8 @@ def test_teacher_cache_errors_are_rc_2_and_debug_shows_the_traceback(tmp_path, m
 # ------------------------------------------------------------------ exit codes a scheduler can trust
 
 
-def test_a_search_whose_candidates_all_fail_exits_non_zero(tmp_path, tiny_sst2_dir, tiny_teacher_dir, monkeypatch, capfd):
+def test_a_search_whose_candidates_all_fail_exits_non_zero(tmp_path, tiny_sst2_dir, tiny_teacher_dir, monkeypatch, capfd,
+                                                          fault_table):
     import rosearch.search
 
     def crash(*args, **kwargs):
@@ -367,6 +388,7 @@ def test_a_search_whose_candidates_all_fail_exits_non_zero(tmp_path, tiny_sst2_d
     path = write_config(tmp_path, tiny_search_dict(tmp_path, tiny_sst2_dir, tiny_teacher_dir,
                                                    evolution={"generations": 1}, workers={"max_retries": 0}))
     assert main(["search", "--config", str(path)]) == 3  # the CLI's logging goes to stderr
+    fault_table.add("a search in which every candidate fails (issue 16)", 3, "nothing (each failure is stored)")
     err = capfd.readouterr().err
     assert "every candidate failed: 4x RuntimeError: student diverged" in err
     summary = json.loads((tmp_path / "runs" / "tiny" / "summary.json").read_text())

@@ -22,6 +22,8 @@ from rosearch.config import Config, config_from_dict, load_config
 from rosearch.data import get_task, load_examples
 from rosearch.defense.pipeline import load_defense
 from rosearch.errors import UserError
+from rosearch.model_files import ModelDirError, check_model_config, weights_problem
+from rosearch.outputs import check_output_dir
 from rosearch.runtime import resolve_device
 from rosearch.student.modeling import register_auto_classes
 from rosearch.tokenizer_files import TOKENIZER_FILES
@@ -77,10 +79,27 @@ def load_classifier(model_dir: Path, tokenizer_dir: Path | None) -> tuple[Any, A
         raise AttackInputError(
             f"no tokenizer files in {str(source)!r} (fix: pass --tokenizer DIR, e.g. the teacher's directory)"
         )
+    try:
+        check_model_config(model_dir)
+    except ModelDirError as err:
+        raise AttackInputError(str(err)) from None
     register_auto_classes()
-    model = AutoModelForSequenceClassification.from_pretrained(model_dir)
+    try:
+        model = AutoModelForSequenceClassification.from_pretrained(model_dir)
+    except (OSError, ValueError, TypeError) as err:
+        problem = weights_problem(model_dir, err)
+        if problem is None:
+            raise AttackInputError(f"--model {str(model_dir)!r} cannot be loaded ({type(err).__name__}: "
+                                   f"{str(err).strip().splitlines()[0] if str(err).strip() else ''}) "
+                                   "(fix: pass a folder written by `rosearch export` or save_pretrained)") from None
+        raise AttackInputError(problem) from None
     tokenizer = AutoTokenizer.from_pretrained(source)
     return model, tokenizer
+
+
+def is_attack_report(path: Path) -> bool:
+    """True for what ``rosearch attack`` writes into its ``--out`` folder (and its temporary files)."""
+    return path.is_file() and path.name.lstrip(".").startswith("attack_") and path.suffix in (".json", ".csv", ".tmp")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -94,6 +113,8 @@ def run(args: argparse.Namespace) -> int:
         raise AttackInputError(f"--recipe {', '.join(map(repr, unknown))}: unknown recipe (known: {', '.join(known)})")
     spec = get_task(config.data.task)
     model_dir = Path(args.model).expanduser()
+    out_dir = args.out if args.out is not None else model_dir / "attacks"
+    check_output_dir(out_dir, "--out", "the attack reports", is_attack_report)
     model, tokenizer = load_classifier(model_dir, args.tokenizer)
     if model.config.num_labels != spec.num_labels:
         raise AttackInputError(
@@ -105,7 +126,11 @@ def run(args: argparse.Namespace) -> int:
         logger.info("attack: %s carries input defenses %s; attacking the whole pipeline", model_dir, "+".join(defense.names))
     device = resolve_device(config.run.device)
     model.to(device).eval()
-    examples = sample_attack_examples(load_examples(spec.name, "dev", config.data.data_dir), attack.num_examples, attack.seed)
+    dev = load_examples(spec.name, "dev", config.data.data_dir)
+    if attack.num_examples > len(dev):  # documented: the whole split is attacked, and the user is told
+        logger.warning("attack: --n / attack.num_examples=%d is more than the %d examples of %s's dev split; "
+                       "attacking all %d", attack.num_examples, len(dev), spec.name, len(dev))
+    examples = sample_attack_examples(dev, attack.num_examples, attack.seed)
     reports = []
     for recipe in recipes:
         reports.append(attack_model(
@@ -115,6 +140,6 @@ def run(args: argparse.Namespace) -> int:
         ))
     console = Console() if Console().is_terminal else Console(width=220)
     console.print(reports_table(reports))
-    json_path, csv_path = write_reports(reports, args.out if args.out is not None else model_dir / "attacks")
+    json_path, csv_path = write_reports(reports, out_dir)
     console.print(f"wrote {json_path} and {csv_path}")
     return 0

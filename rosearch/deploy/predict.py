@@ -17,6 +17,7 @@ import json
 import logging
 import sys
 from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +30,7 @@ from rosearch.defense.pipeline import Defense, DefenseError, load_defense
 from rosearch.defense.tokenizer import DEFENDED_TOKENIZER_CLASS
 from rosearch.deploy.onnx import INT8_FILE, ONNX_FILE, OnnxExportError, encode, max_length_of, open_session, session_logits
 from rosearch.errors import UserError
+from rosearch.model_files import ModelDirError, check_model_config, weights_problem
 from rosearch.quiet import setup_logging
 from rosearch.student.modeling import register_auto_classes
 
@@ -62,6 +64,10 @@ class Predictor:
         if not (self.model_dir / "config.json").is_file():
             raise PredictError(f"{self.model_dir} has no config.json, so it is not a Hugging Face model folder "
                                "(fix: pass a folder written by `rosearch export` or by save_pretrained)")
+        try:
+            check_model_config(self.model_dir)
+        except ModelDirError as err:
+            raise PredictError(str(err)) from None
         register_auto_classes()
         try:
             self.config = AutoConfig.from_pretrained(self.model_dir)
@@ -98,7 +104,10 @@ class Predictor:
         has_safetensors = (self.model_dir / "model.safetensors").is_file()
         try:
             model = AutoModelForSequenceClassification.from_pretrained(self.model_dir, use_safetensors=has_safetensors)
-        except (OSError, ValueError, KeyError, RuntimeError, SafetensorError) as err:
+        except (OSError, ValueError, KeyError, RuntimeError, TypeError, SafetensorError) as err:
+            problem = weights_problem(self.model_dir, err)
+            if problem is not None:
+                raise PredictError(problem) from None
             raise PredictError(f"{self.model_dir}: the weights cannot be loaded ({type(err).__name__}: {_first_line(err)}) "
                                "(fix: export the model again; the folder is incomplete or damaged)") from None
         return model.eval()
@@ -149,42 +158,89 @@ def _first_line(err: BaseException) -> str:
 # --------------------------------------------------------------------------------------------
 
 
-def _read_texts(args: argparse.Namespace, stdin: Iterable[str]) -> Iterator[str]:
+@dataclass(frozen=True)
+class BadLine:
+    """An input line that is not text (not UTF-8): answered with an error object in its place."""
+
+    line: int
+    error: str
+
+    def record(self) -> dict[str, Any]:
+        return {"line": self.line, "error": self.error}
+
+
+def _decode_line(raw: bytes, number: int) -> str | BadLine:
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        return BadLine(number, f"not UTF-8 text ({err.reason} at byte {err.start}: "
+                               f"{raw[err.start:err.start + 4]!r}); the line was not classified")
+
+
+def _read_texts(args: argparse.Namespace, stdin: Iterable[bytes]) -> Iterator[tuple[int, str | BadLine]]:
+    """(line number, text or BadLine) of every non-blank input line, in order; bytes are decoded one
+    line at a time, so one line in another encoding costs only that line."""
     if args.texts and args.file:
         raise PredictError("give texts as arguments or --file, not both")
     if args.texts:
-        yield from args.texts
+        for number, text in enumerate(args.texts, start=1):
+            try:  # a non-UTF-8 argument arrives with surrogate escapes
+                text.encode("utf-8")
+            except UnicodeEncodeError:
+                yield number, _decode_line(text.encode("utf-8", "surrogateescape"), number)
+                continue
+            yield number, text
         return
     if args.file is not None:
         if not args.file.is_file():
             raise PredictError(f"--file {args.file} does not exist")
         try:
-            lines: Iterable[str] = args.file.read_text(encoding="utf-8").splitlines()
-        except UnicodeDecodeError as err:
-            raise PredictError(f"--file {args.file} is not UTF-8 text ({err})") from None
+            lines: Iterable[bytes] = args.file.read_bytes().splitlines()
+        except OSError as err:
+            raise PredictError(f"--file {args.file} cannot be read ({err.strerror or err})") from None
     else:
         lines = stdin
-    for line in lines:
-        line = line.rstrip("\r\n")
-        if line.strip():
-            yield line
+    for number, raw in enumerate(lines, start=1):
+        item = _decode_line(raw.rstrip(b"\r\n"), number)
+        if isinstance(item, BadLine) or item.strip():
+            yield number, item
+
+
+def _stdin_bytes() -> Iterable[bytes]:
+    """Standard input as raw lines: decoding is per line (:func:`_decode_line`), not the stream's."""
+    buffer = getattr(sys.stdin, "buffer", None)
+    if buffer is not None:
+        return buffer
+    return (line.encode("utf-8", "surrogateescape") for line in sys.stdin)  # a text stream put in its place
 
 
 def run(args: argparse.Namespace) -> int:
-    """Classify the texts and write one JSON line each to stdout."""
+    """Classify the texts and write one JSON line each to stdout (an error object for a line that is
+    not text); exit code 2 when any line was bad, after every good line was answered."""
     setup_logging("WARNING")  # stdout is the JSONL; only problems go to stderr
     predictor = Predictor(args.model, args.backend, batch_size=args.batch_size, threads=args.threads)
-    pending: list[str] = []
+    pending: list[str | BadLine] = []
+    bad: list[int] = []
 
     def flush() -> None:
-        for record in predictor.predict(pending):
+        texts = [item for item in pending if isinstance(item, str)]
+        answers = iter(predictor.predict(texts))
+        for item in pending:
+            record = item.record() if isinstance(item, BadLine) else next(answers)
             sys.stdout.write(json.dumps(record, ensure_ascii=False) + "\n")
         sys.stdout.flush()
         pending.clear()
 
-    for text in _read_texts(args, sys.stdin):
-        pending.append(text)
+    for number, item in _read_texts(args, _stdin_bytes()):
+        pending.append(item)
+        if isinstance(item, BadLine):
+            bad.append(number)
         if len(pending) >= 64 * args.batch_size:  # stream long inputs in chunks, keeping memory flat
             flush()
     flush()
+    if bad:
+        shown = ", ".join(map(str, bad[:10])) + (f" and {len(bad) - 10} more" if len(bad) > 10 else "")
+        logger.error("predict: %d input line(s) are not UTF-8 text (line %s); each has an error object in the "
+                     "output (fix: convert the input to UTF-8, e.g. iconv -f latin1 -t utf-8)", len(bad), shown)
+        return 2
     return 0

@@ -16,11 +16,11 @@ from typing import TYPE_CHECKING
 from rich.console import Console
 from rich.table import Table
 
+from rosearch.outputs import check_output_dir, check_output_file, is_rosearch_report
 from rosearch.quiet import setup_logging
 from rosearch.results.report import HEADERS, format_value, write_report
-from rosearch.rundir import REPORT_FILE
-from rosearch.results.stats import compute_stats, results_path
-from rosearch.rundir import ensure_writable_dir
+from rosearch.results.stats import STATS_FILES, compute_stats, results_path
+from rosearch.rundir import REPORT_FILE, ensure_writable_dir
 
 if TYPE_CHECKING:
     import pandas
@@ -64,6 +64,7 @@ def run_stats(args: argparse.Namespace) -> int:
 
     setup_logging("INFO")
     out = args.out or results_path(args.run_dir).parent / "stats"
+    check_output_dir(out, "--out", "the statistics tables", lambda entry: entry.name in STATS_FILES and entry.is_file())
     _writable(out, "--out DIR")  # a read-only copy of a run is analysed, but not written into
     report = compute_stats(args.run_dir, args.top_k)
     console = _console()
@@ -122,7 +123,9 @@ def run_stats(args: argparse.Namespace) -> int:
 def run_report(args: argparse.Namespace) -> int:
     """Write the run's self-contained HTML report."""
     setup_logging("INFO")
-    _writable((args.out or results_path(args.run_dir).parent / REPORT_FILE).parent, "--out FILE")
+    out = args.out or results_path(args.run_dir).parent / REPORT_FILE
+    check_output_file(out, "--out", "an HTML report", is_rosearch_report)
+    _writable(out.parent, "--out FILE")
     path = write_report(args.run_dir, args.out, top_k=args.top_k)
     _console().print(f"wrote {path}")
     return 0

@@ -21,6 +21,7 @@ import dataclasses
 import json
 import logging
 import os
+import re
 import shutil
 import types
 import typing
@@ -41,6 +42,7 @@ from rosearch.defense.tokenizer import mark_tokenizer_defended
 from rosearch.errors import UserError
 from rosearch.evaluate.candidate import evaluate_candidate
 from rosearch.model_paths import resolve_model_path
+from rosearch.outputs import check_output_dir, publish_modes
 from rosearch.prepare import prepare_inputs, teacher_output_dir
 from rosearch.results.artifacts import load_student, read_candidate_files
 from rosearch.results.export_onnx import add_onnx_variants
@@ -72,6 +74,33 @@ _PATH_FIELDS = (
 
 class ExportError(UserError, ValueError):
     """A student cannot be exported as asked, or its export does not reload to the same model."""
+
+
+_HASH = re.compile(r"[0-9a-f]{16,64}")  # a genome hash as the search stores it (sha256 hex); names folders and seeds
+_FOLDER = re.compile(r"\.?rank[0-9]+-[0-9a-f]{12}(\.[0-9a-f]{8}\.partial)?")
+
+
+def is_export_entry(path: Path) -> bool:
+    """True for what ``export`` leaves in its ``--out`` folder: student folders (with their genome.json),
+    and the hidden ``.partial`` folder of an export that was interrupted."""
+    return path.is_dir() and _FOLDER.fullmatch(path.name) is not None and (
+        path.name.endswith(".partial") or (path / "genome.json").is_file())
+
+
+def check_genome_hashes(records: list[CandidateRecord], store_path: Path) -> None:
+    """Refuse rows whose ``genome_hash`` is not the hex digest the search writes (a hand-edited store):
+    it names the exported folder and seeds the student, so it must be plain hex."""
+    for record in records:
+        if not isinstance(record.genome_hash, str) or _HASH.fullmatch(record.genome_hash) is None:
+            try:
+                expected = f"; this genome's hash is {Genome.from_json(record.genome_json).hash()}"
+            except (UserError, ValueError, TypeError):
+                expected = ""
+            raise ExportError(
+                f"{store_path}: candidate {record.genome_hash!r} has a genome_hash that is not a hexadecimal digest "
+                f"(the store was edited by hand?){expected} (fix: restore results.sqlite from a snapshot, or set the "
+                "row's genome_hash back to its genome's hash)"
+            )
 
 
 # --------------------------------------------------------------------------------------------
@@ -509,6 +538,7 @@ def _write_student(model: torch.nn.Module, folder: Path, run: _Run, record: Cand
 
             add_onnx_variants(partial, model, run.tokenizer, run.config, defense, int8=int8, name=folder.name)
         difference = verify_export(model, partial, defense)
+        publish_modes(partial)
         _publish(partial, folder)
     finally:
         shutil.rmtree(partial, ignore_errors=True)
@@ -530,18 +560,20 @@ def export_students(run_dir: str | Path, out_dir: str | Path, *, top: int = 3, r
     for name, value in (("top", top), ("retrain_steps", retrain_steps)):
         if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
             raise ExportError(f"export {name} must be a positive integer, got {value!r}")
+    out_dir = Path(out_dir)
+    check_output_dir(out_dir, "--out", "the student folders of an earlier export", is_export_entry)
     run_dir = results_path(run_dir).parent
     with open_store(run_dir) as store:
         records = ranked_records(store)[:top]
         meta = store.metadata()
     if not records:
         raise ExportError(f"run {run_dir} has no finished candidate to export")
+    check_genome_hashes(records, results_path(run_dir))
     config = load_run_config(run_dir)  # its run.device is the search's; `device` is where we distil
     run = _Run(run_dir, config, meta, AutoTokenizer.from_pretrained(_teacher_dir(run_dir, config)))
     distiller = _Distiller(config, resolve_device(device))
     label_names = get_task(config.data.task).label_names
     teacher = teacher_reference(run_dir)
-    out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     folders = []
     for rank, record in enumerate(records, start=1):

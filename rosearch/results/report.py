@@ -16,6 +16,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from rosearch.outputs import REPORT_GENERATOR, check_output_file, is_rosearch_report
 from rosearch.results import plots
 from rosearch.results.stats import (
     StatsReport, compute_stats, open_store, read_run_json, results_path, teacher_reference,
@@ -369,13 +370,18 @@ def render_report(run_dir: str | Path, top_k: int = 5) -> str:
     ])
     return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
             f'<meta name="viewport" content="width=device-width, initial-scale=1">'
+            f'<meta name="generator" content="{REPORT_GENERATOR}">'
             f"<title>rosearch report: {_esc(name)}</title><style>{_CSS}</style></head><body>{body}</body></html>\n")
 
 
 def write_report(run_dir: str | Path, out: Path | None = None, top_k: int = 5) -> Path:
-    """Write the run's self-contained ``report.html`` (default: inside the run directory); return its path."""
-    page = render_report(run_dir, top_k)
+    """Write the run's self-contained ``report.html`` (default: inside the run directory); return its path.
+
+    An existing file at the path is replaced only when it is an earlier rosearch report.
+    """
     path = Path(out) if out is not None else results_path(run_dir).parent / REPORT_FILE
+    check_output_file(path, "--out", "an HTML report", is_rosearch_report)
+    page = render_report(run_dir, top_k)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(page, encoding="utf-8")
     logger.info("report: wrote %s (%.0f kB)", path, path.stat().st_size / 1024)

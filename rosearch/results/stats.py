@@ -50,6 +50,10 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 ROBUSTNESS_KEYS = ("robust_accuracy", "proxy_robust_accuracy")
+# the CSV tables `rosearch stats` writes (the last one only for runs with attack figures); a --out folder
+# holding anything else is not the tool's own and is refused (rosearch.outputs)
+STATS_FILES = ("architectures.csv", "op_statistics.csv", "feature_correlations.csv", "shape_effects.csv",
+               "attack_figures.csv")
 CONVOLUTION_FAMILIES = ("conv", "sepconv", "dilconv", "glu")
 SHAPE_COLUMNS = ("hidden_size", "embedding_size", "num_layers")
 # metrics copied from each candidate's record (absent ones are NaN)
@@ -434,10 +438,9 @@ class StatsReport:
             if column in frame:
                 frame[column] = frame[column].map(" ".join)
         frame["objectives"] = frame["objectives"].map(json.dumps)
-        tables = {"architectures.csv": frame, "op_statistics.csv": self.op_stats,
-                  "feature_correlations.csv": self.correlations, "shape_effects.csv": self.shapes}
+        tables = dict(zip(STATS_FILES, (frame, self.op_stats, self.correlations, self.shapes)))
         if self.attacks is not None and not self.attacks.empty:
-            tables["attack_figures.csv"] = self.attacks
+            tables[STATS_FILES[4]] = self.attacks
         paths = []
         for name, table in tables.items():
             path = out / name

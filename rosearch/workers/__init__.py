@@ -49,7 +49,7 @@ def check_workers(cfg: WorkersConfig) -> None:
     """Fail fast on a ``workers`` section that cannot work (e.g. an unreachable Ray address)."""
     if cfg.backend == "ray":
         preflight(address=cfg.address, num_cpus=cfg.num_cpus_per_candidate, num_gpus=cfg.num_gpus_per_candidate,
-                  max_retries=cfg.max_retries, timeout_s=cfg.timeout_s)
+                  max_retries=cfg.max_retries, timeout_s=cfg.timeout_s, connect_timeout_s=cfg.connect_timeout_s)
 
 
 def make_backend(cfg: WorkersConfig, fn: TaskFn, shared: Any) -> Backend:
@@ -66,5 +66,6 @@ def make_backend(cfg: WorkersConfig, fn: TaskFn, shared: Any) -> Backend:
             num_gpus=cfg.num_gpus_per_candidate,
             max_retries=cfg.max_retries,
             timeout_s=cfg.timeout_s,
+            connect_timeout_s=cfg.connect_timeout_s,
         )
     raise BackendSetupError(f"workers.backend={cfg.backend!r} is unknown (fix: use 'ray' or 'inprocess')")

@@ -26,8 +26,10 @@ import logging
 import math
 import os
 import re
+import signal
 import socket
 import sys
+import threading
 import time
 from collections import deque
 from collections.abc import Iterator, Sequence
@@ -60,6 +62,11 @@ logger = logging.getLogger(__name__)
 
 CAPACITY_REFRESH_S = 5.0  # how stale the cached count of candidate slots may be
 PROBE_TIMEOUT_S = 5.0  # an explicit cluster address must accept a TCP connection within this
+DEFAULT_CONNECT_TIMEOUT_S = 30.0  # workers.connect_timeout_s's default
+# HTTP/2's client connection preface and an empty SETTINGS frame: Ray's GCS (and Ray Client) speak gRPC,
+# whose server answers with a SETTINGS frame; an HTTP/1 server, SSH or a database does not
+_H2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + b"\x00\x00\x00\x04\x00\x00\x00\x00\x00"
+_H2_SETTINGS_TYPE = 0x04
 RETRYABLE_ERRORS = (WorkerCrashedError, NodeDiedError, OutOfMemoryError, LocalRayletDiedError, ObjectLostError, RaySystemError)
 WORKER_LOG_FORMAT = "%(asctime)s %(levelname).1s %(name)s: %(message)s"
 _WORKER_HANDLER_NAME = "rosearch-worker"
@@ -142,6 +149,7 @@ class RayBackend:
         num_gpus: float,
         max_retries: int,
         timeout_s: float | None,
+        connect_timeout_s: float = DEFAULT_CONNECT_TIMEOUT_S,
     ) -> None:
         _check_settings(num_cpus=num_cpus, num_gpus=num_gpus, max_retries=max_retries, timeout_s=timeout_s)
         self._max_retries = max_retries
@@ -152,7 +160,7 @@ class RayBackend:
         self._pending: dict[Any, _Attempt] = {}  # in-flight attempts by their streaming generator
         self._ready: deque[CandidateOutcome] = deque()  # outcomes received, not yet handed out
         self._capacity: tuple[float, int] | None = None  # (read at, slots)
-        self._owns_ray = _connect(address)
+        self._owns_ray = _connect(address, connect_timeout_s)
         self._closed = False
         try:
             _check_resources(num_cpus=num_cpus, num_gpus=num_gpus, strict=address is None and self._owns_ray)
@@ -304,14 +312,15 @@ class RayBackend:
 # --------------------------------------------------------------------------------------------
 
 
-def preflight(*, address: str | None, num_cpus: float, num_gpus: float, max_retries: int, timeout_s: float | None) -> None:
-    """The checks that need no Ray session: settings, and that an explicit address answers.
+def preflight(*, address: str | None, num_cpus: float, num_gpus: float, max_retries: int, timeout_s: float | None,
+              connect_timeout_s: float = DEFAULT_CONNECT_TIMEOUT_S) -> None:
+    """The checks that need no Ray session: settings, and that an explicit address answers as Ray.
 
     Run before any expensive preparation so that a bad ``workers`` section fails in seconds.
     """
     _check_settings(num_cpus=num_cpus, num_gpus=num_gpus, max_retries=max_retries, timeout_s=timeout_s)
     if address is not None:
-        _probe(address)
+        _probe(address, connect_timeout_s)
 
 
 def _check_settings(*, num_cpus: float, num_gpus: float, max_retries: int, timeout_s: float | None) -> None:
@@ -335,34 +344,121 @@ def _worker_log_level() -> int:
     return root.getEffectiveLevel() if root.handlers else logging.INFO
 
 
-def _connect(address: str | None) -> bool:
-    """Start or join Ray; return True when this call did so (and close() should undo it)."""
+def _connect(address: str | None, connect_timeout_s: float = DEFAULT_CONNECT_TIMEOUT_S) -> bool:
+    """Start or join Ray; return True when this call did so (and close() should undo it).
+
+    ``ray.init`` replaces the process's SIGTERM handler with one that exits at once; the caller's
+    handler (the CLI's: "interrupted, resume with --resume", lock released) is put back afterwards.
+    """
     if address is not None:
-        _probe(address)
+        _probe(address, connect_timeout_s)
     if ray.is_initialized():
         logger.info("using the Ray session this process is already connected to")
         return False
-    if address is None:
-        num_cpus = os.cpu_count() or 1
-        logger.info("starting a local Ray instance with %d CPUs", num_cpus)
-        # address="local": a new instance even when a `ray start` cluster runs on this machine (a bare
-        # ray.init() would join that one, and refuse num_cpus)
-        ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, log_to_driver=True,
-                 logging_level=logging.WARNING)
-        return True
+    main_thread = threading.current_thread() is threading.main_thread()
+    sigterm = signal.getsignal(signal.SIGTERM) if main_thread else None
     try:
-        ray.init(address=address, log_to_driver=True, logging_level=logging.WARNING)
-    except ConnectionError as exc:
-        raise BackendSetupError(
-            f"workers.address={address!r}: cannot join a Ray cluster: {exc} "
-            "(fix: start one with `ray start --head`, or unset workers.address to run a local Ray)"
-        ) from exc
+        if address is None:
+            num_cpus = os.cpu_count() or 1
+            logger.info("starting a local Ray instance with %d CPUs", num_cpus)
+            # address="local": a new instance even when a `ray start` cluster runs on this machine (a bare
+            # ray.init() would join that one, and refuse num_cpus)
+            ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, log_to_driver=True,
+                     logging_level=logging.WARNING)
+            return True
+        try:
+            context = _init_within(connect_timeout_s, address)
+        except ConnectionError as exc:
+            raise BackendSetupError(
+                f"workers.address={address!r}: cannot join a Ray cluster: {exc} "
+                "(fix: start one with `ray start --head`, or unset workers.address to run a local Ray)"
+            ) from exc
+    finally:
+        if main_thread and sigterm is not None:
+            signal.signal(signal.SIGTERM, sigterm)
     logger.info("joined the Ray cluster at %s", address)
+    warn_if_dashboard_exposed(address, getattr(context, "dashboard_url", None))
     return True
 
 
-def _probe(address: str) -> None:
-    """Fail fast on an explicit ``host:port`` that accepts no connection (Ray itself waits minutes)."""
+DASHBOARD_PORT = 8265
+
+
+def warn_if_dashboard_exposed(address: str, dashboard_url: str | None) -> bool:
+    """Warn (and return True) when the cluster's dashboard answers on a network address, not only on
+    localhost: its Jobs API runs any command it is sent, without authentication (CVE-2023-48022,
+    "ShadowRay"). Ray's own guidance: bind it to 127.0.0.1 and reach it through an SSH tunnel."""
+    port = DASHBOARD_PORT
+    if dashboard_url:
+        try:
+            port = urlsplit("//" + dashboard_url.split("://")[-1]).port or DASHBOARD_PORT
+        except ValueError:
+            pass
+    host = urlsplit("//" + address.removeprefix("ray://")).hostname if address != "auto" else None
+    if not host:
+        host = ray.util.get_node_ip_address()
+    if host in ("localhost", "::1") or host.startswith("127."):
+        return False
+    try:
+        socket.create_connection((host, port), timeout=1.0).close()
+    except OSError:
+        return False
+    logger.warning(
+        "the Ray dashboard of this cluster answers on %s:%d, open to the network: its Jobs API runs any command "
+        "anyone who reaches it sends, without authentication (CVE-2023-48022, \"ShadowRay\") (fix: start the head "
+        "with `ray start --head --dashboard-host=127.0.0.1` and open it through an SSH tunnel: "
+        "`ssh -L %d:localhost:%d HEAD` then http://localhost:%d)", host, port, port, port, port)
+    return True
+
+
+def _init_within(connect_timeout_s: float, address: str) -> Any:
+    """``ray.init(address)`` (its context returned), given up after ``connect_timeout_s``: Ray itself
+    retries a GCS that does not answer for minutes. It runs in a daemon thread, so the driver stays responsive to Ctrl-C and
+    SIGTERM while it waits; one that is given up on is left behind for the exiting process to drop."""
+    outcome: dict[str, Any] = {}
+
+    def target() -> None:
+        try:
+            outcome["context"] = ray.init(address=address, log_to_driver=True, logging_level=logging.WARNING)
+        except BaseException as exc:  # handed to the waiting thread, raised there
+            outcome["error"] = exc
+
+    quiet = _NotMainThreadFilter()
+    ray_logger = logging.getLogger("ray._private.worker")
+    ray_logger.addFilter(quiet)
+    thread = threading.Thread(target=target, name="rosearch-ray-init", daemon=True)
+    try:
+        thread.start()
+        thread.join(connect_timeout_s)
+    finally:
+        ray_logger.removeFilter(quiet)
+    if thread.is_alive():
+        raise BackendSetupError(
+            f"workers.address={address!r}: no Ray session after workers.connect_timeout_s={connect_timeout_s:g} s "
+            "(the address answers, but Ray's GCS did not let this driver join) (fix: check that the head node runs "
+            "`ray start --head` with the same Ray version, or raise workers.connect_timeout_s)"
+        )
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome.get("context")
+
+
+class _NotMainThreadFilter(logging.Filter):
+    """Drops Ray's "SIGTERM handler is not set" warning: rosearch runs ray.init off the main thread on
+    purpose, and keeps its own SIGTERM handler."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("SIGTERM handler is not set")
+
+
+def _probe(address: str, connect_timeout_s: float = DEFAULT_CONNECT_TIMEOUT_S) -> None:
+    """Fail fast on an explicit ``host:port`` that is not a Ray cluster (Ray itself waits minutes).
+
+    Two steps, each bounded: a TCP connection (within :data:`PROBE_TIMEOUT_S`, or
+    ``connect_timeout_s`` when that is shorter), then the gRPC handshake Ray's GCS and Ray Client
+    answer (HTTP/2's preface, answered by a SETTINGS frame within ``connect_timeout_s``). A web
+    server, SSH or a database on that port fails the second step in milliseconds.
+    """
     if address == "auto":
         return  # Ray resolves it from the local node's files and fails at once when there is none
     rest = address.removeprefix("ray://")
@@ -377,12 +473,39 @@ def _probe(address: str) -> None:
             "(fix: e.g. workers.address=10.0.0.5:6379, or unset it to run a local Ray)"
         )
     try:
-        socket.create_connection((host, port), timeout=PROBE_TIMEOUT_S).close()
+        sock = socket.create_connection((host, port), timeout=min(PROBE_TIMEOUT_S, connect_timeout_s))
     except OSError as exc:
         raise BackendSetupError(
             f"workers.address={address!r}: no Ray cluster reachable at {host}:{port} ({exc}) "
             "(fix: check the head node's address and port, or unset workers.address to run a local Ray)"
         ) from exc
+    not_ray = f"workers.address={address!r}: {host}:{port} accepts connections but is not a Ray cluster"
+    fix = ("(fix: use the head node's GCS address, port 6379 by default, as printed by `ray start --head`; "
+           "or unset workers.address to run a local Ray)")
+    with sock:
+        try:
+            sock.settimeout(connect_timeout_s)
+            sock.sendall(_H2_PREFACE)
+            header = _receive(sock, 9)
+        except socket.timeout:
+            raise BackendSetupError(f"{not_ray}: nothing answered Ray's handshake within "
+                                    f"workers.connect_timeout_s={connect_timeout_s:g} s {fix}") from None
+        except OSError as exc:
+            raise BackendSetupError(f"{not_ray} ({exc}) {fix}") from exc
+    if len(header) < 9 or header[3] != _H2_SETTINGS_TYPE:
+        said = f"it answered {header.decode('ascii', 'replace')!r}" if header else "it closed the connection"
+        raise BackendSetupError(f"{not_ray}: {said} to Ray's handshake {fix}")
+
+
+def _receive(sock: socket.socket, size: int) -> bytes:
+    """Up to ``size`` bytes, fewer only when the peer closes the connection first."""
+    data = b""
+    while len(data) < size:
+        chunk = sock.recv(size - len(data))
+        if not chunk:
+            break
+        data += chunk
+    return data
 
 
 def _check_resources(*, num_cpus: float, num_gpus: float, strict: bool) -> None:
