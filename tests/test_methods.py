@@ -125,7 +125,7 @@ def test_config_accepts_every_method(tmp_path):
         "attack": {"neighbors_path": str(table)},
     })
     assert config.distill.methods == tuple(METHODS)
-    assert set(METHODS) == {"augment", "mate_kd", "layer_kd", "rift", "adv_finetune", "adv_train"}
+    assert set(METHODS) == {"augment", "mate_kd", "layer_kd", "rift", "adv_finetune", "adv_train", "ascc"}
 
 
 def test_teacher_cache_request_follows_the_methods():
