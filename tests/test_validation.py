@@ -115,6 +115,8 @@ def test_an_old_stored_config_loads_and_keeps_its_fingerprint():
     del old["defense"], old["search_space"]["defenses"], old["search_space"]["defense_choices"]  # also newer
     del old["search_space"]["training_choices"], old["data"]["validation_min_words"], old["attack"]["panel_aggregate"]
     del old["evolution"]["strategy"], old["evolution"]["halving_eta"], old["evolution"]["halving_rungs"]
+    del old["teacher"]["adversarial"], old["teacher"]["adversarial_weight"], old["teacher"]["adversarial_steps"]
+    del old["distill"]["ascc"]
     config = config_from_dict(with_legacy_defaults(old))
     assert config.data.validation_size == 0 and config.data.validation_min_words == 0 and config.attack.recipes == ()
     # the fingerprint the old code wrote: the same hash over the config without the new fields
