@@ -79,6 +79,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--n", type=int, help="dev sentences attacked per row (default 500; --quick: 24)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the dev sample, the recipes and the bootstrap")
     parser.add_argument("--resamples", type=int, help="bootstrap resamples (default 2000; --quick: 200)")
+    parser.add_argument("--saved-only", action="store_true",
+                        help="tabulate only the (row, recipe) attacks already saved under the work dir; attack "
+                             "nothing (a panel stopped early, or run in pieces)")
     parser.add_argument("--quick", action="store_true", help="CI size: n=24, 200 bootstrap resamples")
     parser.add_argument("--work-dir", type=Path, default=Path("runs/bench-robustness"),
                         help="distilled students and per-(row, recipe) results, reused on re-runs (default: %(default)s)")
@@ -348,6 +351,9 @@ def run(args: argparse.Namespace) -> int:
                 logger.info("%s / %s: skipped (an adaptive check of a defense; this row has none)", row.name, recipe)
                 continue
             path = result_path(args.work_dir, row, recipe, args.n, args.seed, digest, config)
+            if args.saved_only and not path.is_file():
+                logger.info("%s / %s: not attacked yet; left out (--saved-only)", row.name, recipe)
+                continue
             results[recipe] = attack_row(row, recipe, examples, config, args.seed, path, device)
             publish()
             logger.info("%s / %s: accuracy under attack %.3f (%.0fs since start)", row.name, recipe,

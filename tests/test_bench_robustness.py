@@ -120,6 +120,12 @@ def test_quick_run_writes_the_schema_and_resumes(tmp_path, tiny_sst2_dir, tiny_t
     assert bench_module.main(argv) == 0
     again = json.loads(out.read_text())
     assert {r["name"]: (r["clean_accuracy"], r["attacks"]) for r in again["rows"]} == before
+    # --saved-only tabulates what is saved and attacks nothing, even for a recipe never run
+    assert bench_module.main(argv + ["--recipe", "pruthi", "--saved-only"]) == 0
+    saved = json.loads(out.read_text())
+    assert {r["name"]: (r["clean_accuracy"], r["attacks"]) for r in saved["rows"]} == before
+    assert "pruthi" in saved["protocol"]["recipes"]
+    assert all("mean_accuracy_under_attack" not in r for r in saved["rows"])  # the panel is incomplete
 
     # the defended student's folder as an exported row: same weights + defense, so the same saved result
     defended = rows["defense:word_recognition"]
