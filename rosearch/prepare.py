@@ -21,13 +21,11 @@ import torch
 from transformers import AutoConfig, PretrainedConfig
 
 from rosearch.attack.proxy import load_or_build_proxy_set
-from rosearch.attack.resources import prepare_textattack
 from rosearch.attack.runner import sample_attack_examples
 from rosearch.batching import EncodedSplit
 from rosearch.config import Config, ConfigError, TeacherConfig
-from rosearch.defense.words import word_counts
 from rosearch.data import Example, encode_examples, get_task, load_examples, load_split
-from rosearch.distill.hull import word_substitutions
+from rosearch.distill.ascc import training_substitutions
 from rosearch.distill.methods import prepare_method_inputs, teacher_cache_request
 from rosearch.distill.teacher import (
     TeacherError,
@@ -82,10 +80,8 @@ def _teacher_key_fields(teacher: TeacherConfig) -> dict:
 
 def teacher_substitutions(config: Config, examples: Sequence[Example]) -> dict[str, tuple[str, ...]]:
     """The substitutes of every word of the teacher's training text (an adversarial teacher's hulls)."""
-    prepare_textattack(config.attack, config.run.cache_dir)  # nltk's WordNet layout
-    texts = [t for e in examples for t in (e.text_a, e.text_b) if t]
-    return word_substitutions(sorted(word_counts(texts)), ("wordnet", "counterfitted"),
-                              neighbors_path=config.attack.neighbors_path, max_per_word=64)
+    return training_substitutions(config.attack, str(config.run.cache_dir), examples, ("wordnet", "counterfitted"),
+                                  max_per_word=64)
 
 
 def prepare_teacher(config: Config, device: torch.device) -> tuple[Path, dict]:

@@ -30,7 +30,8 @@ of longer words keep their embedding.
 from __future__ import annotations
 
 import logging
-from typing import Any
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
 from torch import Tensor, nn
 
@@ -41,7 +42,22 @@ from rosearch.distill.losses import kd_loss
 from rosearch.distill.protocol import DistillMethod, MethodRun, PrepareContext, StudentContext
 from rosearch.tokenizer_files import materialize_tokenizer
 
+if TYPE_CHECKING:
+    from rosearch.config import AttackConfig
+    from rosearch.data import Example
+
 logger = logging.getLogger(__name__)
+
+
+def training_substitutions(attack: "AttackConfig", cache_dir: str, examples: Sequence["Example"],
+                           sources: Sequence[str], max_per_word: int) -> dict[str, tuple[str, ...]]:
+    """The substitutes of every word of ``examples``' text: what the student's and the adversarial
+    teacher's hulls are built from (WordNet provisioned for nltk first when it is a source)."""
+    if "wordnet" in sources:
+        prepare_textattack(attack, cache_dir)  # nltk's WordNet layout
+    texts = [t for e in examples for t in (e.text_a, e.text_b) if t]
+    return word_substitutions(sorted(word_counts(texts)), sources, neighbors_path=attack.neighbors_path,
+                              max_per_word=max_per_word)
 
 
 class AsccRun(MethodRun):
@@ -99,14 +115,9 @@ class Ascc(DistillMethod):
         """The substitutes of every word of the training text (raw words; each student maps them
         through its own defense)."""
         cfg = ctx.config.distill.ascc
-        if "wordnet" in cfg.sources:
-            prepare_textattack(ctx.config.attack, ctx.config.run.cache_dir)  # nltk's WordNet layout
-        texts = [t for e in ctx.train_examples for t in (e.text_a, e.text_b) if t]
-        words = sorted(word_counts(texts))
-        substitutions = word_substitutions(words, cfg.sources, neighbors_path=ctx.config.attack.neighbors_path,
-                                           max_per_word=4 * cfg.max_candidates)
-        logger.info("ascc: substitutes for %d of %d training words (%s)", len(substitutions), len(words),
-                    ", ".join(cfg.sources))
+        substitutions = training_substitutions(ctx.config.attack, str(ctx.config.run.cache_dir), ctx.train_examples,
+                                               cfg.sources, max_per_word=4 * cfg.max_candidates)
+        logger.info("ascc: substitutes for %d training words (%s)", len(substitutions), ", ".join(cfg.sources))
         return {"substitutions": substitutions}
 
     def start(self, ctx: StudentContext) -> AsccRun:
