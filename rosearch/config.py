@@ -35,6 +35,7 @@ from rosearch.choices import (
     OP_FAMILIES,
     RECIPE_NAMES,
     SYNONYM_ENCODING,
+    TYPO_ENCODING,
 )
 from rosearch.errors import UserError
 
@@ -148,7 +149,7 @@ class SearchSpaceConfig:
     def defenses_used(self) -> tuple[str, ...]:
         """Every defense some candidate of the run may carry, in application order."""
         used = set(self.defenses) | set(self.defense_choices)
-        return tuple(n for n in ("word_recognition", "synonym_encoding") if n in used)
+        return tuple(n for n in DEFENSE_NAMES if n in used)
 
 
 @dataclass(frozen=True)
@@ -468,6 +469,9 @@ class DefenseConfig:
     backoff: Literal["neutral", "keep"] = "neutral"  # unknown word with no known word in reach: neutral word, or keep
     neutral_word: str = "unk"  # what `backoff: neutral` maps such words to (a lower-case letter word)
     synonym_sources: tuple[str, ...] = ("wordnet", "counterfitted")  # relations the synonym clusters are built from
+    typo_edit_distance: int = 1  # typo encoding: lexicon words this many edits apart are confusable
+    typo_min_ratio: float = 2.0  # typo encoding: a word joins a confusable head at least this many times as frequent
+    typo_anchor_count: int = 50  # typo encoding: words seen this often in training keep their own code
 
 
 @dataclass(frozen=True)
@@ -559,6 +563,9 @@ LEGACY_DEFAULTS: dict[tuple[str, str], Any] = {
     ("teacher", "adversarial"): None,
     ("teacher", "adversarial_weight"): 1.0,
     ("teacher", "adversarial_steps"): 2,
+    ("defense", "typo_edit_distance"): 1,
+    ("defense", "typo_min_ratio"): 2.0,
+    ("defense", "typo_anchor_count"): 50,
     ("distill", "ascc"): {"weight": 1.0, "steps": 2, "step_size": 1.0, "max_candidates": 16,
                           "sources": ["wordnet", "counterfitted"]},
 }
@@ -1131,6 +1138,11 @@ def _validate_defense(config: Config) -> None:
              f"must be 1, 2 or 3, got {defense.max_edit_distance}")
     _require(defense.neutral_word.isalpha() and defense.neutral_word.islower(), "defense.neutral_word",
              f"must be one lower-case word of letters, got {defense.neutral_word!r}")
+    _require(1 <= defense.typo_edit_distance <= 2, "defense.typo_edit_distance",
+             f"must be 1 or 2, got {defense.typo_edit_distance}")
+    _require(defense.typo_min_ratio >= 1, "defense.typo_min_ratio",
+             f"must be >= 1 (a word only joins a more frequent one), got {defense.typo_min_ratio}")
+    _require(defense.typo_anchor_count >= 1, "defense.typo_anchor_count", f"must be >= 1, got {defense.typo_anchor_count}")
     unknown_sources = [s for s in defense.synonym_sources if s not in ("wordnet", "counterfitted")]
     _require(not unknown_sources, "defense.synonym_sources",
              f"unknown source(s) {unknown_sources} (known: wordnet, counterfitted)")
@@ -1142,11 +1154,14 @@ def _validate_defense(config: Config) -> None:
                      "is unset, but synonym encoding reads the counter-fitted neighbour table from it (fix: set it, "
                      "e.g. ../shared/data/embeddings/counterfitted_neighbors.json.gz, or drop counterfitted from "
                      "defense.synonym_sources)")
+    recoding = [n for n in (TYPO_ENCODING, SYNONYM_ENCODING) if n in space.defenses_used()]
+    if recoding:
         clash = [m for m in methods_used(config) if m in _TOKEN_ALIGNED_METHODS]
         _require(not clash and config.distill.hidden_loss_weight == 0, "distill.methods",
-                 f"{clash or ['hidden_loss_weight']} align the student's tokens with the teacher's, which synonym "
-                 "encoding changes (fix: drop them from distill.methods / search_space.training_choices, or drop "
-                 "synonym_encoding from search_space.defenses and defense_choices)")
+                 f"{clash or ['hidden_loss_weight']} align the student's tokens with the teacher's, which "
+                 f"{' and '.join(recoding)} change (fix: drop them from distill.methods / "
+                 f"search_space.training_choices, or drop {' and '.join(recoding)} from search_space.defenses and "
+                 "defense_choices)")
 def attack_panel(attack: AttackConfig) -> tuple[str, ...]:
     """The recipes a search attacks candidates with (``attack.recipes``, or ``attack.recipe`` alone)."""
     return tuple(attack.recipes) or (attack.recipe,)

@@ -14,8 +14,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from rosearch.defense.names import DEFENSE_NAMES, SYNONYM_ENCODING, WORD_RECOGNITION, canonical_defenses
-from rosearch.defense.synonym_encoding import SynonymEncoder
+from rosearch.defense.names import DEFENSE_NAMES, canonical_defenses
+from rosearch.defense.registry import DEFENSES
 from rosearch.defense.word_recognition import Backoff, WordRecognizer
 
 DEFENSE_FILE = "defense.json.gz"  # beside an exported student's config.json
@@ -29,10 +29,12 @@ class DefenseError(ValueError):
 @dataclass(frozen=True)
 class DefenseResources:
     """What every defense of a run is built from: the lexicon (training-text word counts),
-    the synonym mapping (word -> cluster representative), and word recognition's knobs."""
+    the synonym mapping (word -> cluster representative), the typo code table (word -> its
+    cluster's head), and word recognition's knobs."""
 
     counts: Mapping[str, int]
     synonyms: Mapping[str, str] = field(default_factory=dict)
+    typo_codes: Mapping[str, str] = field(default_factory=dict)
     max_distance: int = 2
     backoff: Backoff = "neutral"
     neutral_word: str = "unk"
@@ -40,12 +42,13 @@ class DefenseResources:
     def to_dict(self) -> dict[str, Any]:
         return {
             "counts": dict(sorted(self.counts.items())), "synonyms": dict(sorted(self.synonyms.items())),
-            "max_distance": self.max_distance, "backoff": self.backoff, "neutral_word": self.neutral_word,
+            "typo_codes": dict(sorted(self.typo_codes.items())), "max_distance": self.max_distance, "backoff": self.backoff, "neutral_word": self.neutral_word,
         }
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> DefenseResources:
-        return cls(counts=dict(data["counts"]), synonyms=dict(data["synonyms"]), max_distance=int(data["max_distance"]),
+        return cls(counts=dict(data["counts"]), synonyms=dict(data["synonyms"]),
+                   typo_codes=dict(data.get("typo_codes", {})), max_distance=int(data["max_distance"]),
                    backoff=data["backoff"], neutral_word=str(data["neutral_word"]))
 
 
@@ -58,15 +61,7 @@ class Defense:
     def __init__(self, names: Sequence[str], resources: DefenseResources) -> None:
         self.names = canonical_defenses(list(names), "defenses")
         self.resources = resources
-        encoder = SynonymEncoder(resources.synonyms) if SYNONYM_ENCODING in self.names else None
-        self._steps: list[Any] = []
-        if WORD_RECOGNITION in self.names:
-            self._steps.append(WordRecognizer(
-                resources.counts, max_distance=resources.max_distance, backoff=resources.backoff,
-                neutral_word=resources.neutral_word, extra_known=encoder.vocabulary if encoder else (),
-            ))
-        if encoder is not None:
-            self._steps.append(encoder)
+        self._steps = [DEFENSES[name].build(resources, self.names) for name in self.names]
 
     def __reduce__(self) -> tuple[Any, ...]:
         # ship names + resources (not the built indexes) to workers; they rebuild in a few seconds
@@ -97,14 +92,8 @@ class Defense:
     def describe(self) -> dict[str, Any]:
         """What the model card and metrics say about the defense."""
         out: dict[str, Any] = {"defenses": list(self.names)}
-        if WORD_RECOGNITION in self.names:
-            out[WORD_RECOGNITION] = {
-                "lexicon_words": len(self.resources.counts), "max_edit_distance": self.resources.max_distance,
-                "backoff": self.resources.backoff, "neutral_word": self.resources.neutral_word,
-            }
-        if SYNONYM_ENCODING in self.names:
-            mapping = self.resources.synonyms
-            out[SYNONYM_ENCODING] = {"mapped_words": len(mapping), "clusters": len(set(mapping.values()))}
+        for name in self.names:
+            out[name] = DEFENSES[name].describe(self.resources)
         return out
 
     def restricted(self, names: Sequence[str]) -> Defense:
@@ -113,9 +102,9 @@ class Defense:
 
     def save(self, directory: str | Path) -> Path:
         """Write the defense beside a saved model (``defense.json.gz``); only what it uses."""
-        resources = self.resources
-        if SYNONYM_ENCODING not in self.names:
-            resources = replace(resources, synonyms={})
+        used = {table for name in self.names for table in DEFENSES[name].tables}
+        unused = {table: {} for spec in DEFENSES.values() for table in spec.tables if table not in used}
+        resources = replace(self.resources, **unused)
         payload = {"format": FORMAT_VERSION, "defenses": list(self.names), "resources": resources.to_dict()}
         path = Path(directory) / DEFENSE_FILE
         tmp = path.with_suffix(".tmp")
