@@ -43,7 +43,7 @@ from rosearch.prepare_defense import build_defense_resources  # noqa: E402
 
 LETTERS = "abcdefghijklmnopqrstuvwxyz"
 DEFENSE_SETS = ((), ("word_recognition",), ("synonym_encoding",), ("word_recognition", "synonym_encoding"),
-                ("word_recognition", "typo_encoding"), ("word_recognition", "typo_encoding", "synonym_encoding"))
+                ("word_recognition", "typo_encoding"), ("word_recognition", "synonym_encoding", "typo_encoding"))
 
 
 def one_letter_edits(word: str) -> set[str]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import itertools
 import logging
 import time
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -67,14 +68,23 @@ def build_defense_resources(config: Config, lexicon_texts: Sequence[str]) -> Def
         synonyms = build_clusters(counts, relations)
     typo_codes: dict[str, str] = {}
     if TYPO_ENCODING in config.search_space.defenses_used():
-        typo_codes = build_typo_codes(counts, max_distance=cfg.typo_edit_distance, min_ratio=cfg.typo_min_ratio,
-                                      anchor_count=cfg.typo_anchor_count)
+        typo_codes = build_typo_codes(encoded_counts(counts, synonyms), max_distance=cfg.typo_edit_distance,
+                                      min_ratio=cfg.typo_min_ratio, anchor_count=cfg.typo_anchor_count)
     resources = DefenseResources(counts=dict(counts), synonyms=synonyms, typo_codes=typo_codes,
                                  max_distance=cfg.max_edit_distance, backoff=cfg.backoff, neutral_word=cfg.neutral_word)
     logger.info("defense: lexicon of %d words from %d training texts; %d words synonym-encoded into %d clusters; "
                 "%d words typo-encoded into %d heads (%.1fs)", len(counts), len(lexicon_texts), len(synonyms),
                 len(set(synonyms.values())), len(typo_codes), len(set(typo_codes.values())), time.perf_counter() - start)
     return resources
+
+
+def encoded_counts(counts: Mapping[str, int], synonyms: Mapping[str, str]) -> Counter[str]:
+    """Word counts as typo encoding sees them: after synonym encoding (which runs before it), so its
+    codes are synonym representatives and the composition stays idempotent."""
+    out: Counter[str] = Counter()
+    for word, count in counts.items():
+        out[synonyms.get(word, word)] += count
+    return out
 
 
 def defend_examples(defense: Defense, examples: Sequence[Example]) -> list[Example]:

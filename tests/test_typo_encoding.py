@@ -96,11 +96,11 @@ def test_encoder_refuses_a_table_whose_codes_are_recoded():
         build_typo_codes(COUNTS, min_ratio=0.5)
 
 
-def test_defense_pipeline_orders_recognition_typo_then_synonyms_and_round_trips(tmp_path):
+def test_defense_pipeline_orders_recognition_synonyms_then_typos_and_round_trips(tmp_path):
     codes = build_typo_codes(COUNTS)
     resources = DefenseResources(counts=COUNTS, synonyms={"fine": "good", "movie": "film"}, typo_codes=codes)
     defense = Defense(["synonym_encoding", "typo_encoding", "word_recognition"], resources)
-    assert defense.names == ("word_recognition", "typo_encoding", "synonym_encoding")
+    assert defense.names == ("word_recognition", "synonym_encoding", "typo_encoding")
     assert defense.apply("the goad movie was dell") == "the good film was dull"
     assert defense.apply("the gooad flim") == "the good film"  # recognised (then encoded)
     assert defense(defense(["a bid doll"])) == defense(["a bid doll"]) == ["a bad dull"]  # idempotent

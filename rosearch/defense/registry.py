@@ -72,10 +72,10 @@ def _describe_synonym_encoding(resources: DefenseResources) -> dict[str, Any]:
 
 DEFENSES: Mapping[str, DefenseSpec] = types.MappingProxyType({
     WORD_RECOGNITION: DefenseSpec(WORD_RECOGNITION, _build_word_recognition, _describe_word_recognition),
-    TYPO_ENCODING: DefenseSpec(TYPO_ENCODING, lambda r, _names: TypoEncoder(r.typo_codes), _describe_typo_encoding,
-                               tables=("typo_codes",)),
     SYNONYM_ENCODING: DefenseSpec(SYNONYM_ENCODING, lambda r, _names: SynonymEncoder(r.synonyms),
                                   _describe_synonym_encoding, tables=("synonyms",)),
+    TYPO_ENCODING: DefenseSpec(TYPO_ENCODING, lambda r, _names: TypoEncoder(r.typo_codes), _describe_typo_encoding,
+                               tables=("typo_codes",)),
 })
 
 __all__ = ["DEFENSES", "DefenseSpec", "TextStep"]
