@@ -137,3 +137,22 @@ def _reference_genome() -> str:
     from pathlib import Path
 
     return (Path(__file__).resolve().parents[1] / "bench" / "reference_genome.json").read_text()
+
+
+def test_after_synonym_encoding_every_synonym_still_shares_a_code_and_the_defense_is_idempotent():
+    from rosearch.defense.synonym_encoding import build_clusters
+    from rosearch.prepare_defense import encoded_counts
+
+    relations = {"good": ["fine", "great"], "fine": ["good"], "great": ["good"], "film": ["movie"], "movie": ["film"],
+                 "dull": ["boring"], "boring": ["dull"]}
+    counts = dict(COUNTS, fine=6, great=40, movie=30, boring=15, bring=2)
+    synonyms = build_clusters(counts, relations)
+    codes = build_typo_codes(encoded_counts(counts, synonyms))
+    defense = Defense(["word_recognition", "synonym_encoding", "typo_encoding"],
+                      DefenseResources(counts=counts, synonyms=synonyms, typo_codes=codes))
+    for group in (["good", "fine", "great"], ["film", "movie"], ["dull", "boring"]):
+        assert len({defense.apply(w) for w in group}) == 1, group  # synonym invariance kept
+    assert defense.apply("god") == defense.apply("good") == "good"  # the typo star around a representative
+    texts = [" ".join(sorted(counts)), "the goad movie was dell", "a firm , bid film"]
+    once = defense(texts)
+    assert defense(once) == once
