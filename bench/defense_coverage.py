@@ -42,8 +42,9 @@ from rosearch.defense.words import words  # noqa: E402
 from rosearch.prepare_defense import build_defense_resources  # noqa: E402
 
 LETTERS = "abcdefghijklmnopqrstuvwxyz"
+# typo encoding is built over synonym representatives when a run also carries synonym encoding (as here)
 DEFENSE_SETS = ((), ("word_recognition",), ("synonym_encoding",), ("word_recognition", "synonym_encoding"),
-                ("word_recognition", "typo_encoding"), ("word_recognition", "synonym_encoding", "typo_encoding"))
+                ("word_recognition", "synonym_encoding", "typo_encoding"))
 
 
 def one_letter_edits(word: str) -> set[str]:
