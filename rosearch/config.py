@@ -302,6 +302,10 @@ class AdvTrainConfig:
                  "each kind needs at least one (fix: a smaller fraction, or a larger distill.batch_size)")
 
 
+# WordNet synonyms (PWWS), counter-fitted neighbours (TextFooler), real words one typo away (deepwordbug-adaptive)
+ASCC_SOURCES = ("wordnet", "counterfitted", "typos")
+
+
 @dataclass(frozen=True)
 class AsccConfig:
     """``ascc``: KD at the worst point of each token's substitution hull (rosearch.distill.ascc)."""
@@ -310,7 +314,7 @@ class AsccConfig:
     steps: int = 2  # signed-gradient ascent steps on the hull weights per batch
     step_size: float = 1.0  # ascent step on the hull logits
     max_candidates: int = 16  # substitutes per token at most (its hull has max_candidates + 1 vertices)
-    sources: tuple[str, ...] = ("wordnet", "counterfitted")  # PWWS's and TextFooler's candidate sets
+    sources: tuple[str, ...] = ("wordnet", "counterfitted")  # PWWS's and TextFooler's candidate sets (+ typos)
 
     def check(self, config: Config, methods: set[str]) -> None:
         """Positive sizes and weights, known sources, and the neighbour table when it is a source."""
@@ -320,8 +324,8 @@ class AsccConfig:
             _require(getattr(self, name) > 0, f"distill.ascc.{name}", f"must be > 0, got {getattr(self, name)}")
         _require(bool(self.sources), "distill.ascc.sources", "is empty (fix: [wordnet, counterfitted])")
         for i, source in enumerate(self.sources):
-            _require(source in ("wordnet", "counterfitted"), f"distill.ascc.sources[{i}]",
-                     f"unknown source {source!r} (known: wordnet, counterfitted)")
+            _require(source in ASCC_SOURCES, f"distill.ascc.sources[{i}]",
+                     f"unknown source {source!r} (known: {', '.join(ASCC_SOURCES)})")
         _require("ascc" not in methods or "counterfitted" not in self.sources or config.attack.neighbors_path is not None,
                  "distill.ascc.sources", "has counterfitted but attack.neighbors_path is unset (fix: set "
                  "attack.neighbors_path to the counter-fitted neighbour table, or use sources: [wordnet])")

@@ -9,14 +9,15 @@ from __future__ import annotations
 
 import gzip
 import json
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from collections.abc import Iterable, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from rosearch.defense.names import DEFENSE_NAMES, canonical_defenses
 from rosearch.defense.registry import DEFENSES
-from rosearch.defense.word_recognition import Backoff, WordRecognizer
+from rosearch.defense.resources import DefenseResources
+from rosearch.defense.word_recognition import WordRecognizer
 
 DEFENSE_FILE = "defense.json.gz"  # beside an exported student's config.json
 FORMAT_VERSION = 1
@@ -24,32 +25,6 @@ FORMAT_VERSION = 1
 
 class DefenseError(ValueError):
     """A defense file that is missing, damaged or asks for something unknown."""
-
-
-@dataclass(frozen=True)
-class DefenseResources:
-    """What every defense of a run is built from: the lexicon (training-text word counts),
-    the synonym mapping (word -> cluster representative), the typo code table (word -> its
-    cluster's head), and word recognition's knobs."""
-
-    counts: Mapping[str, int]
-    synonyms: Mapping[str, str] = field(default_factory=dict)
-    typo_codes: Mapping[str, str] = field(default_factory=dict)
-    max_distance: int = 2
-    backoff: Backoff = "neutral"
-    neutral_word: str = "unk"
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "counts": dict(sorted(self.counts.items())), "synonyms": dict(sorted(self.synonyms.items())),
-            "typo_codes": dict(sorted(self.typo_codes.items())), "max_distance": self.max_distance, "backoff": self.backoff, "neutral_word": self.neutral_word,
-        }
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> DefenseResources:
-        return cls(counts=dict(data["counts"]), synonyms=dict(data["synonyms"]),
-                   typo_codes=dict(data.get("typo_codes", {})), max_distance=int(data["max_distance"]),
-                   backoff=data["backoff"], neutral_word=str(data["neutral_word"]))
 
 
 class Defense:

@@ -1,7 +1,7 @@
 """One protocol for input defenses, and the registry of them (the order is the application order).
 
 An input defense is a deterministic text -> text step built from the run's
-:class:`~rosearch.defense.pipeline.DefenseResources`. Each one is a :class:`DefenseSpec`: how to
+:class:`~rosearch.defense.resources.DefenseResources`. Each one is a :class:`DefenseSpec`: how to
 build its step (knowing which other defenses run beside it), what the model card says about it,
 and which resource tables it needs saved with an exported student. Adding a defense means its own
 module, one entry here, and its name in :data:`rosearch.choices.DEFENSE_NAMES` (the leaf that
@@ -14,15 +14,13 @@ from __future__ import annotations
 import types
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
 from rosearch.choices import SYNONYM_ENCODING, TYPO_ENCODING, WORD_RECOGNITION
+from rosearch.defense.resources import DefenseResources
 from rosearch.defense.synonym_encoding import SynonymEncoder
 from rosearch.defense.typo_encoding import TypoEncoder
 from rosearch.defense.word_recognition import WordRecognizer
-
-if TYPE_CHECKING:
-    from rosearch.defense.pipeline import DefenseResources
 
 
 class TextStep(Protocol):
