@@ -69,8 +69,8 @@ def teacher_output_dir(config: Config) -> Path:
 
 
 def _teacher_key_fields(teacher: TeacherConfig) -> dict:
-    """The teacher settings that decide its weights; the adversarial ones only when set, so a plain
-    teacher keeps the directory it had before they existed."""
+    """The teacher settings that decide its weights: not the cached layers or the evaluation batch size,
+    and the adversarial knobs only when adversarial fine-tuning is on (a plain teacher never reads them)."""
     fields = dataclasses.asdict(teacher) | {"cache_hidden_layers": None, "eval_batch_size": None}
     if teacher.adversarial is None:
         for name in ("adversarial", "adversarial_weight", "adversarial_steps"):

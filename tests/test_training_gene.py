@@ -66,15 +66,12 @@ def test_sampling_mutation_and_crossover_explore_the_training_gene():
         assert sorted(c1.training + c2.training) == ["adv_train", "rift"]
 
 
-def test_training_choices_are_validated_and_old_fingerprints_kept(tmp_path, tiny_sst2_dir, tiny_teacher_dir):
+def test_training_choices_are_validated_and_part_of_the_results_fingerprint(tmp_path, tiny_sst2_dir, tiny_teacher_dir):
     def make(**sections):
         return config_from_dict(tiny_search_dict(tmp_path, tiny_sst2_dir, tiny_teacher_dir, **sections))
 
     plain = make()
     assert plain.search_space.training_choices == () and methods_used(plain) == ()
-    legacy = plain.to_dict()
-    del legacy["search_space"]["training_choices"]  # a config stored before the gene existed
-    assert config_from_dict(legacy).results_fingerprint() == plain.results_fingerprint()
     chosen = make(search_space={"training_choices": ["rift"]}, distill={"methods": ["layer_kd"]})
     assert methods_used(chosen) == ("layer_kd", "rift") and chosen.results_fingerprint() != plain.results_fingerprint()
     assert teacher_cache_request(chosen, 2).features  # rift's teacher features are cached for the whole run
