@@ -278,7 +278,7 @@ def carve_validation(
 
 def prepare_robustness(
     config: Config, teacher: torch.nn.Module, tokenizer, teacher_dir: Path, pool: list[Example], device: torch.device
-) -> dict:  # pool: the validation slice (dev in an old run)
+) -> dict:  # pool: the validation slice (dev when data.validation_size=0)
     """The SearchInputs fields of a robustness-measuring run: attack sample, tokenizer, proxy set.
 
     The teacher is attacked once on the seeded sample (cached on disk, keyed by the teacher's

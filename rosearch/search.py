@@ -164,7 +164,7 @@ class SearchSummary:
         what = "every candidate" if not self.evaluated else f"{self.failed} of {tried} candidates ({share:.0%})"
         limit = "" if not self.evaluated else f", more than run.max_failed_share={max_failed_share}"
         return f"{what} failed{limit}: {reasons or 'no reason recorded'}"
-    selection_split: str = "dev"  # "validation" (the slice of train the search selects on) or "dev" (old runs)
+    selection_split: str = "dev"  # "validation" (the slice of train the search selects on) or "dev" (data.validation_size=0)
     split_stats: dict[str, Any] | None = None  # sizes and majority-class rates of the validation slice and dev
     proxy_vs_real: dict[str, Any] | None = None  # Spearman rho, p, n between proxy and real robustness, when both exist
     attack_panel: list[str] | None = None  # the recipes of the real robustness figure

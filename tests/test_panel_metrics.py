@@ -25,7 +25,7 @@ def test_panel_is_the_mean_of_its_recipes_and_waits_for_all_of_them():
     assert panel["robust_accuracy"] == pytest.approx(0.3) and panel["attack_success_rate"] == pytest.approx(0.6)
     assert panel["attack_queries"] == pytest.approx(60) and panel["attack_seconds"] == pytest.approx(24.0)
     assert panel_metrics(flat, ("deepwordbug", "pruthi")) == {}  # multi-fidelity: not every recipe ran yet
-    single = panel_metrics(flat, ("pwws",))  # one recipe: exactly its figures, as before the panel
+    single = panel_metrics(flat, ("pwws",))  # one recipe: exactly its figures
     assert single["robust_accuracy"] == 0.4 and single["attack_queries"] == 90
     assert single["attack_successful"] + single["attack_failed"] + single["attack_skipped"] == 10
     assert "attack_successful" not in panel  # counts of two recipes do not add up to one sample
@@ -62,6 +62,7 @@ def test_proxy_real_agreement_by_hand():
 class _Summary:
     run_dir, evaluated, failed, reused, wall_seconds = "runs/x", 2, 0, 0, 60.0
     teacher_dev_accuracy, selection_split, attack_panel = 0.9, "validation", ["deepwordbug", "pwws"]
+    attack_aggregate = "mean"
     split_stats = {"val_examples": 1000, "val_majority_rate": 0.55, "dev_examples": 872, "dev_majority_rate": 0.509}
     proxy_vs_real = {"rho": -0.26, "p": 0.53, "n": 8}
     teacher_attack = None

@@ -3,9 +3,9 @@
 Each folder holds what ``from_pretrained`` needs (``config.json`` + ``model.safetensors``, no
 pickle), the teacher's tokenizer, the genome, the search's metrics and a model card naming the
 exact run. The weights are the ones the search measured when the run kept them
-(``candidates/<hash>/``); older runs kept none, so the student is distilled again with the run's
-stored config and the candidate's own seed, which reproduces the search's training when the
-rosearch code is the same (on CPU the search's per-candidate thread count is used too). Every folder
+(``candidates/<hash>/``); without them (a copy of the run without that folder) the student is
+distilled again with the run's stored config and the candidate's own seed, which reproduces the
+search's training when the rosearch code is the same (on CPU the search's per-candidate thread count is used too). Every folder
 is reloaded through the Auto API after writing and must give the in-memory model's logits.
 
 Loading an export (``import rosearch`` alone does not register the student classes)::
@@ -451,7 +451,7 @@ def _student(record: CandidateRecord, run: _Run, distiller: _Distiller, retrain_
     logger.info("export: distilling %s %s", name,
                 f"for {retrain_steps} steps" if retrain_steps else "again (the run kept no weights)")
     model, export["dev_accuracy"] = distiller.distil(record, retrain_steps or searched_steps)
-    teacher = distiller.teacher_reference() | teacher  # older runs recorded less about their teacher
+    teacher = distiller.teacher_reference() | teacher  # the distiller's figures fill what the run did not record
     if export["weights"] == "redistilled":
         if export["dev_accuracy"] == stored_accuracy:
             logger.info("export: %s reproduced its search dev accuracy %.4f", name, stored_accuracy)
