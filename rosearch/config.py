@@ -34,6 +34,7 @@ from rosearch.choices import (
     DISTILL_METHOD_NAMES,
     OP_FAMILIES,
     RECIPE_NAMES,
+    STRATEGY_NAMES,
     SYNONYM_ENCODING,
 )
 from rosearch.errors import UserError
@@ -385,7 +386,7 @@ class EvolutionConfig:
     # a candidate in the top 1/halving_eta of its rung (highest rung first) is retrained from scratch at
     # halving_eta times the steps, else a new genome starts. It proposes until the KD steps submitted
     # reach what population_size x generations full-budget evaluations cost; the run ranks by budget first.
-    strategy: Literal["generational", "aging", "random", "halving"] = "generational"
+    strategy: str = "generational"  # one of rosearch.choices.STRATEGY_NAMES
     halving_eta: int = 3  # halving: budget ratio between rungs, and 1/eta of a rung is promoted
     halving_rungs: int = 3  # halving: rungs of budgets, the last at distill.max_steps
 
@@ -985,6 +986,8 @@ def validate(config: Config) -> None:
     _require(0 <= evo.elitism < evo.population_size, "evolution.elitism",
              f"must be in [0, population_size), got {evo.elitism} with population_size {evo.population_size}")
     _positive(evo.max_resample, "evolution.max_resample")
+    _require(evo.strategy in STRATEGY_NAMES, "evolution.strategy",
+             f"unknown strategy {evo.strategy!r} (known: {', '.join(STRATEGY_NAMES)})")
     _require(not (evo.strategy == "aging" and evo.mode == "nsga2"), "evolution.strategy",
              "aging evolution runs tournaments on one fitness, so it needs evolution.mode=weighted "
              "(fix: set evolution.mode=weighted, or evolution.strategy=generational or random for NSGA-II)")
