@@ -10,7 +10,7 @@ from scipy.stats import spearmanr
 
 from rosearch.config import config_from_dict
 from rosearch.evaluate.robustness import panel_metrics
-from rosearch.results.store import ResultStore
+from rosearch.records.store import ResultStore
 from rosearch.search import run_search
 from test_search import tiny_search_dict
 
@@ -99,7 +99,7 @@ def test_min_aggregate_search_selects_on_the_worst_recipe(tmp_path, tiny_sst2_di
 
 def test_an_old_run_without_the_new_fields_resumes_and_exports(tmp_path, tiny_sst2_dir, tiny_teacher_dir):
     """A run stored before data.validation_size and attack.recipes existed goes on selecting on dev."""
-    from rosearch.results.export import load_run_config
+    from rosearch.export import load_run_config
 
     # what an old rosearch ran: no slice, no panel, the old attack defaults (proxy on, full attack on the top k)
     legacy = tiny_search_dict(tmp_path, tiny_sst2_dir, tiny_teacher_dir, data={"validation_size": 0},
