@@ -77,3 +77,16 @@ class OpFamily:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "compiled", re.compile(self.pattern))
+
+
+def pooling_family(name: str, build: Callable[[OpSpec, int, float, OpBlocks], Any]) -> OpFamily:
+    """A pooling family ``{name}_k{k}``: a window over time, no parameters and no multiply-accumulates."""
+    return OpFamily(
+        name=name,
+        pattern=rf"{name}_k(?P<kernel>\d+)",
+        example=f"{name}_k3",
+        labels=lambda g: [f"{name}_k{k}" for k in g.kernel_sizes],
+        params=lambda s, H: 0,
+        flops=lambda s, H, T: 0,
+        build=build,
+    )
