@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from typing import Any
+
+from rosearch.config import EvolutionConfig, SearchSpaceConfig
 from rosearch.evolution.asynchronous import Asynchronous
 from rosearch.evolution.operators import Proposal, make_offspring
 from rosearch.evolution.selection import tournament
@@ -26,7 +29,7 @@ class Aging(Asynchronous):
 
     name = "aging"
 
-    def __init__(self, cfg, space, **kwargs) -> None:
+    def __init__(self, cfg: EvolutionConfig, space: SearchSpaceConfig, **kwargs: Any) -> None:
         super().__init__(cfg, space, **kwargs)
         if len(self.weights) > 1:
             raise ValueError("aging evolution compares one fitness in its tournaments (fix: evolution.mode=weighted)")

@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 from typing import Any, Sequence
 
+from rosearch.config import EvolutionConfig, SearchSpaceConfig
 from rosearch.evolution.operators import Proposal, SearchSpaceExhaustedError, sample_unseen
 from rosearch.evolution.strategy import Individual, Strategy, evaluation_budget
 
@@ -28,7 +29,7 @@ class Asynchronous(Strategy):
     evaluations, :meth:`budget_left`.
     """
 
-    def __init__(self, cfg, space, **kwargs) -> None:
+    def __init__(self, cfg: EvolutionConfig, space: SearchSpaceConfig, **kwargs: Any) -> None:
         super().__init__(cfg, space, **kwargs)
         self.completed: list[str] = []  # genome hashes in completion order
         self.proposed = 0

@@ -7,6 +7,7 @@ from typing import Any, Sequence
 
 from deap import tools
 
+from rosearch.config import EvolutionConfig, SearchSpaceConfig
 from rosearch.evolution.operators import Proposal, SearchSpaceExhaustedError, make_offspring, sample_unseen
 from rosearch.evolution.selection import crowded_tournament, tournament
 from rosearch.evolution.strategy import Individual, ResumeStateError, Strategy, load_proposal, proposal_dict
@@ -46,7 +47,7 @@ class Generational(Strategy):
     name = "generational"
     barrier = True
 
-    def __init__(self, cfg, space, **kwargs) -> None:
+    def __init__(self, cfg: EvolutionConfig, space: SearchSpaceConfig, **kwargs: Any) -> None:
         super().__init__(cfg, space, pareto=cfg.mode == "nsga2", **kwargs)
         self.mode = cfg.mode
         self.generation = -1  # the generation being evaluated, or the last one completed (-1: none yet)

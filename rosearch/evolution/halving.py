@@ -7,7 +7,7 @@ import dataclasses
 import logging
 from typing import Any
 
-from rosearch.config import halving_budgets
+from rosearch.config import EvolutionConfig, SearchSpaceConfig, halving_budgets
 from rosearch.evolution.asynchronous import Asynchronous
 from rosearch.evolution.operators import Proposal
 from rosearch.evolution.selection import best_first
@@ -16,7 +16,7 @@ from rosearch.evolution.strategy import Individual, ResumeStateError, individual
 logger = logging.getLogger(__name__)
 
 
-def step_budget(cfg, max_steps: int) -> int:
+def step_budget(cfg: EvolutionConfig, max_steps: int) -> int:
     """KD steps successive halving may submit: what ``population_size x generations`` full-budget evaluations cost."""
     return cfg.population_size * cfg.generations * max_steps
 
@@ -43,7 +43,7 @@ class Halving(Asynchronous):
 
     name = "halving"
 
-    def __init__(self, cfg, space, **kwargs) -> None:
+    def __init__(self, cfg: EvolutionConfig, space: SearchSpaceConfig, **kwargs: Any) -> None:
         super().__init__(cfg, space, **kwargs)
         if self.max_steps is None:
             raise ValueError("successive halving needs max_steps= (distill.max_steps, the full budget)")
