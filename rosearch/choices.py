@@ -25,6 +25,9 @@ SYNONYM_ENCODING = "synonym_encoding"  # maps every word to one representative o
 # Applied in this order: typos are repaired first, so the repaired word is then synonym-encoded.
 DEFENSE_NAMES: tuple[str, ...] = (WORD_RECOGNITION, SYNONYM_ENCODING)
 
-# rosearch.search_space.labels (the grammar of operation labels)
+# rosearch.evolution.registry.STRATEGIES
+STRATEGY_NAMES: tuple[str, ...] = ("generational", "aging", "random", "halving")
+
+# rosearch.search_space.families.FAMILIES (activations: the grammar of rosearch.search_space.labels)
 ACTIVATIONS: tuple[str, ...] = ("gelu", "relu", "swish", "tanh")
 OP_FAMILIES: tuple[str, ...] = ("attn", "conv", "sepconv", "dilconv", "glu", "ffn", "identity", "maxpool", "avgpool")
