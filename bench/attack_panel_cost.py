@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from common import BenchError, console, print_table, write_figures
-from rosearch.results.agreement import spearman
+from rosearch.records.agreement import spearman
 from rosearch.results.stats import open_store, read_run_json
 from rosearch.rundir import RUN_INFO_FILE
 

@@ -2,8 +2,8 @@
 
 What is real and what is modelled:
 
-* real: the strategies (:func:`rosearch.evolution.evolve` and
-  :func:`rosearch.evolution.evolve_async`), the :class:`~rosearch.workers.RayBackend` with its
+* real: the strategies (:data:`rosearch.evolution.STRATEGIES`, run by :func:`rosearch.evolution.drive`
+  as the search runs them), the :class:`~rosearch.workers.RayBackend` with its
   streaming attempts, and a local Ray instance with ``--workers`` one-CPU slots;
 * modelled: each candidate's work is a sleep whose length comes from a cost model fitted to a
   stored run: the empirical distribution of its candidates' wall seconds
@@ -27,6 +27,7 @@ repository root::
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import statistics
@@ -38,8 +39,8 @@ import ray
 
 from common import console, print_table, write_figures
 from rosearch.config import EvolutionConfig, SearchSpaceConfig
-from rosearch.evolution import Proposal, evolve, evolve_async
-from rosearch.results.store import ResultStore
+from rosearch.evolution import Proposal, drive, make_strategy
+from rosearch.records.store import ResultStore
 from rosearch.rundir import RESULTS_FILE
 from rosearch.workers import CandidateTask, RayBackend
 
@@ -87,18 +88,8 @@ class _Timeline:
         return metrics["fitness"]
 
 
-def run_generational(cfg: EvolutionConfig, space: SearchSpaceConfig, backend: RayBackend, timeline: _Timeline) -> None:
-    def evaluate(proposals: list[Proposal]) -> dict[str, tuple[float]]:
-        tasks = [CandidateTask(genome_hash=p.genome.hash(), genome_json="{}", seed=0, generation=p.generation)
-                 for p in proposals]
-        timeline.submitted()
-        return {o.genome_hash: (timeline.finished(o.metrics),) for o in backend.run(tasks)}
-
-    evolve(cfg, space, seed=0, objective_weights=(1.0,), evaluate=evaluate, param_count=None, checkpoint=lambda s: None)
-
-
 class _Pool:
-    """The asynchronous strategies' pool over the Ray backend (what the search's dispatcher does, minus the store)."""
+    """A strategy's pool over the Ray backend (what the search's dispatcher does, minus the store)."""
 
     def __init__(self, backend: RayBackend, timeline: _Timeline) -> None:
         self.backend, self.timeline = backend, timeline
@@ -123,11 +114,9 @@ def measure(strategy: str, cfg: EvolutionConfig, costs: tuple[float, ...], worke
     timeline = _Timeline()
     backend = RayBackend(modelled_task(costs), None, address=None, num_cpus=1, num_gpus=0, max_retries=0, timeout_s=None)
     try:
-        if strategy == "generational":
-            run_generational(cfg, space, backend, timeline)
-        else:
-            evolve_async(cfg, space, strategy=strategy, seed=0, objective_weights=(1.0,), pool=_Pool(backend, timeline),
-                         param_count=None, checkpoint=lambda s: None)
+        search = make_strategy(dataclasses.replace(cfg, strategy=strategy), space, seed=0, objective_weights=(1.0,),
+                               param_count=None)
+        drive(search, _Pool(backend, timeline), checkpoint=lambda s: None)
     finally:
         backend.close()
     start = timeline.first_submit or 0.0

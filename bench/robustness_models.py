@@ -175,7 +175,7 @@ def load_searched_row(spec: RowSpec, config: Config, work_dir: Path) -> RowModel
     """The run's best student, exported once into the work dir (stored weights when the run kept
     them), with its genome's defenses rebuilt from the run's own config when the export has none."""
     from rosearch.prepare_defense import build_defense_resources
-    from rosearch.results.export import export_students, load_run_config
+    from rosearch.export import export_students, load_run_config
     from rosearch.results.stats import open_store, ranked_records
 
     run_dir = _spec_path(spec)

@@ -55,7 +55,7 @@ import torch
 from common import BenchError, MachineInfo, console, describe_machine, print_machine, print_table, write_figures
 from rosearch.config import Config, ConfigError, load_config
 from rosearch.prepare import TEACHER_INFO, teacher_output_dir
-from rosearch.results.store import CandidateRecord, ResultStore
+from rosearch.records.store import CandidateRecord, ResultStore
 from rosearch.runtime import apply_run_settings
 from rosearch import search as rosearch_search
 from rosearch.rundir import RESULTS_FILE

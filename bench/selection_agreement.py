@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from common import BenchError, console, print_table, write_figures
-from rosearch.results.agreement import spearman
+from rosearch.records.agreement import spearman
 from rosearch.results.stats import open_store
 
 logger = logging.getLogger("bench.selection_agreement")

@@ -24,8 +24,8 @@ from pathlib import Path
 from typing import Any
 
 from rosearch.config import ConfigError, load_config
-from rosearch.results import ranking
-from rosearch.results.store import ResultStore
+from rosearch.records import ranking
+from rosearch.records.store import ResultStore
 from rosearch.rundir import RESULTS_FILE
 from rosearch.search import run_search
 from rosearch.search_space.genome import Genome

@@ -27,6 +27,9 @@ SYNONYM_ENCODING = "synonym_encoding"  # maps every word to one representative o
 # (an encoding applied after another can only merge its codes, so synonym encoding keeps every invariance).
 DEFENSE_NAMES: tuple[str, ...] = (WORD_RECOGNITION, SYNONYM_ENCODING, TYPO_ENCODING)
 
-# rosearch.search_space.labels (the grammar of operation labels)
+# rosearch.evolution.registry.STRATEGIES
+STRATEGY_NAMES: tuple[str, ...] = ("generational", "aging", "random", "halving")
+
+# rosearch.search_space.families.FAMILIES (activations: the grammar of rosearch.search_space.labels)
 ACTIVATIONS: tuple[str, ...] = ("gelu", "relu", "swish", "tanh")
 OP_FAMILIES: tuple[str, ...] = ("attn", "conv", "sepconv", "dilconv", "glu", "ffn", "identity", "maxpool", "avgpool")

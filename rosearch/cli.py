@@ -177,19 +177,19 @@ def _add_snapshot_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _run_stats(args: argparse.Namespace) -> int:
-    from rosearch.results.commands import run_stats  # lazy: pandas, scipy, rich
+    from rosearch.result_commands import run_stats  # lazy: pandas, scipy, rich
 
     return run_stats(args)
 
 
 def _run_report(args: argparse.Namespace) -> int:
-    from rosearch.results.commands import run_report  # lazy: pandas, matplotlib
+    from rosearch.result_commands import run_report  # lazy: pandas, matplotlib
 
     return run_report(args)
 
 
 def _run_export(args: argparse.Namespace) -> int:
-    from rosearch.results.commands import run_export  # lazy: torch, transformers, ONNX
+    from rosearch.result_commands import run_export  # lazy: torch, transformers, ONNX
 
     return run_export(args)
 

@@ -37,7 +37,7 @@ from rosearch.distill.teacher import (
 )
 from rosearch.distill.teacher_cache import load_or_compute_teacher_outputs
 from rosearch.errors import UserError
-from rosearch.evaluate.accuracy import logits_accuracy
+from rosearch.predictions import logits_accuracy
 from rosearch.prepare_defense import build_defense_resources, encode_defended_splits
 from rosearch.search_inputs import SearchInputs
 from rosearch.tokenizer_files import read_tokenizer_files

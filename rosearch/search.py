@@ -2,7 +2,7 @@
 
 The pieces stay separate (NNI-style): :mod:`rosearch.evolution` decides what to try next,
 :mod:`rosearch.workers` decides where it runs, :func:`run_candidate_task` is what a worker runs for one candidate, and
-:class:`~rosearch.results.store.ResultStore` keeps every finished candidate durably. This
+:class:`~rosearch.records.store.ResultStore` keeps every finished candidate durably. This
 module only wires them: it dedups proposals against the store (a finished candidate is never
 re-trained, also across ``--resume``), records each outcome the moment it arrives, and
 checkpoints the strategy's JSON state into the same SQLite file.
@@ -30,14 +30,16 @@ from rosearch.evaluate.candidate import evaluate_candidate
 from rosearch.evaluate.efficiency import measure_latency
 from rosearch.evaluate.fitness import FitnessSpec, fitness_spec
 from rosearch.evaluate.robustness import full_attack_metrics, panel_metrics, proxy_metrics
-from rosearch.evolution.loop import Proposal, evolve
-from rosearch.evolution.steady_state import evaluation_budget, evolve_async
+from rosearch.evolution.driver import drive
+from rosearch.evolution.operators import Proposal
+from rosearch.evolution.registry import make_strategy
+from rosearch.evolution.strategy import evaluation_budget
 from rosearch.preflight import check_data_files, check_search_memory, check_teacher_fit, teacher_shape
 from rosearch.prepare import prepare_inputs
-from rosearch.results import ranking
-from rosearch.results.agreement import proxy_real_agreement
-from rosearch.results.artifacts import load_student, read_candidate_files, student_files, write_candidate_files
-from rosearch.results.store import CandidateRecord, ResultStore
+from rosearch.records import ranking
+from rosearch.records.agreement import proxy_real_agreement
+from rosearch.records.artifacts import load_student, read_candidate_files, student_files, write_candidate_files
+from rosearch.records.store import CandidateRecord, ResultStore
 from rosearch.rundir import (
     BEST_GENOME_FILE,
     CONFIG_FILE,
@@ -174,14 +176,14 @@ class SearchSummary:
 class SearchProgress:
     """Live bars (overall and current generation) on a terminal; nothing when output is redirected."""
 
-    def __init__(self, generations: int, population: int, *, halving: bool = False) -> None:
+    def __init__(self, generations: int, population: int, *, multi_fidelity: bool = False) -> None:
         console = get_console()
         self._bars = Progress(
             TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
             console=console, transient=True, disable=not console.is_terminal,
         )
-        # successive halving makes more, cheaper evaluations than population x generations: no known total
-        self._total = self._bars.add_task("search candidates", total=None if halving else generations * population)
+        # a multi-fidelity strategy makes more, cheaper evaluations than population x generations: no known total
+        self._total = self._bars.add_task("search candidates", total=None if multi_fidelity else generations * population)
         self._generation: int | None = None
 
     def __enter__(self) -> "SearchProgress":
@@ -203,11 +205,13 @@ class SearchProgress:
 
 
 class _CandidateDispatcher:
-    """The loop's ``evaluate`` callback: dedup against the store, dispatch the rest to the backend, record each outcome.
+    """The strategy's pool: dedup against the store, dispatch the rest to the backend, record each outcome.
 
-    With ``attack.full_attack=top_k`` it then runs the full attack on the generation's best
-    ``attack.top_k`` candidates that lack one; the result is merged into their stored metrics
-    (selection stays on the run's one robustness figure, see :mod:`rosearch.evaluate.fitness`).
+    With ``attack.full_attack=top_k`` a strategy with a barrier every population (generational)
+    has the full attack run on each generation's best ``attack.top_k`` candidates that lack one
+    (:meth:`attack_generation`); every strategy's run ends with it on the run's best. The result is
+    merged into their stored metrics (selection stays on the run's one robustness figure, see
+    :mod:`rosearch.evaluate.fitness`).
     """
 
     def __init__(
@@ -220,41 +224,22 @@ class _CandidateDispatcher:
         self.panel = attack_panel(attack)
         self.panel_aggregate = attack.panel_aggregate
         self.progress = progress
+        self.population_size = config.evolution.population_size
         self.evaluated = self.failed = self.reused = self.attacked = 0
         self.failure_reasons: Counter[str] = Counter()
         self.budget = evaluation_budget(config.evolution)  # evaluations; successive halving makes more, cheaper ones
-        self._in_flight: dict[str, Proposal] = {}  # asynchronous strategies: submitted to the backend
-        self._answered: list[CandidateRecord] = []  # asynchronous strategies: submitted, found in the store
+        self._in_flight: dict[str, Proposal] = {}  # submitted to the backend
+        self._answered: list[CandidateRecord] = []  # submitted, found in the store
+        self._generation = -1  # the latest generation a proposal was submitted for
 
     def values_of(self, record: CandidateRecord) -> tuple[float, ...]:
         return self.spec.values(record.metrics) if record.status == "ok" else self.spec.worst()
 
-    def __call__(self, proposals: list[Proposal]) -> dict[str, tuple[float, ...]]:
-        values: dict[str, tuple[float, ...]] = {}
-        pending: dict[str, Proposal] = {}
-        for proposal in proposals:
-            key = proposal.genome.hash()
-            record = self._reusable(key)
-            if record is not None:
-                values[key] = self.values_of(record)
-                self.reused += 1
-            elif key not in pending:
-                pending[key] = proposal
-        tasks = [
-            CandidateTask(genome_hash=key, genome_json=p.genome.to_json(), seed=candidate_seed(self.run_seed, key),
-                          generation=p.generation)
-            for key, p in pending.items()
-        ]
-        generation = proposals[0].generation if proposals else 0
-        self.progress.start_generation(generation, len(tasks))
-        for done, outcome in enumerate(self.backend.run(tasks), start=1):
-            record = self._record(outcome, pending[outcome.genome_hash])
-            values[outcome.genome_hash] = record.objectives
-            self._log(record, done, len(tasks))
-            self.progress.candidate_done()
-        if self.attack_top_k:
-            self.attack_best(list(values), self.attack_top_k, f"generation {generation}")
-        return values
+    def attack_generation(self, generation: int) -> None:
+        """The full attack on a finished generation's best (a barrier strategy's per-generation step)."""
+        if self.attack_top_k:  # from the store: a resumed run did not submit what it had told before the crash
+            hashes = [r.genome_hash for r in self.store.candidates() if r.generation == generation]
+            self.attack_best(hashes, self.attack_top_k, f"generation {generation}")
 
     def _reusable(self, key: str, budget: int | None = None) -> CandidateRecord | None:
         """The stored outcome of ``key`` when it may stand: measured at ``budget`` KD steps (successive
@@ -268,7 +253,7 @@ class _CandidateDispatcher:
             return None
         return record
 
-    # -- the asynchronous strategies' pool (rosearch.evolution.steady_state.CandidatePool) --
+    # -- the strategy's pool (rosearch.evolution.strategy.CandidatePool) --
 
     def capacity(self) -> int:
         return self.backend.capacity()
@@ -276,6 +261,9 @@ class _CandidateDispatcher:
     def submit(self, proposal: Proposal) -> None:
         """Dispatch one proposal; one already in the store is answered from it without running."""
         key = proposal.genome.hash()
+        if proposal.generation > self._generation:  # (a promotion keeps its genome's first generation)
+            self._generation = proposal.generation
+            self.progress.start_generation(proposal.generation, self.population_size)
         record = self._reusable(key, proposal.budget)
         if record is not None:
             self._answered.append(record)
@@ -443,11 +431,16 @@ def _run_search_locked(config: Config, resume: bool, task_fn: TaskFn, start: flo
             max_position_embeddings=inputs.max_position_embeddings, type_vocab_size=inputs.type_vocab_size,
         )
         backend = make_backend(config.workers, task_fn, (inputs, config))
+        strategy = make_strategy(config.evolution, config.search_space, seed=config.run.seed,
+                                 objective_weights=spec.weights, param_count=param_count,
+                                 max_steps=config.distill.max_steps)
         progress = SearchProgress(config.evolution.generations, config.evolution.population_size,
-                                  halving=config.evolution.strategy == "halving")
+                                  multi_fidelity=bool(strategy.budgets))
         dispatcher = _CandidateDispatcher(store, backend, spec, config, progress)
 
         def on_generation(generation: int, population: list) -> None:
+            if strategy.barrier:
+                dispatcher.attack_generation(generation)
             hashes = [ind.genome.hash() for ind in population]
             first = np.array([ind.fitness.values[0] for ind in population], dtype=float)
             store.record_generation(generation, hashes, {"best": float(first.max()), "median": float(np.median(first))})
@@ -456,20 +449,9 @@ def _run_search_locked(config: Config, resume: bool, task_fn: TaskFn, start: flo
         try:
             with progress:
                 resume_state = store.load_checkpoint() if resume else None
-                if config.evolution.strategy == "generational":
-                    evolve(
-                        config.evolution, config.search_space, seed=config.run.seed, objective_weights=spec.weights,
-                        evaluate=dispatcher, param_count=param_count, checkpoint=store.save_checkpoint,
-                        resume_state=resume_state, on_generation=on_generation,
-                    )
-                else:  # a new candidate whenever a worker frees; top_k attacks run on the run's best at the end
-                    evolve_async(
-                        config.evolution, config.search_space, strategy=config.evolution.strategy,
-                        seed=config.run.seed, objective_weights=spec.weights, pool=dispatcher, param_count=param_count,
-                        checkpoint=store.save_checkpoint, resume_state=resume_state, on_generation=on_generation,
-                        max_steps=config.distill.max_steps,
-                    )
-            if config.evolution.strategy == "halving":
+                drive(strategy, dispatcher, checkpoint=store.save_checkpoint, resume_state=resume_state,
+                      on_generation=on_generation)
+            if strategy.budgets:
                 log_rungs(store, config.distill.max_steps)
             if dispatcher.attack_top_k:  # the final top list (NSGA-II: the whole Pareto front) gets full-attack numbers
                 if spec.mode == "nsga2":
@@ -517,7 +499,7 @@ def write_run_info(run_dir: Path, inputs: SearchInputs) -> None:
 
 def log_rungs(store: ResultStore, max_steps: int) -> None:
     """How many candidates finished at each successive-halving budget; a warning when none reached the
-    full budget (the ranking then leads with the highest budget reached, see :mod:`rosearch.results.ranking`)."""
+    full budget (the ranking then leads with the highest budget reached, see :mod:`rosearch.records.ranking`)."""
     counts = Counter(ranking.budget_of(r) for r in store.candidates() if r.status == "ok")
     logger.info("successive halving: finished candidates by KD step budget: %s",
                 ", ".join(f"{steps}: {n}" for steps, n in sorted(counts.items(), key=lambda kv: kv[0] or 0)) or "none")

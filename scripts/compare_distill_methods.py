@@ -39,7 +39,7 @@ from rosearch.distill.methods import METHODS, prepare_method_inputs, teacher_cac
 from rosearch.distill.teacher import load_teacher
 from rosearch.distill.teacher_cache import load_or_compute_teacher_outputs
 from rosearch.distill.trainer import distill
-from rosearch.evaluate.accuracy import accuracy
+from rosearch.predictions import accuracy
 from rosearch.evaluate.candidate import build_student
 from rosearch.prepare import prepare_inputs
 from rosearch.runtime import apply_run_settings

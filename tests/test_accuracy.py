@@ -13,7 +13,7 @@ from transformers import BertConfig, BertForSequenceClassification
 from transformers.modeling_outputs import SequenceClassifierOutput
 
 from rosearch.batching import EncodedSplit
-from rosearch.evaluate.accuracy import accuracy, logits_accuracy, predict_logits
+from rosearch.predictions import accuracy, logits_accuracy, predict_logits
 
 
 pytestmark = pytest.mark.usefixtures("single_thread")

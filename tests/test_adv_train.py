@@ -21,7 +21,7 @@ from rosearch.distill.adv_train import AdversarialPool, round_steps
 from rosearch.distill.methods import MethodInputsError, prepare_method_inputs
 from rosearch.distill.teacher_cache import compute_teacher_outputs
 from rosearch.distill.trainer import distill
-from rosearch.evaluate.accuracy import predict_logits
+from rosearch.predictions import predict_logits
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 

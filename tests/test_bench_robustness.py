@@ -181,7 +181,7 @@ def test_searched_row_is_the_runs_best_student_with_its_defenses(tmp_path, tiny_
 
     from rosearch.config import config_from_dict
     from rosearch.results.stats import ranked_records
-    from rosearch.results.store import ResultStore
+    from rosearch.records.store import ResultStore
     from rosearch.search import run_search
 
     config = tiny_search_dict(tmp_path, tiny_sst2_dir, tiny_teacher_dir, search_space={"defenses": ["word_recognition"]},

@@ -70,9 +70,9 @@ def test_every_user_facing_error_is_a_user_error():
     from rosearch.errors import UserError
     from rosearch.evolution.operators import SearchSpaceExhaustedError
     from rosearch.prepare import ProxySetError
-    from rosearch.results.export import ExportError
+    from rosearch.export import ExportError
     from rosearch.results.stats import StatsError
-    from rosearch.results.store import ResultStoreError
+    from rosearch.records.store import ResultStoreError
     from rosearch.search_space.genome import InvalidGenomeError
     from rosearch.search_space.sampling import BudgetError
     from rosearch.workers import BackendSetupError

@@ -25,7 +25,7 @@ ray = pytest.importorskip("ray")
 from ray.cluster_utils import Cluster  # noqa: E402
 
 from rosearch.config import config_from_dict  # noqa: E402
-from rosearch.results.store import ResultStore  # noqa: E402
+from rosearch.records.store import ResultStore  # noqa: E402
 from rosearch.search import run_candidate_task, run_search  # noqa: E402
 from rosearch.workers import CandidateTask, RayBackend  # noqa: E402
 from test_search import _finished, tiny_search_dict  # noqa: E402  (tests/ is on sys.path)

@@ -30,6 +30,19 @@ def test_op_parameter_count_matches_module(label: str) -> None:
     assert op_parameter_count(label, 32) == sum(p.numel() for p in build_op(label, 32).parameters())
 
 
+@pytest.mark.parametrize("label", ALL_LABELS)
+def test_op_flops_match_the_flop_counter_on_the_module(label: str) -> None:
+    """Every label's FLOPs formula (its family's) against torch's counter on the built module (SDPA on its
+    MATH backend, whose two bmm's the counter sees; see test_count_flops_matches_flop_counter)."""
+    hidden, seq_len = 32, 9
+    module = build_op(label, hidden).eval()
+    x = torch.randn(1, seq_len, hidden, generator=torch.Generator().manual_seed(0))
+    mask = torch.ones(1, seq_len, dtype=torch.long)
+    with torch.no_grad(), sdpa_kernel(SDPBackend.MATH), FlopCounterMode(display=False) as counter:
+        module(x, mask)
+    assert counter.get_total_flops() == op_flops(label, hidden, seq_len)
+
+
 def test_count_parameters_equals_built_model_on_random_genomes() -> None:
     rng = random.Random(0)
     seen: set[str] = set()

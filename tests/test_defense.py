@@ -234,8 +234,8 @@ def test_export_keeps_the_defense_and_predicts_identically_on_perturbed_text(tmp
     from test_search import tiny_search_dict
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    from rosearch.results.artifacts import load_student, read_candidate_files
-    from rosearch.results.export import export_students
+    from rosearch.records.artifacts import load_student, read_candidate_files
+    from rosearch.export import export_students
     from rosearch.search import run_search
     from rosearch.student.modeling import register_auto_classes
 

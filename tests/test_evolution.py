@@ -16,7 +16,8 @@ from rosearch.evolution import (
     Proposal,
     ResumeStateError,
     SearchSpaceExhaustedError,
-    evolve,
+    drive,
+    make_strategy,
 )
 from rosearch.search_space import labels
 from rosearch.search_space.genome import Genome
@@ -45,26 +46,46 @@ def cost(genome: Genome) -> float:
 
 
 class Evaluator:
-    """A pure-Python evaluate callback that remembers every call (and can crash on demand)."""
+    """A pure-Python pool (results in submission order) that remembers every evaluation, grouped by
+    generation (and can crash when a given generation starts)."""
 
-    def __init__(self, mode: str, crash_on_call: int | None = None) -> None:
-        self.mode, self.crash_on_call = mode, crash_on_call
-        self.calls: list[list[str]] = []
+    def __init__(self, mode: str, crash_on_call: int | None = None, workers: int = 3) -> None:
+        self.mode, self.crash_on_call, self.workers = mode, crash_on_call, workers
+        self.calls: list[list[str]] = []  # hashes evaluated, one list per generation
+        self.generations: list[int] = []
         self.values: dict[str, tuple[float, ...]] = {}
+        self.queue: list[Proposal] = []
 
-    def __call__(self, proposals: list[Proposal]) -> dict[str, tuple[float, ...]]:
-        if self.crash_on_call is not None and len(self.calls) == self.crash_on_call:
-            raise RuntimeError("simulated crash")
-        self.calls.append([p.genome.hash() for p in proposals])
-        if self.mode == "nsga2":
-            values = {p.genome.hash(): (float(attention_ops(p.genome)), cost(p.genome)) for p in proposals}
-        else:
-            values = {p.genome.hash(): (score(p.genome),) for p in proposals}
-        self.values.update(values)
-        return values
+    def capacity(self) -> int:
+        return self.workers
+
+    def submit(self, proposal: Proposal) -> None:
+        self.queue.append(proposal)
+
+    def next_result(self) -> tuple[str, tuple[float, ...]]:
+        proposal = self.queue.pop(0)
+        if not self.generations or self.generations[-1] != proposal.generation:
+            if self.crash_on_call is not None and len(self.calls) == self.crash_on_call:
+                raise RuntimeError("simulated crash")
+            self.calls.append([])
+            self.generations.append(proposal.generation)
+        genome = proposal.genome
+        key = genome.hash()
+        self.calls[-1].append(key)
+        values = (float(attention_ops(genome)), cost(genome)) if self.mode == "nsga2" else (score(genome),)
+        self.values[key] = values
+        return key, values
 
 
 WEIGHTS = {"weighted": (1.0,), "nsga2": (1.0, -1.0)}
+
+
+def evolve(cfg: EvolutionConfig, space: SearchSpaceConfig = SPACE, *, seed: int, objective_weights=None,
+           evaluate=None, checkpoint=lambda s: None, resume_state: dict | None = None, **kwargs):
+    """The generational strategy on ``evaluate`` (a pool), through the driver."""
+    strategy = make_strategy(cfg, space, seed=seed, objective_weights=objective_weights or WEIGHTS[cfg.mode],
+                             param_count=None)
+    return drive(strategy, evaluate or Evaluator(cfg.mode), checkpoint=checkpoint, resume_state=resume_state, **kwargs)
 
 
 def run(cfg: EvolutionConfig, seed: int, evaluator: Evaluator | None = None, resume_state: dict | None = None,
@@ -76,7 +97,7 @@ def run(cfg: EvolutionConfig, seed: int, evaluator: Evaluator | None = None, res
         sink.append(json.loads(json.dumps(state)))  # what a store would give back
 
     result = evolve(cfg, SPACE, seed=seed, objective_weights=WEIGHTS[cfg.mode], evaluate=evaluator,
-                    param_count=None, checkpoint=checkpoint, resume_state=resume_state, **kwargs)
+                    checkpoint=checkpoint, resume_state=resume_state, **kwargs)
     return result, evaluator
 
 
@@ -147,16 +168,17 @@ def test_nsga2_front_is_non_dominated_over_everything_evaluated():
 
 
 @pytest.mark.parametrize("cfg", [WEIGHTED, NSGA2], ids=["weighted", "nsga2"])
-def test_checkpoint_states_are_plain_json(cfg):
+def test_checkpoint_states_are_plain_json_and_hold_the_barrier(cfg):
     raw: list[dict] = []
-    evolve(cfg, SPACE, seed=0, objective_weights=WEIGHTS[cfg.mode], evaluate=Evaluator(cfg.mode), param_count=None,
-           checkpoint=raw.append)
-    assert len(raw) == 2 * cfg.generations  # "evaluating" then "done", per generation
-    assert [s["phase"] for s in raw[:4]] == ["evaluating", "done", "evaluating", "done"]
+    run(cfg, 0, states=raw)
     for state in raw:
         assert json.loads(json.dumps(state)) == state  # only lists, dicts, str, numbers, None
-    assert all(s["planned"] for s in raw if s["phase"] == "evaluating")
-    assert all(not s["planned"] for s in raw if s["phase"] == "done")
+        assert len(state["in_flight"]) <= 3  # never more than the pool's workers
+        # the barrier: nothing of generation g + 1 is planned while g has results to come
+        assert not state["planned"] or state["submitted"] < len(state["planned"]) or state["in_flight"] or \
+            len(state["told"]) == len(state["planned"])
+        assert all(p["generation"] == state["generation"] for p in state["in_flight"])
+    assert raw[-1]["generation"] == cfg.generations - 1 and raw[-1]["planned"] == []
 
 
 @pytest.mark.parametrize("cfg", [WEIGHTED, NSGA2], ids=["weighted", "nsga2"])
@@ -164,14 +186,18 @@ def test_resume_from_any_checkpoint_ends_like_an_uninterrupted_run(cfg):
     states: list[dict] = []
     full, full_eval = run(cfg, 7, states=states)
     expected = summary(full)
-    for index, state in enumerate(states):
+    evaluated = [h for call in full_eval.calls for h in call]
+    for index in [*range(0, len(states), 7), len(states) - 1]:  # after proposals and after results, every generation
+        state = states[index]
         resumed, evaluator = run(cfg, 7, resume_state=state)
-        assert summary(resumed) == expected, f"resume from checkpoint {index} ({state['phase']}) diverged"
-        if state["phase"] == "evaluating":  # the planned proposals are evaluated (again), not new ones
-            assert evaluator.calls[0] == [Genome.from_dict(p["genome"]).hash() for p in state["planned"]]
-            assert evaluator.calls == full_eval.calls[state["generation"]:]
-        else:
-            assert evaluator.calls == full_eval.calls[state["generation"] + 1:]
+        assert summary(resumed) == expected, f"resume from checkpoint {index} diverged"
+        again = [h for call in evaluator.calls for h in call]
+        in_flight = {Genome.from_dict(p["genome"]).hash() for p in state["in_flight"]}
+        # what was in flight is evaluated again (a store answers it), then the run goes on as it did
+        assert again == evaluated[len(evaluated) - len(again):]
+        assert set(again[:len(in_flight)]) == in_flight and not set(again) & (set(state["seen"]) - in_flight
+                                                                                - {Genome.from_dict(p["genome"]).hash()
+                                                                                   for p in state["planned"]})
 
 
 @pytest.mark.parametrize("cfg", [WEIGHTED, NSGA2], ids=["weighted", "nsga2"])
@@ -181,7 +207,7 @@ def test_crash_during_evaluation_then_resume(cfg):
     with pytest.raises(RuntimeError, match="simulated crash"):
         run(cfg, 11, evaluator=Evaluator(cfg.mode, crash_on_call=4), states=states)
     last = states[-1]
-    assert (last["generation"], last["phase"]) == (4, "evaluating")
+    assert last["generation"] == 4 and last["planned"] and not last["told"]
     resumed, _ = run(cfg, 11, resume_state=last)
     assert summary(resumed) == expected
 
@@ -215,17 +241,26 @@ def test_resume_rejects_a_state_from_another_mode_or_version():
         run(EvolutionConfig(population_size=4, generations=2), 0, resume_state=broken)
 
 
-def test_bad_evaluate_results_and_arguments_raise_clear_errors():
+class _Answering(Evaluator):
+    """A pool that answers with the given function of the key instead of the toy fitness."""
+
+    def __init__(self, answer) -> None:
+        super().__init__("weighted")
+        self.answer = answer
+
+    def next_result(self):
+        key = self.queue.pop(0).genome.hash()
+        return self.answer(key)
+
+
+def test_bad_pool_results_and_arguments_raise_clear_errors():
     cfg = EvolutionConfig(population_size=4, generations=2)
-    with pytest.raises(EvaluationResultError, match="no values for proposal"):
-        evolve(cfg, SPACE, seed=0, objective_weights=(1.0,), evaluate=lambda props: {}, param_count=None,
-               checkpoint=lambda s: None)
+    with pytest.raises(EvaluationResultError, match="not in flight"):
+        evolve(cfg, seed=0, evaluate=_Answering(lambda key: ("0" * 64, (1.0,))))
     with pytest.raises(EvaluationResultError, match="1 finite"):
-        evolve(cfg, SPACE, seed=0, objective_weights=(1.0,), param_count=None, checkpoint=lambda s: None,
-               evaluate=lambda props: {p.genome.hash(): (float("nan"),) for p in props})
+        evolve(cfg, seed=0, evaluate=_Answering(lambda key: (key, (float("nan"),))))
     with pytest.raises(ValueError, match="objective_weights"):
-        evolve(cfg, SPACE, seed=0, objective_weights=(), evaluate=Evaluator("weighted"), param_count=None,
-               checkpoint=lambda s: None)
+        make_strategy(cfg, SPACE, seed=0, objective_weights=(), param_count=None)
 
 
 def test_a_population_larger_than_the_space_is_reported():
@@ -233,5 +268,4 @@ def test_a_population_larger_than_the_space_is_reported():
                              max_edges=2, op_families=("attn", "identity"), attention_heads=(2,),
                              kernel_sizes=(3,), ffn_ratios=(1,), activations=("gelu",))
     with pytest.raises(SearchSpaceExhaustedError, match="population_size"):
-        evolve(EvolutionConfig(population_size=3, generations=1, elitism=1, max_resample=20), tiny, seed=0,
-               objective_weights=(1.0,), evaluate=Evaluator("weighted"), param_count=None, checkpoint=lambda s: None)
+        evolve(EvolutionConfig(population_size=3, generations=1, elitism=1, max_resample=20), tiny, seed=0)

@@ -29,7 +29,7 @@ import pytest
 
 from rosearch.cli import main
 from rosearch.config import ConfigError, config_from_dict, load_config
-from rosearch.results.store import ResultStore
+from rosearch.records.store import ResultStore
 from rosearch.rundir import LOCK_FILE
 from rosearch.search import run_search
 from test_run_safety import ENV, REPO, _count, nothing_prepared, write_config
@@ -235,7 +235,7 @@ def test_sigterm_and_ctrl_c_end_a_search_in_seconds_and_resume_loses_nothing(tmp
     final = _stored(db)
     assert all(final[h] == metrics for h, metrics in finished.items())  # nothing re-trained or lost
     with ResultStore(db, read_only=True) as store:
-        assert store.load_checkpoint()["phase"] == "done" and len(store.generations()) == 2
+        assert store.load_checkpoint()["planned"] == [] and len(store.generations()) == 2
 
 
 # ------------------------------------------------------------------ 4, 8. predict and attack on bad input

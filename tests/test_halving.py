@@ -14,7 +14,7 @@ import json
 import pytest
 
 from rosearch.config import ConfigError, EvolutionConfig, config_from_dict, halving_budgets
-from rosearch.evolution import Proposal, ResumeStateError, evolve_async, step_budget
+from rosearch.evolution import Proposal, ResumeStateError, drive, make_strategy, step_budget
 from rosearch.search_space.genome import Genome
 from test_evolution import SPACE, score  # the toy space and fitness (tests/ is on sys.path)
 
@@ -83,8 +83,8 @@ def run(cfg: EvolutionConfig, seed: int, pool: HalvingPool | None = None, resume
             raise RuntimeError("simulated crash")
         sink.append(json.loads(json.dumps(state)))
 
-    result = evolve_async(cfg, SPACE, strategy="halving", seed=seed, objective_weights=(1.0,), pool=pool,
-                          param_count=None, checkpoint=checkpoint, resume_state=resume_state, max_steps=MAX_STEPS)
+    strategy = make_strategy(cfg, SPACE, seed=seed, objective_weights=(1.0,), param_count=None, max_steps=MAX_STEPS)
+    result = drive(strategy, pool, checkpoint=checkpoint, resume_state=resume_state)
     return result, pool
 
 
@@ -182,7 +182,7 @@ def test_the_dispatcher_reuses_a_stored_candidate_only_at_the_same_budget(tmp_pa
     import random
 
     from rosearch.evaluate.fitness import fitness_spec
-    from rosearch.results.store import ResultStore
+    from rosearch.records.store import ResultStore
     from rosearch.search import SearchProgress, _CandidateDispatcher
     from rosearch.search_space.sampling import sample_genome
     from rosearch.workers import InProcessBackend
@@ -213,8 +213,8 @@ def test_the_dispatcher_reuses_a_stored_candidate_only_at_the_same_budget(tmp_pa
 
 
 def test_ranking_compares_at_equal_budget_and_old_records_count_as_full():
-    from rosearch.results import ranking
-    from rosearch.results.store import CandidateRecord
+    from rosearch.records import ranking
+    from rosearch.records.store import CandidateRecord
 
     def rec(name: str, fitness: float, steps: int | None) -> CandidateRecord:
         metrics = {} if steps is None else {"distill_steps": steps}
@@ -235,7 +235,7 @@ def test_tiny_real_halving_search(tmp_path, tiny_sst2_dir, tiny_teacher_dir):
     third retrained at 6; the store says each figure's budget and the top list holds full-budget ones."""
     from rosearch.results.report import render_report
     from rosearch.results.stats import compute_stats
-    from rosearch.results.store import ResultStore
+    from rosearch.records.store import ResultStore
     from rosearch.search import run_search
     from test_search import tiny_search_dict
 

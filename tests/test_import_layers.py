@@ -1,4 +1,5 @@
-"""Imports between rosearch modules go one way: no cycle, counting imports inside functions too.
+"""Imports between rosearch modules go one way: down the declared layers, with no cycle, counting
+imports inside functions too.
 
 Own AST walk over rosearch/**/*.py (no dependency on tools outside the repository). Every
 ``import rosearch.x`` / ``from rosearch.x import y`` / ``from . import y`` anywhere in a module
@@ -108,15 +109,6 @@ def test_no_import_cycle_between_rosearch_modules():
     assert not cycles, "import cycles between rosearch modules:\n" + "\n\n".join(describe(graph, c) for c in cycles)
 
 
-def reachable(graph: dict[str, set[str]], start: str) -> set[str]:
-    seen, todo = set(), [start]
-    while todo:
-        for w in graph[todo.pop()] - seen:
-            seen.add(w)
-            todo.append(w)
-    return seen
-
-
 def test_leaf_modules_import_no_other_rosearch_module():
     graph = import_graph()
     assert graph["rosearch.errors"] == set()
@@ -135,28 +127,82 @@ def test_defense_is_a_leaf_package():
             assert outside <= {"rosearch.choices"}, f"{mod} imports {sorted(outside)}"
 
 
+# The layers, lowest first. A module may import modules of its own layer (no cycle) and of the
+# layers below it, never above: module level, in functions and under TYPE_CHECKING alike. Every
+# rosearch module belongs to exactly one layer (the longest prefix that names it).
+LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("leaves and config", ("rosearch.errors", "rosearch.choices", "rosearch.cache", "rosearch.quiet",
+                           "rosearch.batching", "rosearch.shipped_files", "rosearch.tokenizer_files",
+                           "rosearch.outputs", "rosearch.model_files", "rosearch.model_paths", "rosearch.rundir",
+                           "rosearch.config", "rosearch.runtime", "rosearch.data", "rosearch.validation",
+                           "rosearch.predictions")),
+    ("input defenses", ("rosearch.defense",)),  # a genome names the defenses it carries
+    ("search space", ("rosearch.search_space",)),  # genomes, op families, analytic cost: no torch
+    ("student network", ("rosearch.student",)),
+    ("attacks", ("rosearch.attack",)),
+    ("training", ("rosearch.distill", "rosearch.search_inputs", "rosearch.prepare_defense")),
+    ("evaluation and preparation", ("rosearch.evaluate", "rosearch.prepare", "rosearch.preflight")),
+    ("run records", ("rosearch.records",)),  # the SQLite store and kept weights the search writes
+    ("workers", ("rosearch.workers",)),
+    ("search strategies", ("rosearch.evolution",)),
+    ("search", ("rosearch.search",)),
+    ("analysis", ("rosearch.results",)),  # reads the records, writes none
+    ("application", ("rosearch.commands", "rosearch.result_commands", "rosearch.export", "rosearch.export_onnx",
+                     "rosearch.deploy", "rosearch.cli", "rosearch")),
+)
 
-def test_the_search_space_does_not_import_the_layers_above_it():
-    graph = import_graph()
-    above = ("rosearch.search", "rosearch.results", "rosearch.workers", "rosearch.evolution", "rosearch.evaluate",
-             "rosearch.distill", "rosearch.cli", "rosearch.prepare", "rosearch.student")
-    for mod in graph:
-        if mod.startswith("rosearch.search_space"):
-            bad = sorted(t for t in reachable(graph, mod) if t.startswith(above) and not t.startswith("rosearch.search_space"))
-            assert not bad, f"{mod} reaches {bad}"
+
+def layer_of(module: str) -> int:
+    """The index in LAYERS of the longest prefix naming ``module`` (KeyError: no layer declares it)."""
+    best: tuple[int, int] | None = None
+    for index, (_, prefixes) in enumerate(LAYERS):
+        for prefix in prefixes:
+            if (module == prefix or module.startswith(prefix + ".")) and (best is None or len(prefix) > best[0]):
+                best = (len(prefix), index)
+    if best is None:
+        raise KeyError(module)
+    return best[1]
 
 
-def test_the_student_sits_on_the_search_space_and_below_training():
-    """rosearch.student (the network) builds on the genome and the defended tokenizer only."""
-    graph = import_graph()
-    above = ("rosearch.search", "rosearch.results", "rosearch.workers", "rosearch.evolution", "rosearch.evaluate",
-             "rosearch.distill", "rosearch.cli", "rosearch.prepare", "rosearch.attack", "rosearch.deploy",
-             "rosearch.commands")
-    students = [mod for mod in graph if mod.startswith("rosearch.student")]
-    assert {"rosearch.student.configuration", "rosearch.student.modeling", "rosearch.student.ops"} <= set(students)
-    for mod in students:
-        bad = sorted(t for t in reachable(graph, mod) if t.startswith(above) and not t.startswith("rosearch.search_space"))
-        assert not bad, f"{mod} reaches {bad}"
+def wrong_directions(graph: dict[str, set[str]]) -> list[str]:
+    return sorted(f"{mod} ({LAYERS[layer_of(mod)][0]}) imports {target} ({LAYERS[layer_of(target)][0]})"
+                  for mod, targets in graph.items() for target in targets if layer_of(target) > layer_of(mod))
+
+
+def test_every_module_belongs_to_a_declared_layer():
+    undeclared = []
+    for mod in import_graph():
+        try:
+            layer_of(mod)
+        except KeyError:
+            undeclared.append(mod)
+    assert not undeclared, f"modules in no layer of LAYERS (declare them): {undeclared}"
+
+
+def test_every_import_goes_down_the_layers():
+    bad = wrong_directions(import_graph())
+    assert not bad, "imports against the layer order:\n" + "\n".join(bad)
+
+
+def test_the_direction_check_sees_an_upward_import():
+    graph = {"rosearch.search_space.genome": {"rosearch.student.modeling"}, "rosearch.student.modeling": set(),
+             "rosearch.search": {"rosearch.config"}, "rosearch.config": set()}
+    assert wrong_directions(graph) == [
+        "rosearch.search_space.genome (search space) imports rosearch.student.modeling (student network)"]
+    assert layer_of("rosearch.search_inputs") != layer_of("rosearch.search")  # a prefix is a whole name
+
+
+def test_the_analysis_writes_no_record():
+    """rosearch.results only reads a run: no call of the store's writing methods."""
+    writers = {"record_candidate", "record_generation", "save_checkpoint", "write_run_config", "write_candidate_files"}
+    calls = []
+    for mod, path in module_files().items():
+        if mod.startswith("rosearch.results"):
+            for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), str(path))):
+                name = getattr(node.func, "attr", getattr(node.func, "id", None)) if isinstance(node, ast.Call) else None
+                if name in writers:
+                    calls.append(f"{mod}:{node.lineno} {name}")
+    assert not calls, f"the analysis writes records: {calls}"
 
 
 def test_every_lazy_import_says_why():

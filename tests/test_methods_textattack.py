@@ -22,7 +22,7 @@ from rosearch.distill.augment import augment_examples
 from rosearch.distill.methods import prepare_method_inputs
 from rosearch.distill.teacher_cache import compute_teacher_outputs
 from rosearch.distill.trainer import distill
-from rosearch.evaluate.accuracy import predict_logits
+from rosearch.predictions import predict_logits
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 

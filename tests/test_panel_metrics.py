@@ -7,7 +7,7 @@ import math
 import pytest
 
 from rosearch.evaluate.robustness import panel_metrics, recipe_metrics
-from rosearch.results.agreement import proxy_real_agreement
+from rosearch.records.agreement import proxy_real_agreement
 from rosearch.results.summary_view import summary_lines, summary_table
 
 

@@ -9,7 +9,7 @@ from scipy.stats import spearmanr
 
 from rosearch.config import config_from_dict
 from rosearch.evaluate.robustness import panel_metrics
-from rosearch.results.store import ResultStore
+from rosearch.records.store import ResultStore
 from rosearch.search import run_search
 from test_search import tiny_search_dict
 
@@ -100,8 +100,8 @@ def test_a_run_that_selects_on_dev_resumes_as_stored_and_other_settings_are_refu
         tmp_path, tiny_sst2_dir, tiny_teacher_dir):
     """A run without a validation slice or panel (dev selects, the proxy scores) resumes with its own
     config; a config that leaves those fields at the defaults is another run, refused with the fields."""
-    from rosearch.results.export import load_run_config
-    from rosearch.results.store import ConfigMismatchError
+    from rosearch.export import load_run_config
+    from rosearch.records.store import ConfigMismatchError
 
     def on_dev(generations: int) -> dict:
         return tiny_search_dict(tmp_path, tiny_sst2_dir, tiny_teacher_dir, data={"validation_size": 0},

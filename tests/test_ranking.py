@@ -1,4 +1,4 @@
-"""Ranking is defined once (rosearch.results.ranking): the search and stats/report/export agree."""
+"""Ranking is defined once (rosearch.records.ranking): the search and stats/report/export agree."""
 
 from __future__ import annotations
 
@@ -6,9 +6,9 @@ import pytest
 
 from rosearch.config import config_from_dict
 from rosearch.evaluate.fitness import fitness_spec
-from rosearch.results.ranking import pareto_front, ranked, selection_weights
+from rosearch.records.ranking import pareto_front, ranked, selection_weights
 from rosearch.results.stats import ranked_records
-from rosearch.results.store import CandidateRecord, ResultStore
+from rosearch.records.store import CandidateRecord, ResultStore
 
 
 def record(name: str, objectives: tuple[float, ...] | None, finished: float, status: str = "ok") -> CandidateRecord:

@@ -18,7 +18,7 @@ from rosearch.config import config_from_dict
 from rosearch.results import plots
 from rosearch.results.report import write_report
 from rosearch.results.stats import architecture_frame, open_store
-from rosearch.results.store import CandidateRecord, ResultStore
+from rosearch.records.store import CandidateRecord, ResultStore
 from rosearch.search import run_search
 from rosearch.search_space.genome import CellSpec, Genome
 

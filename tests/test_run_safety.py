@@ -22,7 +22,7 @@ import yaml
 
 from rosearch.cli import main
 from rosearch.config import ConfigError, config_from_dict, load_config
-from rosearch.results.store import CandidateRecord, ResultStore
+from rosearch.records.store import CandidateRecord, ResultStore
 from rosearch.rundir import RunLock, RunLockedError, RunPathError, contained_run_dir
 from rosearch.search import SearchSummary, run_search
 from test_search import tiny_search_dict

@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 from rosearch.config import config_from_dict
-from rosearch.results.store import ResultStore
+from rosearch.records.store import ResultStore
 from rosearch.search import run_candidate_task, run_search
 from rosearch.search_space.genome import Genome
 
@@ -61,7 +61,8 @@ def check_store(run_dir: Path, *, expect_ok: int, expect_failed: int = 0) -> lis
         assert all(len(g["population"]) == 4 for g in gens)
         second = [r for r in records if r.generation == 1]
         assert second and all(len(r.parents) >= 1 for r in second)  # offspring know their parents
-        assert store.load_checkpoint()["phase"] == "done"
+        checkpoint = store.load_checkpoint()
+        assert checkpoint["planned"] == [] and checkpoint["in_flight"] == []  # the last generation is complete
         assert store.run_config()["evolution"]["population_size"] == 4
         return records
     finally:
@@ -82,8 +83,8 @@ def test_search_inprocess_end_to_end(tmp_path, tiny_sst2_dir, tiny_teacher_dir):
 def test_kept_weights_reproduce_the_stored_accuracy(tmp_path, tiny_sst2_dir, tiny_teacher_dir, tiny_tokenizer):
     """The weights a worker shipped back are the ones it measured (reloaded: same dev accuracy)."""
     from rosearch.data import load_split
-    from rosearch.evaluate.accuracy import accuracy
-    from rosearch.results.artifacts import load_student, read_candidate_files
+    from rosearch.predictions import accuracy
+    from rosearch.records.artifacts import load_student, read_candidate_files
 
     config = config_from_dict(tiny_search_dict(tmp_path, tiny_sst2_dir, tiny_teacher_dir,
                                                evolution={"generations": 1}))
@@ -144,7 +145,7 @@ def test_failed_candidate_is_recorded_and_search_completes(tmp_path, tiny_sst2_d
     failed = [r for r in store.candidates() if r.status == "failed"]
     assert failed and all("simulated candidate crash" in r.error for r in failed)
     assert all(Genome.from_json(r.genome_json).num_layers == 2 for r in failed)
-    assert store.load_checkpoint()["phase"] == "done"
+    assert store.load_checkpoint()["planned"] == []
     store.close()
 
 
@@ -276,9 +277,9 @@ def test_kill_and_resume_matches_uninterrupted_run(tmp_path, tiny_sst2_dir, tiny
 
 def test_resume_retries_transient_failures_but_not_candidate_errors(tmp_path):
     """A stored timeout/crash is the machine's fault and is run again; a Python error is reused."""
-    from rosearch.evolution.loop import Proposal
+    from rosearch.evolution.operators import Proposal
     from rosearch.evaluate.fitness import fitness_spec
-    from rosearch.results.store import CandidateRecord
+    from rosearch.records.store import CandidateRecord
     from rosearch.search import SearchProgress, _CandidateDispatcher
     from rosearch.search_space.sampling import sample_genome
     from rosearch.workers import InProcessBackend
@@ -302,7 +303,9 @@ def test_resume_retries_transient_failures_but_not_candidate_errors(tmp_path):
 
     spec = fitness_spec(config, teacher_cost={"params": 20_000_000, "flops": 100})
     dispatcher = _CandidateDispatcher(store, InProcessBackend(fake_evaluate, None), spec, config, SearchProgress(1, 2))
-    values = dispatcher([Proposal(transient, 0, ()), Proposal(permanent, 0, ())])
+    for genome in (transient, permanent):
+        dispatcher.submit(Proposal(genome, 0, ()))
+    values = dict(dispatcher.next_result() for _ in range(2))
     assert calls == [transient.hash()]
     assert store.candidate(transient.hash()).status == "ok"
     assert values[permanent.hash()] == spec.worst()
@@ -342,7 +345,7 @@ def test_robustness_search_scores_every_candidate_on_the_proxy_and_attacks_the_t
 
 def test_pareto_front_keeps_exactly_the_non_dominated_candidates(tmp_path):
     from rosearch.evaluate.fitness import fitness_spec
-    from rosearch.results.store import CandidateRecord
+    from rosearch.records.store import CandidateRecord
     from rosearch.search import pareto_front
 
     config = config_from_dict({"evolution": {"mode": "nsga2"}, "attack": {"enabled": True, "full_attack": "all"}})

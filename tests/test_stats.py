@@ -16,7 +16,7 @@ from rosearch.results.stats import (
     RunDirError, StatsError, architecture_frame, compute_stats, feature_correlations, genome_features, op_statistics,
     shape_effects,
 )
-from rosearch.results.store import CandidateRecord, ResultStore
+from rosearch.records.store import CandidateRecord, ResultStore
 from rosearch.search_space.genome import CellSpec, Genome
 from rosearch.search_space.sampling import sample_genome
 

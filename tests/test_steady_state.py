@@ -15,7 +15,7 @@ import random
 import pytest
 
 from rosearch.config import EvolutionConfig
-from rosearch.evolution import Proposal, ResumeStateError, evaluation_budget, evolve_async
+from rosearch.evolution import Proposal, ResumeStateError, drive, evaluation_budget, make_strategy
 from rosearch.search_space.genome import Genome
 from rosearch.search_space.sampling import sample_genome
 from test_evolution import SPACE, score, summary  # the toy space and fitness (tests/ is on sys.path)
@@ -72,8 +72,8 @@ def run(cfg: EvolutionConfig, seed: int, pool: SimulatedPool | None = None, resu
             raise RuntimeError("simulated crash")
         sink.append(json.loads(json.dumps(state)))
 
-    result = evolve_async(cfg, SPACE, strategy=cfg.strategy, seed=seed, objective_weights=(1.0,), pool=pool,
-                          param_count=None, checkpoint=checkpoint, resume_state=resume_state, **kwargs)
+    strategy = make_strategy(cfg, SPACE, seed=seed, objective_weights=(1.0,), param_count=None)
+    result = drive(strategy, pool, checkpoint=checkpoint, resume_state=resume_state, **kwargs)
     return result, pool
 
 
@@ -157,11 +157,14 @@ def test_resume_refuses_another_strategy_or_a_generational_checkpoint():
     run(AGING, 0, states=states)
     with pytest.raises(ResumeStateError, match="'aging' run"):
         run(RANDOM, 0, resume_state=states[3])
-    with pytest.raises(ResumeStateError, match="asynchronous"):
+    with pytest.raises(ResumeStateError, match="version"):
         run(AGING, 0, resume_state={"version": 1, "mode": "weighted", "phase": "done"})
+    generational: list[dict] = []
+    run(EvolutionConfig(population_size=8, generations=2), 0, states=generational)
+    with pytest.raises(ResumeStateError, match="'generational' run"):
+        run(AGING, 0, resume_state=generational[-1])
 
 
 def test_aging_needs_one_objective():
     with pytest.raises(ValueError, match="evolution.mode=weighted"):
-        evolve_async(AGING, SPACE, strategy="aging", seed=0, objective_weights=(1.0, -1.0), pool=SimulatedPool(),
-                     param_count=None, checkpoint=lambda s: None)
+        make_strategy(AGING, SPACE, seed=0, objective_weights=(1.0, -1.0), param_count=None)

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from rosearch.results import (
+from rosearch.records import (
     CandidateRecord,
     ConfigMismatchError,
     ResultStore,
@@ -25,7 +25,7 @@ from rosearch.results import (
     RunExistsError,
     SchemaVersionError,
 )
-from rosearch.results.store import SCHEMA_VERSION
+from rosearch.records.store import SCHEMA_VERSION
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 CONFIG = {"run": {"name": "r", "seed": 0}, "evolution": {"population_size": 8, "mutation": {"rate": 0.5}}}
@@ -288,7 +288,7 @@ def test_closed_store_refuses_use(path: Path) -> None:
 def test_committed_candidates_survive_kill_9(path: Path) -> None:
     code = textwrap.dedent(f"""
         import os, signal
-        from rosearch.results.store import CandidateRecord, ResultStore
+        from rosearch.records.store import CandidateRecord, ResultStore
         store = ResultStore({str(path)!r})
         for i in range(3):
             store.record_candidate(CandidateRecord(

@@ -16,7 +16,7 @@ from transformers import BertConfig, BertForSequenceClassification
 from rosearch.batching import EncodedSplit
 from rosearch.config import DistillConfig
 from rosearch.distill.trainer import DistillResult, NonFiniteLossError, distill
-from rosearch.evaluate.accuracy import accuracy
+from rosearch.predictions import accuracy
 
 try:
     from rosearch.distill.teacher_cache import TeacherOutputs as _RealTeacherOutputs

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from rosearch.choices import ACTIVATIONS, DEFENSE_NAMES, OP_FAMILIES, RECIPE_NAMES
+from rosearch.choices import ACTIVATIONS, DEFENSE_NAMES, OP_FAMILIES, RECIPE_NAMES, STRATEGY_NAMES
 from rosearch.config.checks import above_zero, at_least, check_path_name, fraction, known_distinct, positive, require
 
 VALIDATION_MAX_SHARE = 0.2  # the validation slice takes at most this share of the train split
@@ -214,7 +214,7 @@ class EvolutionConfig:
     # a candidate in the top 1/halving_eta of its rung (highest rung first) is retrained from scratch at
     # halving_eta times the steps, else a new genome starts. It proposes until the KD steps submitted
     # reach what population_size x generations full-budget evaluations cost; the run ranks by budget first.
-    strategy: Literal["generational", "aging", "random", "halving"] = "generational"
+    strategy: str = "generational"  # one of rosearch.choices.STRATEGY_NAMES
     halving_eta: int = 3  # halving: budget ratio between rungs, and 1/eta of a rung is promoted
     halving_rungs: int = 3  # halving: rungs of budgets, the last at distill.max_steps
 
@@ -227,6 +227,8 @@ class EvolutionConfig:
         require(0 <= self.elitism < self.population_size, "evolution.elitism",
                 f"must be in [0, population_size), got {self.elitism} with population_size {self.population_size}")
         positive(self.max_resample, "evolution.max_resample")
+        require(self.strategy in STRATEGY_NAMES, "evolution.strategy",
+                f"unknown strategy {self.strategy!r} (known: {', '.join(STRATEGY_NAMES)})")
         require(not (self.strategy == "aging" and self.mode == "nsga2"), "evolution.strategy",
                 "aging evolution runs tournaments on one fitness, so it needs evolution.mode=weighted "
                 "(fix: set evolution.mode=weighted, or evolution.strategy=generational or random for NSGA-II)")

@@ -43,7 +43,7 @@ from rosearch.data import Example, encode_examples
 from rosearch.distill.losses import kd_loss
 from rosearch.distill.protocol import DistillMethod, MethodRun, PrepareContext, StudentContext
 from rosearch.distill.teacher import load_teacher
-from rosearch.evaluate.accuracy import predict_logits
+from rosearch.predictions import predict_logits
 from rosearch.tokenizer_files import materialize_tokenizer
 
 if TYPE_CHECKING:

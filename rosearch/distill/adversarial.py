@@ -32,7 +32,7 @@ from rosearch.distill.losses import NonFiniteLossError, kd_loss
 from rosearch.distill.optim import adamw
 from rosearch.distill.protocol import DistillMethod, PrepareContext, StudentContext
 from rosearch.distill.teacher import load_teacher
-from rosearch.evaluate.accuracy import predict_logits
+from rosearch.predictions import predict_logits
 from rosearch.tokenizer_files import materialize_tokenizer
 
 if TYPE_CHECKING:

@@ -37,7 +37,7 @@ from rosearch.batching import EncodedSplit, iterate_batches
 from rosearch.config import TeacherConfig
 from rosearch.distill.hull import HullEmbedding, token_hulls, worst_hull_weights
 from rosearch.distill.optim import adamw
-from rosearch.evaluate.accuracy import logits_accuracy, predict_logits
+from rosearch.predictions import logits_accuracy, predict_logits
 from rosearch.model_paths import OFFLINE_BACKBONE, TeacherError, resolve_model_path
 from rosearch.model_paths import PKG_PREFIX as PKG_PREFIX  # re-exported
 

@@ -31,7 +31,7 @@ from rosearch.batching import EncodedSplit, iterate_batches
 from rosearch.cache import TEACHER_OUTPUTS, CachePublishError, StaleEntry, atomic_dir, check_key, read_entry
 from rosearch.distill.teacher import iter_predictions, model_inputs, teacher_fingerprint
 from rosearch.errors import UserError
-from rosearch.evaluate.accuracy import logits_accuracy
+from rosearch.predictions import logits_accuracy
 
 logger = logging.getLogger(__name__)
 

@@ -17,7 +17,7 @@ import torch
 from rosearch.config import Config
 from rosearch.distill.trainer import distill
 from rosearch.batching import EncodedSplit
-from rosearch.evaluate.accuracy import logits_accuracy, predict_logits
+from rosearch.predictions import logits_accuracy, predict_logits
 from rosearch.search_inputs import SearchInputs
 from rosearch.search_space.cost import count_flops, count_parameters
 from rosearch.search_space.genome import Genome

@@ -18,7 +18,7 @@ import torch
 from rosearch.attack.runner import attack_model
 from rosearch.config import Config, attack_panel
 from rosearch.data import get_task
-from rosearch.evaluate.accuracy import accuracy
+from rosearch.predictions import accuracy
 from rosearch.search_inputs import SearchInputs
 from rosearch.tokenizer_files import materialize_tokenizer
 

@@ -1,21 +1,9 @@
-"""Evolutionary search over genomes: variation operators, the generational DEAP loop, and the
-asynchronous strategies (aging evolution, random search, successive halving)."""
+"""Evolutionary search over genomes: variation operators, the search strategies behind one
+ask/tell interface (generational, aging evolution, random search, successive halving), their
+registry, and the one driver loop that runs any of them on a pool of workers."""
 
-from rosearch.evolution.loop import (
-    EvaluateProposals,
-    EvaluationResultError,
-    EvolutionResult,
-    Individual,
-    ResumeStateError,
-    evolve,
-)
-from rosearch.evolution.steady_state import (
-    ASYNC_STRATEGIES,
-    CandidatePool,
-    evaluation_budget,
-    evolve_async,
-    step_budget,
-)
+from rosearch.evolution.driver import drive
+from rosearch.evolution.halving import step_budget
 from rosearch.evolution.operators import (
     Proposal,
     SearchSpaceExhaustedError,
@@ -23,22 +11,32 @@ from rosearch.evolution.operators import (
     make_offspring,
     mutate,
 )
+from rosearch.evolution.registry import STRATEGIES, make_strategy
+from rosearch.evolution.strategy import (
+    CandidatePool,
+    EvaluationResultError,
+    EvolutionResult,
+    Individual,
+    ResumeStateError,
+    Strategy,
+    evaluation_budget,
+)
 
 __all__ = [
-    "ASYNC_STRATEGIES",
+    "STRATEGIES",
     "CandidatePool",
-    "evaluation_budget",
-    "evolve_async",
-    "step_budget",
-    "EvaluateProposals",
     "EvaluationResultError",
     "EvolutionResult",
     "Individual",
     "Proposal",
     "ResumeStateError",
     "SearchSpaceExhaustedError",
+    "Strategy",
     "crossover",
-    "evolve",
+    "drive",
+    "evaluation_budget",
     "make_offspring",
+    "make_strategy",
     "mutate",
+    "step_budget",
 ]

@@ -388,3 +388,13 @@ def make_offspring(
                 "evolution.population_size or evolution.generations, or raise evolution.max_resample)"
             )
     return proposals
+
+
+def sample_unseen(rng: random.Random, space: SearchSpaceConfig, seen: set[str], max_tries: int,
+                  param_count: ParamCount | None) -> Genome | None:
+    """A random genome whose hash is not in ``seen`` (``max_tries`` draws), or None: the space seems exhausted."""
+    for _ in range(max_tries):
+        genome = sample_genome(rng, space, param_count=param_count)
+        if genome.hash() not in seen:
+            return genome
+    return None

@@ -1,19 +1,2 @@
-"""Durable results of a search run (one SQLite file per run) and their analysis."""
-
-from rosearch.results.store import (
-    CandidateRecord,
-    ConfigMismatchError,
-    ResultStore,
-    ResultStoreError,
-    RunExistsError,
-    SchemaVersionError,
-)
-
-__all__ = [
-    "CandidateRecord",
-    "ConfigMismatchError",
-    "ResultStore",
-    "ResultStoreError",
-    "RunExistsError",
-    "SchemaVersionError",
-]
+"""The analysis of a search run: statistics, report, plots, snapshots. It only reads what the run recorded
+(:mod:`rosearch.records`)."""

@@ -7,7 +7,7 @@ import logging
 
 from rosearch.quiet import setup_logging
 from rosearch.results.stats import results_path
-from rosearch.results.store import snapshot
+from rosearch.records.store import snapshot
 
 logger = logging.getLogger(__name__)
 

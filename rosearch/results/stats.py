@@ -37,9 +37,9 @@ from typing import TYPE_CHECKING, Any
 from rosearch.defense.names import DEFENSE_NAMES
 from rosearch.choices import DISTILL_METHOD_NAMES
 from rosearch.errors import UserError
-from rosearch.results.agreement import proxy_real_agreement, spearman
-from rosearch.results.ranking import ranked, selection_weights
-from rosearch.results.store import CandidateRecord, ResultStore, ResultStoreError
+from rosearch.records.agreement import proxy_real_agreement, spearman
+from rosearch.records.ranking import ranked, selection_weights
+from rosearch.records.store import CandidateRecord, ResultStore, ResultStoreError
 from rosearch.rundir import RESULTS_FILE, RUN_INFO_FILE, SUMMARY_FILE
 from rosearch.search_space import labels
 from rosearch.search_space.genome import CellSpec, Genome
@@ -96,7 +96,7 @@ def open_store(run_dir: str | Path) -> ResultStore:
 
 def ranked_records(store: ResultStore) -> list[CandidateRecord]:
     """Finished candidates, best first, in the order the search itself ranks them
-    (:func:`rosearch.results.ranking.ranked`, with the weights of the stored run)."""
+    (:func:`rosearch.records.ranking.ranked`, with the weights of the stored run)."""
     ok = [r for r in store.candidates() if r.status == "ok" and r.objectives is not None]
     if not ok:
         return []

@@ -16,46 +16,23 @@ counts ``mm/addmm/bmm/baddbmm/convolution`` and fused attention kernels, without
 
 from __future__ import annotations
 
+from rosearch.search_space.families import FAMILIES
 from rosearch.search_space.genome import Genome
 from rosearch.search_space.labels import check_op_fits, parse_op
 
 
 def op_parameter_count(label: str, hidden_size: int) -> int:
-    """Trainable parameters of ``build_op(label, hidden_size)``."""
+    """Trainable parameters of ``build_op(label, hidden_size)`` (each family's formula, see its module)."""
     spec = parse_op(label)
     check_op_fits(spec, hidden_size, label)
-    H = hidden_size
-    if spec.family == "attn":
-        return (H * 3 * H + 3 * H) + (H * H + H)  # qkv + output projection
-    if spec.family == "conv":
-        return H * H * spec.kernel + H
-    if spec.family in ("sepconv", "dilconv"):
-        return H * spec.kernel + (H * H + H)  # depthwise (no bias) + pointwise
-    if spec.family == "glu":
-        return 2 * H * H * spec.kernel + 2 * H
-    if spec.family == "ffn":
-        R = spec.ratio * H
-        return (H * R + R) + (R * H + H)
-    return 0  # identity, maxpool, avgpool
+    return FAMILIES[spec.family].params(spec, hidden_size)
 
 
 def op_flops(label: str, hidden_size: int, seq_len: int) -> int:
     """Forward FLOPs of ``build_op(label, hidden_size)`` on one sequence of ``seq_len`` tokens."""
     spec = parse_op(label)
     check_op_fits(spec, hidden_size, label)
-    H, T = hidden_size, seq_len
-    if spec.family == "attn":
-        projections = 2 * T * H * 3 * H + 2 * T * H * H  # qkv, output
-        return projections + 2 * (2 * T * T * H)  # + scores and weighted values over all heads
-    if spec.family == "conv":
-        return 2 * T * H * H * spec.kernel
-    if spec.family in ("sepconv", "dilconv"):
-        return 2 * T * H * spec.kernel + 2 * T * H * H  # depthwise + pointwise
-    if spec.family == "glu":
-        return 2 * T * 2 * H * H * spec.kernel
-    if spec.family == "ffn":
-        return 2 * (2 * T * H * spec.ratio * H)
-    return 0  # identity, maxpool, avgpool: no multiply-accumulates
+    return FAMILIES[spec.family].flops(spec, hidden_size, seq_len)
 
 
 def count_parameters(

@@ -15,11 +15,12 @@ from __future__ import annotations
 
 import math
 from types import MappingProxyType
-from typing import Callable, Mapping
+from typing import Mapping
 
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from rosearch.search_space.families import FAMILIES
 from rosearch.search_space.labels import OpBuildError, OpSpec, check_op_fits, parse_op
 
 
@@ -178,19 +179,18 @@ class Identity(nn.Module):
         return _zero_pads(x, _real(mask))
 
 
-_Builder = Callable[[OpSpec, int, float], nn.Module]
+class _Blocks:
+    """The blocks an operation family builds from (:class:`~rosearch.search_space.families.OpBlocks`)."""
 
-OP_BUILDERS: Mapping[str, _Builder] = MappingProxyType({
-    "attn": lambda s, h, p: SelfAttention(h, s.heads, p),
-    "conv": lambda s, h, p: Conv(h, s.kernel, _activation(s)),
-    "sepconv": lambda s, h, p: SepConv(h, s.kernel, _activation(s)),
-    "dilconv": lambda s, h, p: SepConv(h, s.kernel, _activation(s), dilation=s.dilation),
-    "glu": lambda s, h, p: GLUConv(h, s.kernel),
-    "ffn": lambda s, h, p: FeedForward(h, s.ratio, _activation(s), p),
-    "maxpool": lambda s, h, p: MaxPool(s.kernel),
-    "avgpool": lambda s, h, p: AvgPool(s.kernel),
-    "identity": lambda s, h, p: Identity(),
-})
+    activation = staticmethod(_activation)
+    attention = SelfAttention
+    conv = Conv
+    sepconv = SepConv
+    glu = GLUConv
+    feed_forward = FeedForward
+    maxpool = MaxPool
+    avgpool = AvgPool
+    identity = Identity
 
 
 def build_op(label: str, hidden_size: int, dropout: float = 0.0) -> nn.Module:
@@ -203,4 +203,4 @@ def build_op(label: str, hidden_size: int, dropout: float = 0.0) -> nn.Module:
     check_op_fits(spec, hidden_size, label)
     if not 0.0 <= dropout < 1.0:
         raise OpBuildError(f"operation {label!r}: dropout must be in [0, 1), got {dropout}")
-    return OP_BUILDERS[spec.family](spec, hidden_size, dropout)
+    return FAMILIES[spec.family].build(spec, hidden_size, dropout, _Blocks)

@@ -19,7 +19,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from rosearch.results.store import CandidateRecord
+from rosearch.records.store import CandidateRecord
 
 
 def selection_weights(run_config: Mapping[str, Any] | None, n_objectives: int) -> tuple[float, ...]:

@@ -138,7 +138,7 @@ def run_report(args: argparse.Namespace) -> int:
 
 def run_export(args: argparse.Namespace) -> int:
     """Export the run's best students as Hugging Face folders and list them."""
-    from rosearch.results.export import export_students  # lazy: torch, transformers and Ray; stats and report need none
+    from rosearch.export import export_students  # lazy: torch, transformers and Ray; stats and report need none
 
     setup_logging("INFO")
     folders = export_students(args.run_dir, args.out, top=args.top, retrain_steps=args.retrain_steps, device=args.device,
