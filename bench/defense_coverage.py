@@ -7,7 +7,9 @@ dev sentences that the attacks may touch (not one of TextAttack's stopwords, whi
 and Pruthi leave alone), this counts whether *some* candidate of each family crosses the defense:
 
 * ``one-letter edits`` — every adjacent swap, deletion, insertion and substitution of a lower-case
-  letter (DeepWordBug's four edits, enumerated; what ``deepwordbug-adaptive`` searches);
+  letter (DeepWordBug's four edits, enumerated);
+* ``real-word edits`` — those of them that are words of the lexicon (what ``deepwordbug-adaptive``
+  searches: word recognition keeps them, typo encoding is built to absorb them);
 * ``WordNet synonyms`` — PWWS's candidates (the lemma names of every synset);
 * ``counter-fitted neighbours`` — TextFooler's candidates (the ``attack.neighbors_path`` table).
 
@@ -40,7 +42,9 @@ from rosearch.defense.words import words  # noqa: E402
 from rosearch.prepare_defense import build_defense_resources  # noqa: E402
 
 LETTERS = "abcdefghijklmnopqrstuvwxyz"
-DEFENSE_SETS = ((), ("word_recognition",), ("synonym_encoding",), ("word_recognition", "synonym_encoding"))
+# typo encoding is built over synonym representatives when a run also carries synonym encoding (as here)
+DEFENSE_SETS = ((), ("word_recognition",), ("synonym_encoding",), ("word_recognition", "synonym_encoding"),
+                ("word_recognition", "synonym_encoding", "typo_encoding"))
 
 
 def one_letter_edits(word: str) -> set[str]:
@@ -86,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="data, defense and attack settings (the benchmark's, so the lexicon is the students')")
     parser.add_argument("--json", type=Path, help="also write the figures as JSON")
     args = parser.parse_args(argv)
-    config = load_config(args.config, ["search_space.defense_choices=[word_recognition, synonym_encoding]"])
+    config = load_config(args.config, ["search_space.defense_choices=[word_recognition, typo_encoding, synonym_encoding]"])
     out = console()
     start = time.perf_counter()
     prepare_textattack(config.attack, config.run.cache_dir)
@@ -100,7 +104,10 @@ def main(argv: list[str] | None = None) -> int:
     vocab = sorted({w for s in dev for w in s})
     wordnet = wordnet_relations(vocab)
     neighbors = load_neighbors(config.attack.neighbors_path)
-    families = {"one-letter edits": one_letter_edits, "WordNet synonyms": lambda w: wordnet.get(w, ()),
+    lexicon_words = frozenset(resources.counts)
+    families = {"one-letter edits": one_letter_edits,
+                "real-word edits": lambda w: one_letter_edits(w) & lexicon_words,
+                "WordNet synonyms": lambda w: wordnet.get(w, ()),
                 "counter-fitted neighbours": lambda w: neighbors.get(w, ())}
     figures: dict = {"sentences": len(dev), "lexicon_words": len(resources.counts), "rows": {}}
     rows = []

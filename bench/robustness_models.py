@@ -31,7 +31,7 @@ from typing import Any
 import torch
 
 from common import BenchError
-from rosearch.config import AsccConfig, Config, config_from_dict
+from rosearch.config import AsccConfig, Config, DefenseConfig, config_from_dict
 from rosearch.defense import DEFENSE_FILE, DEFENSE_NAMES, Defense, load_defense
 from rosearch.distill.teacher import teacher_fingerprint
 from rosearch.search_space.genome import Genome
@@ -222,7 +222,8 @@ def _row_config(config: Config, spec: RowSpec) -> Config:
 # The layout of the sections a student key hashes. It is fixed, so that the stored students stay
 # found: the knobs of the first six distill methods are written flat (``mate_kd_weight``), ascc's
 # section only when it differs from its defaults, and the data section without the validation
-# fields while they are 0. tests/test_cache_keys.py pins the keys this gives.
+# fields while they are 0, and the defense section without the typo encoding knobs at their defaults.
+# tests/test_cache_keys.py pins the keys this gives.
 _FLAT_METHODS = ("augment", "mate_kd", "layer_kd", "rift", "adv_finetune", "adv_train")
 _FLAT_NAMES = {("layer_kd", "attention_weight"): "attention_loss_weight"}
 
@@ -239,6 +240,10 @@ def _key_sections(config: Config) -> dict[str, Any]:
     for name in ("validation_size", "validation_min_words"):
         if data["data"][name] == 0:
             data["data"].pop(name)
+    defaults = DefenseConfig()
+    for name in ("typo_edit_distance", "typo_min_ratio", "typo_anchor_count"):  # students from before typo encoding
+        if getattr(config.defense, name) == getattr(defaults, name):
+            data["defense"].pop(name)
     return {"distill": distill, "data": data["data"], "defense": data["defense"]}
 
 

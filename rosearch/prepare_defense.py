@@ -11,6 +11,7 @@ from __future__ import annotations
 import itertools
 import logging
 import time
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -18,9 +19,10 @@ from rosearch.attack.resources import load_neighbors, prepare_textattack
 from rosearch.batching import EncodedSplit
 from rosearch.config import Config
 from rosearch.data import Example, encode_examples
-from rosearch.defense.names import SYNONYM_ENCODING
+from rosearch.defense.names import SYNONYM_ENCODING, TYPO_ENCODING
 from rosearch.defense.pipeline import Defense, DefenseResources
 from rosearch.defense.synonym_encoding import build_clusters
+from rosearch.defense.typo_encoding import build_typo_codes
 from rosearch.defense.wordnet_synonyms import wordnet_relations
 from rosearch.defense.words import word_counts
 
@@ -46,8 +48,8 @@ def defense_combinations(config: Config) -> list[tuple[str, ...]]:
 
 
 def build_defense_resources(config: Config, lexicon_texts: Sequence[str]) -> DefenseResources:
-    """Lexicon counts from ``lexicon_texts`` and, when some candidate may carry synonym
-    encoding, the synonym clusters over that vocabulary."""
+    """Lexicon counts from ``lexicon_texts`` and, when some candidate may carry them, the synonym
+    clusters and the typo code table over that vocabulary."""
     cfg = config.defense
     start = time.perf_counter()
     counts = word_counts(lexicon_texts)
@@ -64,11 +66,25 @@ def build_defense_resources(config: Config, lexicon_texts: Sequence[str]) -> Def
             for word, related in source.items():
                 relations.setdefault(word, set()).update(related)
         synonyms = build_clusters(counts, relations)
-    resources = DefenseResources(counts=dict(counts), synonyms=synonyms, max_distance=cfg.max_edit_distance,
-                                 backoff=cfg.backoff, neutral_word=cfg.neutral_word)
-    logger.info("defense: lexicon of %d words from %d training texts; %d words synonym-encoded into %d clusters (%.1fs)",
-                len(counts), len(lexicon_texts), len(synonyms), len(set(synonyms.values())), time.perf_counter() - start)
+    typo_codes: dict[str, str] = {}
+    if TYPO_ENCODING in config.search_space.defenses_used():
+        typo_codes = build_typo_codes(encoded_counts(counts, synonyms), max_distance=cfg.typo_edit_distance,
+                                      min_ratio=cfg.typo_min_ratio, anchor_count=cfg.typo_anchor_count)
+    resources = DefenseResources(counts=dict(counts), synonyms=synonyms, typo_codes=typo_codes,
+                                 max_distance=cfg.max_edit_distance, backoff=cfg.backoff, neutral_word=cfg.neutral_word)
+    logger.info("defense: lexicon of %d words from %d training texts; %d words synonym-encoded into %d clusters; "
+                "%d words typo-encoded into %d heads (%.1fs)", len(counts), len(lexicon_texts), len(synonyms),
+                len(set(synonyms.values())), len(typo_codes), len(set(typo_codes.values())), time.perf_counter() - start)
     return resources
+
+
+def encoded_counts(counts: Mapping[str, int], synonyms: Mapping[str, str]) -> Counter[str]:
+    """Word counts as typo encoding sees them: after synonym encoding (which runs before it), so its
+    codes are synonym representatives and the composition stays idempotent."""
+    out: Counter[str] = Counter()
+    for word, count in counts.items():
+        out[synonyms.get(word, word)] += count
+    return out
 
 
 def defend_examples(defense: Defense, examples: Sequence[Example]) -> list[Example]:

@@ -208,3 +208,13 @@ def test_a_tiny_search_explores_the_ascc_training_gene(tmp_path, tiny_sst2_dir, 
     for r in records:
         uses = Genome.from_json(r.genome_json).training == ("ascc",)
         assert r.metrics.get("distill_methods", []) == (["ascc"] if uses else [])
+
+
+def test_typo_source_adds_the_real_words_one_edit_away():
+    from rosearch.distill.hull import word_substitutions
+
+    words = ["bad", "bed", "bid", "good", "goad", "plot"]
+    subs = word_substitutions(words, ["typos"], neighbors_path=None, max_per_word=16)
+    assert subs == {"bad": ("bed", "bid"), "bed": ("bad", "bid"), "bid": ("bad", "bed"), "good": ("goad",),
+                    "goad": ("good",)}  # "plot" has no real word one edit away
+    assert word_substitutions(words, ["typos"], neighbors_path=None, max_per_word=1)["bad"] == ("bed",)

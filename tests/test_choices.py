@@ -21,7 +21,11 @@ def test_augment_names_are_the_augmenter_registry():
 
 
 def test_defense_and_label_names_are_the_same_objects():
+    from rosearch.defense.registry import DEFENSES
+
     assert DEFENSE_NAMES is choices.DEFENSE_NAMES
+    assert tuple(DEFENSES) == choices.DEFENSE_NAMES  # the registry's order is the application order
+    assert all(spec.name == name for name, spec in DEFENSES.items())
     assert labels.ACTIVATIONS is choices.ACTIVATIONS and labels.OP_FAMILIES is choices.OP_FAMILIES
 
 

@@ -183,7 +183,7 @@ def test_a_tiny_search_explores_defense_genes(tmp_path, tiny_sst2_dir, tiny_teac
     from rosearch.search import run_search
 
     data = {
-        "search_space": {"defense_choices": ["word_recognition", "synonym_encoding"]},
+        "search_space": {"defense_choices": ["word_recognition", "typo_encoding", "synonym_encoding"]},
         "defense": {"synonym_sources": ["counterfitted"]},
         "attack": {"neighbors_path": str(_tiny_neighbours(tmp_path))},
     }
@@ -198,7 +198,8 @@ def test_a_tiny_search_explores_defense_genes(tmp_path, tiny_sst2_dir, tiny_teac
     for r in records:
         genome = Genome.from_json(r.genome_json)
         assert r.genome_hash == genome.hash()
-        assert set(genome.defenses) <= {"word_recognition", "synonym_encoding"}
+        assert set(genome.defenses) <= {"word_recognition", "typo_encoding", "synonym_encoding"}
+    assert {name for names in carried for name in names} >= {"typo_encoding"}  # the new gene is explored
 
 
 def test_defended_splits_are_what_the_student_sees(tmp_path, tiny_sst2_dir, tiny_teacher_dir):

@@ -165,6 +165,10 @@ class AdvTrainConfig:
                 "each kind needs at least one (fix: a smaller fraction, or a larger distill.batch_size)")
 
 
+# WordNet synonyms (PWWS), counter-fitted neighbours (TextFooler), real words one typo away (deepwordbug-adaptive)
+ASCC_SOURCES = ("wordnet", "counterfitted", "typos")
+
+
 @dataclass(frozen=True)
 class AsccConfig:
     """``ascc``: KD at the worst point of each token's substitution hull (rosearch.distill.ascc)."""
@@ -173,14 +177,14 @@ class AsccConfig:
     steps: int = 2  # signed-gradient ascent steps on the hull weights per batch
     step_size: float = 1.0  # ascent step on the hull logits
     max_candidates: int = 16  # substitutes per token at most (its hull has max_candidates + 1 vertices)
-    sources: tuple[str, ...] = ("wordnet", "counterfitted")  # PWWS's and TextFooler's candidate sets
+    sources: tuple[str, ...] = ("wordnet", "counterfitted")  # PWWS's and TextFooler's candidate sets (+ typos)
 
     def check(self, distill: DistillConfig, attack: AttackConfig, methods: set[str]) -> None:
         """Positive sizes and weights, known sources, and the neighbour table when it is a source."""
         at_least(self, ("steps", "max_candidates"), "distill.ascc", 1)
         above_zero(self, ("weight", "step_size"), "distill.ascc")
         require(bool(self.sources), "distill.ascc.sources", "is empty (fix: [wordnet, counterfitted])")
-        known_distinct(self.sources, ("wordnet", "counterfitted"), "distill.ascc.sources", "source")
+        known_distinct(self.sources, ASCC_SOURCES, "distill.ascc.sources", "source")
         require("ascc" not in methods or "counterfitted" not in self.sources or attack.neighbors_path is not None,
                 "distill.ascc.sources", "has counterfitted but attack.neighbors_path is unset (fix: set "
                 "attack.neighbors_path to the counter-fitted neighbour table, or use sources: [wordnet])")

@@ -344,10 +344,18 @@ class DefenseConfig:
     backoff: Literal["neutral", "keep"] = "neutral"  # unknown word with no known word in reach: neutral word, or keep
     neutral_word: str = "unk"  # what `backoff: neutral` maps such words to (a lower-case letter word)
     synonym_sources: tuple[str, ...] = SYNONYM_SOURCES  # relations the synonym clusters are built from
+    typo_edit_distance: int = 1  # typo encoding: lexicon words this many edits apart are confusable
+    typo_min_ratio: float = 2.0  # typo encoding: a word joins a confusable head at least this many times as frequent
+    typo_anchor_count: int = 50  # typo encoding: words seen this often in training keep their own code
 
     def check(self) -> None:
         require(1 <= self.max_edit_distance <= 3, "defense.max_edit_distance",
                 f"must be 1, 2 or 3, got {self.max_edit_distance}")
+        require(1 <= self.typo_edit_distance <= 2, "defense.typo_edit_distance",
+                f"must be 1 or 2, got {self.typo_edit_distance}")
+        require(self.typo_min_ratio >= 1, "defense.typo_min_ratio",
+                f"must be >= 1 (a word only joins a more frequent one), got {self.typo_min_ratio}")
+        require(self.typo_anchor_count >= 1, "defense.typo_anchor_count", f"must be >= 1, got {self.typo_anchor_count}")
         require(self.neutral_word.isalpha() and self.neutral_word.islower(), "defense.neutral_word",
                 f"must be one lower-case word of letters, got {self.neutral_word!r}")
         unknown = [s for s in self.synonym_sources if s not in SYNONYM_SOURCES]

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from rosearch.choices import DISTILL_METHOD_NAMES, SYNONYM_ENCODING
+from rosearch.choices import DISTILL_METHOD_NAMES, SYNONYM_ENCODING, TYPO_ENCODING
 from rosearch.config.checks import ConfigError, require
 from rosearch.config.distill import DistillConfig
 from rosearch.config.sections import (
@@ -196,26 +196,29 @@ def _check_robustness_signal(config: Config) -> None:
 
 
 # Distillation methods that tie the student's tokens to the teacher's (per-token targets) or encode
-# their own texts without the defense; a synonym-encoded student sees other tokens, so they cannot
+# their own texts without the defense; a synonym- or typo-encoded student sees other tokens, so they cannot
 # be combined. adv_finetune and adv_train pass their texts through the student's defense.
 _TOKEN_ALIGNED_METHODS = ("layer_kd", "augment")
 
 
 def _check_defenses_across(config: Config) -> None:
-    """Synonym encoding needs synonym sources, the neighbour table for counter-fitted ones, and no method
-    that aligns the student's tokens with the teacher's."""
+    """Synonym encoding needs synonym sources and the neighbour table for counter-fitted ones; no
+    encoding (synonym or typo) goes with a method that aligns the student's tokens with the teacher's."""
     defense = config.defense
-    if SYNONYM_ENCODING not in config.search_space.defenses_used():
+    used = config.search_space.defenses_used()
+    if SYNONYM_ENCODING in used:
+        require(bool(defense.synonym_sources), "defense.synonym_sources", "is empty, so synonym encoding has no "
+                "synonyms (fix: list wordnet and/or counterfitted)")
+        if "counterfitted" in defense.synonym_sources:
+            require(config.attack.neighbors_path is not None, "attack.neighbors_path",
+                    "is unset, but synonym encoding reads the counter-fitted neighbour table from it (fix: set it, "
+                    "e.g. ../shared/data/embeddings/counterfitted_neighbors.json.gz, or drop counterfitted from "
+                    "defense.synonym_sources)")
+    recoding = " and ".join(n for n in (SYNONYM_ENCODING, TYPO_ENCODING) if n in used)
+    if not recoding:
         return
-    require(bool(defense.synonym_sources), "defense.synonym_sources", "is empty, so synonym encoding has no "
-            "synonyms (fix: list wordnet and/or counterfitted)")
-    if "counterfitted" in defense.synonym_sources:
-        require(config.attack.neighbors_path is not None, "attack.neighbors_path",
-                "is unset, but synonym encoding reads the counter-fitted neighbour table from it (fix: set it, "
-                "e.g. ../shared/data/embeddings/counterfitted_neighbors.json.gz, or drop counterfitted from "
-                "defense.synonym_sources)")
     clash = [m for m in methods_used(config) if m in _TOKEN_ALIGNED_METHODS]
     require(not clash and config.distill.hidden_loss_weight == 0, "distill.methods",
-            f"{clash or ['hidden_loss_weight']} align the student's tokens with the teacher's, which synonym "
-            "encoding changes (fix: drop them from distill.methods / search_space.training_choices, or drop "
-            "synonym_encoding from search_space.defenses and defense_choices)")
+            f"{clash or ['hidden_loss_weight']} align the student's tokens with the teacher's, which {recoding} "
+            f"change (fix: drop them from distill.methods / search_space.training_choices, or drop {recoding} "
+            "from search_space.defenses and defense_choices)")

@@ -2,7 +2,9 @@
 
 - :mod:`~rosearch.defense.words`: what a word is to a defense
 - :mod:`~rosearch.defense.word_recognition`: unknown word -> likely known word (character attacks)
+- :mod:`~rosearch.defense.typo_encoding`: rare word one typo from a frequent word -> that word (real-word typos)
 - :mod:`~rosearch.defense.synonym_encoding`: word -> synonym-cluster representative (word swaps)
+- :mod:`~rosearch.defense.registry`: the protocol every defense follows, and the registry (application order)
 - :mod:`~rosearch.defense.pipeline`: the composition, saved and loaded with a student
 
 A leaf package: it imports nothing else of rosearch but the leaf :mod:`rosearch.choices`, so every

@@ -9,14 +9,15 @@ from __future__ import annotations
 
 import gzip
 import json
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from collections.abc import Iterable, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from rosearch.defense.names import DEFENSE_NAMES, SYNONYM_ENCODING, WORD_RECOGNITION, canonical_defenses
-from rosearch.defense.synonym_encoding import SynonymEncoder
-from rosearch.defense.word_recognition import Backoff, WordRecognizer
+from rosearch.defense.names import DEFENSE_NAMES, canonical_defenses
+from rosearch.defense.registry import DEFENSES
+from rosearch.defense.resources import DefenseResources
+from rosearch.defense.word_recognition import WordRecognizer
 
 DEFENSE_FILE = "defense.json.gz"  # beside an exported student's config.json
 FORMAT_VERSION = 1
@@ -24,29 +25,6 @@ FORMAT_VERSION = 1
 
 class DefenseError(ValueError):
     """A defense file that is missing, damaged or asks for something unknown."""
-
-
-@dataclass(frozen=True)
-class DefenseResources:
-    """What every defense of a run is built from: the lexicon (training-text word counts),
-    the synonym mapping (word -> cluster representative), and word recognition's knobs."""
-
-    counts: Mapping[str, int]
-    synonyms: Mapping[str, str] = field(default_factory=dict)
-    max_distance: int = 2
-    backoff: Backoff = "neutral"
-    neutral_word: str = "unk"
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "counts": dict(sorted(self.counts.items())), "synonyms": dict(sorted(self.synonyms.items())),
-            "max_distance": self.max_distance, "backoff": self.backoff, "neutral_word": self.neutral_word,
-        }
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> DefenseResources:
-        return cls(counts=dict(data["counts"]), synonyms=dict(data["synonyms"]), max_distance=int(data["max_distance"]),
-                   backoff=data["backoff"], neutral_word=str(data["neutral_word"]))
 
 
 class Defense:
@@ -58,15 +36,7 @@ class Defense:
     def __init__(self, names: Sequence[str], resources: DefenseResources) -> None:
         self.names = canonical_defenses(list(names), "defenses")
         self.resources = resources
-        encoder = SynonymEncoder(resources.synonyms) if SYNONYM_ENCODING in self.names else None
-        self._steps: list[Any] = []
-        if WORD_RECOGNITION in self.names:
-            self._steps.append(WordRecognizer(
-                resources.counts, max_distance=resources.max_distance, backoff=resources.backoff,
-                neutral_word=resources.neutral_word, extra_known=encoder.vocabulary if encoder else (),
-            ))
-        if encoder is not None:
-            self._steps.append(encoder)
+        self._steps = [DEFENSES[name].build(resources, self.names) for name in self.names]
 
     def __reduce__(self) -> tuple[Any, ...]:
         # ship names + resources (not the built indexes) to workers; they rebuild in a few seconds
@@ -97,14 +67,8 @@ class Defense:
     def describe(self) -> dict[str, Any]:
         """What the model card and metrics say about the defense."""
         out: dict[str, Any] = {"defenses": list(self.names)}
-        if WORD_RECOGNITION in self.names:
-            out[WORD_RECOGNITION] = {
-                "lexicon_words": len(self.resources.counts), "max_edit_distance": self.resources.max_distance,
-                "backoff": self.resources.backoff, "neutral_word": self.resources.neutral_word,
-            }
-        if SYNONYM_ENCODING in self.names:
-            mapping = self.resources.synonyms
-            out[SYNONYM_ENCODING] = {"mapped_words": len(mapping), "clusters": len(set(mapping.values()))}
+        for name in self.names:
+            out[name] = DEFENSES[name].describe(self.resources)
         return out
 
     def restricted(self, names: Sequence[str]) -> Defense:
@@ -113,9 +77,9 @@ class Defense:
 
     def save(self, directory: str | Path) -> Path:
         """Write the defense beside a saved model (``defense.json.gz``); only what it uses."""
-        resources = self.resources
-        if SYNONYM_ENCODING not in self.names:
-            resources = replace(resources, synonyms={})
+        used = {table for name in self.names for table in DEFENSES[name].tables}
+        unused = {table: {} for spec in DEFENSES.values() for table in spec.tables if table not in used}
+        resources = replace(self.resources, **unused)
         payload = {"format": FORMAT_VERSION, "defenses": list(self.names), "resources": resources.to_dict()}
         path = Path(directory) / DEFENSE_FILE
         tmp = path.with_suffix(".tmp")

@@ -14,6 +14,7 @@ import torch
 from torch import Tensor, nn
 
 from rosearch.attack.resources import load_neighbors
+from rosearch.defense.typo_encoding import confusable_pairs
 
 if TYPE_CHECKING:
     from rosearch.defense.pipeline import Defense
@@ -21,7 +22,8 @@ if TYPE_CHECKING:
 
 def word_substitutions(words: Sequence[str], sources: Sequence[str], *, neighbors_path: str | None,
                        max_per_word: int) -> dict[str, tuple[str, ...]]:
-    """word -> its substitutes (WordNet synonyms first, then counter-fitted neighbours), for ``words``.
+    """word -> its substitutes (WordNet synonyms first, then counter-fitted neighbours, then the
+    words of ``words`` one typo away: PWWS's, TextFooler's and deepwordbug-adaptive's candidates).
 
     WordNet must already be visible to nltk (:func:`~rosearch.attack.resources.prepare_textattack`).
     """
@@ -32,6 +34,8 @@ def word_substitutions(words: Sequence[str], sources: Sequence[str], *, neighbor
         tables.append(wordnet_relations(words))
     if "counterfitted" in sources:
         tables.append(load_neighbors(neighbors_path))
+    if "typos" in sources:
+        tables.append({w: sorted(close) for w, close in confusable_pairs(words, 1).items()})
     out: dict[str, tuple[str, ...]] = {}
     for word in words:
         merged = dict.fromkeys(s for table in tables for s in table.get(word, ()) if s != word)
