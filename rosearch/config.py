@@ -471,6 +471,26 @@ class DefenseConfig:
 
 
 @dataclass(frozen=True)
+class SupernetConfig:
+    """The supernet fidelity: candidates evaluated with weights inherited from one weight-sharing network.
+
+    ``fidelity: standalone`` (the default) distils every candidate from scratch; ``supernet`` trains
+    one supernet per defense set once (single-path sampling, cached by content key, resumable) and
+    evaluates each candidate with its slice of the shared weights: seconds instead of minutes, at the
+    price of a figure that only ranks like the stand-alone one as far as ``bench/supernet.py`` shows.
+    """
+
+    fidelity: Literal["standalone", "supernet"] = "standalone"
+    max_steps: int = 4000  # single-path KD steps of the supernet's one training
+    batch_size: int = 32
+    learning_rate: float = 1.0e-3
+    warmup_ratio: float = 0.05
+    checkpoint_every: int = 200  # steps between checkpoints (a killed training resumes from the last)
+    share_positions: bool = True  # one operation per (layer, label) for every node position; False: per position
+    attack_examples: int | None = None  # attack-sample examples each inherited evaluation attacks (None: all)
+
+
+@dataclass(frozen=True)
 class Config:
     """The whole run. Build it with :func:`load_config` or :func:`config_from_dict`."""
 
@@ -484,13 +504,14 @@ class Config:
     fitness: FitnessConfig = field(default_factory=FitnessConfig)
     attack: AttackConfig = field(default_factory=AttackConfig)
     defense: DefenseConfig = field(default_factory=DefenseConfig)
+    supernet: SupernetConfig = field(default_factory=SupernetConfig)
 
     def to_dict(self) -> dict[str, Any]:
         return _to_plain(dataclasses.asdict(self))
 
     def fingerprint(self) -> str:
         """Stable short hash of the whole config (for run metadata); method knobs hashed flat, as before their sections."""
-        blob = json.dumps(flatten_method_keys(self.to_dict()), sort_keys=True).encode()
+        blob = json.dumps(flatten_method_keys(without_default_supernet(self.to_dict())), sort_keys=True).encode()
         return hashlib.sha256(blob).hexdigest()[:16]
 
     def results_fingerprint(self) -> str:
@@ -502,7 +523,7 @@ class Config:
         their flat spelling (:func:`flatten_method_keys`), so a run stored before they existed keeps
         its fingerprint.
         """
-        data = flatten_method_keys(self.to_dict())
+        data = flatten_method_keys(without_default_supernet(self.to_dict()))
         if not config_uses_defenses(self):  # runs made before defenses existed keep their fingerprint
             data.pop("defense")
             for key in ("defenses", "defense_choices"):
@@ -514,6 +535,14 @@ class Config:
             else:
                 data[section].pop(key, None)
         return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def without_default_supernet(data: dict[str, Any]) -> dict[str, Any]:
+    """``data`` without its ``supernet`` section while that holds the defaults (stand-alone fidelity):
+    configs and runs from before the section existed keep their fingerprints."""
+    if data.get("supernet") == _to_plain(dataclasses.asdict(SupernetConfig())):
+        data = {k: v for k, v in data.items() if k != "supernet"}
+    return data
 
 
 def without_legacy_defaults(data: dict[str, Any]) -> dict[str, Any]:
@@ -989,6 +1018,7 @@ def validate(config: Config) -> None:
              "aging evolution runs tournaments on one fitness, so it needs evolution.mode=weighted "
              "(fix: set evolution.mode=weighted, or evolution.strategy=generational or random for NSGA-II)")
     _validate_halving(config)
+    _validate_supernet(config)
 
     workers = config.workers
     _require(workers.num_cpus_per_candidate > 0, "workers.num_cpus_per_candidate",
@@ -1024,6 +1054,16 @@ def validate(config: Config) -> None:
 def halving_budgets(max_steps: int, eta: int, rungs: int) -> tuple[int, ...]:
     """KD step budgets of the successive-halving rungs, lowest first: ``max_steps // eta^k``, k = rungs-1..0."""
     return tuple(max_steps // eta**k for k in range(rungs - 1, -1, -1))
+
+
+def _validate_supernet(config: Config) -> None:
+    sn = config.supernet
+    for name in ("max_steps", "batch_size", "learning_rate", "checkpoint_every", "attack_examples"):
+        _positive(getattr(sn, name), f"supernet.{name}")
+    _require(0.0 <= sn.warmup_ratio < 1.0, "supernet.warmup_ratio", f"must be in [0, 1), got {sn.warmup_ratio}")
+    if sn.fidelity == "supernet":
+        _require(config.search_space.nodes_per_cell >= 3, "search_space.nodes_per_cell",
+                 "the supernet needs cells with at least one operation node (>= 3)")
 
 
 def _validate_halving(config: Config) -> None:
