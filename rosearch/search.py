@@ -53,6 +53,7 @@ from rosearch.runtime import resolve_device
 from rosearch.search_inputs import SearchInputs
 from rosearch.search_space.cost import count_parameters
 from rosearch.search_space.genome import Genome
+from rosearch.supernet.fidelity import evaluate_inherited, prepare_supernets
 from rosearch.workers import (
     CandidateOutcome,
     CandidateTask,
@@ -126,8 +127,6 @@ def run_candidate_task(task: CandidateTask, shared: tuple[SearchInputs, Config])
         return TaskResult(full_attack_metrics(model, inputs, config, device=device, name=name, recipes=recipes,
                                               defenses=genome.defenses))
     if config.supernet.fidelity == "supernet":  # inherited weights: no training, no weights to return
-        from rosearch.supernet.fidelity import evaluate_inherited
-
         return TaskResult(evaluate_inherited(genome, inputs, config, device=device, name=name))
     model, metrics = evaluate_candidate(genome, inputs, config, seed=task.seed, device=device)
     result = metrics.to_dict()
@@ -438,8 +437,6 @@ def _run_search_locked(config: Config, resume: bool, task_fn: TaskFn, start: flo
             logger.warning("the teacher runs on %s but candidates get no GPU (set workers.num_gpus_per_candidate)", device)
         inputs = prepare_inputs(config, device)
         if config.supernet.fidelity == "supernet":  # trained once per defense set (or read from the cache)
-            from rosearch.supernet.fidelity import prepare_supernets
-
             inputs = prepare_supernets(config, inputs, device)
         # written only once preparation succeeded, so a failed preparation leaves no run behind
         store.write_run_config(config.to_dict(), fingerprint, resume=resume)
