@@ -31,6 +31,7 @@ from rosearch.cache import SUPERNET, atomic_file, write_text_atomically
 from rosearch.config import Config, attack_panel
 from rosearch.defense.names import canonical_defenses
 from rosearch.evaluate.candidate import split_scores
+from rosearch.evaluate.efficiency import measure_latency
 from rosearch.evaluate.robustness import full_attack_metrics, panel_metrics, proxy_metrics
 from rosearch.search_inputs import SearchInputs
 from rosearch.search_space.cost import count_flops, count_parameters
@@ -220,6 +221,8 @@ def evaluate_inherited(genome: Genome, inputs: SearchInputs, config: Config, *, 
                                          max_position_embeddings=inputs.max_position_embeddings,
                                          type_vocab_size=inputs.type_vocab_size)
     metrics["flops"] = count_flops(genome, seq_len=inputs.dev_mean_length, num_labels=inputs.num_labels)
+    if config.fitness.efficiency_metric == "latency":  # only when selection needs it: it costs seconds
+        metrics |= measure_latency(model, seq_len=inputs.dev_mean_length, device=device, vocab_size=inputs.vocab_size)
     if genome.training:
         metrics["training_gene_ignored"] = list(genome.training)
     metrics |= proxy_metrics(model, inputs, config, device=device, defenses=genome.defenses)
