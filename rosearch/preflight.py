@@ -62,7 +62,7 @@ def teacher_shape(config: Config) -> TeacherShape | None:
 
 def check_data_files(config: Config) -> None:
     """Every split file ``data.data_dir`` must hold exists, before the teacher loads and before any run
-    directory is created (a missing ``train.tsv`` used to surface minutes later, leaving an empty run)."""
+    directory is created (otherwise a missing ``train.tsv`` would surface minutes later, leaving an empty run)."""
     if config.data.data_dir is None:
         return  # the HF hub: checked when it is loaded
     spec = get_task(config.data.task)
