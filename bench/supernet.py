@@ -17,6 +17,7 @@ where it stopped. From the repository root::
 
     .venv/bin/python bench/supernet.py standalone    # ~1 min per architecture on one core
     .venv/bin/python bench/supernet.py supernet      # the supernet's training, then ~seconds each
+    .venv/bin/python bench/supernet.py standalone --retest   # again, other seeds: the reference's own rho
     .venv/bin/python bench/supernet.py report
 """
 
