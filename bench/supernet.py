@@ -230,6 +230,12 @@ def run_report(args: argparse.Namespace) -> int:
     for figure in ("val_accuracy", "dev_accuracy", "robust_accuracy"):
         pairs = [(float(alone[k][figure]), float(retest[k][figure])) for k in common if k in retest]
         ceiling[figure] = _spearman(pairs)
+    noise = {}
+    for figure in ("val_accuracy", "dev_accuracy", "robust_accuracy"):
+        diffs = np.array([float(alone[k][figure]) - float(retest[k][figure]) for k in common if k in retest])
+        if len(diffs):  # one run's seed noise (sd of a difference of two runs / sqrt 2) vs the architectures' spread
+            noise[figure] = {"seed_sd": float(np.sqrt(np.mean(diffs ** 2) / 2)), "pairs": len(diffs),
+                             "between_architectures_sd": float(np.std([float(alone[k][figure]) for k in common], ddof=1))}
     standalone_seconds = [alone[k]["train_seconds"] + alone[k]["eval_seconds"] + alone[k]["attack_seconds"] for k in common]
     inherited_seconds = [rows[k]["seconds"] for k in common]
     side = [rows[k] for k in common if "standalone_seconds_here" in rows[k]]
@@ -257,6 +263,7 @@ def run_report(args: argparse.Namespace) -> int:
         "spearman": agreement,
         # the same architectures distilled stand-alone again with other seeds: how well the reference ranks itself
         "spearman_standalone_retest": ceiling,
+        "standalone_seed_noise": noise,
         "rows": {k: {"standalone": {f: alone[k].get(f) for f in ("val_accuracy", "dev_accuracy", "robust_accuracy")},
                      "inherited": {f: rows[k].get(f) for f in ("val_accuracy", "dev_accuracy", "robust_accuracy")},
                      "params": alone[k]["params"]} for k in common},
