@@ -262,3 +262,24 @@ def test_ray_workers_evaluate_sub_networks_without_the_drivers_files(tmp_path, t
         assert outcome.metrics["val_accuracy"] == here["val_accuracy"]
         assert outcome.metrics["dev_accuracy"] == here["dev_accuracy"]
     assert not Path(config.run.cache_dir).exists()
+
+
+def test_the_supernet_section_decides_results_only_on_the_supernet_fidelity():
+    base = config_from_dict({})
+    unused = config_from_dict({"supernet": {"max_steps": 7}})
+    assert unused.results_fingerprint() == base.results_fingerprint()  # standalone: its settings decide nothing
+    on = config_from_dict({"supernet": {"fidelity": "supernet"}})
+    assert on.results_fingerprint() != base.results_fingerprint()
+    assert config_from_dict({"supernet": {"fidelity": "supernet", "max_steps": 7}}).results_fingerprint() != \
+        on.results_fingerprint()
+
+
+def test_a_bad_supernet_setting_names_the_field():
+    from rosearch.config import ConfigError
+
+    with pytest.raises(ConfigError, match="supernet.warmup_ratio"):
+        config_from_dict({"supernet": {"warmup_ratio": 1.5}})
+    with pytest.raises(ConfigError, match="supernet.attack_examples"):
+        config_from_dict({"supernet": {"attack_examples": 0}})
+    with pytest.raises(ConfigError, match="supernet"):
+        config_from_dict({"supernet": {"fidelity": "oneshot"}})
