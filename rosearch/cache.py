@@ -78,6 +78,7 @@ TEACHER_OUTPUTS = CacheKind("teacher_outputs", 1)  # rosearch.distill.teacher_ca
 MATE_KD_GENERATOR = CacheKind("mate_kd", 1)  # rosearch.distill.mate_kd: an HF checkpoint directory
 AUGMENTED_COPIES = CacheKind("augment", 1)  # rosearch.distill.augment: JSON
 PROXY_SET = CacheKind("proxy", 2)  # rosearch.attack.proxy: JSON; 2: failed attacks' hardest variants included
+SUPERNET = CacheKind("supernet", 1)  # rosearch.supernet.fidelity: weights.safetensors + meta.json (+ checkpoint.pt while training)
 
 
 def content_key(version: int, description: Mapping[str, Any]) -> str:

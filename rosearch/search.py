@@ -55,6 +55,7 @@ from rosearch.runtime import resolve_device
 from rosearch.search_inputs import SearchInputs
 from rosearch.search_space.cost import count_parameters
 from rosearch.search_space.genome import Genome
+from rosearch.supernet.fidelity import evaluate_inherited, prepare_supernets
 from rosearch.workers import (
     CandidateOutcome,
     CandidateTask,
@@ -112,6 +113,8 @@ def run_candidate_task(task: CandidateTask, shared: tuple[SearchInputs, Config])
     ``attack.full_attack=all`` it also runs the full attack. An ``attack`` task runs the full
     attack on the trained student whose files it carries. A task with its own ``max_steps``
     (successive halving's lower rungs) distils for that many KD steps instead of ``distill.max_steps``.
+    With ``supernet.fidelity=supernet`` a ``train`` task trains nothing: the candidate is measured with
+    weights inherited from the supernet the inputs carry (:func:`rosearch.supernet.fidelity.evaluate_inherited`).
     """
     inputs, config = _as_worker(*shared)
     if task.max_steps is not None:
@@ -125,6 +128,8 @@ def run_candidate_task(task: CandidateTask, shared: tuple[SearchInputs, Config])
         recipes = panel[1:] if config.attack.full_attack == "multi_fidelity" else panel
         return TaskResult(full_attack_metrics(model, inputs, config, device=device, name=name, recipes=recipes,
                                               defenses=genome.defenses))
+    if config.supernet.fidelity == "supernet":  # inherited weights: no training, no weights to return
+        return TaskResult(evaluate_inherited(genome, inputs, config, device=device, name=name))
     model, metrics = evaluate_candidate(genome, inputs, config, seed=task.seed, device=device)
     result = metrics.to_dict()
     result |= measure_latency(model, seq_len=inputs.dev_mean_length, device=device, vocab_size=inputs.vocab_size)
@@ -417,6 +422,8 @@ def _run_search_locked(config: Config, resume: bool, task_fn: TaskFn, start: flo
         if device.type == "cuda" and config.workers.backend == "ray" and config.workers.num_gpus_per_candidate == 0:
             logger.warning("the teacher runs on %s but candidates get no GPU (set workers.num_gpus_per_candidate)", device)
         inputs = prepare_inputs(config, device)
+        if config.supernet.fidelity == "supernet":  # trained once per defense set (or read from the cache)
+            inputs = prepare_supernets(config, inputs, device)
         # written only once preparation succeeded, so a failed preparation leaves no run behind
         store.write_run_config(config.to_dict(), fingerprint, resume=resume)
         (run_dir / CONFIG_FILE).write_text(json.dumps(config.to_dict(), indent=2))

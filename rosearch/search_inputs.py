@@ -69,6 +69,9 @@ class SearchInputs:
     val: EncodedSplit | None = None  # the validation slice selection uses (data.validation_size; None: dev)
     task_name: str = ""  # data.task, for the task's metrics (F1 on MRPC/QQP)
     split_stats: dict[str, Any] = field(default_factory=dict)  # sizes and majority-class rates of val and dev
+    # supernet.fidelity=supernet: "+".join(defenses) -> rosearch.supernet.fidelity.SupernetWeights (plain arrays,
+    # so the object store ships them to every worker once)
+    supernets: Mapping[str, Any] | None = None
 
     @property
     def selection(self) -> EncodedSplit:

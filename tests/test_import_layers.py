@@ -141,7 +141,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("student network", ("rosearch.student",)),
     ("attacks", ("rosearch.attack",)),
     ("training", ("rosearch.distill", "rosearch.search_inputs", "rosearch.prepare_defense")),
-    ("evaluation and preparation", ("rosearch.evaluate", "rosearch.prepare", "rosearch.preflight")),
+    ("evaluation and preparation", ("rosearch.evaluate", "rosearch.supernet", "rosearch.prepare", "rosearch.preflight")),
     ("run records", ("rosearch.records",)),  # the SQLite store and kept weights the search writes
     ("workers", ("rosearch.workers",)),
     ("search strategies", ("rosearch.evolution",)),

@@ -29,6 +29,7 @@ from rosearch.config.sections import (
     FitnessConfig,
     RunConfig,
     SearchSpaceConfig,
+    SupernetConfig,
     TeacherConfig,
     WorkersConfig,
 )
@@ -46,6 +47,6 @@ __all__ = [
     "RESUMABLE_FIELDS", "VALIDATION_MAX_SHARE", "AdvFinetuneConfig", "AdvTrainConfig", "AsccConfig", "AttackConfig",
     "AugmentConfig", "Config", "ConfigError", "DataConfig", "DefenseConfig", "DistillConfig", "EvolutionConfig",
     "FitnessConfig", "LayerKDConfig", "MateKDConfig", "RiftConfig", "RunConfig", "SearchSpaceConfig",
-    "TeacherConfig", "WorkersConfig", "apply_override", "attack_panel", "check_path_name", "config_from_dict",
+    "SupernetConfig", "TeacherConfig", "WorkersConfig", "apply_override", "attack_panel", "check_path_name", "config_from_dict",
     "halving_budgets", "load_config", "methods_used", "parse_yaml", "validate", "with_methods",
 ]

@@ -360,3 +360,29 @@ class DefenseConfig:
                 f"must be one lower-case word of letters, got {self.neutral_word!r}")
         unknown = [s for s in self.synonym_sources if s not in SYNONYM_SOURCES]
         require(not unknown, "defense.synonym_sources", f"unknown source(s) {unknown} (known: wordnet, counterfitted)")
+
+
+@dataclass(frozen=True)
+class SupernetConfig:
+    """The supernet fidelity: candidates evaluated with weights inherited from one weight-sharing network.
+
+    ``fidelity: standalone`` (the default) distils every candidate from scratch; ``supernet`` trains
+    one supernet per defense set once (single-path sampling, cached by content key, resumable) and
+    evaluates each candidate with its slice of the shared weights: seconds instead of minutes, at the
+    price of a figure that ranks like the stand-alone one only as far as ``bench/supernet.py`` shows.
+    """
+
+    fidelity: Literal["standalone", "supernet"] = "standalone"
+    max_steps: int = 4000  # single-path KD steps of the supernet's one training
+    batch_size: int = 32
+    learning_rate: float = 1.0e-3
+    warmup_ratio: float = 0.05
+    checkpoint_every: int = 200  # steps between checkpoints (a killed training resumes from the last)
+    share_positions: bool = True  # one operation per (layer, label) for every node position; False: per position
+    attack_examples: int | None = None  # attack-sample examples each inherited evaluation attacks (None: all)
+
+    def check(self) -> None:
+        at_least(self, ("max_steps", "batch_size", "checkpoint_every"), "supernet", 1)
+        above_zero(self, ("learning_rate",), "supernet")
+        positive(self.attack_examples, "supernet.attack_examples")
+        require(0.0 <= self.warmup_ratio < 1.0, "supernet.warmup_ratio", f"must be in [0, 1), got {self.warmup_ratio}")

@@ -25,6 +25,7 @@ from rosearch.config.sections import (
     FitnessConfig,
     RunConfig,
     SearchSpaceConfig,
+    SupernetConfig,
     TeacherConfig,
     WorkersConfig,
 )
@@ -52,6 +53,7 @@ class Config:
     fitness: FitnessConfig = field(default_factory=FitnessConfig)
     attack: AttackConfig = field(default_factory=AttackConfig)
     defense: DefenseConfig = field(default_factory=DefenseConfig)
+    supernet: SupernetConfig = field(default_factory=SupernetConfig)
 
     def to_dict(self) -> dict[str, Any]:
         """The config as plain JSON-able data (lists for tuples), as ``config_from_dict`` reads it back."""
@@ -68,6 +70,8 @@ class Config:
         go, may change on ``--resume``.
         """
         data = self.to_dict()
+        if self.supernet.fidelity == "standalone":  # its settings decide nothing then
+            data.pop("supernet")
         for section, key in RESUMABLE_FIELDS:
             if key is None:
                 data.pop(section)
@@ -136,6 +140,7 @@ def validate(config: Config) -> None:
     config.defense.check()
     _check_defenses_across(config)
     config.fitness.check()
+    config.supernet.check()
     fit = config.fitness
     require(not (fit.efficiency_metric == "latency" and config.evolution.mode == "weighted" and fit.efficiency_weight > 0),
             "fitness.efficiency_metric",

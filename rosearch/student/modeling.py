@@ -78,6 +78,27 @@ class StudentCell(nn.Module):
         return self.LayerNorm(x + self.dropout(out))
 
 
+def init_student_weights(module: nn.Module, std: float) -> None:
+    """BERT's scheme for linear/embedding/LayerNorm weights. Convolutions keep PyTorch's
+    fan-in-scaled init: a depthwise filter has fan-in k, and std 0.02 would start it near zero.
+    (A function, so the weight-sharing supernet starts its shared weights as students start theirs.)
+    Modules on the ``meta`` device (the supernet's shape-only students) have no values to set."""
+    weight = getattr(module, "weight", None)
+    if isinstance(weight, Tensor) and weight.is_meta:
+        return
+    if isinstance(module, nn.Linear):
+        module.weight.data.normal_(mean=0.0, std=std)
+        if module.bias is not None:
+            module.bias.data.zero_()
+    elif isinstance(module, nn.Embedding):
+        module.weight.data.normal_(mean=0.0, std=std)
+        if module.padding_idx is not None:
+            module.weight.data[module.padding_idx].zero_()
+    elif isinstance(module, nn.LayerNorm):
+        module.weight.data.fill_(1.0)
+        module.bias.data.zero_()
+
+
 class StudentPreTrainedModel(PreTrainedModel):
     """Weight initialisation and HF plumbing shared by the student models."""
 
@@ -85,20 +106,7 @@ class StudentPreTrainedModel(PreTrainedModel):
     base_model_prefix = "student"
 
     def _init_weights(self, module: nn.Module) -> None:
-        """BERT's scheme for linear/embedding/LayerNorm weights. Convolutions keep PyTorch's
-        fan-in-scaled init: a depthwise filter has fan-in k, and std 0.02 would start it near zero."""
-        std = self.config.initializer_range
-        if isinstance(module, nn.Linear):
-            module.weight.data.normal_(mean=0.0, std=std)
-            if module.bias is not None:
-                module.bias.data.zero_()
-        elif isinstance(module, nn.Embedding):
-            module.weight.data.normal_(mean=0.0, std=std)
-            if module.padding_idx is not None:
-                module.weight.data[module.padding_idx].zero_()
-        elif isinstance(module, nn.LayerNorm):
-            module.weight.data.fill_(1.0)
-            module.bias.data.zero_()
+        init_student_weights(module, self.config.initializer_range)
 
 
 class StudentModel(StudentPreTrainedModel):
