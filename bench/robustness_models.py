@@ -165,9 +165,9 @@ def load_export_row(spec: RowSpec, config: Config, name: str | None = None) -> R
 
 
 def _lexicon_texts(config: Config) -> list[str]:
-    from rosearch.data import load_examples
+    from rosearch.data import load_examples, task_spec
 
-    return [t for e in load_examples(config.data.task, "train", config.data.data_dir) for t in (e.text_a, e.text_b)
+    return [t for e in load_examples(task_spec(config.data), "train", config.data.data_dir) for t in (e.text_a, e.text_b)
             if t is not None]
 
 

@@ -28,3 +28,9 @@ DEFENSE_NAMES: tuple[str, ...] = (WORD_RECOGNITION, SYNONYM_ENCODING)
 # rosearch.search_space.labels (the grammar of operation labels)
 ACTIVATIONS: tuple[str, ...] = ("gelu", "relu", "swish", "tanh")
 OP_FAMILIES: tuple[str, ...] = ("attn", "conv", "sepconv", "dilconv", "glu", "ffn", "identity", "maxpool", "avgpool")
+
+# rosearch.data.TASKS: the built-in tasks (presets of the same mechanism as a user's own data)
+BUILTIN_TASKS: tuple[str, ...] = ("sst2", "mrpc", "rte", "qnli", "imdb")
+
+# rosearch.tracking.TRACKERS (run.report_to, HF Trainer's spelling)
+REPORT_TO_NAMES: tuple[str, ...] = ("mlflow", "tensorboard", "wandb")

@@ -35,6 +35,8 @@ from rosearch.choices import (
     OP_FAMILIES,
     RECIPE_NAMES,
     SYNONYM_ENCODING,
+    BUILTIN_TASKS,
+    REPORT_TO_NAMES,
 )
 from rosearch.errors import UserError
 
@@ -65,6 +67,10 @@ class RunConfig:
     # `rosearch search` exits non-zero (rc 3) when more than this share of its candidates failed;
     # a search in which every candidate failed always does
     max_failed_share: float = 1.0
+    # experiment trackers that receive the run's config, one record per candidate and the
+    # best-so-far curve (HF Trainer's spelling): mlflow, tensorboard, wandb. Offline: files under
+    # the run directory. results.sqlite stays the record; a failing tracker is only a warning.
+    report_to: tuple[str, ...] = ()
 
     @property
     def run_dir(self) -> Path:
@@ -92,6 +98,21 @@ class DataConfig:
     # 2-word phrases an attack has little to swap, so the slice would rank defenses unlike dev does.
     # 0: any example (as before this field existed).
     validation_min_words: int = 0
+    # Your own data instead of a built-in task (data.task then only names it): local files
+    # (CSV, TSV, JSON/JSONL, Parquet, optionally .gz; relative to data_dir when that is set) or an HF
+    # hub dataset, the text column(s) (one, or two for a pair task) and the label column. Label
+    # names default to the sorted distinct training labels; without dev_file / dev_split, a seeded
+    # (seed 0) stratified dev_share of train is the dev split. See docs/data.md.
+    train_file: str | None = None
+    dev_file: str | None = None
+    dataset_name: str | None = None  # HF hub dataset id, e.g. "ag_news"
+    dataset_config: str | None = None
+    train_split: str = "train"  # hub split names
+    dev_split: str | None = None
+    text_columns: tuple[str, ...] = ()
+    label_column: str = "label"
+    label_names: tuple[str, ...] = ()
+    dev_share: float = 0.1
 
 
 @dataclass(frozen=True)
@@ -559,6 +580,11 @@ LEGACY_DEFAULTS: dict[tuple[str, str], Any] = {
     ("teacher", "adversarial"): None,
     ("teacher", "adversarial_weight"): 1.0,
     ("teacher", "adversarial_steps"): 2,
+    **{("data", key): value for key, value in (
+        ("train_file", None), ("dev_file", None), ("dataset_name", None), ("dataset_config", None),
+        ("train_split", "train"), ("dev_split", None), ("text_columns", []), ("label_column", "label"),
+        ("label_names", []), ("dev_share", 0.1))},
+    ("run", "report_to"): [],
     ("distill", "ascc"): {"weight": 1.0, "steps": 2, "step_size": 1.0, "max_candidates": 16,
                           "sources": ["wordnet", "counterfitted"]},
 }
@@ -686,6 +712,7 @@ def resume_as_stored(config: Config, stored: dict[str, Any] | None) -> Config:
 RESUMABLE_FIELDS: tuple[tuple[str, str | None], ...] = (
     ("workers", None), ("run", "device"), ("run", "num_threads"), ("run", "log_level"), ("evolution", "generations"),
     ("attack", "model_batch_size"), ("attack", "nltk_data"), ("attack", "num_workers"), ("run", "max_failed_share"),
+    ("run", "report_to"),
 )
 
 
@@ -907,6 +934,10 @@ def validate(config: Config) -> None:
         "run.device", f"must be auto, cpu, cuda or cuda:N, got {device!r}",
     )
     _positive(run.num_threads, "run.num_threads")
+    for i, name in enumerate(run.report_to):
+        _require(name in REPORT_TO_NAMES, f"run.report_to[{i}]",
+                 f"unknown tracker {name!r} (known: {', '.join(REPORT_TO_NAMES)})")
+        _require(name not in run.report_to[:i], f"run.report_to[{i}]", f"tracker {name!r} is listed twice")
 
     _positive(data.max_length, "data.max_length")
     _require(data.max_length <= 4096, "data.max_length", f"{data.max_length} is larger than any supported model")
@@ -919,6 +950,7 @@ def validate(config: Config) -> None:
     if data.data_dir is not None:
         _require(Path(data.data_dir).expanduser().exists(), "data.data_dir",
                  f"directory {data.data_dir!r} does not exist (fix: point it at the task's files, or unset it to use HF datasets)")
+    _validate_own_data(data)
 
     _require(bool(teacher.model), "teacher.model", "must name a directory, hub id or pkg:<package>/<dir>")
     _positive(teacher.epochs, "teacher.epochs")
@@ -1019,6 +1051,49 @@ def validate(config: Config) -> None:
         "latency has no teacher reference to normalise against in weighted mode "
         "(fix: use params or flops, set fitness.efficiency_weight=0, or evolution.mode=nsga2)",
     )
+
+
+def _validate_own_data(data: DataConfig) -> None:
+    """The fields naming a user's own data: one source, one or two text columns, declared labels that
+    make a classifier; none of them with a built-in task, whose files and columns are fixed."""
+    own = data.train_file is not None or data.dataset_name is not None
+    fields = {"dev_file": None, "dataset_config": None, "train_split": "train", "dev_split": None, "text_columns": (),
+              "label_column": "label", "label_names": (), "dev_share": 0.1}
+    if not own:
+        for name, default in fields.items():
+            _require(getattr(data, name) == default, f"data.{name}",
+                     f"is only read for your own data, but data.train_file and data.dataset_name are unset, so the built-in "
+                     f"task {data.task!r} is used (fix: set data.train_file or data.dataset_name, or drop data.{name})")
+        return
+    _require(data.task not in BUILTIN_TASKS, "data.task",
+             f"{data.task!r} is a built-in task, but data.train_file / data.dataset_name name your own data "
+             "(fix: give your data its own name, e.g. data.task=tickets)")
+    check_path_name(data.task, "data.task")
+    _require(data.train_file is None or data.dataset_name is None, "data.dataset_name",
+             "and data.train_file are both set (fix: keep one source: local files or a hub dataset)")
+    if data.train_file is not None:
+        for name in ("dataset_config", "dev_split"):
+            _require(getattr(data, name) is None, f"data.{name}", "is a hub setting, but data.train_file names local "
+                     f"files (fix: drop data.{name}, or use data.dataset_name)")
+    else:
+        _require(data.dev_file is None, "data.dev_file", "is a local file, but data.dataset_name names a hub dataset "
+                 "(fix: use data.dev_split, or data.train_file)")
+    _require(len(data.text_columns) in (1, 2), "data.text_columns",
+             f"must name one text column (or two for a sentence-pair task), got {list(data.text_columns)} "
+             "(fix: e.g. data.text_columns=[text])")
+    _require(len(set(data.text_columns)) == len(data.text_columns) and all(data.text_columns), "data.text_columns",
+             f"names must be distinct and non-empty, got {list(data.text_columns)}")
+    _require(bool(data.label_column) and data.label_column not in data.text_columns, "data.label_column",
+             f"must name a column other than the text column(s), got {data.label_column!r}")
+    if data.label_names:
+        _require(len(data.label_names) >= 2, "data.label_names",
+                 f"a classifier needs at least two classes, got {list(data.label_names)} (fix: list every class, or drop "
+                 "data.label_names to read them off the training labels)")
+        _require(len(set(data.label_names)) == len(data.label_names) and all(n.strip() == n and n for n in data.label_names),
+                 "data.label_names", f"names must be distinct, non-empty and without surrounding spaces, got "
+                 f"{list(data.label_names)}")
+    _require(0.0 < data.dev_share <= 0.5, "data.dev_share",
+             f"must be in (0, 0.5] (the share of train held out as dev when there is no dev file), got {data.dev_share}")
 
 
 def halving_budgets(max_steps: int, eta: int, rungs: int) -> tuple[int, ...]:

@@ -116,7 +116,10 @@ def test_an_old_stored_config_loads_and_keeps_its_fingerprint():
     del old["search_space"]["training_choices"], old["data"]["validation_min_words"], old["attack"]["panel_aggregate"]
     del old["evolution"]["strategy"], old["evolution"]["halving_eta"], old["evolution"]["halving_rungs"]
     del old["teacher"]["adversarial"], old["teacher"]["adversarial_weight"], old["teacher"]["adversarial_steps"]
-    del old["distill"]["ascc"]
+    del old["distill"]["ascc"], old["run"]["report_to"]
+    for key in ("train_file", "dev_file", "dataset_name", "dataset_config", "train_split", "dev_split", "text_columns",
+                "label_column", "label_names", "dev_share"):  # a user's own data
+        del old["data"][key]
     config = config_from_dict(with_legacy_defaults(old))
     assert config.data.validation_size == 0 and config.data.validation_min_words == 0 and config.attack.recipes == ()
     # the fingerprint the old code wrote: the same hash over the config without the new fields

@@ -36,7 +36,7 @@ import torch
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 from rosearch.config import Config, ConfigError, config_from_dict, with_legacy_defaults
-from rosearch.data import get_task
+from rosearch.data import task_spec
 from rosearch.defense.pipeline import Defense, defend_pair, load_defense
 from rosearch.defense.tokenizer import mark_tokenizer_defended
 from rosearch.errors import UserError
@@ -572,8 +572,8 @@ def export_students(run_dir: str | Path, out_dir: str | Path, *, top: int = 3, r
     config = load_run_config(run_dir)  # its run.device is the search's; `device` is where we distil
     run = _Run(run_dir, config, meta, AutoTokenizer.from_pretrained(_teacher_dir(run_dir, config)))
     distiller = _Distiller(config, resolve_device(device))
-    label_names = get_task(config.data.task).label_names
     teacher = teacher_reference(run_dir)
+    label_names = tuple(teacher.get("label_names") or task_spec(config.data).label_names)  # the search's, when kept
     out_dir.mkdir(parents=True, exist_ok=True)
     folders = []
     for rank, record in enumerate(records, start=1):
