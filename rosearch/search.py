@@ -26,6 +26,7 @@ from rich import get_console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from rosearch.config import Config, attack_panel, resume_as_stored
+from rosearch.errors import Interrupted
 from rosearch.evaluate.candidate import evaluate_candidate
 from rosearch.evaluate.efficiency import measure_latency
 from rosearch.evaluate.fitness import FitnessSpec, fitness_spec
@@ -53,6 +54,7 @@ from rosearch.runtime import resolve_device
 from rosearch.search_inputs import SearchInputs
 from rosearch.search_space.cost import count_parameters
 from rosearch.search_space.genome import Genome
+from rosearch.tracking import Trackers, check_trackers
 from rosearch.workers import (
     CandidateOutcome,
     CandidateTask,
@@ -211,9 +213,12 @@ class _CandidateDispatcher:
     """
 
     def __init__(
-        self, store: ResultStore, backend, spec: FitnessSpec, config: Config, progress: "SearchProgress"
+        self, store: ResultStore, backend, spec: FitnessSpec, config: Config, progress: "SearchProgress",
+        trackers: Trackers | None = None,
     ) -> None:
         self.store, self.backend, self.spec, self.run_seed = store, backend, spec, config.run.seed
+        self.trackers = trackers if trackers is not None else Trackers((), config.run.run_dir)
+        self.max_steps = config.distill.max_steps
         self.run_dir = config.run.run_dir
         attack = config.attack
         self.attack_top_k = attack.top_k if attack.enabled and attack.full_attack in ("top_k", "multi_fidelity") else 0
@@ -357,6 +362,7 @@ class _CandidateDispatcher:
         elif status == "ok" and outcome.artifacts:  # weights first: a stored candidate always has them
             write_candidate_files(self.run_dir, outcome.genome_hash, outcome.artifacts)  # a lower rung's are replaced
         self.store.record_candidate(kept)  # committed before anything else is scheduled
+        self.trackers.candidate(record, proposal.budget or self.max_steps)  # watchers only: the store decides
         if status == "ok":
             self.evaluated += 1
         else:
@@ -410,6 +416,7 @@ def run_search(config: Config, *, resume: bool = False, task_fn: TaskFn = run_ca
     check_workers(config.workers)  # seconds, before minutes of data/teacher preparation
     check_teacher_fit(config, teacher_shape(config))
     check_data_files(config)
+    check_trackers(config.run.report_to)
     check_search_memory(config)
     contained_run_dir(config.run.output_dir, config.run.name)
     check_run_dir(config.run.run_dir)
@@ -447,7 +454,10 @@ def _run_search_locked(config: Config, resume: bool, task_fn: TaskFn, start: flo
         backend = make_backend(config.workers, task_fn, (inputs, config))
         progress = SearchProgress(config.evolution.generations, config.evolution.population_size,
                                   halving=config.evolution.strategy == "halving")
-        dispatcher = _CandidateDispatcher(store, backend, spec, config, progress)
+        trackers = Trackers(config.run.report_to, run_dir, maximise=spec.weights[0] > 0)
+        trackers.start(config.run.name, config.to_dict(),
+                       sorted(store.candidates(), key=lambda r: r.finished_at) if resume else [])
+        dispatcher = _CandidateDispatcher(store, backend, spec, config, progress, trackers)
 
         def on_generation(generation: int, population: list) -> None:
             hashes = [ind.genome.hash() for ind in population]
@@ -480,6 +490,9 @@ def _run_search_locked(config: Config, resume: bool, task_fn: TaskFn, start: flo
                 else:
                     ranked = [row["hash"] for row in top_candidates(store, spec, k=dispatcher.attack_top_k)]
                     dispatcher.attack_best(ranked, dispatcher.attack_top_k, "run")
+        except BaseException as exc:
+            trackers.close("KILLED" if isinstance(exc, (KeyboardInterrupt, Interrupted)) else "FAILED")
+            raise
         finally:
             backend.close()
         summary = SearchSummary(
@@ -500,6 +513,10 @@ def _run_search_locked(config: Config, resume: bool, task_fn: TaskFn, start: flo
         if summary.top:
             best = store.candidate(summary.top[0]["hash"])
             (run_dir / BEST_GENOME_FILE).write_text(best.genome_json)
+        for name in (SUMMARY_FILE, BEST_GENOME_FILE):
+            if (run_dir / name).is_file():
+                trackers.artifacts(run_dir / name, "search")
+        trackers.close("FINISHED")
         return summary
     finally:
         store.close()

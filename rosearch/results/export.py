@@ -47,6 +47,7 @@ from rosearch.prepare import prepare_inputs, teacher_output_dir
 from rosearch.results.artifacts import load_student, read_candidate_files
 from rosearch.results.export_onnx import add_onnx_variants
 from rosearch.results.ranking import budget_of
+from rosearch.tracking import log_exported
 from rosearch.results.stats import open_store, ranked_records, read_run_json, results_path, teacher_reference
 from rosearch.results.store import CandidateRecord
 from rosearch.rundir import CONFIG_FILE
@@ -585,4 +586,5 @@ def export_students(run_dir: str | Path, out_dir: str | Path, *, top: int = 3, r
         defense = candidate_defense(run_dir, Genome.from_json(record.genome_json), distiller)
         _write_student(model, folder, run, record, rank, export, teacher, defense, onnx=onnx, int8=int8)
         folders.append(folder)
+    log_exported(run_dir, config.run.report_to, config.run.name, config.to_dict(), folders)  # run.report_to's trackers
     return folders
