@@ -23,7 +23,7 @@ from transformers import AutoConfig, PretrainedConfig
 from rosearch.attack.proxy import load_or_build_proxy_set
 from rosearch.attack.runner import sample_attack_examples
 from rosearch.batching import EncodedSplit
-from rosearch.config import Config, ConfigError, TeacherConfig
+from rosearch.config import Config, ConfigError, TeacherConfig, attack_panel
 from rosearch.data import SPLITS, Example, data_identity, encode_examples, is_custom, load_examples, load_split, task_spec
 from rosearch.distill.ascc import training_substitutions
 from rosearch.distill.methods import prepare_method_inputs, teacher_cache_request
@@ -294,7 +294,8 @@ def prepare_robustness(
     examples = tuple(sample_attack_examples(pool, attack.num_examples, attack.seed))
     fields: dict = {"tokenizer_files": read_tokenizer_files(teacher_dir), "attack_examples": examples}
     if not attack.proxy:
-        logger.info("robustness: %d examples for full attacks with %s; no proxy set", len(examples), attack.recipe)
+        logger.info("robustness: %d examples for full attacks with %s; no proxy set", len(examples),
+                    " + ".join(attack_panel(attack)))
         return fields
     proxy = load_or_build_proxy_set(
         teacher, tokenizer, examples, attack, cache_dir=config.run.cache_dir, teacher_key=teacher_fingerprint(teacher_dir),

@@ -22,11 +22,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from rich import get_console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from rosearch.config import Config, attack_panel, resume_as_stored
 from rosearch.errors import Interrupted
+from rosearch.progress import terminal_progress
+from rosearch.quiet import attach_run_log, detach_run_log
 from rosearch.evaluate.candidate import evaluate_candidate
 from rosearch.evaluate.efficiency import measure_latency
 from rosearch.evaluate.fitness import FitnessSpec, fitness_spec
@@ -44,6 +44,7 @@ from rosearch.rundir import (
     CONFIG_FILE,
     RESULTS_FILE,
     RUN_INFO_FILE,
+    RUN_LOG_FILE,
     SUMMARY_FILE,
     RunLock,
     check_run_dir,
@@ -174,14 +175,13 @@ class SearchSummary:
 
 
 class SearchProgress:
-    """Live bars (overall and current generation) on a terminal; nothing when output is redirected."""
+    """Live bars (overall: candidates done, running, failed and the best so far; and the current
+    generation) on a terminal; nothing when output is redirected."""
 
     def __init__(self, generations: int, population: int, *, halving: bool = False) -> None:
-        console = get_console()
-        self._bars = Progress(
-            TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-            console=console, transient=True, disable=not console.is_terminal,
-        )
+        self._bars = terminal_progress()
+        self._done = self._failed = 0
+        self._best: float | None = None
         # successive halving makes more, cheaper evaluations than population x generations: no known total
         self._total = self._bars.add_task("search candidates", total=None if halving else generations * population)
         self._generation: int | None = None
@@ -198,10 +198,21 @@ class SearchProgress:
             self._bars.remove_task(self._generation)
         self._generation = self._bars.add_task(f"generation {generation}", total=max(candidates, 1))
 
-    def candidate_done(self) -> None:
+    def candidate_done(self, record: CandidateRecord | None = None, running: int = 0, maximise: bool = True) -> None:
         self._bars.advance(self._total)
         if self._generation is not None:
             self._bars.advance(self._generation)
+        if record is None:
+            return
+        self._done += 1
+        self._failed += record.status != "ok"
+        if record.status == "ok" and record.objectives:
+            value = float(record.objectives[0])
+            if self._best is None or (value > self._best if maximise else value < self._best):
+                self._best = value
+        best = "-" if self._best is None else f"{self._best:.4f}"
+        self._bars.update(self._total, description=f"search: {self._done} done, {running} running, {self._failed} failed, "
+                                                   f"best {best}")
 
 
 class _CandidateDispatcher:
@@ -256,7 +267,7 @@ class _CandidateDispatcher:
             record = self._record(outcome, pending[outcome.genome_hash])
             values[outcome.genome_hash] = record.objectives
             self._log(record, done, len(tasks))
-            self.progress.candidate_done()
+            self.progress.candidate_done(record, min(self.capacity(), len(tasks) - done), self.spec.weights[0] > 0)
         if self.attack_top_k:
             self.attack_best(list(values), self.attack_top_k, f"generation {generation}")
         return values
@@ -302,7 +313,7 @@ class _CandidateDispatcher:
         proposal = self._in_flight.pop(outcome.genome_hash)
         record = self._record(outcome, proposal)
         self._log(record, self.evaluated + self.failed, self.budget if proposal.budget is None else None)
-        self.progress.candidate_done()
+        self.progress.candidate_done(record, len(self._in_flight), self.spec.weights[0] > 0)
         return record.genome_hash, record.objectives
 
     def attack_best(self, hashes: list[str], k: int, scope: str) -> None:
@@ -422,7 +433,11 @@ def run_search(config: Config, *, resume: bool = False, task_fn: TaskFn = run_ca
     check_run_dir(config.run.run_dir)
     ensure_writable_dir(config.run.run_dir, "run directory")
     with RunLock(config.run.run_dir):
-        return _run_search_locked(config, resume, task_fn, start)
+        run_log = attach_run_log(config.run.run_dir / RUN_LOG_FILE)  # appended to on --resume
+        try:
+            return _run_search_locked(config, resume, task_fn, start)
+        finally:
+            detach_run_log(run_log)
 
 
 def _run_search_locked(config: Config, resume: bool, task_fn: TaskFn, start: float) -> SearchSummary:

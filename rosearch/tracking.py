@@ -21,6 +21,7 @@ import importlib.util
 import json
 import logging
 import math
+import os
 import time
 from pathlib import Path
 from typing import Any, Mapping, Protocol
@@ -108,8 +109,7 @@ class MlflowTracker:
     name = "mlflow"
 
     def start(self, run_dir: Path, run_name: str, params: dict[str, str], state: dict[str, Any]) -> None:
-        import os
-
+        # lazy: MLflow only when run.report_to lists it (rosearch --help imports none of the trackers)
         from mlflow.entities import Param
         from mlflow.tracking import MlflowClient
 
@@ -132,7 +132,7 @@ class MlflowTracker:
             self.client.log_batch(self.run_id, params=items[start:start + 100])
 
     def candidate(self, step: int, record: Mapping[str, Any], best: float | None) -> None:
-        from mlflow.entities import Metric, Param
+        from mlflow.entities import Metric, Param  # lazy: MLflow only when run.report_to lists it
 
         now = int(time.time() * 1000)
         child = self.client.create_run(
@@ -173,7 +173,7 @@ class TensorBoardTracker:
     name = "tensorboard"
 
     def start(self, run_dir: Path, run_name: str, params: dict[str, str], state: dict[str, Any]) -> None:
-        from torch.utils.tensorboard import SummaryWriter  # needs the tensorboard package
+        from torch.utils.tensorboard import SummaryWriter  # lazy: needs the tensorboard package, when listed
 
         self.writer = SummaryWriter(log_dir=str(run_dir / TENSORBOARD_DIR))
         if not state.get("tensorboard_started"):
@@ -204,9 +204,7 @@ class WandbTracker:
     name = "wandb"
 
     def start(self, run_dir: Path, run_name: str, params: dict[str, str], state: dict[str, Any]) -> None:
-        import os
-
-        import wandb
+        import wandb  # lazy: only where installed and listed in run.report_to
 
         (run_dir / WANDB_DIR).mkdir(exist_ok=True)
         self.run = wandb.init(project=EXPERIMENT, name=run_name, dir=str(run_dir / WANDB_DIR), config=params,
@@ -220,7 +218,7 @@ class WandbTracker:
         self.run.log(row, step=step)
 
     def artifacts(self, path: Path, name: str) -> None:
-        import wandb
+        import wandb  # lazy: only where installed and listed in run.report_to
 
         artifact = wandb.Artifact(name.replace("/", "-"), type="model")
         artifact.add_dir(str(path)) if path.is_dir() else artifact.add_file(str(path))
