@@ -89,6 +89,7 @@ def _run_log_handlers() -> list[logging.Handler]:
     return [h for h in logging.getLogger().handlers if h.get_name() == RUN_LOG_HANDLER]
 
 
+
 def to_run_log(record: logging.LogRecord) -> None:
     """Write ``record`` to the run's log file only (when a search has one open)."""
     for handler in _run_log_handlers():
@@ -102,12 +103,18 @@ def attach_run_log(path: Path) -> logging.Handler:
     handler.set_name(RUN_LOG_HANDLER)
     handler.setLevel(logging.DEBUG)
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname).1s %(name)s: %(message)s", "%Y-%m-%d %H:%M:%S"))
-    logging.getLogger().addHandler(handler)
+    for name in ("", *_OWN_HANDLER_LIBRARIES):
+        logging.getLogger(name).addHandler(handler)
     return handler
 
 
+# libraries whose root logger prints through its own handler and does not propagate to the root logger
+_OWN_HANDLER_LIBRARIES = ("transformers",)
+
+
 def detach_run_log(handler: logging.Handler) -> None:
-    logging.getLogger().removeHandler(handler)
+    for name in ("", *_OWN_HANDLER_LIBRARIES):
+        logging.getLogger(name).removeHandler(handler)
     handler.close()
 
 

@@ -413,7 +413,11 @@ def _forward_worker_output(data: dict[str, Any]) -> None:
     if pid == "autoscaler":  # as Ray prints them: only its events, not its periodic status tables
         from ray._private.worker import filter_autoscaler_events  # lazy: Ray's private helper, once Ray runs
 
-        for line in filter_autoscaler_events(lines):
+        try:
+            events = list(filter_autoscaler_events(lines))
+        except Exception:  # it asks the cluster which autoscaler runs; without an answer keep v1's event lines
+            events = [line.split(":event_summary:")[-1] for line in lines if ":event_summary:" in line]
+        for line in events:
             logging.getLogger(WORKER_LOGGER).info("[ray autoscaler%s] %s", where, line)
         return
     if pid == "raylet":  # the node's own reports (a task killed for memory, a dead worker): always shown
