@@ -198,9 +198,10 @@ def _custom_spec(data: DataConfig) -> TaskSpec:
     )
     if spec.labels_declared:
         return spec
-    names = _infer_label_names(spec, data.data_dir)
-    logger.info("data: %s: %d label names read off the training labels: %s", spec.name, len(names), ", ".join(names))
-    return dataclasses.replace(spec, label_names=names)
+    names, indexed = _infer_label_names(spec, data.data_dir)
+    logger.info("data: %s: %d label names %s: %s", spec.name, len(names),
+                "from the dataset's ClassLabel" if indexed else "read off the training labels", ", ".join(names))
+    return dataclasses.replace(spec, label_names=names, labels_declared=indexed)
 
 
 # --------------------------------------------------------------------------------------------
@@ -466,21 +467,22 @@ def _read_rows(spec: TaskSpec, split: str, data_dir: str | Path | None) -> tuple
     return _read_hub_rows(spec, split)
 
 
-def _infer_label_names(spec: TaskSpec, data_dir: str | Path | None) -> tuple[str, ...]:
-    """The distinct training labels, sorted (as numbers when they all are integers)."""
+def _infer_label_names(spec: TaskSpec, data_dir: str | Path | None) -> tuple[tuple[str, ...], bool]:
+    """The class names and whether the labels are their indices: a hub ClassLabel's names (indices), else
+    the distinct training labels, sorted (as numbers when they all are integers)."""
     local = spec.reads_local(data_dir)
     if not local:  # a hub dataset's ClassLabel names its classes in index order
-        feature = getattr(getattr(_load_hub(spec, "train"), "features", None), "get", lambda _: None)(
-            spec.hf_label_column)
-        if getattr(feature, "names", None):
-            return tuple(str(n) for n in feature.names)
+        features = getattr(_load_hub(spec, "train"), "features", None) or {}
+        names = getattr(features.get(spec.hf_label_column), "names", None)
+        if names:
+            return tuple(str(n) for n in names), True
     rows, _ = _read_rows(spec, "train", data_dir)
     values = {_label_text(r.label) for r in rows}
     if "" in values:
         where = next(r.where for r in rows if not _label_text(r.label))
         raise DataError(f"{where}: missing label (fix: give every row a label)")
     numeric = all(v.lstrip("-").isdigit() for v in values)
-    return tuple(sorted(values, key=int) if numeric else sorted(values))
+    return tuple(sorted(values, key=int) if numeric else sorted(values)), False
 
 
 def _carve_dev(examples: list[Example], share: float, split: str, where: str) -> list[Example]:

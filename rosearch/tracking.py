@@ -221,7 +221,10 @@ class WandbTracker:
         import wandb  # lazy: only where installed and listed in run.report_to
 
         artifact = wandb.Artifact(name.replace("/", "-"), type="model")
-        artifact.add_dir(str(path)) if path.is_dir() else artifact.add_file(str(path))
+        if path.is_dir():
+            artifact.add_dir(str(path))
+        else:
+            artifact.add_file(str(path))
         self.run.log_artifact(artifact)
 
     def close(self, status: str | None) -> None:

@@ -260,3 +260,29 @@ def test_search_export_predict_on_own_three_class_data(tmp_path, bare_backbone, 
     assert main(["predict", "--model", str(folder), *text]) == 0
     answer = json.loads(capsys.readouterr().out.splitlines()[0])
     assert answer["label"] in classes and sorted(answer["probabilities"]) == classes
+
+
+def test_hub_dataset_with_own_columns_and_classlabel_names(monkeypatch):
+    """A hub dataset (a stand-in `datasets`: nothing is downloaded here) names its classes by its ClassLabel."""
+    import sys
+    import types
+
+    class Rows(list):
+        column_names = ["title", "topic", "id"]
+        features = {"topic": types.SimpleNamespace(names=["world", "sports", "business"])}
+
+    calls = []
+
+    def load_dataset(path, name, split):
+        calls.append((path, name, split))
+        return Rows([{"title": f"t{i}", "topic": i % 3, "id": i} for i in range(30)])
+
+    monkeypatch.setitem(sys.modules, "datasets", types.SimpleNamespace(load_dataset=load_dataset))
+    spec = task_spec(DataConfig(task="news", dataset_name="someone/news", text_columns=("title",), label_column="topic"))
+    assert spec.label_names == ("world", "sports", "business") and not spec.reads_local(None)
+    dev = load_examples(spec, "dev", None)  # no dev split named: a stratified tenth of train
+    assert sorted(e.label for e in dev) == [0, 1, 2] and len(load_examples(spec, "train", None)) == 27
+    assert {c[2] for c in calls} == {"train"}
+    bad = task_spec(DataConfig(task="news2", dataset_name="someone/news", text_columns=("text",), label_column="topic"))
+    with pytest.raises(DataError, match=r"someone/news\[train\]: missing column 'text' \(the dataset has \['title', 'topic', 'id'\]"):
+        load_examples(bad, "train", None)
