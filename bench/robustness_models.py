@@ -31,7 +31,7 @@ from typing import Any
 import torch
 
 from common import BenchError
-from rosearch.config import Config, config_from_dict, flatten_method_keys, without_legacy_defaults
+from rosearch.config import AsccConfig, Config, config_from_dict
 from rosearch.defense import DEFENSE_FILE, DEFENSE_NAMES, Defense, load_defense
 from rosearch.distill.teacher import teacher_fingerprint
 from rosearch.search_space.genome import Genome
@@ -219,12 +219,33 @@ def _row_config(config: Config, spec: RowSpec) -> Config:
     return config_from_dict(data)
 
 
+# The layout of the sections a student key hashes. It is fixed, so that the stored students stay
+# found: the knobs of the first six distill methods are written flat (``mate_kd_weight``), ascc's
+# section only when it differs from its defaults, and the data section without the validation
+# fields while they are 0. tests/test_cache_keys.py pins the keys this gives.
+_FLAT_METHODS = ("augment", "mate_kd", "layer_kd", "rift", "adv_finetune", "adv_train")
+_FLAT_NAMES = {("layer_kd", "attention_weight"): "attention_loss_weight"}
+
+
+def _key_sections(config: Config) -> dict[str, Any]:
+    """The data, distill and defense sections as a student key hashes them (see above)."""
+    data = config.to_dict()
+    distill = data["distill"]
+    for method in _FLAT_METHODS:
+        for name, value in distill.pop(method).items():
+            distill[_FLAT_NAMES.get((method, name), f"{method}_{name}")] = value
+    if config.distill.ascc == AsccConfig():
+        distill.pop("ascc")
+    for name in ("validation_size", "validation_min_words"):
+        if data["data"][name] == 0:
+            data["data"].pop(name)
+    return {"distill": distill, "data": config.data.key_dict(data["data"]), "defense": data["defense"]}
+
+
 def student_key(config: Config, genome: Genome, teacher_key: str) -> str:
     """What determines a distilled student: genome (with defenses), sections that train it, teacher."""
-    # fields added later, and the method sections spelled flat as before they existed, keep older students' keys
-    data = without_legacy_defaults(flatten_method_keys(config.to_dict()))
-    return _digest({"genome": genome.to_json(), "distill": data["distill"], "data": data["data"],
-                    "defense": data.get("defense"), "seed": config.run.seed, "teacher": teacher_key})[:16]
+    return _digest({"genome": genome.to_json(), **_key_sections(config), "seed": config.run.seed,
+                    "teacher": teacher_key})[:16]
 
 
 def load_distilled_row(spec: RowSpec, config: Config, genome: Genome, work_dir: Path) -> RowModel:

@@ -174,7 +174,7 @@ def get_task(name: str) -> TaskSpec:
 
 def is_custom(data: DataConfig) -> bool:
     """Whether ``data`` names the user's own data rather than a built-in task."""
-    return data.train_file is not None or data.dataset_name is not None
+    return data.own_data
 
 
 def task_spec(data: DataConfig) -> TaskSpec:

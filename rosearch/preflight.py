@@ -62,7 +62,7 @@ def teacher_shape(config: Config) -> TeacherShape | None:
 
 def check_data_files(config: Config) -> None:
     """Every split file ``data.data_dir`` must hold exists, before the teacher loads and before any run
-    directory is created (a missing ``train.tsv`` used to surface minutes later, leaving an empty run)."""
+    directory is created (otherwise a missing ``train.tsv`` would surface minutes later, leaving an empty run)."""
     spec = task_spec(config.data)  # a user's task without label_names reads its training labels here
     if not spec.preset:  # a user's data is read whole now: columns, labels and texts fail before any work
         for split in SPLITS:

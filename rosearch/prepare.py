@@ -72,8 +72,8 @@ def teacher_output_dir(config: Config) -> Path:
 
 
 def _teacher_key_fields(teacher: TeacherConfig) -> dict:
-    """The teacher settings that decide its weights; the adversarial ones only when set, so a plain
-    teacher keeps the directory it had before they existed."""
+    """The teacher settings that decide its weights: not the cached layers or the evaluation batch size,
+    and the adversarial knobs only when adversarial fine-tuning is on (a plain teacher never reads them)."""
     fields = dataclasses.asdict(teacher) | {"cache_hidden_layers": None, "eval_batch_size": None}
     if teacher.adversarial is None:
         for name in ("adversarial", "adversarial_weight", "adversarial_steps"):
@@ -282,7 +282,7 @@ def carve_validation(
 
 def prepare_robustness(
     config: Config, teacher: torch.nn.Module, tokenizer, teacher_dir: Path, pool: list[Example], device: torch.device
-) -> dict:  # pool: the validation slice (dev in an old run)
+) -> dict:  # pool: the validation slice (dev when data.validation_size=0)
     """The SearchInputs fields of a robustness-measuring run: attack sample, tokenizer, proxy set.
 
     The teacher is attacked once on the seeded sample (cached on disk, keyed by the teacher's

@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from rosearch.config import Config, attack_panel, resume_as_stored
+from rosearch.config import Config, attack_panel
 from rosearch.errors import Interrupted
 from rosearch.progress import terminal_progress
 from rosearch.quiet import attach_run_log, detach_run_log
@@ -167,7 +167,7 @@ class SearchSummary:
         what = "every candidate" if not self.evaluated else f"{self.failed} of {tried} candidates ({share:.0%})"
         limit = "" if not self.evaluated else f", more than run.max_failed_share={max_failed_share}"
         return f"{what} failed{limit}: {reasons or 'no reason recorded'}"
-    selection_split: str = "dev"  # "validation" (the slice of train the search selects on) or "dev" (old runs)
+    selection_split: str = "dev"  # "validation" (the slice of train the search selects on) or "dev" (data.validation_size=0)
     split_stats: dict[str, Any] | None = None  # sizes and majority-class rates of the validation slice and dev
     proxy_vs_real: dict[str, Any] | None = None  # Spearman rho, p, n between proxy and real robustness, when both exist
     attack_panel: list[str] | None = None  # the recipes of the real robustness figure
@@ -444,8 +444,6 @@ def _run_search_locked(config: Config, resume: bool, task_fn: TaskFn, start: flo
     run_dir = config.run.run_dir
     store = ResultStore(run_dir / RESULTS_FILE)  # a damaged file is refused here, before any preparation
     try:
-        if resume:  # a run stored before a config field existed goes on meaning what it meant
-            config = resume_as_stored(config, store.run_config())
         fingerprint = config.results_fingerprint()
         if store.run_config() is not None:  # an existing run: refuse without --resume or with other results fields
             store.write_run_config(config.to_dict(), fingerprint, resume=resume)

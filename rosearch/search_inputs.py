@@ -66,7 +66,7 @@ class SearchInputs:
             raise ValueError(f"no defended splits for {key!r} (prepared: {sorted(self.defended_splits)}; fix: list "
                              "the defenses in search_space.defenses or search_space.defense_choices)")
         return replace(self, **{name: split for name, split in splits.items()})
-    val: EncodedSplit | None = None  # the validation slice selection uses (data.validation_size; None: dev, old runs)
+    val: EncodedSplit | None = None  # the validation slice selection uses (data.validation_size; None: dev)
     task_name: str = ""  # data.task, for the task's metrics (F1 on MRPC/QQP)
     split_stats: dict[str, Any] = field(default_factory=dict)  # sizes and majority-class rates of val and dev
 

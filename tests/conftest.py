@@ -126,7 +126,7 @@ def single_thread():
 
 
 class FaultTable:
-    """The fault drill's table (issue 23): one row per fault tried — case, exit code, what was lost.
+    """The fault drill's table: one row per fault tried — case, exit code, what was lost.
 
     Tests add rows with :meth:`watch` (it fingerprints the watched paths before and after, so "lost"
     is measured, not asserted by hand); at the end of the session the table is printed (``-s``)
@@ -188,7 +188,7 @@ def fault_table():
     if not table.rows:
         return
     text = table.markdown()
-    print("\n\nfault drill (issue 23)\n" + text)
+    print("\n\nfault drill\n" + text)
     target = os.environ.get("ROSEARCH_FAULT_TABLE")
     if target:
         Path(target).write_text(text)

@@ -130,10 +130,10 @@ def test_counterfitted_source_needs_the_neighbour_table():
     assert config_from_dict({"distill": {"methods": ["ascc"], "ascc": {"sources": ["wordnet"]}}}).distill.ascc.sources == ("wordnet",)
 
 
-def test_an_unused_ascc_section_leaves_the_results_fingerprint_alone():
+def test_the_ascc_section_is_part_of_the_results_fingerprint():
     base = config_from_dict({})
     assert "ascc" in base.to_dict()["distill"]
-    assert config_from_dict({"distill": {"ascc": {"steps": 2}}}).results_fingerprint() == base.results_fingerprint()
+    assert config_from_dict({"distill": {"ascc": {"steps": 2}}}).results_fingerprint() == base.results_fingerprint()  # the default
     assert config_from_dict({"distill": {"ascc": {"steps": 3}}}).results_fingerprint() != base.results_fingerprint()
 
 
@@ -177,14 +177,13 @@ def test_config_refuses_an_impossible_adversarial_teacher(teacher, attack, field
         config_from_dict({"teacher": teacher, "attack": attack})
 
 
-def test_an_adversarial_teacher_has_its_own_cache_and_a_plain_one_keeps_its_directory():
+def test_an_adversarial_teacher_has_its_own_cache_directory():
     from rosearch.prepare import teacher_output_dir
 
     plain = config_from_dict({})
     adv = dataclasses.replace(plain, teacher=dataclasses.replace(plain.teacher, adversarial="ascc"))
     assert teacher_output_dir(adv) != teacher_output_dir(plain)
-    # the key a plain teacher had before the adversarial fields existed (same settings, same directory)
-    assert teacher_output_dir(plain).name == "bert-base-uncased-sst2-930d11c3e928"
+    assert teacher_output_dir(plain).name == "bert-base-uncased-sst2-930d11c3e928"  # see test_cache_keys.py
     assert adv.results_fingerprint() != plain.results_fingerprint()
 
 

@@ -66,15 +66,19 @@ def test_export_of_stored_weights_reloads_with_transformers(run_dir: Path, tmp_p
         export_students(run_dir, tmp_path / "other", top=1, device="cpu")  # refused before any work
 
 
-def test_old_run_without_weights_is_distilled_again_to_the_same_model(run_dir: Path, tmp_path: Path) -> None:
-    """A run from before `candidates/` existed, moved to another folder, with a null an older config allowed."""
+def test_a_run_without_weights_is_distilled_again_to_the_same_model(run_dir: Path, tmp_path: Path) -> None:
+    """A run whose candidate files are gone, moved to another folder; a stored config this rosearch
+    refuses is an error that names the field and says to run the search again."""
     old = tmp_path / "archive" / "moved-run"
     shutil.copytree(run_dir, old, ignore=shutil.ignore_patterns("candidates", "run_info.json"))
-    with sqlite3.connect(old / "results.sqlite") as conn:
+    broken = tmp_path / "archive" / "broken-run"
+    shutil.copytree(old, broken)
+    with sqlite3.connect(broken / "results.sqlite") as conn:
         config = json.loads(conn.execute("SELECT value FROM meta WHERE key = 'config'").fetchone()[0])
         config["attack"]["recipe"] = None
         conn.execute("UPDATE meta SET value = ? WHERE key = 'config'", (json.dumps(config),))
-    assert load_run_config(old).attack.recipe == "pwws"  # the default replaces the legacy null
+    with pytest.raises(ExportError, match=r"attack\.recipe.*run the search again"):
+        load_run_config(broken)
     folder = export_students(old, tmp_path / "out", top=1, device="cpu")[0]
     metrics = json.loads((folder / "metrics.json").read_text())
     assert metrics["export"]["weights"] == "redistilled"

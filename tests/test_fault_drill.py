@@ -1,8 +1,8 @@
-"""The fault drill of issue 23: every fault a hostile new user found, tried on tiny models and data.
+"""The fault drill: every fault a hostile new user found, tried on tiny models and data.
 
 Each test adds its rows to the session's fault table (``fault_table`` in conftest.py): the case, the
 exit code, and what was lost — measured by fingerprinting the files that must survive before and
-after. The earlier run-directory faults (issue 16) add theirs from tests/test_run_safety.py, so
+after. The run-directory faults add theirs from tests/test_run_safety.py, so
 ``pytest -s tests/test_fault_drill.py tests/test_run_safety.py`` prints the whole table
 (``ROSEARCH_FAULT_TABLE=PATH`` also writes it; bench/README.md quotes it).
 """

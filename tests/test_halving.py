@@ -225,7 +225,7 @@ def test_ranking_compares_at_equal_budget_and_old_records_count_as_full():
     records = [rec("low", 0.9, 10), rec("full", 0.5, 90), rec("full2", 0.6, 90)]
     assert [r.genome_hash for r in ranking.ranked(records, (1.0, 1.0))] == ["full2", "full", "low"]
     assert ranking.pareto_front(records, (1.0, -1.0)) == ["full2"]
-    old = [rec("a", 0.5, None), rec("b", 0.7, None)]  # an old run: no budgets recorded, order by fitness
+    old = [rec("a", 0.5, None), rec("b", 0.7, None)]  # no budgets recorded (another strategy): order by fitness
     assert [r.genome_hash for r in ranking.ranked(old, (1.0, 1.0))] == ["b", "a"]
     assert [r.genome_hash for r in ranking.ranked([*old, rec("c", 0.9, 90)], (1.0, 1.0))] == ["c", "b", "a"]
 

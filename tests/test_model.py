@@ -97,35 +97,6 @@ def test_save_and_load_round_trip(tmp_path) -> None:
     assert torch.equal(auto(ids, attention_mask=mask, token_type_ids=types).logits, logits)
 
 
-def test_an_export_from_before_the_student_package_still_loads_by_the_old_path(tmp_path) -> None:
-    """Exports written before the model moved to rosearch.student carry a card that says
-    ``from rosearch.search_space.model import register_auto_classes``; the saved files themselves
-    name no module (config.json names the class only, weights are safetensors)."""
-    import json
-
-    from transformers import AutoModelForSequenceClassification
-
-    import rosearch.student.modeling as modeling
-    import rosearch.student.ops as ops
-    from rosearch.search_space import model as old_model
-    from rosearch.search_space import ops as old_ops
-
-    model = build(random_genome(6))
-    model.save_pretrained(tmp_path)
-    saved = (tmp_path / "config.json").read_text()
-    assert "rosearch." not in saved and "auto_map" not in saved  # model_type "rosearch_student" is no module path
-    assert json.loads(saved)["architectures"] == ["StudentForSequenceClassification"]
-    assert old_model.register_auto_classes is modeling.register_auto_classes
-    assert old_model.StudentForSequenceClassification is modeling.StudentForSequenceClassification
-    assert old_model.StudentConfig is StudentConfig and old_ops.build_op is ops.build_op
-    old_model.register_auto_classes()  # what the old card says to run
-    auto = AutoModelForSequenceClassification.from_pretrained(tmp_path).eval()
-    assert isinstance(auto, StudentForSequenceClassification)
-    ids, types, mask = right_padded([5, 2], extra=1, seed=4)
-    assert torch.equal(auto(ids, attention_mask=mask, token_type_ids=types).logits,
-                       model(ids, attention_mask=mask, token_type_ids=types).logits)
-
-
 def test_a_few_steps_of_training_reduce_the_loss() -> None:
     model = build(random_genome(6, layers=2), hidden_dropout_prob=0.0).train()
     ids, types, mask = right_padded([8, 6, 5, 4], extra=0, seed=4)

@@ -25,7 +25,7 @@ def test_panel_is_the_mean_of_its_recipes_and_waits_for_all_of_them():
     assert panel["robust_accuracy"] == pytest.approx(0.3) and panel["attack_success_rate"] == pytest.approx(0.6)
     assert panel["attack_queries"] == pytest.approx(60) and panel["attack_seconds"] == pytest.approx(24.0)
     assert panel_metrics(flat, ("deepwordbug", "pruthi")) == {}  # multi-fidelity: not every recipe ran yet
-    single = panel_metrics(flat, ("pwws",))  # one recipe: exactly its figures, as before the panel
+    single = panel_metrics(flat, ("pwws",))  # one recipe: exactly its figures
     assert single["robust_accuracy"] == 0.4 and single["attack_queries"] == 90
     assert single["attack_successful"] + single["attack_failed"] + single["attack_skipped"] == 10
     assert "attack_successful" not in panel  # counts of two recipes do not add up to one sample
@@ -41,15 +41,13 @@ def test_min_aggregate_is_the_worst_attack_and_leaves_the_other_figures_alone():
         panel_metrics(flat, ("pwws",), "median")
 
 
-def test_panel_aggregate_is_validated_and_mean_keeps_old_fingerprints():
+def test_panel_aggregate_is_validated_and_part_of_the_results_fingerprint():
     from rosearch.config import ConfigError, config_from_dict
 
     with pytest.raises(ConfigError, match="attack.panel_aggregate"):
         config_from_dict({"attack": {"panel_aggregate": "median"}})
     default, worst = config_from_dict({}), config_from_dict({"attack": {"panel_aggregate": "min"}})
-    plain = default.to_dict()
-    del plain["attack"]["panel_aggregate"]
-    assert config_from_dict(plain).results_fingerprint() == default.results_fingerprint()  # mean: as before the field
+    assert default.attack.panel_aggregate == "mean"
     assert worst.results_fingerprint() != default.results_fingerprint()  # min selects differently: a new protocol
 
 
@@ -64,6 +62,7 @@ def test_proxy_real_agreement_by_hand():
 class _Summary:
     run_dir, evaluated, failed, reused, wall_seconds = "runs/x", 2, 0, 0, 60.0
     teacher_dev_accuracy, selection_split, attack_panel = 0.9, "validation", ["deepwordbug", "pwws"]
+    attack_aggregate = "mean"
     split_stats = {"val_examples": 1000, "val_majority_rate": 0.55, "dev_examples": 872, "dev_majority_rate": 0.509}
     proxy_vs_real = {"rho": -0.26, "p": 0.53, "n": 8}
     teacher_attack = None

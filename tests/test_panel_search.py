@@ -1,9 +1,8 @@
-"""Searches that select on real attacks: the panel on every candidate, resume, old runs."""
+"""Searches that select on real attacks: the panel on every candidate, resume, selection on dev."""
 
 from __future__ import annotations
 
 import json
-import sqlite3
 
 import pytest
 from scipy.stats import spearmanr
@@ -97,24 +96,26 @@ def test_min_aggregate_search_selects_on_the_worst_recipe(tmp_path, tiny_sst2_di
         assert r.fitness == pytest.approx(m["val_accuracy"] + 0.5 * worst + 0.1 * efficiency)
 
 
-def test_an_old_run_without_the_new_fields_resumes_and_exports(tmp_path, tiny_sst2_dir, tiny_teacher_dir):
-    """A run stored before data.validation_size and attack.recipes existed goes on selecting on dev."""
+def test_a_run_that_selects_on_dev_resumes_as_stored_and_other_settings_are_refused(
+        tmp_path, tiny_sst2_dir, tiny_teacher_dir):
+    """A run without a validation slice or panel (dev selects, the proxy scores) resumes with its own
+    config; a config that leaves those fields at the defaults is another run, refused with the fields."""
     from rosearch.results.export import load_run_config
+    from rosearch.results.store import ConfigMismatchError
 
-    # what an old rosearch ran: no slice, no panel, the old attack defaults (proxy on, full attack on the top k)
-    legacy = tiny_search_dict(tmp_path, tiny_sst2_dir, tiny_teacher_dir, data={"validation_size": 0},
-                              evolution={"generations": 1},
-                              attack={"recipes": [], "proxy": True, "full_attack": "top_k"})
-    run_search(config_from_dict(legacy))
+    def on_dev(generations: int) -> dict:
+        return tiny_search_dict(tmp_path, tiny_sst2_dir, tiny_teacher_dir, data={"validation_size": 0},
+                                evolution={"generations": generations},
+                                attack={"recipes": [], "proxy": True, "full_attack": "top_k"})
+
+    run_search(config_from_dict(on_dev(1)))
     db = tmp_path / "runs" / "tiny" / "results.sqlite"
-    with sqlite3.connect(db) as conn:  # make the stored config look like an old rosearch wrote it
-        stored = json.loads(conn.execute("SELECT value FROM meta WHERE key = 'config'").fetchone()[0])
-        del stored["data"]["validation_size"], stored["attack"]["recipes"]
-        conn.execute("UPDATE meta SET value = ? WHERE key = 'config'", (json.dumps(stored, sort_keys=True),))
     assert load_run_config(tmp_path / "runs" / "tiny").data.validation_size == 0
 
-    plain = tiny_search_dict(tmp_path, tiny_sst2_dir, tiny_teacher_dir)  # the user's file, no new fields in it
-    summary = run_search(config_from_dict(plain), resume=True)  # generations 2: the run is extended
+    plain = tiny_search_dict(tmp_path, tiny_sst2_dir, tiny_teacher_dir)  # the defaults: a slice and the panel
+    with pytest.raises(ConfigMismatchError, match=r"data\.validation_size"):
+        run_search(config_from_dict(plain), resume=True)
+    summary = run_search(config_from_dict(on_dev(2)), resume=True)  # generations 2: the run is extended
     assert summary.selection_split == "dev" and summary.evaluated >= 1
     with ResultStore(db) as store:
         assert all("val_accuracy" not in r.metrics for r in store.candidates())

@@ -1,4 +1,4 @@
-"""Run directories that cannot be clobbered (issue 16): one test per fault a careless or
+"""Run directories that cannot be clobbered: one test per fault a careless or
 hostile user hit, each run on tiny models and data, each checking that nothing was lost and
 that the error came before any preparation."""
 
@@ -70,7 +70,7 @@ def test_run_name_dotdot_from_the_command_line_writes_nothing_outside(tmp_path, 
                                                                      fault_table):
     (tmp_path / "config.json").write_text('{"mine": true}')  # the user's file the run used to overwrite
     path = write_config(tmp_path, tiny_search_dict(tmp_path, tiny_sst2_dir, tiny_teacher_dir))
-    with fault_table.watch("`run.name=..` (issue 16)", [tmp_path / "config.json"]) as w:
+    with fault_table.watch("`run.name=..`", [tmp_path / "config.json"]) as w:
         w.rc = main(["search", "--config", str(path), "--set", "run.name=.."])
     assert w.rc == 2
     assert "run.name" in capsys.readouterr().err
@@ -103,7 +103,7 @@ def test_second_driver_is_refused_at_once_naming_the_holder(tmp_path, tiny_sst2_
         start = time.time()
         with pytest.raises(RunLockedError, match=rf"pid {holder.pid} on host {socket.gethostname()}"):
             run_search(config, resume=True)
-        fault_table.add("a second driver on a live run (issue 16)", 2)
+        fault_table.add("a second driver on a live run ", 2)
         assert time.time() - start < 10
         assert nothing_prepared(tmp_path) and not (run_dir / "results.sqlite").exists()
     finally:
@@ -158,7 +158,7 @@ def test_copy_of_results_sqlite_alone_after_kill_9_keeps_every_finished_candidat
         copied = {r.genome_hash: r.metrics for r in store.candidates()}
         assert copied == finished  # every commit was written into results.sqlite itself
         assert store.run_config()["run"]["name"] == "tiny"
-    fault_table.add("`kill -9` of a search, then a copy of results.sqlite alone (issue 16)", -9)
+    fault_table.add("`kill -9` of a search, then a copy of results.sqlite alone ", -9)
 
 
 def test_snapshot_of_a_live_store_is_one_consistent_file(tmp_path, fault_table):
@@ -171,7 +171,7 @@ def test_snapshot_of_a_live_store_is_one_consistent_file(tmp_path, fault_table):
     assert not (tmp_path / "backup" / "copy.sqlite-wal").exists()
     with ResultStore(tmp_path / "backup" / "copy.sqlite", read_only=True) as store:
         assert [r.genome_hash for r in store.candidates()] == hashes
-    with fault_table.watch("`snapshot` onto an existing file (issue 16)", [tmp_path]) as w:
+    with fault_table.watch("`snapshot` onto an existing file ", [tmp_path]) as w:
         w.rc = main(["snapshot", str(tmp_path), str(tmp_path / "backup" / "copy.sqlite")])
     assert w.rc == 2 and not w.lost  # never overwrites
 
@@ -221,7 +221,7 @@ def test_stats_report_export_work_on_a_read_only_copy(tmp_path, tiny_sst2_dir, t
             done = subprocess.run(_as_unprivileged([sys.executable, "-m", "rosearch.cli", *args]), env=env, cwd=out,
                                   capture_output=True, text=True, timeout=300)
             assert done.returncode == 0, (args, done.stderr[-2000:])
-            fault_table.add(f"`{args[0]}` of a read-only copy of a run (issue 16)", done.returncode)
+            fault_table.add(f"`{args[0]}` of a read-only copy of a run ", done.returncode)
         done = subprocess.run(_as_unprivileged([sys.executable, "-m", "rosearch.cli", "stats", str(copy)]), env=env,
                               cwd=out, capture_output=True, text=True, timeout=300)
         assert done.returncode == 2 and "pass --out DIR" in done.stderr  # nothing is written into the copy
@@ -247,7 +247,7 @@ def test_corrupted_store_is_rc_2_before_any_preparation(tmp_path, tiny_sst2_dir,
     assert len(raw) > 3 * 4096
     raw[4096:len(raw) - 4096] = bytes(range(256)) * ((len(raw) - 8192) // 256) + bytes((len(raw) - 8192) % 256)
     db.write_bytes(bytes(raw))
-    with fault_table.watch("`search --resume` on a damaged store (issue 16)", [db]) as w:
+    with fault_table.watch("`search --resume` on a damaged store ", [db]) as w:
         w.rc = main(["search", "--config", str(write_config(tmp_path, data)), "--resume"])
     assert w.rc == 2 and not w.lost
     err = capsys.readouterr().err
@@ -282,7 +282,7 @@ def test_oversized_genome_is_refused_before_allocation(tmp_path, tiny_sst2_dir, 
     err = capsys.readouterr().err
     assert "GiB" in err and "more than the" in err and "a search's candidates included" in err
     assert time.time() - start < 30 and nothing_prepared(tmp_path)
-    fault_table.add("`distill --genome` over param_budget, or over the free memory (issue 16)", 2)
+    fault_table.add("`distill --genome` over param_budget, or over the free memory ", 2)
 
 
 def test_genome_outside_the_search_space_names_the_field(tmp_path, tiny_sst2_dir, tiny_teacher_dir, capsys):
@@ -306,7 +306,7 @@ def test_missing_or_malformed_genome_files_are_rc_2_before_preparation(
     assert main(["distill", "--config", str(path), "--genome", str(genome)]) == 2
     err = capsys.readouterr().err
     assert str(genome) in err and message in err and nothing_prepared(tmp_path)
-    fault_table.add(f"`distill --genome` file: {message} (issue 16)", 2)
+    fault_table.add(f"`distill --genome` file: {message} ", 2)
 
 
 # ------------------------------------------------------------------ tracebacks that are now rc 2
@@ -316,7 +316,7 @@ def test_max_length_beyond_the_teachers_positions_is_rc_2_before_preparation(tmp
                                                                             fault_table):
     path = write_config(tmp_path, tiny_search_dict(tmp_path, tiny_sst2_dir, tiny_teacher_dir))
     assert main(["search", "--config", str(path), "--set", "data.max_length=100"]) == 2  # the tiny teacher has 64
-    fault_table.add("`data.max_length` beyond the teacher's positions (issue 16)", 2)
+    fault_table.add("`data.max_length` beyond the teacher's positions ", 2)
     assert "data.max_length <= 64" in capsys.readouterr().err and nothing_prepared(tmp_path)
 
 
@@ -331,9 +331,9 @@ def test_config_file_errors_are_clear(tmp_path, capsys, fault_table):
     bad = tmp_path / "latin1.yaml"
     bad.write_bytes("run:\n  name: caf\xe9\n".encode("latin-1"))
     assert main(["search", "--config", str(bad)]) == 2
-    fault_table.add("a Latin-1 config file (issue 16)", 2)
+    fault_table.add("a Latin-1 config file ", 2)
     assert main(["search", "--set", "distill.learning_rate=.inf"]) == 2
-    fault_table.add("`distill.learning_rate=.inf` (issue 16)", 2)
+    fault_table.add("`distill.learning_rate=.inf` ", 2)
     assert "not UTF-8" in capsys.readouterr().err
     upper = tmp_path / "run.TOML"
     upper.write_text('[run]\nname = "from-toml"\n')
@@ -346,7 +346,7 @@ def test_unwritable_output_dir_is_rc_2_before_preparation(tmp_path, tiny_sst2_di
     data["run"]["output_dir"] = str(tmp_path / "a-file" / "runs")
     assert main(["search", "--config", str(write_config(tmp_path, data))]) == 2
     assert "not writable" in capsys.readouterr().err and nothing_prepared(tmp_path)
-    fault_table.add("an unwritable `run.output_dir` (issue 16)", 2)
+    fault_table.add("an unwritable `run.output_dir` ", 2)
 
 
 def test_attack_on_a_missing_model_or_unknown_recipe_is_rc_2(tmp_path, capsys, fault_table):
@@ -354,7 +354,7 @@ def test_attack_on_a_missing_model_or_unknown_recipe_is_rc_2(tmp_path, capsys, f
     assert "unknown recipe" in capsys.readouterr().err
     assert main(["attack", "--model", str(tmp_path / "nonexistent")]) == 2
     assert "is not a saved model directory" in capsys.readouterr().err
-    fault_table.add("`attack` with a missing model or an unknown recipe (issue 16)", 2)
+    fault_table.add("`attack` with a missing model or an unknown recipe ", 2)
 
 
 def test_teacher_cache_errors_are_rc_2_and_debug_shows_the_traceback(tmp_path, monkeypatch, capsys):
@@ -388,7 +388,7 @@ def test_a_search_whose_candidates_all_fail_exits_non_zero(tmp_path, tiny_sst2_d
     path = write_config(tmp_path, tiny_search_dict(tmp_path, tiny_sst2_dir, tiny_teacher_dir,
                                                    evolution={"generations": 1}, workers={"max_retries": 0}))
     assert main(["search", "--config", str(path)]) == 3  # the CLI's logging goes to stderr
-    fault_table.add("a search in which every candidate fails (issue 16)", 3, "nothing (each failure is stored)")
+    fault_table.add("a search in which every candidate fails ", 3, "nothing (each failure is stored)")
     err = capfd.readouterr().err
     assert "every candidate failed: 4x RuntimeError: student diverged" in err
     summary = json.loads((tmp_path / "runs" / "tiny" / "summary.json").read_text())

@@ -246,6 +246,14 @@ def test_schema_version_mismatch_is_a_clear_error(path: Path) -> None:
     conn.close()
     with pytest.raises(SchemaVersionError, match=f"schema version 99, this rosearch reads version {SCHEMA_VERSION}"):
         ResultStore(path)
+    conn = sqlite3.connect(path)
+    conn.execute("UPDATE meta SET value = '1' WHERE key = 'schema_version'")
+    conn.execute("UPDATE meta SET value = '0.1.0' WHERE key = 'rosearch_version'")
+    conn.commit()
+    conn.close()
+    # a run of the previous schema: which rosearch wrote it, and what to do
+    with pytest.raises(SchemaVersionError, match=r"schema version 1,.*written by rosearch 0\.1\.0.*run the search again"):
+        ResultStore(path)
     with pytest.raises(SchemaVersionError):
         ResultStore(path, read_only=True)
 

@@ -30,7 +30,7 @@ def test_genome_training_keeps_old_hashes_is_sorted_and_round_trips():
     assert trained.architecture().hash() == plain.hash() == both.architecture().hash()
     assert Genome.from_json(trained.to_json()) == trained and Genome.from_json(both.to_json()) == both
     assert Genome(32, 16, (CELL,), (), ("rift", "adv_train")).hash() == Genome(32, 16, (CELL,), (), ("adv_train", "rift")).hash()
-    # a genome stored before the gene existed reads back with the same hash
+    # a genome written without the gene (the key left out) reads back with the same hash
     old = {"hidden_size": 32, "embedding_size": 16, "cells": [CELL.to_dict()]}
     assert Genome.from_dict(old).hash() == plain.hash()
     for bad in ("adv_train", ["adv_train", "adv_train"], ["not a name"]):
@@ -45,7 +45,7 @@ def test_sampling_mutation_and_crossover_explore_the_training_gene():
     rng = random.Random(0)
     sampled = [sample_genome(rng, space) for _ in range(40)]
     assert {g.training for g in sampled} == {(), ("adv_train",), ("rift",), ("adv_train", "rift")}
-    # without choices, sampling draws exactly what it drew before the gene existed
+    # without choices, sampling draws exactly what it draws for a genome without the gene
     assert [sample_genome(random.Random(5), SPACE) for _ in range(3)] == \
         [dataclasses.replace(g, training=()) for g in [sample_genome(random.Random(5), SPACE) for _ in range(3)]]
     toggled = 0
@@ -66,15 +66,12 @@ def test_sampling_mutation_and_crossover_explore_the_training_gene():
         assert sorted(c1.training + c2.training) == ["adv_train", "rift"]
 
 
-def test_training_choices_are_validated_and_old_fingerprints_kept(tmp_path, tiny_sst2_dir, tiny_teacher_dir):
+def test_training_choices_are_validated_and_part_of_the_results_fingerprint(tmp_path, tiny_sst2_dir, tiny_teacher_dir):
     def make(**sections):
         return config_from_dict(tiny_search_dict(tmp_path, tiny_sst2_dir, tiny_teacher_dir, **sections))
 
     plain = make()
     assert plain.search_space.training_choices == () and methods_used(plain) == ()
-    legacy = plain.to_dict()
-    del legacy["search_space"]["training_choices"]  # a config stored before the gene existed
-    assert config_from_dict(legacy).results_fingerprint() == plain.results_fingerprint()
     chosen = make(search_space={"training_choices": ["rift"]}, distill={"methods": ["layer_kd"]})
     assert methods_used(chosen) == ("layer_kd", "rift") and chosen.results_fingerprint() != plain.results_fingerprint()
     assert teacher_cache_request(chosen, 2).features  # rift's teacher features are cached for the whole run

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import hashlib
-import json
 
 import numpy as np
 import pytest
 import torch
 
-from rosearch.config import RESUMABLE_FIELDS, config_from_dict, flatten_method_keys, with_legacy_defaults
+from rosearch.config import config_from_dict
 from rosearch.data import load_examples, subset_indices
 from rosearch.validation import binary_f1, majority_rate, plan_validation, validation_size, word_count
 
@@ -105,29 +103,3 @@ def test_majority_rate_and_f1_by_hand():
     # predictions 1 1 0 0 1 vs labels 1 0 1 0 1: tp 2, fp 1, fn 1 -> F1 = 4 / 6
     assert binary_f1(np.array([1, 1, 0, 0, 1]), np.array([1, 0, 1, 0, 1])) == pytest.approx(4 / 6)
     assert binary_f1(np.zeros(4, int), np.array([1, 0, 1, 0])) == 0.0  # a one-class predictor scores 0 F1
-
-
-def test_an_old_stored_config_loads_and_keeps_its_fingerprint():
-    """A config stored before validation slices and attack panels existed means what it meant."""
-    new = config_from_dict({}).to_dict()
-    old = flatten_method_keys(new)  # stored before the method sections too
-    del old["data"]["validation_size"], old["attack"]["recipes"]
-    del old["defense"], old["search_space"]["defenses"], old["search_space"]["defense_choices"]  # also newer
-    del old["search_space"]["training_choices"], old["data"]["validation_min_words"], old["attack"]["panel_aggregate"]
-    del old["evolution"]["strategy"], old["evolution"]["halving_eta"], old["evolution"]["halving_rungs"]
-    del old["teacher"]["adversarial"], old["teacher"]["adversarial_weight"], old["teacher"]["adversarial_steps"]
-    del old["distill"]["ascc"], old["run"]["report_to"]
-    for key in ("train_file", "dev_file", "dataset_name", "dataset_config", "train_split", "dev_split", "text_columns",
-                "label_column", "label_names", "dev_share"):  # a user's own data
-        del old["data"][key]
-    config = config_from_dict(with_legacy_defaults(old))
-    assert config.data.validation_size == 0 and config.data.validation_min_words == 0 and config.attack.recipes == ()
-    # the fingerprint the old code wrote: the same hash over the config without the new fields
-    for section, key in RESUMABLE_FIELDS:
-        if key is None:
-            old.pop(section, None)
-        else:
-            old[section].pop(key, None)
-    expected = hashlib.sha256(json.dumps(old, sort_keys=True).encode()).hexdigest()[:16]
-    assert config.results_fingerprint() == expected
-    assert config_from_dict({}).results_fingerprint() != expected  # the new defaults are a different protocol

@@ -10,8 +10,8 @@ over SST-2 stays around a gigabyte per layer rather than padded multiples of it.
 Robust KD methods add two optional products of the same pass: head-averaged attention
 probabilities of chosen layers (``layer_kd``; ragged too, the real T_i x T_i block of sequence
 i, float16, so a layer costs 2 * sum(T_i^2) bytes: ~8 MB for 16k SST-2 sentences) and one
-feature vector per example, the mean-pooled last hidden state (``rift``). Caches written
-before these existed read as having neither, so a request for them recomputes once.
+feature vector per example, the mean-pooled last hidden state (``rift``). An entry
+without them reads as having neither, so a request for them computes them once.
 """
 
 from __future__ import annotations

@@ -40,14 +40,14 @@ class CandidateMetrics:
     final_loss: float
     train_seconds: float
     eval_seconds: float
-    val_accuracy: float | None = None  # the validation slice selection compares (None: old runs select on dev)
+    val_accuracy: float | None = None  # the validation slice selection compares (None: data.validation_size=0, dev selects)
     dev_f1: float | None = None  # F1 of the positive class, for the tasks GLUE scores by it (MRPC, QQP)
     val_f1: float | None = None
     methods: tuple[str, ...] = ()  # the robust distillation methods it trained with (distill.methods + training gene)
     method_stats: dict[str, float] | None = None  # what they did (adversarial examples, seconds, ...)
 
     def to_dict(self) -> dict:
-        """Flat JSON-able metrics; the methods and their numbers only when it used any (old runs' keys otherwise)."""
+        """Flat JSON-able metrics; the methods and their numbers only when it used any."""
         out = {key: value for key, value in asdict(self).items()
                if value is not None and key not in ("methods", "method_stats")}
         if self.methods:

@@ -13,7 +13,7 @@ the panel's attacks (``robust_accuracy``) when the panel runs on every candidate
 (``attack.<recipe>.accuracy_under_attack``) with ``multi_fidelity``; else the accuracy on the
 teacher's adversarial proxy set (``proxy_robust_accuracy``). A run without robustness ignores its
 weight. Accuracy is likewise one key: ``val_accuracy`` (the validation slice) when the run has
-one, ``dev_accuracy`` in runs from before it (``data.validation_size=0``).
+one, ``dev_accuracy`` when it has none (``data.validation_size=0``).
 """
 
 from __future__ import annotations
@@ -84,7 +84,7 @@ def robustness_key(config: Config) -> str:
 
 
 def accuracy_key(config: Config) -> str:
-    """The accuracy every candidate of ``config``'s run is selected on: the validation slice, or dev in old runs."""
+    """The accuracy every candidate of ``config``'s run is selected on: the validation slice, or dev without one."""
     return "val_accuracy" if config.data.validation_size > 0 else "dev_accuracy"
 
 

@@ -89,8 +89,8 @@ def panel_metrics(metrics: dict[str, Any], panel: tuple[str, ...], aggregate: st
 
     ``robust_accuracy`` (the fitness' figure) is the mean (``aggregate="mean"``) or the lowest
     (``"min"``) accuracy under attack over the panel; ``attack_success_rate``/``attack_queries`` are
-    means, ``attack_seconds`` the sum: with one recipe they are exactly its figures, as in runs from
-    before the panel (whose example counts a one-recipe panel also keeps).
+    means, ``attack_seconds`` the sum: with one recipe they are exactly its figures (its example
+    counts included).
     """
     if aggregate not in ("mean", "min"):
         raise ValueError(f"attack.panel_aggregate must be mean or min, got {aggregate!r}")

@@ -49,7 +49,7 @@ def write_candidate_files(run_dir: str | Path, genome_hash: str, files: Mapping[
 
 
 def read_candidate_files(run_dir: str | Path, genome_hash: str) -> dict[str, bytes] | None:
-    """The stored files of a candidate, or None when the run kept none for it (older runs)."""
+    """The stored files of a candidate, or None when the run has none for it (a copy without ``candidates/``)."""
     folder = candidate_dir(run_dir, genome_hash)
     if not (folder / "config.json").is_file():
         return None

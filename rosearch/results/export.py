@@ -3,9 +3,9 @@
 Each folder holds what ``from_pretrained`` needs (``config.json`` + ``model.safetensors``, no
 pickle), the teacher's tokenizer, the genome, the search's metrics and a model card naming the
 exact run. The weights are the ones the search measured when the run kept them
-(``candidates/<hash>/``); older runs kept none, so the student is distilled again with the run's
-stored config and the candidate's own seed, which reproduces the search's training when the
-rosearch code is the same (on CPU the search's per-candidate thread count is used too). Every folder
+(``candidates/<hash>/``); without them (a copy of the run without that folder) the student is
+distilled again with the run's stored config and the candidate's own seed, which reproduces the
+search's training when the rosearch code is the same (on CPU the search's per-candidate thread count is used too). Every folder
 is reloaded through the Auto API after writing and must give the in-memory model's logits.
 
 Loading an export (``import rosearch`` alone does not register the student classes)::
@@ -23,8 +23,6 @@ import logging
 import os
 import re
 import shutil
-import types
-import typing
 import uuid
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -35,7 +33,7 @@ from typing import Any
 import torch
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-from rosearch.config import Config, ConfigError, config_from_dict, with_legacy_defaults
+from rosearch.config import Config, ConfigError, config_from_dict
 from rosearch.data import task_spec
 from rosearch.defense.pipeline import Defense, defend_pair, load_defense
 from rosearch.defense.tokenizer import mark_tokenizer_defended
@@ -123,33 +121,6 @@ def run_root(run_dir: Path, output_dir: str, name: str) -> Path:
     return Path.cwd()
 
 
-def _legacy_cleaned(cls: type, data: Any, path: str, dropped: list[str]) -> Any:
-    """``data`` without keys this version does not know and without nulls it does not accept.
-
-    Older runs stored e.g. ``attack.recipe: null``; such values only ever meant "unused", so the
-    current default takes their place.
-    """
-    if not isinstance(data, dict):
-        return data
-    hints = typing.get_type_hints(cls)
-    out = {}
-    for key, value in data.items():
-        full = f"{path}.{key}" if path else key
-        if key not in hints:
-            dropped.append(full)
-            continue
-        hint = hints[key]
-        if dataclasses.is_dataclass(hint):
-            out[key] = _legacy_cleaned(hint, value, full, dropped)
-            continue
-        optional = typing.get_origin(hint) in (typing.Union, types.UnionType) and type(None) in typing.get_args(hint)
-        if value is None and not optional:
-            dropped.append(full)
-            continue
-        out[key] = value
-    return out
-
-
 def _stored_config(run_dir: Path) -> dict:
     with open_store(run_dir) as store:
         raw = store.run_config()
@@ -168,11 +139,10 @@ def stored_run_root(run_dir: Path) -> Path:
 def load_run_config(run_dir: str | Path) -> Config:
     """The run's :class:`Config`, as stored with its results, usable from any working directory.
 
-    Relative paths are resolved against the directory the run was started from; values an
-    older rosearch wrote that this version rejects are replaced by defaults (with a warning).
+    Relative paths are resolved against the directory the run was started from.
     """
     run_dir = results_path(run_dir).parent
-    data = with_legacy_defaults(_stored_config(run_dir))  # a deep copy; fields it predates mean what they meant
+    data = json.loads(json.dumps(_stored_config(run_dir)))  # a deep copy: the paths below are rebased in it
     run = data.setdefault("run", {})
     root = stored_run_root(run_dir)
     for section, key in _PATH_FIELDS:
@@ -187,17 +157,9 @@ def load_run_config(run_dir: str | Path) -> Config:
     run["output_dir"], run["name"] = str(run_dir.resolve().parent), run_dir.resolve().name
     try:
         return config_from_dict(data)
-    except ConfigError as first:
-        dropped: list[str] = []
-        cleaned = _legacy_cleaned(Config, data, "", dropped)
-        if not dropped:
-            raise ExportError(f"the stored config of {run_dir} is not valid for this rosearch: {first}") from first
-        logger.warning("run %s: config values this rosearch does not accept were replaced by defaults: %s",
-                       run_dir, ", ".join(dropped))
-        try:
-            return config_from_dict(cleaned)
-        except ConfigError as exc:
-            raise ExportError(f"the stored config of {run_dir} is not valid for this rosearch: {exc}") from exc
+    except ConfigError as exc:
+        raise ExportError(f"the stored config of {run_dir} is not valid for this rosearch: {exc} (fix: run the "
+                          "search again with this rosearch)") from exc
 
 
 # --------------------------------------------------------------------------------------------
@@ -490,7 +452,7 @@ def _student(record: CandidateRecord, run: _Run, distiller: _Distiller, retrain_
     logger.info("export: distilling %s %s", name,
                 f"for {retrain_steps} steps" if retrain_steps else "again (the run kept no weights)")
     model, export["dev_accuracy"] = distiller.distil(record, retrain_steps or searched_steps)
-    teacher = distiller.teacher_reference() | teacher  # older runs recorded less about their teacher
+    teacher = distiller.teacher_reference() | teacher  # the distiller's figures fill what the run did not record
     if export["weights"] == "redistilled":
         if export["dev_accuracy"] == stored_accuracy:
             logger.info("export: %s reproduced its search dev accuracy %.4f", name, stored_accuracy)

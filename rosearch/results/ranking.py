@@ -10,7 +10,7 @@ Candidates compare at equal budget. Successive halving (``evolution.strategy=hal
 candidate's figures with the KD step budget they were measured at (``metrics["distill_steps"]``), and
 a candidate stopped at a low rung has cheaper, noisier figures; so candidates rank by budget first
 (the full budget leads), then by their objectives, and the Pareto front is taken among the candidates
-at the highest budget. A record without ``distill_steps`` (every other strategy, every old run) was
+at the highest budget. A record without ``distill_steps`` (every other strategy) was
 trained at the run's full budget and counts as the highest budget present.
 """
 

@@ -18,7 +18,7 @@ is a column too, and :func:`attack_figures` summarises every real figure (and th
 side, with the proxy's rank agreement with the real attack.
 
 Accuracy is the figure the run selected on: ``val_accuracy`` (the validation slice) when the
-candidates have it, else ``dev_accuracy`` (runs from before validation slices).
+candidates have it, else ``dev_accuracy`` (``data.validation_size=0``).
 """
 
 from __future__ import annotations
@@ -128,7 +128,7 @@ def recipe_columns(records: Iterable[CandidateRecord]) -> list[str]:
 
 
 def accuracy_key(records: Iterable[CandidateRecord]) -> str:
-    """The accuracy the run selected on: the validation slice when candidates have it, else dev (old runs)."""
+    """The accuracy the run selected on: the validation slice when candidates have it, else dev."""
     records = list(records)
     return "val_accuracy" if records and all(_is_number(r.metrics.get("val_accuracy")) for r in records) else "dev_accuracy"
 
@@ -519,7 +519,7 @@ def read_run_json(run_dir: str | Path, name: str) -> dict[str, Any] | None:
 
 
 def teacher_reference(run_dir: str | Path) -> dict[str, Any]:
-    """The teacher's reference numbers: ``run_info.json``, else what older runs' ``summary.json`` kept.
+    """The teacher's reference numbers: ``run_info.json``, else what the run's ``summary.json`` holds.
 
     Keys (absent when unknown): teacher_dir, teacher_dev_accuracy, teacher_params, teacher_flops,
     dev_mean_length, teacher_attack.

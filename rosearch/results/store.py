@@ -9,9 +9,9 @@ file. Why a rollback journal (``journal_mode=DELETE``) and not WAL: a WAL commit
 the two leaves a candidate that the live run shows but a copy of ``results.sqlite`` alone lacks.
 With a rollback journal every commit is written into ``results.sqlite`` itself before it returns
 (the ``-journal`` file exists only while a write is in flight, milliseconds); the price, readers
-briefly waiting for a commit, is nothing for a file written a few times a minute. Old runs
-written in WAL mode are switched on their next write and still read read-only (a copy of a live
-run is best taken with :func:`snapshot`, SQLite's backup API). Writes come from one process (the
+briefly waiting for a commit, is nothing for a file written a few times a minute. A file found
+in WAL mode is switched on its next write and still read read-only (a copy of a live run is best
+taken with :func:`snapshot`, SQLite's backup API). Writes come from one process (the
 driver, which holds the run lock of :mod:`rosearch.rundir`); analysis tools open the same file
 with ``read_only=True`` while the run is going, and also read a copy on a read-only filesystem.
 
@@ -46,7 +46,11 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 1
+# The layout of the file and of the config stored in it. A file of another version is refused
+# (:class:`SchemaVersionError` says which rosearch wrote it); a run is re-run, not converted.
+# Version 2 stores each distill method's knobs in its own section and the config's fingerprint
+# as the hash of its plain dict.
+SCHEMA_VERSION = 2
 STATUSES = ("ok", "failed")
 # Metrics copied into their own columns so SQL queries and indexes need no JSON parsing.
 PROMOTED_METRICS = {"dev_accuracy": "REAL", "params": "INTEGER", "flops": "INTEGER", "robust_accuracy": "REAL"}
@@ -326,8 +330,9 @@ class ResultStore:
             writer = conn.execute("SELECT value FROM meta WHERE key = 'rosearch_version'").fetchone()
             raise SchemaVersionError(
                 f"{self.path} has results schema version {found}, this rosearch reads version {SCHEMA_VERSION}; "
-                f"open it with the rosearch version that wrote it ({writer[0] if writer else 'unknown'}) "
-                "or start a new run.name"
+                f"it was written by rosearch {writer[0] if writer else '(unknown version)'} "
+                "(fix: run the search again with this rosearch under a new run.name, or read the run with the "
+                "rosearch version that wrote it)"
             )
         return False
 

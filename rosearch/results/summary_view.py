@@ -1,6 +1,6 @@
 """The printed end-of-search summary: the top table and the lines a user needs to judge it.
 
-It says which split selected the students (the validation slice; dev in old runs) and quotes dev
+It says which split selected the students (the validation slice; dev when there is none) and quotes dev
 as the reported figure, the majority-class rate beside every accuracy (a student that predicts
 one class must not look good), each attack recipe of the panel beside their mean, and how well
 the teacher-proxy ranked students against the real attack.
@@ -38,7 +38,7 @@ def summary_table(summary: Any) -> Table:
         columns += ([("val F1", "val_f1")] if validation else []) + [("dev F1", "dev_f1")]
     if len(panel) > 1:
         columns += [(f"{recipe} acc", recipe_key(recipe)) for recipe in panel]
-    aggregate = getattr(summary, "attack_aggregate", "mean")  # summaries written before the field: mean
+    aggregate = summary.attack_aggregate
     columns += [("acc under attack" + (f" ({aggregate})" if len(panel) > 1 else ""), "robust_accuracy"),
                 ("attack success", "attack_success_rate"), ("proxy acc", "proxy_robust_accuracy")]
     for header in ("rank", "hash", "gen", "H", "E", "L", "params", "MFLOPs", "ms@b1", *[c[0] for c in columns], "fitness"):

@@ -308,9 +308,9 @@ class Genome:
         if cached is not None:
             return cached
         parts: list[Any] = [self.hidden_size, self.embedding_size, [cell.hash() for cell in self.cells]]
-        if self.defenses:  # undefended genomes keep the hashes they had before defenses existed
+        if self.defenses:  # the genes enter the hash only when set: a genome without them is its shape
             parts.append(list(self.defenses))
-        if self.training:  # and genomes without a training gene the hashes they had before it existed
+        if self.training:  # and cells alone (its hash also seeds its candidate's training)
             parts.append({"training": list(self.training)})
         cached = _sha256(json.dumps(parts))[:32]
         object.__setattr__(self, "_hash", cached)

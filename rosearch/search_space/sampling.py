@@ -117,8 +117,8 @@ def sample_genome(
 def sample_defenses(rng: random.Random, space: SearchSpaceConfig) -> tuple[str, ...]:
     """``space.defenses`` plus each of ``space.defense_choices`` with probability 1/2.
 
-    Draws nothing from ``rng`` when there are no choices, so spaces without defense genes
-    sample exactly the genomes they sampled before defenses existed.
+    Draws nothing from ``rng`` when there are no choices, so a space without defense genes
+    spends its random numbers on the architecture alone.
     """
     chosen = [name for name in space.defense_choices if rng.random() < 0.5]
     return tuple(space.defenses) + tuple(chosen)
@@ -140,5 +140,5 @@ def _labels_for_hidden_size(all_labels: Sequence[str], hidden_size: int) -> list
 
 def sample_training(rng: random.Random, space: SearchSpaceConfig) -> tuple[str, ...]:
     """Each of ``space.training_choices`` with probability 1/2 (no draw when there are none, so
-    spaces without a training gene sample the genomes they sampled before it existed)."""
+    a space without a training gene spends its random numbers on the rest of the genome)."""
     return tuple(name for name in space.training_choices if rng.random() < 0.5)
