@@ -110,8 +110,8 @@ def test_search_console_is_calm_and_the_run_log_keeps_the_rest(tmp_path, tiny_ss
     data = tiny_search_dict(
         tmp_path, tiny_sst2_dir, backbone, workers={"backend": "ray", "num_cpus_per_candidate": 1},
         teacher={"finetuned": False, "epochs": 4, "learning_rate": 2e-3, "batch_size": 16},
-        evolution={"generations": 1},
-        attack={"enabled": True, "recipes": ["deepwordbug"], "num_examples": 8, "model_batch_size": 32,
+        evolution={"generations": 1, "population_size": 2},
+        attack={"enabled": True, "recipes": ["deepwordbug"], "num_examples": 6, "model_batch_size": 32,
                 "nltk_data": str(tmp_path / "nltk"), "full_attack": "all"},
         fitness={"robustness_weight": 0.5})
     config_file = tmp_path / "search.yaml"
@@ -126,8 +126,8 @@ def test_search_console_is_calm_and_the_run_log_keeps_the_rest(tmp_path, tiny_ss
     for noise in ("(pid=", "(_attempt", "repeated", "RAY_DEDUP_LOGS", "You should probably TRAIN", "Some weights of",
                   "done, 0 successful"):
         assert noise not in out, noise
-    assert len(re.findall(r"gen 0 candidate \d/4 [0-9a-f]{12}: acc", out)) == 4  # one line per finished candidate
+    assert len(re.findall(r"gen 0 candidate \d/2 [0-9a-f]{12}: acc", out)) == 2  # one line per finished candidate
     log = (tmp_path / "runs" / "tiny" / "rosearch.log").read_text()
     assert re.search(r"I rosearch\.worker: \[worker \d+\] rosearch\.attack\.runner: attack: deepwordbug on [0-9a-f]{12}: "
-                     r"\d+/8 done", log)
-    assert "You should probably TRAIN" in log and "gen 0 candidate 4/4" in log
+                     r"\d+/6 done", log)
+    assert "You should probably TRAIN" in log and "gen 0 candidate 2/2" in log
