@@ -53,7 +53,7 @@ from rosearch.attack.command import load_classifier
 from rosearch.attack.resources import MissingResourceError, prepare_textattack
 from rosearch.attack.runner import AttackReport, attack_model, sample_attack_examples
 from rosearch.config import AttackConfig, Config, ConfigError, load_config
-from rosearch.data import DataError, Example, get_task, load_examples
+from rosearch.data import DataError, Example, load_examples, task_spec
 from rosearch.runtime import apply_run_settings
 
 logger = logging.getLogger("bench.attack_throughput")
@@ -384,7 +384,7 @@ class BenchResult:
 
 def run_benchmark(config: Config, settings: Settings, command: str) -> BenchResult:
     """Load model and sample, warm both sides up, then time ours, ours in workers, and the baselines."""
-    task = get_task(config.data.task)
+    task = task_spec(config.data)
     model, tokenizer, description = load_model(config, settings, task.num_labels)
     dev = load_examples(task.name, "dev", config.data.data_dir)
     attack_cfg = dataclasses.replace(config.attack, recipe=settings.recipe, num_examples=settings.n, num_workers=1)

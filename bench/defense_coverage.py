@@ -35,7 +35,7 @@ from common import console, print_table, write_figures  # noqa: E402
 
 from rosearch.attack.resources import load_neighbors, prepare_textattack  # noqa: E402
 from rosearch.config import load_config  # noqa: E402
-from rosearch.data import load_examples  # noqa: E402
+from rosearch.data import load_examples, task_spec  # noqa: E402
 from rosearch.defense import Defense  # noqa: E402
 from rosearch.defense.wordnet_synonyms import wordnet_relations  # noqa: E402
 from rosearch.defense.words import words  # noqa: E402
@@ -97,10 +97,10 @@ def main(argv: list[str] | None = None) -> int:
     from textattack.constraints.pre_transformation import StopwordModification  # lazy: needs nltk provisioned
 
     stopwords = StopwordModification().stopwords  # DeepWordBug's and PWWS's
-    lexicon = [t for e in load_examples(config.data.task, "train", config.data.data_dir) for t in (e.text_a, e.text_b) if t]
+    lexicon = [t for e in load_examples(task_spec(config.data), "train", config.data.data_dir) for t in (e.text_a, e.text_b) if t]
     resources = build_defense_resources(config, lexicon)
     dev = [[w for w in words(e.text_a) if w not in stopwords]
-           for e in load_examples(config.data.task, "dev", config.data.data_dir)]
+           for e in load_examples(task_spec(config.data), "dev", config.data.data_dir)]
     vocab = sorted({w for s in dev for w in s})
     wordnet = wordnet_relations(vocab)
     neighbors = load_neighbors(config.attack.neighbors_path)

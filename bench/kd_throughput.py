@@ -55,7 +55,7 @@ from common import (
 )
 from rosearch.batching import EncodedSplit, batch_indices
 from rosearch.config import Config, ConfigError, DistillConfig, load_config
-from rosearch.data import DataError, Example, get_task, load_split
+from rosearch.data import DataError, Example, load_split, task_spec
 from rosearch.distill.losses import kd_loss
 from rosearch.distill.optim import adamw
 from rosearch.distill.teacher import TeacherError, load_teacher, resolve_model_path
@@ -567,7 +567,7 @@ class BenchResult:
 
 def run_benchmark(config: Config, settings: Settings, device: torch.device, command: str) -> BenchResult:
     """Load data and teacher, then time: cache build, our trainer, the baseline, our profile."""
-    task = get_task(config.data.task)
+    task = task_spec(config.data)
     teacher, tokenizer, teacher_desc = load_bench_teacher(config, settings, task.num_labels, device)
     examples, train = load_split(config.data, "train", tokenizer, config.run.cache_dir, config.run.seed)
     cfg = dataclasses.replace(config.distill, max_steps=settings.steps, batch_size=settings.batch_size)

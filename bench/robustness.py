@@ -42,7 +42,7 @@ from common import BenchError, console, describe_machine
 from robustness_models import RowModel, RowSpec, load_row, parse_row
 from rosearch.attack.recipes import RECIPES
 from rosearch.config import Config, ConfigError, load_config
-from rosearch.data import DataError, Example, get_task, load_examples
+from rosearch.data import DataError, Example, load_examples, task_spec
 from rosearch.evaluate.bootstrap import bootstrap_interval, paired_difference_interval
 from rosearch.search_space.genome import Genome
 
@@ -115,7 +115,7 @@ def row_specs(args: argparse.Namespace) -> list[RowSpec]:
 def sample_examples(config: Config, n: int, seed: int) -> list[Example]:
     from rosearch.attack.runner import sample_attack_examples
 
-    examples = load_examples(config.data.task, "dev", config.data.data_dir)
+    examples = load_examples(task_spec(config.data), "dev", config.data.data_dir)
     if n > len(examples):
         raise BenchError(f"--n {n} is more than the {len(examples)} dev examples of {config.data.task} (fix: --n <= {len(examples)})")
     return sample_attack_examples(examples, n, seed)
@@ -152,7 +152,7 @@ def attack_row(row: RowModel, recipe: str, examples: Sequence[Example], config: 
     cfg = dataclasses.replace(config.attack, seed=seed)
     report = attack_model(row.model, row.tokenizer, examples, cfg, recipe=recipe, cache_dir=config.run.cache_dir,
                           model_name=row.name, max_length=config.data.max_length, device=device,
-                          text_columns=get_task(config.data.task).hf_text_columns, defense=row.defense)
+                          text_columns=task_spec(config.data).hf_text_columns, defense=row.defense)
     result = {
         "recipe": recipe, "n": report.n, "clean_accuracy": report.clean_accuracy,
         "accuracy_under_attack": report.accuracy_under_attack, "attack_success_rate": report.attack_success_rate,

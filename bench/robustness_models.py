@@ -165,9 +165,9 @@ def load_export_row(spec: RowSpec, config: Config, name: str | None = None) -> R
 
 
 def _lexicon_texts(config: Config) -> list[str]:
-    from rosearch.data import load_examples
+    from rosearch.data import load_examples, task_spec
 
-    return [t for e in load_examples(config.data.task, "train", config.data.data_dir) for t in (e.text_a, e.text_b)
+    return [t for e in load_examples(task_spec(config.data), "train", config.data.data_dir) for t in (e.text_a, e.text_b)
             if t is not None]
 
 
@@ -244,7 +244,7 @@ def _key_sections(config: Config) -> dict[str, Any]:
     for name in ("typo_edit_distance", "typo_min_ratio", "typo_anchor_count"):  # students from before typo encoding
         if getattr(config.defense, name) == getattr(defaults, name):
             data["defense"].pop(name)
-    return {"distill": distill, "data": data["data"], "defense": data["defense"]}
+    return {"distill": distill, "data": config.data.key_dict(data["data"]), "defense": data["defense"]}
 
 
 def student_key(config: Config, genome: Genome, teacher_key: str) -> str:

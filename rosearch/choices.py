@@ -33,3 +33,9 @@ STRATEGY_NAMES: tuple[str, ...] = ("generational", "aging", "random", "halving")
 # rosearch.search_space.families.FAMILIES (activations: the grammar of rosearch.search_space.labels)
 ACTIVATIONS: tuple[str, ...] = ("gelu", "relu", "swish", "tanh")
 OP_FAMILIES: tuple[str, ...] = ("attn", "conv", "sepconv", "dilconv", "glu", "ffn", "identity", "maxpool", "avgpool")
+
+# rosearch.data.TASKS: the built-in tasks (presets of the same mechanism as a user's own data)
+BUILTIN_TASKS: tuple[str, ...] = ("sst2", "mrpc", "rte", "qnli", "imdb")
+
+# rosearch.tracking.TRACKERS (run.report_to, HF Trainer's spelling)
+REPORT_TO_NAMES: tuple[str, ...] = ("mlflow", "tensorboard", "wandb")

@@ -125,7 +125,7 @@ PREDICT_BACKENDS = ("torch", "onnx", "onnx-int8")  # the keys of rosearch.deploy
 
 
 def _add_predict_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("texts", nargs="*", help="texts to classify (default: --file, else one per line from stdin)")
+    parser.add_argument("texts", nargs="*", help="texts to classify (default: --file, else one per line from stdin); first<TAB>second is a sentence pair")
     parser.add_argument("--model", type=Path, required=True, help="exported student or HF classifier directory")
     parser.add_argument("--file", type=Path, help="UTF-8 file with one text per line")
     parser.add_argument("--backend", choices=list(PREDICT_BACKENDS), default="torch",

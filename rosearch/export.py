@@ -34,7 +34,7 @@ import torch
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 from rosearch.config import Config, ConfigError, config_from_dict
-from rosearch.data import get_task
+from rosearch.data import task_spec
 from rosearch.defense.pipeline import Defense, defend_pair, load_defense
 from rosearch.defense.tokenizer import mark_tokenizer_defended
 from rosearch.errors import UserError
@@ -45,6 +45,7 @@ from rosearch.prepare import prepare_inputs, teacher_output_dir
 from rosearch.records.artifacts import load_student, read_candidate_files
 from rosearch.export_onnx import add_onnx_variants
 from rosearch.records.ranking import budget_of
+from rosearch.tracking import log_exported
 from rosearch.results.stats import open_store, ranked_records, read_run_json, results_path, teacher_reference
 from rosearch.records.store import CandidateRecord
 from rosearch.rundir import CONFIG_FILE
@@ -534,8 +535,8 @@ def export_students(run_dir: str | Path, out_dir: str | Path, *, top: int = 3, r
     config = load_run_config(run_dir)  # its run.device is the search's; `device` is where we distil
     run = _Run(run_dir, config, meta, AutoTokenizer.from_pretrained(_teacher_dir(run_dir, config)))
     distiller = _Distiller(config, resolve_device(device))
-    label_names = get_task(config.data.task).label_names
     teacher = teacher_reference(run_dir)
+    label_names = tuple(teacher.get("label_names") or task_spec(config.data).label_names)  # the search's, when kept
     out_dir.mkdir(parents=True, exist_ok=True)
     folders = []
     for rank, record in enumerate(records, start=1):
@@ -547,4 +548,5 @@ def export_students(run_dir: str | Path, out_dir: str | Path, *, top: int = 3, r
         defense = candidate_defense(run_dir, Genome.from_json(record.genome_json), distiller)
         _write_student(model, folder, run, record, rank, export, teacher, defense, onnx=onnx, int8=int8)
         folders.append(folder)
+    log_exported(run_dir, config.run.report_to, config.run.name, config.to_dict(), folders)  # run.report_to's trackers
     return folders

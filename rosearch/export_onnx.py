@@ -15,7 +15,7 @@ from typing import Any
 import torch
 
 from rosearch.config import Config
-from rosearch.data import load_examples
+from rosearch.data import load_examples, task_spec
 from rosearch.defense.pipeline import Defense, defend_pair
 from rosearch.deploy.onnx import INT8_FILE, ONNX_FILE, write_onnx_variants
 
@@ -26,7 +26,7 @@ CHECK_LIMIT = 2000  # dev texts the logit check and the accuracies run on (SST-2
 
 def dev_texts(config: Config, limit: int = CHECK_LIMIT) -> tuple[list[Any], list[int]]:
     """The first ``limit`` dev examples of the run's task: texts (or pairs) and labels."""
-    examples = load_examples(config.data.task, "dev", config.data.data_dir)[:limit]
+    examples = load_examples(task_spec(config.data), "dev", config.data.data_dir)[:limit]
     texts = [e.text_a if e.text_b is None else (e.text_a, e.text_b) for e in examples]
     return texts, [e.label for e in examples]
 
@@ -38,7 +38,7 @@ def add_onnx_variants(folder: Path, model: torch.nn.Module, tokenizer: Any, conf
     ``name``, its published name); return them."""
     texts, labels = dev_texts(config)
     report = write_onnx_variants(model, folder, tokenizer, defend_pair(defense, texts), labels, int8=int8)
-    total = len(load_examples(config.data.task, "dev", config.data.data_dir)) if len(texts) == CHECK_LIMIT else len(texts)
+    total = len(load_examples(task_spec(config.data), "dev", config.data.data_dir)) if len(texts) == CHECK_LIMIT else len(texts)
     report["check_split"] = f"{config.data.task} dev" + ("" if total == len(texts) else f" (first {len(texts)} of {total})")
     report["defense_in_graph"] = False
     metrics_path = folder / "metrics.json"

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from rosearch.config import Config, ConfigError, methods_used
-from rosearch.data import SPLITS, get_task, resolve_file
+from rosearch.data import SPLITS, load_examples, resolve_file, task_spec
 from rosearch.model_paths import resolve_model_path
 from rosearch.search_space import labels
 from rosearch.search_space.cost import count_parameters
@@ -63,9 +63,13 @@ def teacher_shape(config: Config) -> TeacherShape | None:
 def check_data_files(config: Config) -> None:
     """Every split file ``data.data_dir`` must hold exists, before the teacher loads and before any run
     directory is created (otherwise a missing ``train.tsv`` would surface minutes later, leaving an empty run)."""
+    spec = task_spec(config.data)  # a user's task without label_names reads its training labels here
+    if not spec.preset:  # a user's data is read whole now: columns, labels and texts fail before any work
+        for split in SPLITS:
+            load_examples(spec, split, config.data.data_dir)
+        return
     if config.data.data_dir is None:
         return  # the HF hub: checked when it is loaded
-    spec = get_task(config.data.task)
     for split in SPLITS:
         resolve_file(spec, split, config.data.data_dir)  # DataError naming the file and data.data_dir
 
@@ -176,7 +180,7 @@ def check_genome(genome: Genome, config: Config, shape: TeacherShape | None, whe
     if shape is None:
         return None
     params = count_parameters(
-        genome, vocab_size=shape.vocab_size, num_labels=get_task(config.data.task).num_labels,
+        genome, vocab_size=shape.vocab_size, num_labels=task_spec(config.data).num_labels,
         max_position_embeddings=min(shape.max_position_embeddings, 512), type_vocab_size=shape.type_vocab_size,
     )
     if space.param_budget is not None and params > space.param_budget:

@@ -23,8 +23,8 @@ from transformers import AutoConfig, PretrainedConfig
 from rosearch.attack.proxy import load_or_build_proxy_set
 from rosearch.attack.runner import sample_attack_examples
 from rosearch.batching import EncodedSplit
-from rosearch.config import Config, ConfigError, TeacherConfig
-from rosearch.data import Example, encode_examples, get_task, load_examples, load_split
+from rosearch.config import Config, ConfigError, TeacherConfig, attack_panel
+from rosearch.data import SPLITS, Example, data_identity, encode_examples, is_custom, load_examples, load_split, task_spec
 from rosearch.distill.ascc import training_substitutions
 from rosearch.distill.methods import prepare_method_inputs, teacher_cache_request
 from rosearch.distill.teacher import (
@@ -63,6 +63,9 @@ def teacher_output_dir(config: Config) -> Path:
         "max_length": config.data.max_length,
         "seed": config.run.seed,
     }
+    if is_custom(config.data):  # a user's data: its files' content, columns and labels decide the teacher
+        spec = task_spec(config.data)
+        key["own_data"] = [spec.key_fields()] + [data_identity(spec, split, config.data.data_dir) for split in SPLITS]
     digest = hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:12]
     slug = re.sub(r"[^A-Za-z0-9_.-]+", "-", config.teacher.model).strip("-")
     return Path(config.run.cache_dir) / "teachers" / f"{slug}-{config.data.task}-{digest}"
@@ -86,7 +89,7 @@ def teacher_substitutions(config: Config, examples: Sequence[Example]) -> dict[s
 
 def prepare_teacher(config: Config, device: torch.device) -> tuple[Path, dict]:
     """Return the directory of a fine-tuned teacher for ``config``, fine-tuning it if needed."""
-    task = get_task(config.data.task)
+    task = task_spec(config.data)
     if config.teacher.finetuned:
         path = resolve_model_path(config.teacher.model)
         if is_bare_backbone(AutoConfig.from_pretrained(path)):
@@ -147,7 +150,7 @@ def prepare_inputs(config: Config, device: torch.device) -> SearchInputs:
     teacher_dir, _ = prepare_teacher(config, device)
     timings["teacher_s"] = time.perf_counter() - start  # ~0 when the fine-tuned teacher is reused
 
-    task = get_task(config.data.task)
+    task = task_spec(config.data)
     model, tokenizer = load_teacher(str(teacher_dir), task.num_labels, device)
     mcfg = model.config
     space = config.search_space
@@ -164,7 +167,8 @@ def prepare_inputs(config: Config, device: torch.device) -> SearchInputs:
     if config.data.validation_size > 0:
         train_examples, train, val_examples, val = carve_validation(config, tokenizer, train_examples, train)
     timings["data_s"] = time.perf_counter() - start
-    split_stats = {"dev_examples": len(dev), "dev_majority_rate": majority_rate(dev.labels, task.num_labels)}
+    split_stats = {"dev_examples": len(dev), "dev_majority_rate": majority_rate(dev.labels, task.num_labels),
+                   "label_names": list(task.label_names)}  # exports name their classes without reading the data
     if val is not None:
         split_stats |= {"val_examples": len(val), "val_majority_rate": majority_rate(val.labels, task.num_labels)}
 
@@ -241,7 +245,7 @@ def prepare_defense_inputs(config: Config, tokenizer, num_labels: int, train_exa
     (lexicon from the task's training split less the validation slice, synonym clusters) and
     every split as each defended student sees it."""
     held_out = {(e.text_a, e.text_b) for e in val_examples or ()}
-    lexicon_texts = [t for e in load_examples(config.data.task, "train", config.data.data_dir)
+    lexicon_texts = [t for e in load_examples(task_spec(config.data), "train", config.data.data_dir)
                      if (e.text_a, e.text_b) not in held_out for t in (e.text_a, e.text_b) if t is not None]
     resources = build_defense_resources(config, lexicon_texts)
     splits: dict = {"train": (train_examples, train), "dev": (dev_examples, dev)}
@@ -259,8 +263,8 @@ def carve_validation(
     Returns the students' examples and split (unchanged unless they used nearly all of train)
     and the slice's examples and encoding.
     """
-    task = get_task(config.data.task)
-    everything = load_examples(config.data.task, "train", config.data.data_dir)
+    task = task_spec(config.data)
+    everything = load_examples(task_spec(config.data), "train", config.data.data_dir)
     plan = plan_validation(config, len(everything), [word_count(e.text_a, e.text_b) for e in everything])
     val_examples = [everything[i] for i in plan.validation]
     key = hashlib.sha256(json.dumps([train.fingerprint, plan.validation]).encode()).hexdigest()
@@ -286,11 +290,12 @@ def prepare_robustness(
     proxy set every candidate is scored on.
     """
     attack = config.attack
-    task = get_task(config.data.task)
+    task = task_spec(config.data)
     examples = tuple(sample_attack_examples(pool, attack.num_examples, attack.seed))
     fields: dict = {"tokenizer_files": read_tokenizer_files(teacher_dir), "attack_examples": examples}
     if not attack.proxy:
-        logger.info("robustness: %d examples for full attacks with %s; no proxy set", len(examples), attack.recipe)
+        logger.info("robustness: %d examples for full attacks with %s; no proxy set", len(examples),
+                    " + ".join(attack_panel(attack)))
         return fields
     proxy = load_or_build_proxy_set(
         teacher, tokenizer, examples, attack, cache_dir=config.run.cache_dir, teacher_key=teacher_fingerprint(teacher_dir),

@@ -49,10 +49,12 @@ BEST_GENOME_FILE = "best_genome.json"
 CANDIDATES_DIR = "candidates"
 REPORT_FILE = "report.html"
 LOCK_FILE = ".lock"
+RUN_LOG_FILE = "rosearch.log"  # everything a search logged, workers' lines and library hints included
 
 
 STUDENTS_DIR = "students"  # where `rosearch distill` writes the students of the same run.name
-_RUN_ENTRIES_WITHOUT_STORE = (LOCK_FILE, STUDENTS_DIR)  # what a run directory may hold before its store exists
+# what a run directory may hold before its store exists (a failed preparation leaves its log: why it failed)
+_RUN_ENTRIES_WITHOUT_STORE = (LOCK_FILE, STUDENTS_DIR, RUN_LOG_FILE)
 
 
 class RunLockedError(UserError):

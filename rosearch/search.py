@@ -22,10 +22,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from rich import get_console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from rosearch.config import Config, attack_panel
+from rosearch.errors import Interrupted
+from rosearch.progress import terminal_progress
+from rosearch.quiet import attach_run_log, detach_run_log
 from rosearch.evaluate.candidate import evaluate_candidate
 from rosearch.evaluate.efficiency import measure_latency
 from rosearch.evaluate.fitness import FitnessSpec, fitness_spec
@@ -45,6 +46,7 @@ from rosearch.rundir import (
     CONFIG_FILE,
     RESULTS_FILE,
     RUN_INFO_FILE,
+    RUN_LOG_FILE,
     SUMMARY_FILE,
     RunLock,
     check_run_dir,
@@ -56,6 +58,7 @@ from rosearch.search_inputs import SearchInputs
 from rosearch.search_space.cost import count_parameters
 from rosearch.search_space.genome import Genome
 from rosearch.supernet.fidelity import evaluate_inherited, prepare_supernets
+from rosearch.tracking import Trackers, check_trackers
 from rosearch.workers import (
     CandidateOutcome,
     CandidateTask,
@@ -179,14 +182,13 @@ class SearchSummary:
 
 
 class SearchProgress:
-    """Live bars (overall and current generation) on a terminal; nothing when output is redirected."""
+    """Live bars (overall: candidates done, running, failed and the best so far; and the current
+    generation) on a terminal; nothing when output is redirected."""
 
     def __init__(self, generations: int, population: int, *, multi_fidelity: bool = False) -> None:
-        console = get_console()
-        self._bars = Progress(
-            TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-            console=console, transient=True, disable=not console.is_terminal,
-        )
+        self._bars = terminal_progress()
+        self._done = self._failed = 0
+        self._best: float | None = None
         # a multi-fidelity strategy makes more, cheaper evaluations than population x generations: no known total
         self._total = self._bars.add_task("search candidates", total=None if multi_fidelity else generations * population)
         self._generation: int | None = None
@@ -203,10 +205,21 @@ class SearchProgress:
             self._bars.remove_task(self._generation)
         self._generation = self._bars.add_task(f"generation {generation}", total=max(candidates, 1))
 
-    def candidate_done(self) -> None:
+    def candidate_done(self, record: CandidateRecord | None = None, running: int = 0, maximise: bool = True) -> None:
         self._bars.advance(self._total)
         if self._generation is not None:
             self._bars.advance(self._generation)
+        if record is None:
+            return
+        self._done += 1
+        self._failed += record.status != "ok"
+        if record.status == "ok" and record.objectives:
+            value = float(record.objectives[0])
+            if self._best is None or (value > self._best if maximise else value < self._best):
+                self._best = value
+        best = "-" if self._best is None else f"{self._best:.4f}"
+        self._bars.update(self._total, description=f"search: {self._done} done, {running} running, {self._failed} failed, "
+                                                   f"best {best}")
 
 
 class _CandidateDispatcher:
@@ -220,9 +233,12 @@ class _CandidateDispatcher:
     """
 
     def __init__(
-        self, store: ResultStore, backend, spec: FitnessSpec, config: Config, progress: "SearchProgress"
+        self, store: ResultStore, backend, spec: FitnessSpec, config: Config, progress: "SearchProgress",
+        trackers: Trackers | None = None,
     ) -> None:
         self.store, self.backend, self.spec, self.run_seed = store, backend, spec, config.run.seed
+        self.trackers = trackers if trackers is not None else Trackers((), config.run.run_dir)
+        self.max_steps = config.distill.max_steps
         self.run_dir = config.run.run_dir
         attack = config.attack
         self.attack_top_k = attack.top_k if attack.enabled and attack.full_attack in ("top_k", "multi_fidelity") else 0
@@ -290,7 +306,7 @@ class _CandidateDispatcher:
         proposal = self._in_flight.pop(outcome.genome_hash)
         record = self._record(outcome, proposal)
         self._log(record, self.evaluated + self.failed, self.budget if proposal.budget is None else None)
-        self.progress.candidate_done()
+        self.progress.candidate_done(record, len(self._in_flight), self.spec.weights[0] > 0)
         return record.genome_hash, record.objectives
 
     def attack_best(self, hashes: list[str], k: int, scope: str) -> None:
@@ -350,6 +366,7 @@ class _CandidateDispatcher:
         elif status == "ok" and outcome.artifacts:  # weights first: a stored candidate always has them
             write_candidate_files(self.run_dir, outcome.genome_hash, outcome.artifacts)  # a lower rung's are replaced
         self.store.record_candidate(kept)  # committed before anything else is scheduled
+        self.trackers.candidate(record, proposal.budget or self.max_steps)  # watchers only: the store decides
         if status == "ok":
             self.evaluated += 1
         else:
@@ -403,12 +420,17 @@ def run_search(config: Config, *, resume: bool = False, task_fn: TaskFn = run_ca
     check_workers(config.workers)  # seconds, before minutes of data/teacher preparation
     check_teacher_fit(config, teacher_shape(config))
     check_data_files(config)
+    check_trackers(config.run.report_to)
     check_search_memory(config)
     contained_run_dir(config.run.output_dir, config.run.name)
     check_run_dir(config.run.run_dir)
     ensure_writable_dir(config.run.run_dir, "run directory")
     with RunLock(config.run.run_dir):
-        return _run_search_locked(config, resume, task_fn, start)
+        run_log = attach_run_log(config.run.run_dir / RUN_LOG_FILE)  # appended to on --resume
+        try:
+            return _run_search_locked(config, resume, task_fn, start)
+        finally:
+            detach_run_log(run_log)
 
 
 def _run_search_locked(config: Config, resume: bool, task_fn: TaskFn, start: float) -> SearchSummary:
@@ -443,7 +465,10 @@ def _run_search_locked(config: Config, resume: bool, task_fn: TaskFn, start: flo
                                  max_steps=config.distill.max_steps)
         progress = SearchProgress(config.evolution.generations, config.evolution.population_size,
                                   multi_fidelity=bool(strategy.budgets))
-        dispatcher = _CandidateDispatcher(store, backend, spec, config, progress)
+        trackers = Trackers(config.run.report_to, run_dir, maximise=spec.weights[0] > 0)
+        trackers.start(config.run.name, config.to_dict(),
+                       sorted(store.candidates(), key=lambda r: r.finished_at) if resume else [])
+        dispatcher = _CandidateDispatcher(store, backend, spec, config, progress, trackers)
 
         def on_generation(generation: int, population: list) -> None:
             if strategy.barrier:
@@ -467,6 +492,9 @@ def _run_search_locked(config: Config, resume: bool, task_fn: TaskFn, start: flo
                 else:
                     ranked = [row["hash"] for row in top_candidates(store, spec, k=dispatcher.attack_top_k)]
                     dispatcher.attack_best(ranked, dispatcher.attack_top_k, "run")
+        except BaseException as exc:
+            trackers.close("KILLED" if isinstance(exc, (KeyboardInterrupt, Interrupted)) else "FAILED")
+            raise
         finally:
             backend.close()
         summary = SearchSummary(
@@ -487,6 +515,10 @@ def _run_search_locked(config: Config, resume: bool, task_fn: TaskFn, start: flo
         if summary.top:
             best = store.candidate(summary.top[0]["hash"])
             (run_dir / BEST_GENOME_FILE).write_text(best.genome_json)
+        for name in (SUMMARY_FILE, BEST_GENOME_FILE):
+            if (run_dir / name).is_file():
+                trackers.artifacts(run_dir / name, "search")
+        trackers.close("FINISHED")
         return summary
     finally:
         store.close()

@@ -135,14 +135,14 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
                            "rosearch.batching", "rosearch.shipped_files", "rosearch.tokenizer_files",
                            "rosearch.outputs", "rosearch.model_files", "rosearch.model_paths", "rosearch.rundir",
                            "rosearch.config", "rosearch.runtime", "rosearch.data", "rosearch.validation",
-                           "rosearch.predictions")),
+                           "rosearch.predictions", "rosearch.progress")),
     ("input defenses", ("rosearch.defense",)),  # a genome names the defenses it carries
     ("search space", ("rosearch.search_space",)),  # genomes, op families, analytic cost: no torch
     ("student network", ("rosearch.student",)),
     ("attacks", ("rosearch.attack",)),
     ("training", ("rosearch.distill", "rosearch.search_inputs", "rosearch.prepare_defense")),
     ("evaluation and preparation", ("rosearch.evaluate", "rosearch.supernet", "rosearch.prepare", "rosearch.preflight")),
-    ("run records", ("rosearch.records",)),  # the SQLite store and kept weights the search writes
+    ("run records", ("rosearch.records", "rosearch.tracking")),  # the SQLite store, kept weights, trackers that watch
     ("workers", ("rosearch.workers",)),
     ("search strategies", ("rosearch.evolution",)),
     ("search", ("rosearch.search",)),

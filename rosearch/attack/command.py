@@ -19,7 +19,7 @@ from transformers import AutoModelForSequenceClassification, AutoTokenizer
 from rosearch.attack.recipes import recipe_names
 from rosearch.attack.runner import attack_model, reports_table, sample_attack_examples, write_reports
 from rosearch.config import Config, config_from_dict, load_config
-from rosearch.data import get_task, load_examples
+from rosearch.data import load_examples, task_spec
 from rosearch.defense.pipeline import load_defense
 from rosearch.errors import UserError
 from rosearch.model_files import ModelDirError, check_model_config, weights_problem
@@ -111,7 +111,7 @@ def run(args: argparse.Namespace) -> int:
     unknown = [r for r in recipes if r not in known]
     if unknown:  # before the model and data are loaded
         raise AttackInputError(f"--recipe {', '.join(map(repr, unknown))}: unknown recipe (known: {', '.join(known)})")
-    spec = get_task(config.data.task)
+    spec = task_spec(config.data)
     model_dir = Path(args.model).expanduser()
     out_dir = args.out if args.out is not None else model_dir / "attacks"
     check_output_dir(out_dir, "--out", "the attack reports", is_attack_report)
@@ -126,7 +126,7 @@ def run(args: argparse.Namespace) -> int:
         logger.info("attack: %s carries input defenses %s; attacking the whole pipeline", model_dir, "+".join(defense.names))
     device = resolve_device(config.run.device)
     model.to(device).eval()
-    dev = load_examples(spec.name, "dev", config.data.data_dir)
+    dev = load_examples(spec, "dev", config.data.data_dir)
     if attack.num_examples > len(dev):  # documented: the whole split is attacked, and the user is told
         logger.warning("attack: --n / attack.num_examples=%d is more than the %d examples of %s's dev split; "
                        "attacking all %d", attack.num_examples, len(dev), spec.name, len(dev))

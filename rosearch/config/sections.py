@@ -10,7 +10,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from rosearch.choices import ACTIVATIONS, DEFENSE_NAMES, OP_FAMILIES, RECIPE_NAMES, STRATEGY_NAMES
+from rosearch.choices import (
+    ACTIVATIONS,
+    BUILTIN_TASKS,
+    DEFENSE_NAMES,
+    OP_FAMILIES,
+    RECIPE_NAMES,
+    REPORT_TO_NAMES,
+    STRATEGY_NAMES,
+)
 from rosearch.config.checks import above_zero, at_least, check_path_name, fraction, known_distinct, positive, require
 
 VALIDATION_MAX_SHARE = 0.2  # the validation slice takes at most this share of the train split
@@ -31,6 +39,10 @@ class RunConfig:
     # `rosearch search` exits non-zero (rc 3) when more than this share of its candidates failed;
     # a search in which every candidate failed always does
     max_failed_share: float = 1.0
+    # experiment trackers that receive the run's config, one record per candidate and the
+    # best-so-far curve (HF Trainer's spelling): mlflow, tensorboard, wandb. Offline: files under
+    # the run directory. results.sqlite stays the record; a failing tracker is only a warning.
+    report_to: tuple[str, ...] = ()
 
     @property
     def run_dir(self) -> Path:
@@ -38,6 +50,7 @@ class RunConfig:
 
     def check(self) -> None:
         check_path_name(self.name, "run.name")
+        known_distinct(self.report_to, REPORT_TO_NAMES, "run.report_to", "tracker")
         fraction(self.max_failed_share, "run.max_failed_share")
         device = self.device
         require(device in ("auto", "cpu", "cuda") or (device.startswith("cuda:") and device[5:].isdigit()),
@@ -66,8 +79,34 @@ class DataConfig:
     # 2-word phrases an attack has little to swap, so the slice would rank defenses unlike dev does.
     # 0: any example.
     validation_min_words: int = 0
+    # Your own data instead of a built-in task (data.task then only names it): local files
+    # (CSV, TSV, JSON/JSONL, Parquet, optionally .gz; relative to data_dir when that is set) or an HF
+    # hub dataset, the text column(s) (one, or two for a pair task) and the label column. Label
+    # names default to the sorted distinct training labels; without dev_file / dev_split, a seeded
+    # (seed 0) stratified dev_share of train is the dev split. See docs/data-and-tracking.md.
+    train_file: str | None = None
+    dev_file: str | None = None
+    dataset_name: str | None = None  # HF hub dataset id, e.g. "ag_news"
+    dataset_config: str | None = None
+    train_split: str = "train"  # hub split names
+    dev_split: str | None = None
+    text_columns: tuple[str, ...] = ()
+    label_column: str = "label"
+    label_names: tuple[str, ...] = ()
+    dev_share: float = 0.1
+
+    @property
+    def own_data(self) -> bool:
+        """Whether this names the user's own data rather than a built-in task."""
+        return self.train_file is not None or self.dataset_name is not None
+
+    def key_dict(self, data: dict) -> dict:
+        """``data`` (this section as a dict) as the benchmark's student keys take it: a built-in task's
+        without the own-data fields (they hold their defaults), so its students keep their keys."""
+        return data if self.own_data else {k: v for k, v in data.items() if k not in OWN_DATA_FIELDS}
 
     def check(self) -> None:
+        self._check_own_data()
         positive(self.max_length, "data.max_length")
         require(self.max_length <= 4096, "data.max_length", f"{self.max_length} is larger than any supported model")
         positive(self.train_limit, "data.train_limit")
@@ -80,6 +119,56 @@ class DataConfig:
             require(Path(self.data_dir).expanduser().exists(), "data.data_dir",
                     f"directory {self.data_dir!r} does not exist (fix: point it at the task's files, or unset it to "
                     "use HF datasets)")
+
+
+    def _check_own_data(self) -> None:
+        """The fields naming a user's own data: one source, one or two text columns, declared labels that
+        make a classifier; none of them with a built-in task, whose files and columns are fixed."""
+        if not self.own_data:
+            require(self.task in BUILTIN_TASKS, "data.task", f"unknown task {self.task!r} (known: "
+                    f"{', '.join(BUILTIN_TASKS)}; fix: set data.task to one of them, or name your own data with "
+                    "data.train_file or data.dataset_name)")
+            default = DataConfig()
+            for name in OWN_DATA_FIELDS:
+                require(getattr(self, name) == getattr(default, name), f"data.{name}",
+                        f"is only read for your own data, but data.train_file and data.dataset_name are unset, so the "
+                        f"built-in task {self.task!r} is used (fix: set data.train_file or data.dataset_name, or drop "
+                        f"data.{name})")
+            return
+        require(self.task not in BUILTIN_TASKS, "data.task",
+                f"{self.task!r} is a built-in task, but data.train_file / data.dataset_name name your own data "
+                "(fix: give your data its own name, e.g. data.task=tickets)")
+        check_path_name(self.task, "data.task")
+        require(self.train_file is None or self.dataset_name is None, "data.dataset_name",
+                "and data.train_file are both set (fix: keep one source: local files or a hub dataset)")
+        if self.train_file is not None:
+            for name in ("dataset_config", "dev_split"):
+                require(getattr(self, name) is None, f"data.{name}", "is a hub setting, but data.train_file names "
+                        f"local files (fix: drop data.{name}, or use data.dataset_name)")
+        else:
+            require(self.dev_file is None, "data.dev_file", "is a local file, but data.dataset_name names a hub "
+                    "dataset (fix: use data.dev_split, or data.train_file)")
+        require(len(self.text_columns) in (1, 2), "data.text_columns",
+                f"must name one text column (or two for a sentence-pair task), got {list(self.text_columns)} "
+                "(fix: e.g. data.text_columns=[text])")
+        require(len(set(self.text_columns)) == len(self.text_columns) and all(self.text_columns), "data.text_columns",
+                f"names must be distinct and non-empty, got {list(self.text_columns)}")
+        require(bool(self.label_column) and self.label_column not in self.text_columns, "data.label_column",
+                f"must name a column other than the text column(s), got {self.label_column!r}")
+        if self.label_names:
+            require(len(self.label_names) >= 2, "data.label_names",
+                    f"a classifier needs at least two classes, got {list(self.label_names)} (fix: list every class, "
+                    "or drop data.label_names to read them off the training labels)")
+            require(len(set(self.label_names)) == len(self.label_names)
+                    and all(n.strip() == n and n for n in self.label_names), "data.label_names",
+                    f"names must be distinct, non-empty and without surrounding spaces, got {list(self.label_names)}")
+        require(0.0 < self.dev_share <= 0.5, "data.dev_share",
+                f"must be in (0, 0.5] (the share of train held out as dev when there is no dev file), got {self.dev_share}")
+
+
+# the DataConfig fields that describe a user's own data (a built-in task leaves them at their defaults)
+OWN_DATA_FIELDS = ("train_file", "dev_file", "dataset_name", "dataset_config", "train_split", "dev_split",
+                   "text_columns", "label_column", "label_names", "dev_share")
 
 
 @dataclass(frozen=True)

@@ -36,6 +36,7 @@ from rosearch.config.sections import (
 RESUMABLE_FIELDS: tuple[tuple[str, str | None], ...] = (
     ("workers", None), ("run", "device"), ("run", "num_threads"), ("run", "log_level"), ("evolution", "generations"),
     ("attack", "model_batch_size"), ("attack", "nltk_data"), ("attack", "num_workers"), ("run", "max_failed_share"),
+    ("run", "report_to"),
 )
 
 

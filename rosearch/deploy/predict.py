@@ -114,15 +114,18 @@ class Predictor:
 
     def logits(self, texts: Sequence[str]) -> np.ndarray:
         """Logits [n, C] of ``texts`` (defended when the model has a defense), in input order."""
-        texts = list(texts)
+        items: list[str | tuple[str, str]] = [split_pair(t) for t in texts]
         if self._defend_here:
-            texts = self.defense(texts)  # type: ignore[misc]
-        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))  # similar lengths share a batch
-        out = np.zeros((len(texts), len(self.labels)), dtype=np.float32)
-        for start in range(0, len(order), self.batch_size):
-            index = order[start:start + self.batch_size]
-            inputs = encode(self.tokenizer, [texts[i] for i in index], self.max_length)
-            out[index] = self._run(inputs)
+            items = [tuple(self.defense(list(t))) if isinstance(t, tuple) else self.defense([t])[0]  # type: ignore[misc]
+                     for t in items]
+        out = np.zeros((len(items), len(self.labels)), dtype=np.float32)
+        for pairs in (False, True):  # a batch holds one kind: single texts or sentence pairs
+            kind = [i for i, t in enumerate(items) if isinstance(t, tuple) == pairs]
+            order = sorted(kind, key=lambda i: len("".join(items[i])))  # similar lengths share a batch
+            for start in range(0, len(order), self.batch_size):
+                index = order[start:start + self.batch_size]
+                inputs = encode(self.tokenizer, [items[i] for i in index], self.max_length)
+                out[index] = self._run(inputs)
         return out
 
     def _run(self, inputs: dict[str, np.ndarray]) -> np.ndarray:
@@ -212,6 +215,14 @@ def _stdin_bytes() -> Iterable[bytes]:
     if buffer is not None:
         return buffer
     return (line.encode("utf-8", "surrogateescape") for line in sys.stdin)  # a text stream put in its place
+
+
+def split_pair(text: str) -> str | tuple[str, str]:
+    """A text, or a sentence pair when it holds a tab (``first<TAB>second``, as GLUE's TSVs write pairs)."""
+    if "\t" not in text:
+        return text
+    first, second = text.split("\t", 1)
+    return first, second
 
 
 def run(args: argparse.Namespace) -> int:

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from rosearch.choices import DISTILL_METHOD_NAMES
 from rosearch.config import methods_used
-from rosearch.data import get_task
+from rosearch.data import task_spec
 from rosearch.distill.adv_train import ADV_TRAIN
 from rosearch.distill.ascc import ASCC
 from rosearch.distill.adversarial import ADV_FINETUNE
@@ -124,7 +124,7 @@ def prepare_method_inputs(
             f"train_examples has {len(train_examples)} rows but the encoded split has {len(train)} "
             "(fix: pass the examples load_split returned with this split)"
         )
-    task = get_task(config.data.task)
+    task = task_spec(config.data)
     model, tokenizer = load_teacher(str(teacher_dir), task.num_labels, device)
     ctx = PrepareContext(config=config, teacher=model, tokenizer=tokenizer, teacher_dir=str(teacher_dir),
                          train_examples=tuple(train_examples), train=train, device=device)

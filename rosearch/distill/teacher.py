@@ -33,6 +33,7 @@ from transformers import (
     get_linear_schedule_with_warmup,
 )
 
+from rosearch.progress import phase_bar
 from rosearch.batching import EncodedSplit, iterate_batches
 from rosearch.config import TeacherConfig
 from rosearch.distill.hull import HullEmbedding, token_hulls, worst_hull_weights
@@ -246,37 +247,39 @@ def _train_loop(
     step, window_loss, window_steps, window_examples = 0, 0.0, 0, 0
     window_start = time.perf_counter()
     last_mean = float("nan")
-    while step < total:
-        for batch in iterate_batches(train, cfg.batch_size, shuffle=True, rng=rng, bucketing=True, device=device):
-            logits = model(**model_inputs(batch)).logits  # [B, C]
-            loss = F.cross_entropy(logits.float(), batch["labels"])
-            if hull is not None:
-                loss = loss + cfg.adversarial_weight * _hull_loss(model, batch, hull, cfg.adversarial_steps)
-            if not torch.isfinite(loss):
-                raise TeacherError(
-                    f"teacher fine-tuning diverged: loss is {loss.item()} at step {step + 1}/{total} "
-                    f"(fix: lower teacher.learning_rate, now {cfg.learning_rate})"
-                )
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), MAX_GRAD_NORM)
-            optimizer.step()
-            scheduler.step()
-            step += 1
-            window_loss += loss.item()
-            window_steps += 1
-            window_examples += len(batch["labels"])
-            if step % log_every == 0 or step == total:
-                elapsed = time.perf_counter() - window_start
-                last_mean = window_loss / window_steps
-                logger.info(
-                    "teacher step %d/%d  loss %.4f  lr %.2e  %.1f examples/s",
-                    step, total, last_mean, scheduler.get_last_lr()[0], window_examples / max(elapsed, 1e-9),
-                )
-                window_loss, window_steps, window_examples = 0.0, 0, 0
-                window_start = time.perf_counter()
-            if step == total:
-                break
+    with phase_bar("teacher fine-tuning (steps)", total) as advance:
+        while step < total:
+            for batch in iterate_batches(train, cfg.batch_size, shuffle=True, rng=rng, bucketing=True, device=device):
+                logits = model(**model_inputs(batch)).logits  # [B, C]
+                loss = F.cross_entropy(logits.float(), batch["labels"])
+                if hull is not None:
+                    loss = loss + cfg.adversarial_weight * _hull_loss(model, batch, hull, cfg.adversarial_steps)
+                if not torch.isfinite(loss):
+                    raise TeacherError(
+                        f"teacher fine-tuning diverged: loss is {loss.item()} at step {step + 1}/{total} "
+                        f"(fix: lower teacher.learning_rate, now {cfg.learning_rate})"
+                    )
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(model.parameters(), MAX_GRAD_NORM)
+                optimizer.step()
+                scheduler.step()
+                step += 1
+                advance(1)
+                window_loss += loss.item()
+                window_steps += 1
+                window_examples += len(batch["labels"])
+                if step % log_every == 0 or step == total:
+                    elapsed = time.perf_counter() - window_start
+                    last_mean = window_loss / window_steps
+                    logger.info(
+                        "teacher step %d/%d  loss %.4f  lr %.2e  %.1f examples/s",
+                        step, total, last_mean, scheduler.get_last_lr()[0], window_examples / max(elapsed, 1e-9),
+                    )
+                    window_loss, window_steps, window_examples = 0.0, 0, 0
+                    window_start = time.perf_counter()
+                if step == total:
+                    break
     model.eval()
     return last_mean
 

@@ -28,6 +28,7 @@ import numpy as np
 import torch
 
 from rosearch.batching import EncodedSplit, iterate_batches
+from rosearch.progress import phase_bar
 from rosearch.cache import TEACHER_OUTPUTS, CachePublishError, StaleEntry, atomic_dir, check_key, read_entry
 from rosearch.distill.teacher import iter_predictions, model_inputs, teacher_fingerprint
 from rosearch.errors import UserError
@@ -266,8 +267,22 @@ def _compute(
     model.to(device)
     if attention_layers:
         _eager_attention(model)
+    with phase_bar(f"teacher outputs ({len(split)} examples)", len(split)) as advance:
+        _fill(model, split, batch_size, device, layers, features, attention_layers, logits, hidden, feats, attention,
+              att_starts, advance)
+    return TeacherOutputs(
+        logits=logits, hidden=hidden, layers=layers, hidden_size=hidden_size, key=key,
+        attention=attention, attention_layers=attention_layers, features=feats,
+    )
+
+
+def _fill(model: torch.nn.Module, split: EncodedSplit, batch_size: int, device: torch.device | str,
+          layers: tuple[int, ...], features: bool, attention_layers: tuple[int, ...], logits: np.ndarray,
+          hidden: dict, feats: np.ndarray | None, attention: dict, att_starts: np.ndarray, advance: Any) -> None:
+    """The teacher's pass over ``split``, written into the arrays (``advance`` counts examples)."""
     for batch, outputs in _predictions(model, split, batch_size, device, bool(layers) or features, bool(attention_layers)):
         indices = batch["indices"].cpu().numpy()
+        advance(len(indices))
         logits[indices] = outputs.logits.float().cpu().numpy()  # [B, C]
         mask = batch["attention_mask"].bool()  # [B, T]; padding is on the right
         if layers:
@@ -289,10 +304,6 @@ def _compute(
             for row, i in enumerate(indices):
                 n = int(split.lengths[i])
                 attention[layer][att_starts[i]:att_starts[i + 1]] = probs[row, :n, :n].reshape(-1)
-    return TeacherOutputs(
-        logits=logits, hidden=hidden, layers=layers, hidden_size=hidden_size, key=key,
-        attention=attention, attention_layers=attention_layers, features=feats,
-    )
 
 
 def compute_teacher_outputs(

@@ -17,7 +17,7 @@ import torch
 
 from rosearch.attack.runner import attack_model
 from rosearch.config import Config, attack_panel
-from rosearch.data import get_task
+from rosearch.data import task_spec
 from rosearch.predictions import accuracy
 from rosearch.search_inputs import SearchInputs
 from rosearch.tokenizer_files import materialize_tokenizer
@@ -55,7 +55,7 @@ def full_attack_metrics(
         report = attack_model(
             model, tokenizer, inputs.attack_examples, config.attack, recipe=recipe, cache_dir=config.run.cache_dir,
             model_name=name, max_length=config.data.max_length, device=device,
-            text_columns=get_task(config.data.task).text_columns, defense=defense,
+            text_columns=task_spec(config.data).text_columns, defense=defense,
         )
         per_recipe[recipe] = report.metrics()
     return recipe_metrics(per_recipe)

@@ -48,6 +48,7 @@ from ray.exceptions import (
     WorkerCrashedError,
 )
 
+from rosearch.quiet import WORKER_LOGGER, log_worker_lines
 from rosearch.workers.base import (
     BackendSetupError,
     CandidateOutcome,
@@ -365,6 +366,7 @@ def _connect(address: str | None, connect_timeout_s: float = DEFAULT_CONNECT_TIM
             # ray.init() would join that one, and refuse num_cpus)
             ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, log_to_driver=True,
                      logging_level=logging.WARNING)
+            route_worker_output()
             return True
         try:
             context = _init_within(connect_timeout_s, address)
@@ -376,9 +378,53 @@ def _connect(address: str | None, connect_timeout_s: float = DEFAULT_CONNECT_TIM
     finally:
         if main_thread and sigterm is not None:
             signal.signal(signal.SIGTERM, sigterm)
+    route_worker_output()
     logger.info("joined the Ray cluster at %s", address)
     warn_if_dashboard_exposed(address, getattr(context, "dashboard_url", None))
     return True
+
+
+_WORKER_OUTPUT_HANDLER = "rosearch_worker_output"
+
+
+def route_worker_output() -> None:
+    """Workers' printed lines become log records (:func:`rosearch.quiet.log_worker_lines`) instead of Ray's
+    console output, which prefixes them with ANSI-coloured ``(pid=...)``, folds repeats into "[repeated
+    Nx across cluster]" and adds a notice about its de-duplication: the records keep the worker's pid and
+    level, go to the run's log file, and reach the console only at WARNING and above (all with --verbose).
+    Uses Ray's driver-side dispatcher of worker output; where a Ray version lacks it, Ray prints as it does."""
+    try:  # lazy: a private module of Ray, read only once Ray runs
+        from ray._private.worker import global_worker_stdstream_dispatcher as dispatcher
+    except ImportError:  # a Ray version without it: its own printing stays
+        logger.debug("Ray has no worker output dispatcher here; workers' lines print as Ray prints them")
+        return
+    dispatcher.remove_handler("ray_print_logs")
+    dispatcher.remove_handler(_WORKER_OUTPUT_HANDLER)
+    dispatcher.add_handler(_WORKER_OUTPUT_HANDLER, _forward_worker_output)
+
+
+def _forward_worker_output(data: dict[str, Any]) -> None:
+    from ray.experimental.tqdm_ray import RAY_TQDM_MAGIC  # lazy: Ray's own tqdm protocol, once Ray runs
+
+    pid = data.get("pid")
+    ip = data.get("ip")
+    where = "" if ip is None or ip == data.get("localhost") else f" on {ip}"
+    lines = [line for line in data.get("lines", []) if RAY_TQDM_MAGIC not in line]
+    if pid == "autoscaler":  # as Ray prints them: only its events, not its periodic status tables
+        from ray._private.worker import filter_autoscaler_events  # lazy: Ray's private helper, once Ray runs
+
+        try:
+            events = list(filter_autoscaler_events(lines))
+        except Exception:  # it asks the cluster which autoscaler runs; without an answer keep v1's event lines
+            events = [line.split(":event_summary:")[-1] for line in lines if ":event_summary:" in line]
+        for line in events:
+            logging.getLogger(WORKER_LOGGER).info("[ray autoscaler%s] %s", where, line)
+        return
+    if pid == "raylet":  # the node's own reports (a task killed for memory, a dead worker): always shown
+        for line in lines:
+            logging.getLogger(WORKER_LOGGER).warning("[ray raylet%s] %s", where, line)
+        return
+    log_worker_lines(pid, lines, where)
 
 
 DASHBOARD_PORT = 8265
