@@ -201,7 +201,7 @@ def run_supernet(args: argparse.Namespace) -> int:
 
 
 def _spearman(pairs: list[tuple[float, float]]) -> dict[str, Any] | None:
-    from rosearch.results.agreement import spearman
+    from rosearch.records.agreement import spearman
 
     return spearman([a for a, _ in pairs], [b for _, b in pairs])
 

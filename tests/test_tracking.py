@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from rosearch.config import ConfigError, config_from_dict
-from rosearch.results.store import ResultStore
+from rosearch.records.store import ResultStore
 from rosearch.search import run_search
 from rosearch.tracking import MlflowTracker, TrackingError, Trackers, check_trackers, flat_params, numeric_metrics
 from test_search import tiny_search_dict
