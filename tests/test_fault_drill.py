@@ -32,7 +32,7 @@ from rosearch.config import ConfigError, config_from_dict, load_config
 from rosearch.records.store import ResultStore
 from rosearch.rundir import LOCK_FILE
 from rosearch.search import run_search
-from test_run_safety import ENV, REPO, _count, nothing_prepared, write_config
+from test_run_safety import ENV, REPO, nothing_prepared, write_config
 from test_search import tiny_search_dict
 
 
@@ -197,15 +197,22 @@ def _stored(db: Path) -> dict[str, dict]:
         return {r.genome_hash: r.metrics for r in store.candidates()}
 
 
-def _interrupt(cfg: Path, db: Path, signum: int, at_least: int, resume: bool) -> tuple[int, str, float]:
-    """Start a search in a child process, send ``signum`` once it has stored ``at_least`` more
-    candidates (so the signal lands mid-search, not while a resumed run is still starting); return
-    its exit code, stderr and the seconds from the signal to its exit."""
+def _new_hashes(db: Path, before: set[str]) -> int:
+    """How many candidates the store holds that ``before`` did not (0 while it cannot be read)."""
+    try:
+        return len(set(_stored(db)) - before)
+    except Exception:  # not created yet, or mid-write: look again
+        return 0
+
+
+def _interrupt(cfg: Path, db: Path, signum: int, at_least: int, resume: bool, before: set[str]) -> tuple[int, str, float]:
+    """Start a search in a child process, send ``signum`` once it has stored ``at_least`` candidates
+    that were not in ``before`` (so the signal lands in the search loop, not while a resumed run is
+    still starting up); return its exit code, stderr and the seconds from the signal to its exit."""
     argv = [sys.executable, "-m", "rosearch.cli", "search", "--config", str(cfg)] + (["--resume"] if resume else [])
-    start = _count(db) if db.exists() else 0
     proc = subprocess.Popen(argv, env=ENV, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 240
-    while (not db.exists() or _count(db) < start + at_least) and proc.poll() is None and time.time() < deadline:
+    while _new_hashes(db, before) < at_least and proc.poll() is None and time.time() < deadline:
         time.sleep(0.05)
     assert proc.poll() is None, "the search ended before it could be interrupted"
     sent = time.perf_counter()
@@ -222,7 +229,7 @@ def test_sigterm_and_ctrl_c_end_a_search_in_seconds_and_resume_loses_nothing(tmp
     for case, signum, at_least, resume in [("SIGTERM during a search", signal.SIGTERM, 2, False),
                                            ("Ctrl-C (SIGINT) during `search --resume`", signal.SIGINT, 1, True)]:
         before = _stored(db) if db.exists() else {}
-        rc, err, seconds = _interrupt(cfg, db, signum, at_least, resume)
+        rc, err, seconds = _interrupt(cfg, db, signum, at_least, resume, set(before))
         after = _stored(db)
         lost = [h for h, metrics in before.items() if after.get(h) != metrics]
         fault_table.add(case, rc, f"**{len(lost)} candidates**" if lost else "nothing")
