@@ -13,9 +13,14 @@ if [ ! -x "$VENV/bin/python" ]; then
 fi
 want=$(sha256sum "$LOCK" pyproject.toml | sha256sum | cut -c1-64)
 if [ "$(cat "$STAMP" 2>/dev/null)" != "$want" ]; then
-  echo "setup: installing pinned dependencies from $LOCK (first run takes a few minutes)"
-  "$VENV/bin/python" -m pip install --quiet --no-deps -r "$LOCK"
-  "$VENV/bin/python" -m pip install --quiet --no-deps -e .
+  echo "setup: installing pinned dependencies from $LOCK (first run takes a few minutes; pip's output: $VENV/pip-install.log)"
+  # pip's notices (e.g. about a machine's extra package indexes) go to the log; on failure its tail is shown
+  if ! { "$VENV/bin/python" -m pip install --quiet --no-deps -r "$LOCK" &&
+         "$VENV/bin/python" -m pip install --quiet --no-deps -e .; } > "$VENV/pip-install.log" 2>&1; then
+    tail -n 40 "$VENV/pip-install.log" >&2
+    echo "setup: pip install failed (full output: $VENV/pip-install.log)" >&2
+    exit 1
+  fi
   "$VENV/bin/python" -m pip check
   echo "$want" > "$STAMP"
 fi
