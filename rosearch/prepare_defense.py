@@ -72,9 +72,10 @@ def build_defense_resources(config: Config, lexicon_texts: Sequence[str]) -> Def
                                       min_ratio=cfg.typo_min_ratio, anchor_count=cfg.typo_anchor_count)
     resources = DefenseResources(counts=dict(counts), synonyms=synonyms, typo_codes=typo_codes,
                                  max_distance=cfg.max_edit_distance, backoff=cfg.backoff, neutral_word=cfg.neutral_word)
-    logger.info("defense: lexicon of %d words from %d training texts; %d words synonym-encoded into %d clusters; "
-                "%d words typo-encoded into %d heads (%.1fs)", len(counts), len(lexicon_texts), len(synonyms),
-                len(set(synonyms.values())), len(typo_codes), len(set(typo_codes.values())), time.perf_counter() - start)
+    tables = [f"{len(synonyms)} words synonym-encoded into {len(set(synonyms.values()))} clusters"] if synonyms else []
+    tables += [f"{len(typo_codes)} words typo-encoded into {len(set(typo_codes.values()))} heads"] if typo_codes else []
+    logger.info("defense: lexicon of %d words from %d training texts%s (%.1fs)", len(counts), len(lexicon_texts),
+                "".join(f"; {t}" for t in tables), time.perf_counter() - start)
     return resources
 
 
