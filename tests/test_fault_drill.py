@@ -223,7 +223,9 @@ def _interrupt(cfg: Path, db: Path, signum: int, at_least: int, resume: bool, be
 
 def test_sigterm_and_ctrl_c_end_a_search_in_seconds_and_resume_loses_nothing(tmp_path, tiny_sst2_dir, tiny_teacher_dir,
                                                                              fault_table, capsys):
-    cfg = fresh(tmp_path, tiny_sst2_dir, tiny_teacher_dir, distill={"max_steps": 40})
+    # candidates of ~1 s each: a resumed run of 40-step candidates ends within a second, before a poll of the
+    # store can see its first new candidate and signal it
+    cfg = fresh(tmp_path, tiny_sst2_dir, tiny_teacher_dir, distill={"max_steps": 300})
     run = tmp_path / "runs" / "tiny"
     db = run / "results.sqlite"
     for case, signum, at_least, resume in [("SIGTERM during a search", signal.SIGTERM, 2, False),
