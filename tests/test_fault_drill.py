@@ -197,6 +197,10 @@ def _stored(db: Path) -> dict[str, dict]:
         return {r.genome_hash: r.metrics for r in store.candidates()}
 
 
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _new_hashes(db: Path, before: set[str]) -> int:
     """How many candidates the store holds that ``before`` did not (0 while it cannot be read)."""
     try:
@@ -210,7 +214,10 @@ def _interrupt(cfg: Path, db: Path, signum: int, at_least: int, resume: bool, be
     that were not in ``before`` (so the signal lands in the search loop, not while a resumed run is
     still starting up); return its exit code, stderr and the seconds from the signal to its exit."""
     argv = [sys.executable, "-m", "rosearch.cli", "search", "--config", str(cfg)] + (["--resume"] if resume else [])
-    proc = subprocess.Popen(argv, env=ENV, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    # a user's terminal delivers Ctrl-C: an earlier test in this process (Ray) may leave SIGINT ignored, and an
+    # ignored signal is inherited through exec, so the child starts with Python's default handler restored
+    proc = subprocess.Popen(argv, env=ENV, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=_default_sigint)
     deadline = time.time() + 240
     while _new_hashes(db, before) < at_least and proc.poll() is None and time.time() < deadline:
         time.sleep(0.05)
@@ -223,8 +230,7 @@ def _interrupt(cfg: Path, db: Path, signum: int, at_least: int, resume: bool, be
 
 def test_sigterm_and_ctrl_c_end_a_search_in_seconds_and_resume_loses_nothing(tmp_path, tiny_sst2_dir, tiny_teacher_dir,
                                                                              fault_table, capsys):
-    # candidates of ~1 s each: a resumed run of 40-step candidates ends within a second, before a poll of the
-    # store can see its first new candidate and signal it
+    # candidates of a second or two: the resumed run is still searching when the poll sees its first new one
     cfg = fresh(tmp_path, tiny_sst2_dir, tiny_teacher_dir, distill={"max_steps": 300})
     run = tmp_path / "runs" / "tiny"
     db = run / "results.sqlite"
