@@ -12,6 +12,7 @@ so generational and asynchronous runs read alike.
 from __future__ import annotations
 
 import logging
+from abc import abstractmethod
 from typing import Any, Sequence
 
 from rosearch.config import EvolutionConfig, SearchSpaceConfig
@@ -37,11 +38,13 @@ class Asynchronous(Strategy):
     def budget_left(self) -> bool:
         return self.proposed < evaluation_budget(self.cfg)
 
+    @abstractmethod
     def next_proposal(self) -> Proposal:
-        raise NotImplementedError
+        """The next genome to evaluate (this strategy's proposal rule)."""
 
+    @abstractmethod
     def admit(self, ind: Individual, proposal: Proposal) -> None:
-        raise NotImplementedError
+        """Take an evaluated individual into the population (this strategy's admission rule)."""
 
     def progress(self) -> str:
         return f"{len(self.completed)}/{evaluation_budget(self.cfg)} evaluated"

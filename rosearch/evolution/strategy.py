@@ -16,6 +16,7 @@ docstring gives the algorithm as pseudocode), its line in
 from __future__ import annotations
 
 import math
+from abc import ABC, abstractmethod
 import random
 import statistics
 from dataclasses import dataclass
@@ -122,7 +123,7 @@ def load_proposal(item: dict[str, Any]) -> Proposal:
                     None if budget is None else int(budget))
 
 
-class Strategy:
+class Strategy(ABC):
     """The shared part of every strategy: population, seen hashes, proposals in flight, logbook,
     hall of fame, RNG, and their plain-JSON form. A subclass sets :attr:`name`, implements
     :meth:`propose` and :meth:`tell`, and adds its own fields with :meth:`extra_state` /
@@ -159,13 +160,13 @@ class Strategy:
 
     # -- the interface the driver uses --
 
+    @abstractmethod
     def propose(self) -> Proposal | None:
         """The next proposal to submit (now in flight), or None: wait for results, or nothing is left to do."""
-        raise NotImplementedError
 
+    @abstractmethod
     def tell(self, key: str, values: Sequence[float]) -> int | None:
         """Take the result of the in-flight proposal ``key``; the generation whose logbook row it completed, or None."""
-        raise NotImplementedError
 
     def result(self) -> EvolutionResult:
         return EvolutionResult(population=list(self.population), hall_of_fame=list(self.hall),
