@@ -10,6 +10,16 @@ repository root::
 
     .venv/bin/python bench/strategies.py                       # 3 strategies x seeds 0 1 2
     .venv/bin/python bench/strategies.py --seeds 0 1 2 3 4 --set distill.max_steps=400
+
+With ``--preset none`` the config runs as written (no cheap overrides): the 1,000-evaluation
+comparison on the supernet fidelity is::
+
+    .venv/bin/python bench/strategies.py --preset none --config configs/supernet_search.yaml \
+        --strategies aging random --name-prefix supernet --out bench/results/strategies_supernet
+
+Besides each run's best, the table gives the best found after 10 %, 25 % and 50 % of the
+evaluations (is one strategy only faster?) and the mean fitness of each run's ten best students (is
+the best a lucky draw of a noisy figure, or does the strategy find a region of good students?).
 """
 
 from __future__ import annotations
@@ -53,10 +63,15 @@ CHEAP_OVERRIDES: tuple[str, ...] = (
 )
 
 
-def run_one(config_path: Path, overrides: list[str], strategy: str, seed: int) -> dict[str, Any]:
+PRESETS = {"cheap": CHEAP_OVERRIDES, "none": ()}
+TOP_MEAN = 10  # the run's best students averaged in `top_mean`
+
+
+def run_one(config_path: Path, overrides: list[str], strategy: str, seed: int,
+            preset: tuple[str, ...] = CHEAP_OVERRIDES, prefix: str = "strategies") -> dict[str, Any]:
     """Run (or resume, or re-read) one search; the best candidate by the run's own selection values."""
-    config = load_config(config_path, [*CHEAP_OVERRIDES, *overrides, f"evolution.strategy={strategy}",
-                                       f"run.seed={seed}", f"run.name=strategies-{strategy}-s{seed}"])
+    config = load_config(config_path, [*preset, *overrides, f"evolution.strategy={strategy}",
+                                       f"run.seed={seed}", f"run.name={prefix}-{strategy}-s{seed}"])
     resume = (config.run.run_dir / RESULTS_FILE).exists()
     start = time.perf_counter()
     summary = run_search(config, resume=resume)
@@ -70,12 +85,15 @@ def run_one(config_path: Path, overrides: list[str], strategy: str, seed: int) -
             best_so_far = max(best_so_far, r.objectives[0])
         curve.append(best_so_far)
     genome = Genome.from_json(best.genome_json)
+    top = ok[:TOP_MEAN]
     return {
         "strategy": strategy, "seed": seed, "run": config.run.name, "evaluations": len(records),
         "failed": sum(r.status != "ok" for r in records), "best_fitness": best.objectives[0],
         "best_hash": best.genome_hash, "best_val_accuracy": best.metrics.get("val_accuracy"),
         "best_dev_accuracy": best.metrics.get("dev_accuracy"), "best_params": best.metrics.get("params"),
         "best_shape": f"H={genome.hidden_size} E={genome.embedding_size} L={genome.num_layers}",
+        "best_robust_accuracy": best.metrics.get("robust_accuracy"),
+        "top_mean": statistics.fmean(r.objectives[0] for r in top), "top_n": len(top),
         "best_so_far": curve, "wall_s": summary.wall_seconds if not resume else time.perf_counter() - start,
         "budget": config.evolution.population_size * config.evolution.generations,
     }
@@ -96,6 +114,7 @@ def table(rows: list[dict[str, Any]], strategies: list[str]) -> str:
         per_seed = ", ".join(f"s{r['seed']} {r['best_fitness']:.4f}" for r in mine)
         lines.append(f"| {strategy} | {len(mine)} | {mine[0]['evaluations']} | {fit[0]:.4f} ± {fit[1]:.4f} "
                      f"| {val[0]:.4f} ± {val[1]:.4f} | {dev[0]:.4f} ± {dev[1]:.4f} | {per_seed} |")
+    lines += ["", *_budget_table(rows, strategies)]
     baseline = {r["seed"]: r["best_fitness"] for r in rows if r["strategy"] == "random"}
     paired = []
     for strategy in strategies:
@@ -111,12 +130,34 @@ def table(rows: list[dict[str, Any]], strategies: list[str]) -> str:
     return "\n".join(lines)
 
 
+def _budget_table(rows: list[dict[str, Any]], strategies: list[str]) -> list[str]:
+    """Best found after a share of the evaluations, and the mean of each run's best ten (mean ± sd over seeds)."""
+    shares = (0.1, 0.25, 0.5, 1.0)
+    lines = ["| strategy | " + " | ".join(f"best after {s:.0%}" for s in shares) + f" | mean of its best {TOP_MEAN} |",
+             "|---|" + "---|" * (len(shares) + 1)]
+    for strategy in strategies:
+        mine = [r for r in rows if r["strategy"] == strategy]
+        if not mine:
+            continue
+        cells = []
+        for share in shares:
+            at = [r["best_so_far"][max(0, round(share * len(r["best_so_far"])) - 1)] for r in mine]
+            cells.append("{:.4f} ± {:.4f}".format(*mean_sd(at)))
+        tops = [r["top_mean"] for r in mine if "top_mean" in r]
+        cells.append("{:.4f} ± {:.4f}".format(*mean_sd(tops)) if tops else "-")
+        lines.append(f"| {strategy} | " + " | ".join(cells) + " |")
+    return lines
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", type=Path, default=DEFAULT_CONFIG)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--strategies", nargs="+", choices=STRATEGIES, default=list(STRATEGIES))
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    parser.add_argument("--preset", choices=sorted(PRESETS), default="cheap",
+                        help="cheap: the small, attack-free search above (default); none: the config as written")
+    parser.add_argument("--name-prefix", default="strategies", help="run names are <prefix>-<strategy>-s<seed>")
     parser.add_argument("--out", type=Path, default=Path("bench/results/strategies"),
                         help="writes <out>.json and <out>.md")
     parser.add_argument("--table-only", action="store_true", help="re-print the tables of <out>.json, run nothing")
@@ -131,11 +172,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         for seed in args.seeds:  # seed-major: a cut-short benchmark still compares every strategy
             for strategy in args.strategies:
-                rows.append(run_one(args.config, args.overrides, strategy, seed))
+                rows.append(run_one(args.config, args.overrides, strategy, seed, PRESETS[args.preset], args.name_prefix))
                 logger.info("%s seed %d: best fitness %.4f (%s)", strategy, seed, rows[-1]["best_fitness"], rows[-1]["best_shape"])
                 args.out.parent.mkdir(parents=True, exist_ok=True)
                 args.out.with_suffix(".json").write_text(json.dumps(
-                    {"overrides": [*CHEAP_OVERRIDES, *args.overrides], "config": str(args.config), "rows": rows}, indent=2))
+                    {"overrides": [*PRESETS[args.preset], *args.overrides], "config": str(args.config), "rows": rows}, indent=2))
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
