@@ -19,6 +19,13 @@ where it stopped. From the repository root::
     .venv/bin/python bench/supernet.py supernet      # the supernet's training, then ~seconds each
     .venv/bin/python bench/supernet.py standalone --retest   # again, other seeds: the reference's own rho
     .venv/bin/python bench/supernet.py report
+
+The inherited figures' own noise: a supernet trained with another seed (``run.seed``: its
+initialisation, batch order and sampled paths) evaluates the same architectures, and the report
+gives the rank agreement of the two supernets::
+
+    .venv/bin/python bench/supernet.py supernet --set run.seed=1 --side-by-side 0 --work-dir runs/bench-supernet-s1
+    .venv/bin/python bench/supernet.py report --reseeded runs/bench-supernet-s1
 """
 
 from __future__ import annotations
@@ -71,6 +78,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--retest", action="store_true",
                         help="standalone phase: distil again with other seeds (init, batch order): the noise ceiling of rho")
     parser.add_argument("--work-dir", type=Path, default=Path("runs/bench-supernet"))
+    parser.add_argument("--reseeded", type=Path, action="append", default=[], metavar="WORK_DIR",
+                        help="report: the work dir of a supernet phase run with another run.seed (repeatable)")
     parser.add_argument("--json", type=Path, default=DEFAULT_JSON)
     return parser.parse_args(argv)
 
@@ -206,6 +215,28 @@ def _spearman(pairs: list[tuple[float, float]]) -> dict[str, Any] | None:
     return spearman([a for a, _ in pairs], [b for _, b in pairs])
 
 
+def _reseeded_agreement(rows: dict[str, Any], common: list[str], dirs: list[Path]) -> list[dict[str, Any]]:
+    """Per other-seed supernet: Spearman's rho and the sd of one figure's difference / sqrt 2 (one supernet's noise)."""
+    results = []
+    for folder in dirs:
+        other = _load(folder / "inherited.json").get("architectures", {})
+        shared = [k for k in common if k in other]
+        if len(shared) < 3:
+            raise ConfigError(f"report --reseeded {folder}: {len(shared)} shared architectures (fix: run its supernet "
+                              "phase with the same --architectures and --seed)")
+        entry: dict[str, Any] = {"work_dir": folder.name, "architectures": len(shared),
+                                 "supernet": _load(folder / "inherited.json").get("supernet")}
+        for figure in ("val_accuracy", "dev_accuracy", "robust_accuracy"):
+            pairs = [(float(rows[k][figure]), float(other[k][figure])) for k in shared
+                     if rows[k].get(figure) is not None and other[k].get(figure) is not None]
+            diffs = np.array([a - b for a, b in pairs])
+            entry[figure] = {"spearman": _spearman(pairs),
+                             "seed_sd": float(np.sqrt(np.mean(diffs ** 2) / 2)) if len(diffs) else None,
+                             "between_architectures_sd": float(np.std([a for a, _ in pairs], ddof=1)) if len(pairs) > 1 else None}
+        results.append(entry)
+    return results
+
+
 def run_report(args: argparse.Namespace) -> int:
     """The ratio of seconds per architecture and the rank agreement, from the two phases' files."""
     import dataclasses
@@ -236,6 +267,7 @@ def run_report(args: argparse.Namespace) -> int:
         if len(diffs):  # one run's seed noise (sd of a difference of two runs / sqrt 2) vs the architectures' spread
             noise[figure] = {"seed_sd": float(np.sqrt(np.mean(diffs ** 2) / 2)), "pairs": len(diffs),
                              "between_architectures_sd": float(np.std([float(alone[k][figure]) for k in common], ddof=1))}
+    reseeded = _reseeded_agreement(rows, common, args.reseeded)
     standalone_seconds = [alone[k]["train_seconds"] + alone[k]["eval_seconds"] + alone[k]["attack_seconds"] for k in common]
     inherited_seconds = [rows[k]["seconds"] for k in common]
     side = [rows[k] for k in common if "standalone_seconds_here" in rows[k]]
@@ -264,6 +296,8 @@ def run_report(args: argparse.Namespace) -> int:
         # the same architectures distilled stand-alone again with other seeds: how well the reference ranks itself
         "spearman_standalone_retest": ceiling,
         "standalone_seed_noise": noise,
+        # the same architectures inherited from supernets trained with other seeds: how well a supernet ranks itself
+        "supernet_reseeded": reseeded,
         "rows": {k: {"standalone": {f: alone[k].get(f) for f in ("val_accuracy", "dev_accuracy", "robust_accuracy")},
                      "inherited": {f: rows[k].get(f) for f in ("val_accuracy", "dev_accuracy", "robust_accuracy")},
                      "params": alone[k]["params"]} for k in common},
