@@ -238,8 +238,9 @@ def mean_of_copies(logits: Tensor, copies: Tensor | int) -> Tensor:
     counts = torch.as_tensor(copies).flatten()
     k = int(counts[0]) if counts.numel() else 1
     if counts.numel() == 0 or bool((counts != k).any()) or k < 1 or logits.shape[0] % k:
-        raise ValueError(f"smoothing_copies {counts.tolist()} do not split {logits.shape[0]} rows into equal groups "
-                         "(fix: tokenize texts with return_tensors so every text keeps its copies)")
+        raise ValueError(f"smoothing_copies {counts.tolist()} do not split {logits.shape[0]} rows into groups of "
+                         "each text's copies (fix: tokenize with return_tensors so every text keeps its copies; "
+                         "a transformers pipeline keeps them only at batch_size=1, its default)")
     if k == 1:
         return logits
     probabilities = torch.softmax(logits.float(), dim=-1).view(-1, k, logits.shape[-1]).mean(dim=1)
