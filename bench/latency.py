@@ -8,6 +8,11 @@ interleaved rounds: every round times each configuration once over the same batc
 from other processes on a shared machine hits all of them alike, and every ratio compares
 figures of the same rounds. Reported: the median over rounds of the mean ms per batch.
 
+With ``--smoothing-copies K`` (default 8; 0 leaves it out) a third model, ``smoothed``, is the
+student answering each text by K copies (the smoothing defense's cost: K forward passes, run as
+one batch of K rows per text): its copies come from the student's own smoothing defense when it
+carries one, else they are K copies of the defended text (the same tokens, so the same cost).
+
 Beside the timings: parameters, file sizes (safetensors, ONNX fp32, ONNX int8) and dev accuracy
 of each model on each runtime. The student folder must come from
 ``rosearch export RUN --onnx --int8`` (its graphs and their dev accuracies are in metrics.json);
@@ -37,7 +42,7 @@ from common import BenchError, console, describe_machine, print_machine, print_t
 
 from rosearch.config import load_config  # noqa: E402
 from rosearch.data import load_examples  # noqa: E402
-from rosearch.defense.pipeline import load_defense  # noqa: E402
+from rosearch.defense.pipeline import Defense, defend_copies, load_defense  # noqa: E402
 from rosearch.deploy.onnx import (  # noqa: E402
     INT8_FILE, ONNX_FILE, encode, max_length_of, open_session, session_logits, write_onnx_variants,
 )
@@ -114,11 +119,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=7, help="interleaved timing rounds (the median is reported)")
     parser.add_argument("--texts-b1", type=int, default=48, help="sentences timed one at a time per round")
     parser.add_argument("--batches-b32", type=int, default=3, help="batches of 32 timed per round")
+    parser.add_argument("--smoothing-copies", type=int, default=8,
+                        help="copies per text of the smoothed student row (0: no such row)")
     parser.add_argument("--json", type=Path, help="also write the figures as JSON")
     args = parser.parse_args(argv)
     setup_logging("WARNING")
     if args.threads < 1 or args.rounds < 1 or args.texts_b1 < 1 or args.batches_b32 < 1:
         raise BenchError("--threads, --rounds, --texts-b1 and --batches-b32 must be positive")
+    if not 0 <= args.smoothing_copies <= 256:
+        raise BenchError(f"--smoothing-copies must be from 0 to 256, got {args.smoothing_copies}")
     torch.set_num_threads(args.threads)
     out = console()
     print_machine(out, describe_machine(torch.device("cpu")))
@@ -147,6 +156,13 @@ def main(argv: list[str] | None = None) -> int:
         for runtime in RUNTIMES:
             for batch in BATCH_SIZES:
                 runners[(name, runtime, batch)] = _runner(runtime, model, graphs, args.threads)
+        if name == "student" and args.smoothing_copies:
+            copy = _copier(defense, args.smoothing_copies)
+            inputs[("smoothed", 1)] = [encode(tokenizer, copy([t]), max_length) for t in b1_texts]
+            inputs[("smoothed", 32)] = [encode(tokenizer, copy(chunk), max_length) for chunk in b32_texts]
+            for runtime in RUNTIMES:
+                for batch in BATCH_SIZES:
+                    runners[("smoothed", runtime, batch)] = _runner(runtime, model, graphs, args.threads)
         weights = folder / "model.safetensors"
         facts[name] = {
             "folder": str(folder), "params": sum(p.numel() for p in model.parameters()),
@@ -167,15 +183,17 @@ def main(argv: list[str] | None = None) -> int:
     ms = {key: statistics.median(v) for key, v in samples.items()}
 
     rows = []
+    smoothed = f"smoothed ms (k={args.smoothing_copies})"
     for runtime in RUNTIMES:
         for batch in BATCH_SIZES:
             t, s = ms[("teacher", runtime, batch)], ms[("student", runtime, batch)]
             rows.append((runtime, batch, f"{t:.2f}", f"{s:.2f}", f"{t / s:.1f}x",
-                         f"{ms[('teacher', 'torch fp32', batch)] / t:.2f}x", f"{ms[('student', 'torch fp32', batch)] / s:.2f}x"))
+                         f"{ms[('teacher', 'torch fp32', batch)] / t:.2f}x", f"{ms[('student', 'torch fp32', batch)] / s:.2f}x")
+                        + ((f"{ms[('smoothed', runtime, batch)]:.2f}",) if args.smoothing_copies else ()))
     print_table(out, f"latency, ms per batch (median of {args.rounds} interleaved rounds; {args.threads} thread(s); "
                      f"batch 1: {args.texts_b1} sentences, batch 32: {args.batches_b32} batches per round)",
-                ("runtime", "batch", "teacher ms", "student ms", "student speed-up", "teacher vs torch", "student vs torch"),
-                rows)
+                ("runtime", "batch", "teacher ms", "student ms", "student speed-up", "teacher vs torch", "student vs torch")
+                + ((smoothed,) if args.smoothing_copies else ()), rows)
     size_rows = []
     for name, f in facts.items():
         acc = f["dev_accuracy"]
@@ -192,6 +210,14 @@ def main(argv: list[str] | None = None) -> int:
         "samples": {f"{m}|{r}|b{b}": v for (m, r, b), v in samples.items()},
     })
     return 0
+
+
+def _copier(defense: Defense | None, copies: int) -> Callable[[list[str]], list[str]]:
+    """Texts -> every text's smoothing copies, consecutive: the student's own smoothing when it carries
+    ``copies`` of them, else ``copies`` repeats of the defended text (the same rows, so the same cost)."""
+    if defense is not None and defense.copies_per_text == copies:
+        return lambda texts: defend_copies(defense, texts)
+    return lambda texts: [t for t in (defense(texts) if defense is not None else texts) for _ in range(copies)]
 
 
 def _mb(value: float | None) -> str:

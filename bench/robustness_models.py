@@ -222,7 +222,7 @@ def _row_config(config: Config, spec: RowSpec) -> Config:
 # The layout of the sections a student key hashes. It is fixed, so that the stored students stay
 # found: the knobs of the first six distill methods are written flat (``mate_kd_weight``), ascc's
 # section only when it differs from its defaults, and the data section without the validation
-# fields while they are 0, and the defense section without the typo encoding knobs at their defaults.
+# fields while they are 0, and the defense section without the typo encoding and smoothing knobs at their defaults.
 # tests/test_cache_keys.py pins the keys this gives.
 _FLAT_METHODS = ("augment", "mate_kd", "layer_kd", "rift", "adv_finetune", "adv_train")
 _FLAT_NAMES = {("layer_kd", "attention_weight"): "attention_loss_weight"}
@@ -241,7 +241,8 @@ def _key_sections(config: Config) -> dict[str, Any]:
         if data["data"][name] == 0:
             data["data"].pop(name)
     defaults = DefenseConfig()
-    for name in ("typo_edit_distance", "typo_min_ratio", "typo_anchor_count"):  # students from before typo encoding
+    for name in ("typo_edit_distance", "typo_min_ratio", "typo_anchor_count",  # students from before typo encoding
+                 "smoothing_copies", "smoothing_rate"):  # and before smoothing
         if getattr(config.defense, name) == getattr(defaults, name):
             data["defense"].pop(name)
     return {"distill": distill, "data": config.data.key_dict(data["data"]), "defense": data["defense"]}

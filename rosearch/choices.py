@@ -23,9 +23,11 @@ AUGMENT_RECIPE_NAMES: tuple[str, ...] = ("wordnet", "neighbors", "insert", "char
 WORD_RECOGNITION = "word_recognition"  # maps a word the lexicon does not know back to a likely known word
 TYPO_ENCODING = "typo_encoding"  # maps words one typo apart (rare next to frequent) to one code
 SYNONYM_ENCODING = "synonym_encoding"  # maps every word to one representative of its synonym cluster
-# Applied in this order: typos are repaired first, the repaired word is synonym-encoded, then typo-encoded
-# (an encoding applied after another can only merge its codes, so synonym encoding keeps every invariance).
-DEFENSE_NAMES: tuple[str, ...] = (WORD_RECOGNITION, SYNONYM_ENCODING, TYPO_ENCODING)
+SMOOTHING = "smoothing"  # answers with the mean over k copies of the text, words swapped for random neighbours
+# Applied in this order: typos are repaired first, the repaired text is smoothed into k copies (the only
+# step that is not text -> text), each copy is synonym-encoded, then typo-encoded (an encoding applied
+# after another can only merge its codes, so synonym encoding keeps every invariance).
+DEFENSE_NAMES: tuple[str, ...] = (WORD_RECOGNITION, SMOOTHING, SYNONYM_ENCODING, TYPO_ENCODING)
 
 # rosearch.evolution.registry.STRATEGIES
 STRATEGY_NAMES: tuple[str, ...] = ("generational", "aging", "random", "halving")

@@ -381,6 +381,13 @@ def _defense_section(defense: Defense | None) -> str:
         se = info["synonym_encoding"]
         lines.append(f"- synonym encoding: {se['mapped_words']:,} words are written as one of {se['clusters']:,} "
                      "synonym-cluster representatives (WordNet + counter-fitted neighbours), in training and inference")
+    if "smoothing" in info:
+        sm = info["smoothing"]
+        lines.append(f"- smoothing: every text is answered by {sm['copies']} copies, each word swapped with probability "
+                     f"{sm['rate']} for a random counter-fitted neighbour ({sm['words_with_neighbours']:,} words have "
+                     "some), seeded by the text (the same text always gets the same answer); the answer is their mean "
+                     "probability, so a query costs that many forward passes (one batch). With `pipeline`, keep its "
+                     "default batch_size=1")
     return "\n".join(lines) + "\n"
 
 

@@ -66,6 +66,11 @@ def onnx_card_section(report: dict[str, Any], folder: str, defense: Defense | No
         "preprocessing: apply `rosearch.defense.load_defense(folder)` to every text before the tokenizer, as "
         "`rosearch predict --backend onnx` does; the figures above were measured that way.\n"
         if defense is not None else "")
+    if defense is not None and defense.copies_per_text > 1:
+        defense_note += (
+            f"Smoothing cannot live in a graph (its {defense.copies_per_text} copies per text are text): "
+            "`rosearch predict --backend onnx` runs every text's copies through the session in the same batches "
+            "and answers their mean probability; the accuracies above are of one copy, the unsmoothed model.\n")
     return f"""
 ## ONNX Runtime
 

@@ -4,6 +4,8 @@ splits as each defended student sees them (so workers never re-tokenise).
 Word recognition's lexicon and frequency prior are the words of the task's training text;
 synonym clusters are built over that vocabulary from WordNet (exactly PWWS's candidate
 relation) and the counter-fitted neighbour table (TextFooler-style swaps), as configured.
+Smoothing swaps lexicon words for their counter-fitted neighbours; the evaluation splits of a
+smoothed student hold each example's copies, consecutive (:func:`encode_defended_splits`).
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from rosearch.attack.resources import load_neighbors, prepare_textattack
 from rosearch.batching import EncodedSplit
 from rosearch.config import Config
 from rosearch.data import Example, encode_examples
-from rosearch.defense.names import SYNONYM_ENCODING, TYPO_ENCODING
+from rosearch.defense.names import SMOOTHING, SYNONYM_ENCODING, TYPO_ENCODING
 from rosearch.defense.pipeline import Defense, DefenseResources
 from rosearch.defense.synonym_encoding import build_clusters
 from rosearch.defense.typo_encoding import build_typo_codes
@@ -49,12 +51,16 @@ def defense_combinations(config: Config) -> list[tuple[str, ...]]:
 
 def build_defense_resources(config: Config, lexicon_texts: Sequence[str]) -> DefenseResources:
     """Lexicon counts from ``lexicon_texts`` and, when some candidate may carry them, the synonym
-    clusters and the typo code table over that vocabulary."""
+    clusters, the typo code table and smoothing's neighbour table over that vocabulary."""
     cfg = config.defense
     start = time.perf_counter()
     counts = word_counts(lexicon_texts)
     synonyms: dict[str, str] = {}
-    if SYNONYM_ENCODING in config.search_space.defenses_used():
+    used = config.search_space.defenses_used()
+    neighbours: dict[str, tuple[str, ...]] = {}
+    if SMOOTHING in used:  # the lexicon's words only: the table travels with an exported student
+        neighbours = {w: tuple(n) for w, n in load_neighbors(config.attack.neighbors_path).items() if w in counts and n}
+    if SYNONYM_ENCODING in used:
         relations: dict[str, set[str]] = {}
         sources: list[Mapping[str, Sequence[str]]] = []
         if "wordnet" in cfg.synonym_sources:
@@ -67,12 +73,15 @@ def build_defense_resources(config: Config, lexicon_texts: Sequence[str]) -> Def
                 relations.setdefault(word, set()).update(related)
         synonyms = build_clusters(counts, relations)
     typo_codes: dict[str, str] = {}
-    if TYPO_ENCODING in config.search_space.defenses_used():
+    if TYPO_ENCODING in used:
         typo_codes = build_typo_codes(encoded_counts(counts, synonyms), max_distance=cfg.typo_edit_distance,
                                       min_ratio=cfg.typo_min_ratio, anchor_count=cfg.typo_anchor_count)
     resources = DefenseResources(counts=dict(counts), synonyms=synonyms, typo_codes=typo_codes,
-                                 max_distance=cfg.max_edit_distance, backoff=cfg.backoff, neutral_word=cfg.neutral_word)
+                                 max_distance=cfg.max_edit_distance, backoff=cfg.backoff, neutral_word=cfg.neutral_word,
+                                 neighbours=neighbours, smoothing_copies=cfg.smoothing_copies,
+                                 smoothing_rate=cfg.smoothing_rate)
     tables = [f"{len(synonyms)} words synonym-encoded into {len(set(synonyms.values()))} clusters"] if synonyms else []
+    tables += [f"{len(neighbours)} words smoothing may swap"] if neighbours else []
     tables += [f"{len(typo_codes)} words typo-encoded into {len(set(typo_codes.values()))} heads"] if typo_codes else []
     logger.info("defense: lexicon of %d words from %d training texts%s (%.1fs)", len(counts), len(lexicon_texts),
                 "".join(f"; {t}" for t in tables), time.perf_counter() - start)
@@ -94,19 +103,39 @@ def defend_examples(defense: Defense, examples: Sequence[Example]) -> list[Examp
                     label=e.label) for e in examples]
 
 
+def copied_examples(defense: Defense, examples: Sequence[Example]) -> list[Example]:
+    """Each example as the ``defense.copies_per_text`` copies a smoothed student is measured on, consecutive
+    (each copy keeps the label; :func:`rosearch.defense.smoothed_logits` joins their logits back)."""
+    out = []
+    for e in examples:
+        seconds = defense.copies(e.text_b) if e.text_b is not None else [None] * defense.copies_per_text
+        out.extend(Example(text_a=a, text_b=b, label=e.label) for a, b in zip(defense.copies(e.text_a), seconds))
+    return out
+
+
+def _copies_tag(defense: Defense, split: str) -> str:
+    """What the fingerprint of a split of copies adds (nothing for one copy per example)."""
+    if split == "train" or defense.copies_per_text == 1:
+        return ""
+    return f"|copies={defense.copies_per_text},rate={defense.resources.smoothing_rate}"
+
+
 def encode_defended_splits(
     config: Config, resources: DefenseResources, splits: Mapping[str, tuple[Sequence[Example], EncodedSplit]],
     tokenizer: Any, num_labels: int,
 ) -> dict[str, dict[str, EncodedSplit]]:
-    """For every defense set of the run, each named split as that defended student sees it."""
+    """For every defense set of the run, each named split as that defended student sees it: ``train``
+    through :meth:`Defense.apply` (what it learns from), every other split as its copies (one per
+    example unless the set smooths: :func:`copied_examples`)."""
     out: dict[str, dict[str, EncodedSplit]] = {}
     for names in defense_combinations(config):
         start = time.perf_counter()
         defense = Defense(names, resources)
         key = defense_key(names)
         out[key] = {
-            name: encode_examples(defend_examples(defense, examples), tokenizer, config.data.max_length,
-                                  f"{split.fingerprint}|defense={key}", num_labels)
+            name: encode_examples((defend_examples if name == "train" else copied_examples)(defense, examples),
+                                  tokenizer, config.data.max_length,
+                                  f"{split.fingerprint}|defense={key}{_copies_tag(defense, name)}", num_labels)
             for name, (examples, split) in splits.items()
         }
         logger.info("defense: %s applied to %s in %.1fs", key, ", ".join(splits), time.perf_counter() - start)

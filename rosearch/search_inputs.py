@@ -14,7 +14,7 @@ import numpy as np
 
 from rosearch.batching import EncodedSplit
 from rosearch.data import Example
-from rosearch.defense.pipeline import Defense, DefenseResources
+from rosearch.defense.pipeline import Defense, DefenseResources, copies_per_text
 from rosearch.distill.teacher_cache import TeacherOutputs
 
 
@@ -44,7 +44,8 @@ class SearchInputs:
     teacher_attack: dict[str, Any] | None = None  # the teacher's attack report on `attack_examples`
     method_inputs: Any = None  # rosearch.distill.methods.MethodInputs when distill.methods need once-per-run work
     defense_resources: DefenseResources | None = None  # lexicon + synonym clusters, when candidates carry defenses
-    # "+".join(defenses) -> split name ("train", "dev", "proxy") -> that split with the defenses applied
+    # "+".join(defenses) -> split name ("train", "dev", "proxy") -> that split with the defenses applied (every
+    # split but train holds each example's `copies(names)` smoothing copies, consecutive)
     defended_splits: Mapping[str, Mapping[str, EncodedSplit]] = field(default_factory=dict)
 
     def defense(self, names: tuple[str, ...]) -> Defense | None:
@@ -55,6 +56,12 @@ class SearchInputs:
             raise ValueError(f"a candidate carries defenses {list(names)} but the run prepared none "
                              "(fix: list them in search_space.defenses or search_space.defense_choices)")
         return Defense(names, self.defense_resources)
+
+    def copies(self, names: tuple[str, ...]) -> int:
+        """Rows per example in the evaluation splits of a candidate carrying ``names`` (1 unless it smooths)."""
+        if not names or self.defense_resources is None:
+            return 1
+        return copies_per_text(names, self.defense_resources)
 
     def for_defenses(self, names: tuple[str, ...]) -> SearchInputs:
         """These inputs as a student carrying ``names`` sees them: train, dev and proxy defended."""

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from rosearch.batching import EncodedSplit, batch_indices, collate
-from rosearch.defense.pipeline import Defense, defend_pair
+from rosearch.defense.pipeline import Defense, defend_copies, defend_pair, smoothed_logits
 
 if TYPE_CHECKING:
     from textattack.models.wrappers import ModelWrapper
@@ -76,7 +76,7 @@ def _wrapper_class() -> type:
             self.defense = defense  # part of the queried model: every text passes it before tokenisation
 
         def __call__(self, text_input_list: Sequence[str | tuple[str, ...]]) -> np.ndarray:
-            texts = defend_pair(self.defense, list(text_input_list))
+            texts = defend_copies(self.defense, list(text_input_list))  # a smoothing defense's copies: one batch
             if not texts:
                 return np.zeros((0, self.num_labels), dtype=np.float32)
             split = _encode(self.tokenizer, texts, self.max_length)
@@ -98,7 +98,7 @@ def _wrapper_class() -> type:
             finally:
                 if was_training:
                     self.model.train()
-            return out.cpu().numpy()
+            return smoothed_logits(self.defense, out.cpu().numpy())  # [N, C]: one row per queried text
 
         def _tokenize(self, inputs: Sequence[str]) -> list[list[str]]:
             return [
@@ -116,6 +116,7 @@ def make_wrapper(model: nn.Module, tokenizer: Any, *, max_length: int, batch_siz
     pair tasks), truncates to ``max_length`` tokens, and returns float32 logits [N, C]; the
     result equals running each text alone, up to float tolerance. ``model`` must already be on
     ``device``. A ``defense`` (the student's input defenses) is applied to every queried text
-    first, so an attack through this wrapper attacks the whole deployed pipeline, black-box."""
+    first, so an attack through this wrapper attacks the whole deployed pipeline, black-box; a
+    smoothing defense answers each text with the log of its copies' mean probability."""
     return _wrapper_class()(model, tokenizer, max_length=max_length, batch_size=batch_size, device=device,
                             defense=defense)

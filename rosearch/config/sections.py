@@ -426,7 +426,8 @@ class DefenseConfig:
     genome: ``search_space.defenses`` and ``search_space.defense_choices``).
 
     Word recognition's lexicon and frequency prior are the task's training text; synonym
-    clusters come from WordNet (``attack.wordnet_dir``) and ``attack.neighbors_path``.
+    clusters come from WordNet (``attack.wordnet_dir``) and ``attack.neighbors_path``; smoothing
+    swaps words for their ``attack.neighbors_path`` neighbours.
     """
 
     max_edit_distance: int = 2  # word recognition: furthest known word an unknown word may map to
@@ -436,6 +437,8 @@ class DefenseConfig:
     typo_edit_distance: int = 1  # typo encoding: lexicon words this many edits apart are confusable
     typo_min_ratio: float = 2.0  # typo encoding: a word joins a confusable head at least this many times as frequent
     typo_anchor_count: int = 50  # typo encoding: words seen this often in training keep their own code
+    smoothing_copies: int = 8  # smoothing: copies of each text the student classifies (k forward passes, one batch)
+    smoothing_rate: float = 0.3  # smoothing: chance each word of a copy is swapped for a random neighbour
 
     def check(self) -> None:
         require(1 <= self.max_edit_distance <= 3, "defense.max_edit_distance",
@@ -445,6 +448,15 @@ class DefenseConfig:
         require(self.typo_min_ratio >= 1, "defense.typo_min_ratio",
                 f"must be >= 1 (a word only joins a more frequent one), got {self.typo_min_ratio}")
         require(self.typo_anchor_count >= 1, "defense.typo_anchor_count", f"must be >= 1, got {self.typo_anchor_count}")
+        # the same bounds as rosearch.defense.smoothing.check_smoothing, which also guards a loaded defense file
+        require(not isinstance(self.smoothing_copies, bool) and isinstance(self.smoothing_copies, int)
+                and 1 <= self.smoothing_copies <= 256, "defense.smoothing_copies",
+                f"must be an integer from 1 to 256 (the copies of each text the student classifies; "
+                f"1 = no smoothing), got {self.smoothing_copies!r}")
+        require(not isinstance(self.smoothing_rate, bool) and isinstance(self.smoothing_rate, (int, float))
+                and 0 <= self.smoothing_rate <= 1, "defense.smoothing_rate",
+                f"must be a number from 0 to 1 (the chance each word is swapped for a neighbour), "
+                f"got {self.smoothing_rate!r}")
         require(self.neutral_word.isalpha() and self.neutral_word.islower(), "defense.neutral_word",
                 f"must be one lower-case word of letters, got {self.neutral_word!r}")
         unknown = [s for s in self.synonym_sources if s not in SYNONYM_SOURCES]

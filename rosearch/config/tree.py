@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from rosearch.choices import DISTILL_METHOD_NAMES, SYNONYM_ENCODING, TYPO_ENCODING
+from rosearch.choices import DISTILL_METHOD_NAMES, SMOOTHING, SYNONYM_ENCODING, TYPO_ENCODING
 from rosearch.config.checks import ConfigError, require
 from rosearch.config.distill import DistillConfig
 from rosearch.config.sections import (
@@ -208,7 +208,8 @@ _TOKEN_ALIGNED_METHODS = ("layer_kd", "augment")
 
 
 def _check_defenses_across(config: Config) -> None:
-    """Synonym encoding needs synonym sources and the neighbour table for counter-fitted ones; no
+    """Synonym encoding needs synonym sources and the neighbour table for counter-fitted ones, smoothing
+    the neighbour table; no
     encoding (synonym or typo) goes with a method that aligns the student's tokens with the teacher's."""
     defense = config.defense
     used = config.search_space.defenses_used()
@@ -220,6 +221,11 @@ def _check_defenses_across(config: Config) -> None:
                     "is unset, but synonym encoding reads the counter-fitted neighbour table from it (fix: set it, "
                     "e.g. ../shared/data/embeddings/counterfitted_neighbors.json.gz, or drop counterfitted from "
                     "defense.synonym_sources)")
+    if SMOOTHING in used:
+        require(config.attack.neighbors_path is not None, "attack.neighbors_path",
+                "is unset, but smoothing swaps words for their neighbours in the counter-fitted table it names (fix: "
+                "set it, e.g. ../shared/data/embeddings/counterfitted_neighbors.json.gz, or drop smoothing from "
+                "search_space.defenses and defense_choices)")
     recoding = " and ".join(n for n in (SYNONYM_ENCODING, TYPO_ENCODING) if n in used)
     if not recoding:
         return

@@ -4,6 +4,7 @@
 - :mod:`~rosearch.defense.word_recognition`: unknown word -> likely known word (character attacks)
 - :mod:`~rosearch.defense.typo_encoding`: rare word one typo from a frequent word -> that word (real-word typos)
 - :mod:`~rosearch.defense.synonym_encoding`: word -> synonym-cluster representative (word swaps)
+- :mod:`~rosearch.defense.smoothing`: text -> k copies with random neighbour swaps, seeded by the text (word swaps)
 - :mod:`~rosearch.defense.registry`: the protocol every defense follows, and the registry (application order)
 - :mod:`~rosearch.defense.pipeline`: the composition, saved and loaded with a student
 
@@ -17,11 +18,13 @@ from rosearch.defense.pipeline import (
     Defense,
     DefenseError,
     DefenseResources,
+    defend_copies,
     defend_pair,
     load_defense,
+    smoothed_logits,
 )
 
 __all__ = [
     "DEFENSE_FILE", "DEFENSE_NAMES", "SYNONYM_ENCODING", "WORD_RECOGNITION", "Defense", "DefenseError",
-    "DefenseResources", "canonical_defenses", "defend_pair", "load_defense",
+    "DefenseResources", "canonical_defenses", "defend_copies", "defend_pair", "load_defense", "smoothed_logits",
 ]

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 # The names live in the leaf rosearch.choices (config validates against them); applied in DEFENSE_NAMES order.
-from rosearch.choices import DEFENSE_NAMES, SYNONYM_ENCODING, TYPO_ENCODING, WORD_RECOGNITION
+from rosearch.choices import DEFENSE_NAMES, SMOOTHING, SYNONYM_ENCODING, TYPO_ENCODING, WORD_RECOGNITION
 
-__all__ = ["DEFENSE_NAMES", "SYNONYM_ENCODING", "TYPO_ENCODING", "WORD_RECOGNITION", "canonical_defenses"]
+__all__ = ["DEFENSE_NAMES", "SMOOTHING", "SYNONYM_ENCODING", "TYPO_ENCODING", "WORD_RECOGNITION", "canonical_defenses"]
 
 
 def canonical_defenses(names: object, where: str) -> tuple[str, ...]:

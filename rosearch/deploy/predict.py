@@ -8,6 +8,8 @@ length (padding only to each batch's longest). ``--backend torch`` runs the PyTo
 A student with input defenses (``defense.json.gz``) gets them on every text before tokenising,
 on every backend: the ONNX graphs hold only the tensor model, the defense is text preprocessing
 applied here (and by the student's own tokenizer class when it is loaded through ``AutoTokenizer``).
+A smoothing defense cannot live in a graph either (its copies are text): here every text becomes
+its k copies, all backends run them in the same batches, and the answer is their mean probability.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ import torch
 from safetensors import SafetensorError
 from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
 
-from rosearch.defense.pipeline import Defense, DefenseError, load_defense
+from rosearch.defense.pipeline import Defense, DefenseError, defend_copies, load_defense, smoothed_logits
 from rosearch.defense.tokenizer import DEFENDED_TOKENIZER_CLASS
 from rosearch.deploy.onnx import INT8_FILE, ONNX_FILE, OnnxExportError, encode, max_length_of, open_session, session_logits
 from rosearch.errors import UserError
@@ -78,8 +80,8 @@ class Predictor:
         except (OSError, ValueError, KeyError, TypeError) as err:
             raise PredictError(f"{self.model_dir} cannot be loaded ({type(err).__name__}: {_first_line(err)}) "
                                "(fix: export the model again; the folder is incomplete or damaged)") from None
-        # a defended student's own tokenizer applies the defense; any other tokenizer gets it here
-        self._defend_here = self.defense is not None and type(self.tokenizer).__name__ != DEFENDED_TOKENIZER_CLASS
+        if type(self.tokenizer).__name__ == DEFENDED_TOKENIZER_CLASS:
+            self.tokenizer.defend_inputs = False  # the defense (and its smoothing copies) is applied here, once
         self.model: Any = None
         self.session: Any = None
         if BACKENDS[backend] is None:
@@ -114,11 +116,8 @@ class Predictor:
 
     def logits(self, texts: Sequence[str]) -> np.ndarray:
         """Logits [n, C] of ``texts`` (defended when the model has a defense), in input order."""
-        items: list[str | tuple[str, str]] = [split_pair(t) for t in texts]
-        if self._defend_here:
-            items = [tuple(self.defense(list(t))) if isinstance(t, tuple) else self.defense([t])[0]  # type: ignore[misc]
-                     for t in items]
-        out = np.zeros((len(items), len(self.labels)), dtype=np.float32)
+        items: list[str | tuple[str, str]] = defend_copies(self.defense, [split_pair(t) for t in texts])
+        out = np.zeros((len(items), len(self.labels)), dtype=np.float32)  # [n * copies, C]
         for pairs in (False, True):  # a batch holds one kind: single texts or sentence pairs
             kind = [i for i, t in enumerate(items) if isinstance(t, tuple) == pairs]
             order = sorted(kind, key=lambda i: len("".join(items[i])))  # similar lengths share a batch
@@ -126,7 +125,7 @@ class Predictor:
                 index = order[start:start + self.batch_size]
                 inputs = encode(self.tokenizer, [items[i] for i in index], self.max_length)
                 out[index] = self._run(inputs)
-        return out
+        return smoothed_logits(self.defense, out)  # [n, C]
 
     def _run(self, inputs: dict[str, np.ndarray]) -> np.ndarray:
         if self.session is not None:

@@ -17,7 +17,8 @@ import torch
 from rosearch.config import Config
 from rosearch.distill.trainer import distill
 from rosearch.batching import EncodedSplit
-from rosearch.predictions import logits_accuracy, predict_logits
+from rosearch.evaluate.smoothed import example_logits
+from rosearch.predictions import logits_accuracy
 from rosearch.search_inputs import SearchInputs
 from rosearch.search_space.cost import count_flops, count_parameters
 from rosearch.search_space.genome import Genome
@@ -76,12 +77,15 @@ def build_student(genome: Genome, inputs: SearchInputs, config: Config, *, seed:
 
 
 def split_scores(
-    model: torch.nn.Module, split: EncodedSplit, task: str, config: Config, device: torch.device | str
+    model: torch.nn.Module, split: EncodedSplit, task: str, config: Config, device: torch.device | str, copies: int = 1
 ) -> tuple[float, float | None]:
-    """Accuracy on ``split``, and F1 of the positive class where GLUE scores the task by it."""
-    logits = predict_logits(model, split, batch_size=config.distill.eval_batch_size, device=device)
-    f1 = binary_f1(logits.argmax(axis=1), split.labels) if task in F1_TASKS else None
-    return logits_accuracy(logits, split.labels), f1
+    """Accuracy on ``split``, and F1 of the positive class where GLUE scores the task by it. With
+    ``copies`` > 1 the split holds each example's smoothing copies, consecutive: scored as the mean
+    of their probabilities, as the deployed smoothed student answers."""
+    logits, labels = example_logits(model, split, batch_size=config.distill.eval_batch_size, device=device,
+                                    copies=copies)
+    f1 = binary_f1(logits.argmax(axis=1), labels) if task in F1_TASKS else None
+    return logits_accuracy(logits, labels), f1
 
 
 def evaluate_candidate(
@@ -107,9 +111,10 @@ def evaluate_candidate(
         method_inputs=inputs.method_inputs, defense=defense,
     )
     start = time.perf_counter()
-    scores = {"dev": split_scores(model, inputs.dev, inputs.task_name, config, device)}
+    copies = defense.copies_per_text if defense else 1
+    scores = {"dev": split_scores(model, inputs.dev, inputs.task_name, config, device, copies)}
     if inputs.val is not None:
-        scores["val"] = split_scores(model, inputs.val, inputs.task_name, config, device)
+        scores["val"] = split_scores(model, inputs.val, inputs.task_name, config, device, copies)
     dev_accuracy = scores["dev"][0]
     eval_seconds = time.perf_counter() - start
     metrics = CandidateMetrics(

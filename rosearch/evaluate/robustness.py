@@ -18,7 +18,8 @@ import torch
 from rosearch.attack.runner import attack_model
 from rosearch.config import Config, attack_panel
 from rosearch.data import task_spec
-from rosearch.predictions import accuracy
+from rosearch.evaluate.smoothed import example_logits
+from rosearch.predictions import logits_accuracy
 from rosearch.search_inputs import SearchInputs
 from rosearch.tokenizer_files import materialize_tokenizer
 
@@ -29,13 +30,15 @@ def proxy_metrics(model: torch.nn.Module, inputs: SearchInputs, config: Config, 
                   defenses: tuple[str, ...] = ()) -> dict[str, Any]:
     """``proxy_robust_accuracy`` on the run's adversarial proxy set (empty when the run has none),
     as a student carrying ``defenses`` sees it."""
+    copies = inputs.copies(defenses)  # a smoothed student's proxy split holds each example's copies
     inputs = inputs.for_defenses(defenses)
     if inputs.proxy is None:
         return {}
     if len(inputs.proxy) == 0:  # the teacher resisted every attack: no adversarial example to score on
         return {"proxy_robust_accuracy": float("nan"), "proxy_examples": 0}
-    value = accuracy(model, inputs.proxy, batch_size=config.distill.eval_batch_size, device=device)
-    return {"proxy_robust_accuracy": value, "proxy_examples": len(inputs.proxy)}
+    logits, labels = example_logits(model, inputs.proxy, batch_size=config.distill.eval_batch_size, device=device,
+                                    copies=copies)
+    return {"proxy_robust_accuracy": logits_accuracy(logits, labels), "proxy_examples": len(labels)}
 
 
 def full_attack_metrics(

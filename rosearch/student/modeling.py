@@ -199,7 +199,10 @@ class StudentForSequenceClassification(StudentPreTrainedModel):
     ) -> SequenceClassifierOutput | tuple[Tensor, ...]:
         """Logits [B, num_labels]; with ``labels``, also the loss (cross-entropy, or MSE when
         ``num_labels == 1``); with ``output_hidden_states``, L+1 tensors [B, T, H] (embeddings,
-        then each layer) as HF BERT returns them."""
+        then each layer) as HF BERT returns them. ``smoothing_copies`` (what a smoothing
+        ``DefendedTokenizerFast`` adds: rows come in groups of k copies of one text) makes the
+        logits [B / k, num_labels], the log of each group's mean probability."""
+        copies = kwargs.pop("smoothing_copies", None)
         return_dict = return_dict if return_dict is not None else getattr(self.config, "use_return_dict", True)
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
@@ -209,6 +212,8 @@ class StudentForSequenceClassification(StudentPreTrainedModel):
         )
         pooled = torch.tanh(self.pooler(self.pool(outputs.last_hidden_state, attention_mask)))  # [B, H]
         logits = self.classifier(self.dropout(pooled))  # [B, C]
+        if copies is not None:
+            logits = mean_of_copies(logits, copies)  # [B / k, C]
 
         loss = None
         if labels is not None:
@@ -225,6 +230,21 @@ class StudentForSequenceClassification(StudentPreTrainedModel):
 # --------------------------------------------------------------------------------------------
 # Helpers
 # --------------------------------------------------------------------------------------------
+
+
+def mean_of_copies(logits: Tensor, copies: Tensor | int) -> Tensor:
+    """[B, C] logits of groups of k consecutive copies -> [B / k, C]: the log of each group's mean
+    probability (``rosearch.defense.smoothing.mean_probability_logits`` in torch; k = 1 unchanged)."""
+    counts = torch.as_tensor(copies).flatten()
+    k = int(counts[0]) if counts.numel() else 1
+    if counts.numel() == 0 or bool((counts != k).any()) or k < 1 or logits.shape[0] % k:
+        raise ValueError(f"smoothing_copies {counts.tolist()} do not split {logits.shape[0]} rows into groups of "
+                         "each text's copies (fix: tokenize with return_tensors so every text keeps its copies; "
+                         "a transformers pipeline keeps them only at batch_size=1, its default)")
+    if k == 1:
+        return logits
+    probabilities = torch.softmax(logits.float(), dim=-1).view(-1, k, logits.shape[-1]).mean(dim=1)
+    return torch.log(probabilities.clamp_min(torch.finfo(torch.float32).tiny))
 
 
 def init_embedding_from_teacher(model: StudentForSequenceClassification | StudentModel, teacher_embedding: Tensor) -> None:

@@ -206,13 +206,14 @@ def evaluate_inherited(genome: Genome, inputs: SearchInputs, config: Config, *, 
     extract_seconds = time.perf_counter() - start
     defended = inputs.for_defenses(genome.defenses)
     start = time.perf_counter()
-    dev_accuracy, dev_f1 = split_scores(model, defended.dev, inputs.task_name, config, device)
+    copies = inputs.copies(genome.defenses)  # a smoothed candidate's dev holds each example's copies
+    dev_accuracy, dev_f1 = split_scores(model, defended.dev, inputs.task_name, config, device, copies)
     metrics: dict[str, Any] = {"genome_hash": genome.hash(), "dev_accuracy": dev_accuracy, "fidelity": "supernet",
                                "supernet_key": weights.key[:24], "supernet_steps": weights.steps}
     if dev_f1 is not None:
         metrics["dev_f1"] = dev_f1
     if defended.val is not None:
-        metrics["val_accuracy"], val_f1 = split_scores(model, defended.val, inputs.task_name, config, device)
+        metrics["val_accuracy"], val_f1 = split_scores(model, defended.val, inputs.task_name, config, device, copies)
         if val_f1 is not None:
             metrics["val_f1"] = val_f1
     metrics["eval_seconds"] = time.perf_counter() - start
