@@ -64,13 +64,14 @@ def parse_genes(text: str | Sequence[str] | None) -> tuple[str, ...]:
 
 def check_in_space(genome: Genome, space: SearchSpaceConfig) -> None:
     """Refuse a base genome whose genes the space does not allow (its neighbours would not be the space's)."""
-    checks = (("hidden_size", genome.hidden_size, space.hidden_sizes),
-              ("embedding_size", genome.embedding_size, space.embedding_sizes),
-              ("num_layers", genome.num_layers, space.num_layers))
-    for name, value, allowed in checks:
+    checks = (("hidden_size", genome.hidden_size, "hidden_sizes"),
+              ("embedding_size", genome.embedding_size, "embedding_sizes"),
+              ("num_layers", genome.num_layers, "num_layers"))
+    for name, value, field in checks:
+        allowed = getattr(space, field)
         if value not in allowed:
-            raise AblationGeneError(f"--genome: {name}={value} is not in search_space.{name} {list(allowed)} (fix: "
-                                    f"ablate a genome of the space, or add {value} to search_space.{name})")
+            raise AblationGeneError(f"--genome: {name}={value} is not in search_space.{field} {list(allowed)} (fix: "
+                                    f"ablate a genome of the space, or add {value} to search_space.{field})")
     optional = set(genome.defenses) - set(space.defenses) - set(space.defense_choices)
     missing = set(space.defenses) - set(genome.defenses)
     if optional or missing:
