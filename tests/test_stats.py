@@ -245,6 +245,10 @@ def test_stats_without_repeats_say_no_noise_floor_measured(tmp_path: Path) -> No
         assert (table["effect_accuracy"] <= table["effect_accuracy_high"] + 1e-12).all()
     assert {"rho_robustness_low", "rho_robustness_high", "delta_robustness", "robustness_vs_noise"} <= set(
         report.correlations.columns)
+    from rosearch.results.report import render_report
+
+    html = render_report(tmp_path / "run", top_k=3)
+    assert NO_FLOOR in html and "acc vs noise" in html and "bootstrap" in html
 
 
 def test_noise_floor_is_the_pooled_seed_sd_of_the_stored_repeats(tmp_path: Path) -> None:
@@ -273,6 +277,10 @@ def test_noise_floor_is_the_pooled_seed_sd_of_the_stored_repeats(tmp_path: Path)
             expected = ABOVE if low > floor or high < -floor else INSIDE
             assert row["accuracy_vs_noise"] == expected
     assert len(report.frame) == 12  # repeats are not candidates
+    from rosearch.results.report import render_report
+
+    html = render_report(tmp_path / "run", top_k=3)
+    assert "noise floor: accuracy (dev_accuracy) sd 0.0816" in html and ("above noise" in html or "inside noise" in html)
 
 
 def test_bootstrap_intervals_are_seeded_and_cover_a_known_difference() -> None:
