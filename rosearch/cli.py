@@ -68,6 +68,23 @@ def _add_distill_arguments(parser: argparse.ArgumentParser) -> None:
                         help="how many genomes to sample when no --genome is given")
 
 
+def _add_ablate_arguments(parser: argparse.ArgumentParser) -> None:
+    _add_config_args(parser)
+    parser.add_argument("--genome", required=True,
+                        help="the base genome: a genome JSON file, or the hash (6+ leading characters) of a stored one")
+    parser.add_argument("--seeds", type=_positive_int, default=3,
+                        help="seeds per genome (k >= 2); the same k seeds for the base and every neighbour")
+    parser.add_argument("--genes", default="all",
+                        help="comma-separated genes to vary: op,hidden,embedding,depth,defense,training "
+                             "(default: all; 'none': only the base's seed noise)")
+
+
+def _run_ablate(args: argparse.Namespace) -> int:
+    from rosearch.commands import cmd_ablate  # lazy: torch, transformers, Ray
+
+    return cmd_ablate(args)
+
+
 def _run_search(args: argparse.Namespace) -> int:
     from rosearch.commands import cmd_search  # lazy: torch, transformers, Ray
 
@@ -215,6 +232,8 @@ COMMANDS: dict[str, Command] = {
     "snapshot": Command("copy a run's results.sqlite consistently, even while it runs", _add_snapshot_arguments,
                         _run_snapshot),
     "search": Command("run or resume an evolutionary search for robust students", _add_search_arguments, _run_search),
+    "ablate": Command("vary one gene at a time around a genome, k seeds each: paired effects on robustness",
+                      _add_ablate_arguments, _run_ablate),
     "teacher": Command("fine-tune or load the teacher and cache its outputs", _add_config_args, _run_teacher),
     "distill": Command("distil students from the cached teacher and report dev accuracy", _add_distill_arguments,
                        _run_distill),

@@ -17,6 +17,7 @@ from rich.console import Console
 from rich.table import Table
 
 from rosearch import prepare  # prepare.prepare_inputs looked up per call (tests replace it)
+from rosearch.ablate import run_ablation
 from rosearch.config import Config, load_config
 from rosearch.defense.names import DEFENSE_NAMES
 from rosearch.evaluate.candidate import evaluate_candidate
@@ -27,6 +28,7 @@ from rosearch.rundir import ensure_writable_dir
 from rosearch.runtime import apply_run_settings
 from rosearch.search import candidate_seed, run_search
 from rosearch.search_space.cost import count_parameters
+from rosearch.search_space.neighbours import parse_genes
 from rosearch.search_space.sampling import sample_genome
 from rosearch.tokenizer_files import read_tokenizer_files
 
@@ -128,4 +130,30 @@ def cmd_search(args: argparse.Namespace) -> int:
     if verdict:
         logger.error("search %s: %s", summary.run_dir, verdict)
         return SEARCH_FAILED_RC
+    return 0
+
+
+def cmd_ablate(args: argparse.Namespace) -> int:
+    """Evaluate a genome and its one-gene neighbours under k seeds and print the paired effects."""
+    config = _config(args)
+    apply_run_settings(config.run)
+    result = run_ablation(config, args.genome, args.seeds, parse_genes(args.genes))
+    console = _console()
+    console.print(f"ablation around {result.base_hash[:12]}: {len(result.seeds)} seeds {result.seeds}; "
+                  f"{result.evaluated} evaluated now, {result.reused} found in the store, {result.failed} failed")
+    console.print(f"noise: {result.noise_source}")
+    table = Table(title="paired effects: mean of (variant - base) per seed, 95% t-interval; "
+                        "noise floor = the base's seed sd", title_justify="left")
+    for column in ("gene", "change", "metric", "seeds", "base", "noise floor", "variant", "mean diff", "95% CI",
+                   "verdict"):
+        table.add_column(column, justify="left" if column in ("gene", "change", "metric", "verdict") else "right")
+    for row in result.rows:
+        if row.skipped and not row.seeds:
+            table.add_row(row.gene, row.change, row.metric, "0", "", "", "", "", "", f"skipped: {row.skipped}")
+            continue
+        table.add_row(row.gene, row.change, row.metric, str(row.seeds), f"{row.base_mean:.4f}", f"{row.base_sd:.4f}",
+                      f"{row.variant_mean:.4f}", f"{row.mean_diff:+.4f}", f"[{row.ci_low:+.4f}, {row.ci_high:+.4f}]",
+                      row.verdict)
+    console.print(table)
+    console.print(f"wrote {', '.join(str(p) for p in result.paths)}")
     return 0

@@ -18,7 +18,7 @@ from rich.table import Table
 
 from rosearch.outputs import check_output_dir, check_output_file, is_rosearch_report
 from rosearch.quiet import setup_logging
-from rosearch.results.report import HEADERS, format_value, write_report
+from rosearch.results.report import EFFECT_COLUMNS, HEADERS, NOISE_COLUMNS, correlation_columns, format_value, write_report
 from rosearch.results.stats import STATS_FILES, compute_stats, results_path
 from rosearch.rundir import REPORT_FILE, ensure_writable_dir
 
@@ -76,6 +76,10 @@ def run_stats(args: argparse.Namespace) -> int:
     else:
         console.print(f"{args.run_dir}: {len(frame)} finished candidates; robustness = {report.robustness_key} "
                       f"({int(frame['robustness'].notna().sum())} candidates have it)")
+    console.print(report.noise.describe())
+    console.print(f"effect intervals: {int(0.95 * 100)}% percentile bootstrap over the candidates ({report.resamples} "
+                  "resamples of the finished candidates, with replacement, seeded); 'above noise' when the whole "
+                  "interval lies beyond the noise floor")
     console.print(f"accuracy = {report.accuracy_key}"
                   + (" (the validation slice the search selected on; dev_accuracy is the reported figure)"
                      if report.accuracy_key == "val_accuracy" else " (the run selected on dev)"))
@@ -92,24 +96,24 @@ def run_stats(args: argparse.Namespace) -> int:
         "rank", "hash", "generation", "hidden_size", "embedding_size", "num_layers", "params", "flops", "latency_ms_b1",
         *budget, "accuracy", "robustness", "fitness", "attention_share", "convolution_share", "edges_per_cell",
     ], left=["hash"]))
-    console.print(_table("shapes", report.shapes, list(report.shapes.columns), left=["dimension"]))
+    console.print(_table("shapes (effect: mean at this value minus mean at the others)", report.shapes,
+                         list(report.shapes.columns), left=["dimension", "accuracy_vs_noise", "robustness_vs_noise"]))
     op_columns = ["op", "n_with", "n_without", "top_k_with", "top_k_frac", "all_frac", "mean_accuracy_with",
-                  "mean_accuracy_without", "mean_robustness_with", "mean_robustness_without"]
+                  "mean_accuracy_without", "mean_robustness_with", "mean_robustness_without", *EFFECT_COLUMNS]
     ops = report.op_stats
     headers = {"top_k_with": f"in top-{k}", "top_k_frac": f"share of top-{k}", "all_frac": "share of all"}
     if (ops["level"] == "defense").any():
-        console.print(_table(f"input defenses (top-{k} vs all)", ops[ops["level"] == "defense"], op_columns, left=["op"],
+        console.print(_table(f"input defenses (top-{k} vs all)", ops[ops["level"] == "defense"], op_columns, left=["op", *NOISE_COLUMNS],
                              headers=headers))
-    console.print(_table(f"op families (top-{k} vs all)", ops[ops["level"] == "family"], op_columns, left=["op"],
-                         headers=headers))
+    console.print(_table(f"op families (top-{k} vs all)", ops[ops["level"] == "family"], op_columns,
+                         left=["op", *NOISE_COLUMNS], headers=headers))
     console.print(_table(f"op labels most enriched in the top-{k} (first {SHOWN_ROWS})",
-                         ops[ops["level"] == "label"].head(SHOWN_ROWS), op_columns, left=["op"], headers=headers))
+                         ops[ops["level"] == "label"].head(SHOWN_ROWS), op_columns, left=["op", *NOISE_COLUMNS],
+                         headers=headers))
     target = "robustness" if report.robustness_key else "accuracy"
-    correlation_columns = ["feature", "n_accuracy", "rho_accuracy", "p_accuracy"]
-    if report.robustness_key:
-        correlation_columns += ["n_robustness", "rho_robustness", "p_robustness"]
-    console.print(_table(f"Spearman correlation with {target} (first {SHOWN_ROWS} by |rho|)",
-                         report.correlations.head(SHOWN_ROWS), correlation_columns, left=["feature"]))
+    console.print(_table(f"Spearman correlation with {target} (first {SHOWN_ROWS} by |rho|; delta: mean above the "
+                         "feature's median minus the rest)", report.correlations.head(SHOWN_ROWS),
+                         correlation_columns(report.robustness_key is not None), left=["feature", *NOISE_COLUMNS]))
     paths = report.write_csv(out)
     console.print(f"wrote {', '.join(str(p) for p in paths)}")
     return 0

@@ -147,7 +147,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("search strategies", ("rosearch.evolution",)),
     ("search", ("rosearch.search",)),
     ("analysis", ("rosearch.results",)),  # reads the records, writes none
-    ("application", ("rosearch.commands", "rosearch.result_commands", "rosearch.export", "rosearch.export_onnx",
+    ("application", ("rosearch.ablate", "rosearch.commands", "rosearch.result_commands", "rosearch.export", "rosearch.export_onnx",
                      "rosearch.deploy", "rosearch.cli", "rosearch")),
 )
 

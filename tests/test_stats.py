@@ -8,6 +8,7 @@ import math
 import random
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -222,3 +223,75 @@ def test_bad_run_directories_are_named(tmp_path: Path) -> None:
         pass
     with pytest.raises(RunDirError, match="no finished candidate"):
         compute_stats(tmp_path / "empty")
+
+
+# ---------------------------------------------------------------- intervals and the noise floor
+
+
+def _repeat(genome: Genome, seed: int, accuracy: float, robust: float) -> CandidateRecord:
+    metrics = {"dev_accuracy": accuracy, "proxy_robust_accuracy": robust, "noise_source": "seed = distillation"}
+    return record(genome, fitness=accuracy, metrics=metrics, generation=-1)
+
+
+def test_stats_without_repeats_say_no_noise_floor_measured(tmp_path: Path) -> None:
+    from rosearch.results.noise import NO_FLOOR
+
+    write_run(tmp_path / "run", n=12)
+    report = compute_stats(tmp_path / "run", top_k=3, resamples=200)
+    assert not report.noise.sd and NO_FLOOR in report.noise.describe()
+    for table in (report.op_stats, report.shapes):
+        assert set(table["accuracy_vs_noise"]) <= {NO_FLOOR, "no effect"} and NO_FLOOR in set(table["accuracy_vs_noise"])
+        assert (table["effect_accuracy_low"] <= table["effect_accuracy"] + 1e-12).all()
+        assert (table["effect_accuracy"] <= table["effect_accuracy_high"] + 1e-12).all()
+    assert {"rho_robustness_low", "rho_robustness_high", "delta_robustness", "robustness_vs_noise"} <= set(
+        report.correlations.columns)
+    from rosearch.results.report import render_report
+
+    html = render_report(tmp_path / "run", top_k=3)
+    assert NO_FLOOR in html and "acc vs noise" in html and "bootstrap" in html
+
+
+def test_noise_floor_is_the_pooled_seed_sd_of_the_stored_repeats(tmp_path: Path) -> None:
+    from rosearch.results.noise import ABOVE, INSIDE
+
+    write_run(tmp_path / "run", n=12)
+    a, b = distinct_genomes(2, seed=9)
+    with ResultStore(tmp_path / "run" / "results.sqlite") as store:
+        for i, (seed, acc, rob) in enumerate([(3, 0.5, 0.20), (4, 0.6, 0.20), (5, 0.7, 0.20)]):
+            store.record_repeat(_repeat(a, seed, acc, rob), seed=seed, repeat=i)
+        for i, (seed, acc, rob) in enumerate([(3, 0.8, 0.3), (4, 0.8, 0.5)]):
+            store.record_repeat(_repeat(b, seed, acc, rob), seed=seed, repeat=i)
+    report = compute_stats(tmp_path / "run", top_k=3, resamples=200)
+    # accuracy: a has var 0.01 on 2 dof, b var 0 on 1 dof -> sqrt(0.02 / 3); robustness: sqrt(0.02 / 3) too
+    assert report.noise.sd["accuracy"] == pytest.approx(math.sqrt(0.02 / 3))
+    assert report.noise.sd["robustness"] == pytest.approx(math.sqrt(0.02 / 3))
+    assert report.noise.keys == {"accuracy": "dev_accuracy", "robustness": "proxy_robust_accuracy"}
+    assert report.noise.genomes == 2 and report.noise.evaluations == 5
+    assert "distillation" in report.noise.describe()
+    floor = report.noise.sd["accuracy"]
+    for table in (report.op_stats, report.shapes):
+        for row in table.to_dict("records"):
+            low, high = row["effect_accuracy_low"], row["effect_accuracy_high"]
+            if row["effect_accuracy"] != row["effect_accuracy"]:  # NaN: one group empty
+                continue
+            expected = ABOVE if low > floor or high < -floor else INSIDE
+            assert row["accuracy_vs_noise"] == expected
+    assert len(report.frame) == 12  # repeats are not candidates
+    from rosearch.results.report import render_report
+
+    html = render_report(tmp_path / "run", top_k=3)
+    assert "noise floor: accuracy (dev_accuracy) sd 0.0816" in html and ("above noise" in html or "inside noise" in html)
+
+
+def test_bootstrap_intervals_are_seeded_and_cover_a_known_difference() -> None:
+    from rosearch.results.noise import Bootstrap
+
+    rng = np.random.default_rng(0)
+    mask = np.arange(200) < 100
+    values = np.where(mask, 0.7, 0.5) + rng.normal(0, 0.01, 200)
+    low, high = Bootstrap(200, 500, seed=1).difference(values, mask)
+    assert low < 0.2 < high and high - low < 0.02
+    assert (low, high) == Bootstrap(200, 500, seed=1).difference(values, mask)
+    x = np.arange(50, dtype=float)
+    r_low, r_high = Bootstrap(50, 300, seed=1).spearman(x, x + rng.normal(0, 1, 50))
+    assert 0.9 < r_low <= r_high <= 1.0

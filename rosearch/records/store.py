@@ -58,6 +58,16 @@ _FLOAT_TAG = "$float"
 _ABSENT = "<absent>"
 
 _PROMOTED_COLUMNS = ", ".join(f"{name} {sql_type}" for name, sql_type in PROMOTED_METRICS.items())
+# Repeated evaluations of one genome under other seeds (``rosearch ablate``, seed noise): the columns of a
+# candidate plus the seed and the repeat index, keyed by (genome, seed) so repeats are never deduplicated
+# away. Created when first written, so files of earlier versions read and resume unchanged.
+_REPEATS_TABLE = (
+    "CREATE TABLE IF NOT EXISTS repeats ("
+    " genome_hash TEXT NOT NULL, seed INTEGER NOT NULL, repeat INTEGER NOT NULL, genome_json TEXT NOT NULL,"
+    " generation INTEGER NOT NULL, parents TEXT NOT NULL, status TEXT NOT NULL CHECK (status IN ('ok', 'failed')),"
+    " metrics TEXT NOT NULL, fitness REAL, objectives TEXT, error TEXT, attempts INTEGER NOT NULL,"
+    " seconds REAL NOT NULL, worker TEXT NOT NULL, finished_at REAL NOT NULL, PRIMARY KEY (genome_hash, seed))"
+)
 # JSON columns: parents/population (list of hashes), metrics/stats/state (object), objectives (list or NULL).
 _SCHEMA = (
     "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
@@ -71,6 +81,7 @@ _SCHEMA = (
     "CREATE TABLE generations ("
     " generation INTEGER PRIMARY KEY, population TEXT NOT NULL, stats TEXT NOT NULL, created_at REAL NOT NULL)",
     "CREATE TABLE checkpoint (id INTEGER PRIMARY KEY CHECK (id = 1), state TEXT NOT NULL, saved_at REAL NOT NULL)",
+    _REPEATS_TABLE,
 )
 
 
@@ -96,6 +107,15 @@ class ConfigMismatchError(ResultStoreError):
     def __init__(self, message: str, differences: list[tuple[str, Any, Any]]) -> None:
         super().__init__(message)
         self.differences = differences  # [(dotted.path, old, new)]
+
+
+@dataclass(frozen=True)
+class RepeatRecord:
+    """One evaluation of a genome under one seed: the candidate's record, its seed and repeat index."""
+
+    record: CandidateRecord
+    seed: int
+    repeat: int  # 0..k-1: which of the k seeds of an ablation or seed-noise measurement
 
 
 @dataclass(frozen=True)
@@ -495,6 +515,42 @@ class ResultStore:
             rows.append(row)
         fields = [name for name in _CANDIDATE_FIELDS if name != "metrics"]
         return pd.DataFrame.from_records(rows, columns=fields + list(metric_columns))
+
+    # ---------------------------------------------------------------- repeats (seed noise)
+
+    def record_repeat(self, record: CandidateRecord, *, seed: int, repeat: int) -> None:
+        """Insert or replace the evaluation of ``record.genome_hash`` under ``seed``; durable on return.
+
+        Repeats live beside the candidates, not among them: the search's dedup and statistics see one row
+        per genome, while the seed noise of a genome needs every seed's figures.
+        """
+        where = f"repeat {record.genome_hash} seed {seed}"
+        row = {
+            "genome_hash": record.genome_hash, "seed": int(seed), "repeat": int(repeat),
+            "genome_json": record.genome_json, "generation": int(record.generation),
+            "parents": _dumps(list(record.parents), f"{where} parents"), "status": record.status,
+            "metrics": _dumps(record.metrics, f"{where} metrics"),
+            "fitness": None if record.fitness is None else float(record.fitness),
+            "objectives": None if record.objectives is None else _dumps(list(record.objectives), f"{where} objectives"),
+            "error": record.error, "attempts": int(record.attempts), "seconds": float(record.seconds),
+            "worker": record.worker, "finished_at": float(record.finished_at),
+        }
+        with self._transaction() as tx:
+            tx.execute(_REPEATS_TABLE)
+            tx.execute(f"INSERT OR REPLACE INTO repeats ({', '.join(row)}) VALUES ({', '.join(':' + k for k in row)})",
+                       row)
+
+    def repeats(self, genome_hash: str | None = None) -> list[RepeatRecord]:
+        """Stored repeats (of one genome, or all), by genome then repeat index; [] when none was stored."""
+        conn = self._connection()
+        if conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'repeats'").fetchone() is None:
+            return []
+        where, args = ("WHERE genome_hash = ?", (genome_hash,)) if genome_hash is not None else ("", ())
+        rows = conn.execute(
+            f"SELECT seed, repeat, {', '.join(_CANDIDATE_FIELDS)} FROM repeats {where} ORDER BY genome_hash, repeat, seed",
+            args,
+        )
+        return [RepeatRecord(_record_from_row(row[2:]), seed=row[0], repeat=row[1]) for row in rows]
 
     # ---------------------------------------------------------------- generations & checkpoint
 

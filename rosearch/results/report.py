@@ -30,6 +30,18 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 LABEL_ROWS = 15  # op labels and correlations shown (the CSVs of `rosearch stats` have all)
+NOISE_COLUMNS = ("accuracy_vs_noise", "robustness_vs_noise")
+# each effect in figure units, its bootstrap interval, and its place against the noise floor (rosearch.results.noise)
+EFFECT_COLUMNS = ("effect_accuracy", "effect_accuracy_low", "effect_accuracy_high", "accuracy_vs_noise",
+                  "effect_robustness", "effect_robustness_low", "effect_robustness_high", "robustness_vs_noise")
+
+
+def correlation_columns(robustness: bool) -> list[str]:
+    """The correlation table's columns: rho, its interval and p, and the median-split effect against the noise."""
+    targets = ("accuracy", "robustness") if robustness else ("accuracy",)
+    return ["feature"] + [c for t in targets for c in (
+        f"n_{t}", f"rho_{t}", f"rho_{t}_low", f"rho_{t}_high", f"p_{t}", f"delta_{t}", f"delta_{t}_low",
+        f"delta_{t}_high", f"{t}_vs_noise")]
 
 _CSS = """
 body { font-family: system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; margin: 2rem auto; max-width: 1200px;
@@ -72,6 +84,13 @@ HEADERS: Mapping[str, str] = {
     "attack_success_rate": "attack success", "hidden_size": "H", "embedding_size": "E", "num_layers": "L",
     "flops": "FLOPs", "latency_ms_b1": "ms@b1", "latency_ms_b32": "ms@b32", "generation": "gen",
     "distill_steps": "KD steps",
+    "effect_accuracy": "acc effect", "effect_accuracy_low": "acc 95% lo", "effect_accuracy_high": "acc 95% hi",
+    "accuracy_vs_noise": "acc vs noise", "effect_robustness": "rob. effect", "effect_robustness_low": "rob. 95% lo",
+    "effect_robustness_high": "rob. 95% hi", "robustness_vs_noise": "rob. vs noise",
+    "rho_accuracy_low": "ρ acc lo", "rho_accuracy_high": "ρ acc hi", "rho_robustness_low": "ρ rob. lo",
+    "rho_robustness_high": "ρ rob. hi", "delta_accuracy": "acc Δ (median split)", "delta_accuracy_low": "acc Δ lo",
+    "delta_accuracy_high": "acc Δ hi", "delta_robustness": "rob. Δ (median split)", "delta_robustness_low": "rob. Δ lo",
+    "delta_robustness_high": "rob. Δ hi",
 }
 
 
@@ -267,7 +286,7 @@ def _statistics_section(report: StatsReport) -> str:
     target = "robustness" if report.robustness_key else "accuracy"
     op_columns = ["op", "n_with", "n_without", "top_k_with", "top_k_frac", "all_frac", "top_k_node_share",
                   "all_node_share", "mean_accuracy_with", "mean_accuracy_without", "mean_robustness_with",
-                  "mean_robustness_without", "mean_fitness_with", "mean_fitness_without"]
+                  "mean_robustness_without", "mean_fitness_with", "mean_fitness_without", *EFFECT_COLUMNS]
     headers = {"top_k_with": f"in top-{report.top_k}", "top_k_frac": f"share of top-{report.top_k}",
                "all_frac": "share of all", "top_k_node_share": f"node share top-{report.top_k}",
                "all_node_share": "node share all"}
@@ -275,25 +294,27 @@ def _statistics_section(report: StatsReport) -> str:
     defenses = ops[ops["level"] == "defense"]
     label_rows = ops[ops["level"] == "label"].head(LABEL_ROWS)
     correlations = report.correlations.head(LABEL_ROWS)
-    correlation_columns = ["feature", "n_accuracy", "rho_accuracy", "p_accuracy"]
-    if report.robustness_key:
-        correlation_columns += ["n_robustness", "rho_robustness", "p_robustness"]
+    noise_text = ["feature", "dimension", "op", *NOISE_COLUMNS]
     return (
         "<h2>Statistics</h2>"
         f'<p class="note">Top-{report.top_k} by the run\'s own selection order. "with"/"without": mean over the '
         "candidates that contain the operation somewhere in their cells, or do not. Tables are sorted by how much "
         f"more often an operation occurs in the top-{report.top_k} than in the whole population.</p>"
+        f'<p class="note">Every effect has a 95% percentile bootstrap interval: the finished candidates are resampled '
+        f"with replacement ({report.resamples} seeded resamples) and the effect recomputed. "
+        f"{_esc(report.noise.describe())}. An effect is 'above noise' when its whole interval lies beyond the "
+        "noise floor (the seed sd of one genome), else 'inside noise'.</p>"
         "<h3>Shapes: width, embedding width, depth</h3>"
-        + frame_table(report.shapes, text_columns=["dimension"])
-        + ("<h3>Input defenses</h3>" + frame_table(defenses, op_columns, text_columns=["op"], headers=headers)
+        + frame_table(report.shapes, text_columns=noise_text)
+        + ("<h3>Input defenses</h3>" + frame_table(defenses, op_columns, text_columns=noise_text, headers=headers)
            if len(defenses) else "")
-        + "<h3>Operation families</h3>" + frame_table(families, op_columns, text_columns=["op"], headers=headers)
+        + "<h3>Operation families</h3>" + frame_table(families, op_columns, text_columns=noise_text, headers=headers)
         + f"<h3>Operation labels (first {min(LABEL_ROWS, len(label_rows))} of {int((ops['level'] == 'label').sum())})</h3>"
-        + frame_table(label_rows, op_columns, text_columns=["op"], headers=headers)
+        + frame_table(label_rows, op_columns, text_columns=noise_text, headers=headers)
         + f"<h3>Rank correlation of architecture features with {target} (Spearman; first {len(correlations)})</h3>"
         + f'<p class="note">Over {len(report.frame)} candidates; a feature constant over the run has none. '
           "Candidates of an evolutionary search are not independent samples: read p-values as a guide only.</p>"
-        + frame_table(correlations, correlation_columns, text_columns=["feature"])
+        + frame_table(correlations, correlation_columns(report.robustness_key is not None), text_columns=noise_text)
     )
 
 

@@ -40,6 +40,7 @@ from rosearch.errors import UserError
 from rosearch.records.agreement import proxy_real_agreement, spearman
 from rosearch.records.ranking import ranked, selection_weights
 from rosearch.records.store import CandidateRecord, ResultStore, ResultStoreError
+from rosearch.results.noise import BOOTSTRAP_RESAMPLES, NoiseFloor, noise_floor, with_intervals
 from rosearch.rundir import RESULTS_FILE, RUN_INFO_FILE, SUMMARY_FILE
 from rosearch.search_space import labels
 from rosearch.search_space.genome import CellSpec, Genome
@@ -416,6 +417,8 @@ class StatsReport:
     robustness_key: str | None  # the metric behind `robustness`; None: the run measured no robustness
     attacks: pandas.DataFrame | None = None  # attack_figures: every robustness figure the run has, side by side
     proxy_vs_real: dict[str, Any] | None = None  # Spearman rho, p, n of proxy vs real robustness
+    noise: NoiseFloor = NoiseFloor()  # the seed noise of repeated genomes; empty: no noise floor measured
+    resamples: int = BOOTSTRAP_RESAMPLES  # bootstrap resamples of the candidates behind every effect interval
 
     @property
     def accuracy_key(self) -> str:
@@ -450,8 +453,14 @@ class StatsReport:
         return paths
 
 
-def compute_stats(store_or_run_dir: ResultStore | str | Path, top_k: int = 5) -> StatsReport:
-    """Every statistics table of a run (top-k by the run's own selection order)."""
+def compute_stats(store_or_run_dir: ResultStore | str | Path, top_k: int = 5, *,
+                  resamples: int = BOOTSTRAP_RESAMPLES, seed: int = 0) -> StatsReport:
+    """Every statistics table of a run (top-k by the run's own selection order), each effect with a
+    bootstrap interval over the candidates (``resamples``, ``seed``) and its place against the noise floor
+    (:mod:`rosearch.results.noise`)."""
+    if not isinstance(store_or_run_dir, ResultStore):
+        with open_store(store_or_run_dir) as store:
+            return compute_stats(store, top_k, resamples=resamples, seed=seed)
     frame = architecture_frame(store_or_run_dir)
     _check_frame(frame, "statistics")
     k = _check_top_k(top_k, len(frame))
@@ -459,10 +468,14 @@ def compute_stats(store_or_run_dir: ResultStore | str | Path, top_k: int = 5) ->
     if key is None:
         logger.info("statistics: the run measured no robustness; analysing accuracy and fitness only")
     records = [_MetricsRow(m) for m in frame.to_dict("records")]
+    floor = noise_floor(store_or_run_dir.repeats(), {"accuracy": str(frame["accuracy_key"].iloc[0]), "robustness": key})
+    op_stats, correlations, shapes = with_intervals(
+        frame, op_statistics(frame, k), feature_correlations(frame), shape_effects(frame), floor,
+        resamples=resamples, seed=seed)
     return StatsReport(
-        frame=frame, op_stats=op_statistics(frame, k), correlations=feature_correlations(frame),
-        shapes=shape_effects(frame), top_k=k, robustness_key=key, attacks=attack_figures(frame, k, key),
-        proxy_vs_real=proxy_real_agreement(records),
+        frame=frame, op_stats=op_stats, correlations=correlations, shapes=shapes, top_k=k, robustness_key=key,
+        attacks=attack_figures(frame, k, key), proxy_vs_real=proxy_real_agreement(records), noise=floor,
+        resamples=resamples,
     )
 
 
