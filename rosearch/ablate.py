@@ -25,17 +25,17 @@ from typing import Any
 
 import numpy as np
 
-from rosearch import prepare  # prepare.prepare_inputs looked up per call (tests replace it)
+from rosearch.prepare import inputs as prepare  # prepare.prepare_inputs looked up per call (tests replace it)
 from rosearch.config import Config
 from rosearch.errors import UserError
 from rosearch.evaluate.fitness import FitnessSpec, fitness_spec
-from rosearch.preflight import check_data_files, check_genome, check_teacher_fit, load_genome_files, teacher_shape
+from rosearch.prepare.preflight import check_data_files, check_genome, check_teacher_fit, load_genome_files, teacher_shape
 from rosearch.records.store import CandidateRecord, ResultStore
 from rosearch.results.ablation import AblationRow, effect_rows, skipped_row, write_ablation
-from rosearch.rundir import RESULTS_FILE, RunLock, check_run_dir, contained_run_dir, ensure_writable_dir
-from rosearch.runtime import resolve_device
+from rosearch.files.rundir import RESULTS_FILE, RunLock, check_run_dir, contained_run_dir, ensure_writable_dir
+from rosearch.runtime.settings import resolve_device
 from rosearch.search import run_candidate_task
-from rosearch.search_inputs import SearchInputs
+from rosearch.prepare.search_inputs import SearchInputs
 from rosearch.search_space.cost import count_parameters
 from rosearch.search_space.genome import Genome
 from rosearch.search_space.neighbours import Neighbour, check_in_space, one_gene_neighbours

@@ -21,7 +21,7 @@ from typing import Any, Callable, NamedTuple, Sequence
 
 from rosearch.config import ConfigError
 from rosearch.errors import Interrupted, UserError
-from rosearch.quiet import LOG_LEVEL_ENV
+from rosearch.runtime.logs import LOG_LEVEL_ENV
 
 
 class Command(NamedTuple):
@@ -80,25 +80,25 @@ def _add_ablate_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _run_ablate(args: argparse.Namespace) -> int:
-    from rosearch.commands import cmd_ablate  # lazy: torch, transformers, Ray
+    from rosearch.commands.training import cmd_ablate  # lazy: torch, transformers, Ray
 
     return cmd_ablate(args)
 
 
 def _run_search(args: argparse.Namespace) -> int:
-    from rosearch.commands import cmd_search  # lazy: torch, transformers, Ray
+    from rosearch.commands.training import cmd_search  # lazy: torch, transformers, Ray
 
     return cmd_search(args)
 
 
 def _run_teacher(args: argparse.Namespace) -> int:
-    from rosearch.commands import cmd_teacher  # lazy: torch, transformers, Ray
+    from rosearch.commands.training import cmd_teacher  # lazy: torch, transformers, Ray
 
     return cmd_teacher(args)
 
 
 def _run_distill(args: argparse.Namespace) -> int:
-    from rosearch.commands import cmd_distill  # lazy: torch, transformers, Ray
+    from rosearch.commands.training import cmd_distill  # lazy: torch, transformers, Ray
 
     return cmd_distill(args)
 
@@ -194,19 +194,19 @@ def _add_snapshot_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _run_stats(args: argparse.Namespace) -> int:
-    from rosearch.result_commands import run_stats  # lazy: pandas, scipy, rich
+    from rosearch.commands.analysis import run_stats  # lazy: pandas, scipy, rich
 
     return run_stats(args)
 
 
 def _run_report(args: argparse.Namespace) -> int:
-    from rosearch.result_commands import run_report  # lazy: pandas, matplotlib
+    from rosearch.commands.analysis import run_report  # lazy: pandas, matplotlib
 
     return run_report(args)
 
 
 def _run_export(args: argparse.Namespace) -> int:
-    from rosearch.result_commands import run_export  # lazy: torch, transformers, ONNX
+    from rosearch.commands.analysis import run_export  # lazy: torch, transformers, ONNX
 
     return run_export(args)
 

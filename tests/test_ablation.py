@@ -270,9 +270,9 @@ def test_ablate_refuses_unknown_hash_and_too_few_seeds(tmp_path, tiny_sst2_dir, 
 
 def test_supernet_repeats_draw_the_evaluation_sample(tmp_path, tiny_sst2_dir, tiny_teacher_dir):
     """With the supernet the seed changes the sample, paired across genomes: the same seed, the same draw."""
-    from rosearch.data import Example
-    from rosearch.batching import EncodedSplit
-    from rosearch.search_inputs import SearchInputs
+    from rosearch.data.tasks import Example
+    from rosearch.data.batching import EncodedSplit
+    from rosearch.prepare.search_inputs import SearchInputs
     import dataclasses
     import numpy as np
 

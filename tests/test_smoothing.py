@@ -188,7 +188,7 @@ def test_saved_defense_keeps_the_settings_and_only_the_tables_it_uses(tmp_path):
 def test_a_tiny_search_explores_smoothing_and_scores_its_copies(tmp_path, tiny_sst2_dir, tiny_teacher_dir):
     from test_search import check_store, tiny_search_dict
 
-    from rosearch.prepare import prepare_inputs
+    from rosearch.prepare.inputs import prepare_inputs
     from rosearch.search import run_search
 
     path = tmp_path / "neighbours.json"

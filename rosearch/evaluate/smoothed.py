@@ -6,9 +6,9 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from rosearch.batching import EncodedSplit
+from rosearch.data.batching import EncodedSplit
 from rosearch.defense.smoothing import mean_probability_logits
-from rosearch.predictions import predict_logits
+from rosearch.data.predictions import predict_logits
 
 
 def example_logits(model: torch.nn.Module, split: EncodedSplit, *, batch_size: int, device: torch.device | str,
