@@ -31,7 +31,7 @@ from typing import Any, Sequence
 from common import BenchError, console, print_table, write_figures
 from rosearch.records.agreement import spearman
 from rosearch.results.stats import open_store, read_run_json
-from rosearch.rundir import RUN_INFO_FILE
+from rosearch.files.rundir import RUN_INFO_FILE
 
 logger = logging.getLogger("bench.attack_panel_cost")
 

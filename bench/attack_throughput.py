@@ -53,8 +53,8 @@ from rosearch.attack.command import load_classifier
 from rosearch.attack.resources import MissingResourceError, prepare_textattack
 from rosearch.attack.runner import AttackReport, attack_model, sample_attack_examples
 from rosearch.config import AttackConfig, Config, ConfigError, load_config
-from rosearch.data import DataError, Example, load_examples, task_spec
-from rosearch.runtime import apply_run_settings
+from rosearch.data.tasks import DataError, Example, load_examples, task_spec
+from rosearch.runtime.settings import apply_run_settings
 
 logger = logging.getLogger("bench.attack_throughput")
 

@@ -41,7 +41,7 @@ from common import console, print_table, write_figures
 from rosearch.config import EvolutionConfig, SearchSpaceConfig
 from rosearch.evolution import Proposal, drive, make_strategy
 from rosearch.records.store import ResultStore
-from rosearch.rundir import RESULTS_FILE
+from rosearch.files.rundir import RESULTS_FILE
 from rosearch.workers import CandidateTask, RayBackend
 
 logger = logging.getLogger("bench.cluster_utilisation")

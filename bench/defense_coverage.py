@@ -35,11 +35,11 @@ from common import console, print_table, write_figures  # noqa: E402
 
 from rosearch.attack.resources import load_neighbors, prepare_textattack  # noqa: E402
 from rosearch.config import load_config  # noqa: E402
-from rosearch.data import load_examples, task_spec  # noqa: E402
+from rosearch.data.tasks import load_examples, task_spec  # noqa: E402
 from rosearch.defense import Defense  # noqa: E402
 from rosearch.defense.wordnet_synonyms import wordnet_relations  # noqa: E402
 from rosearch.defense.words import words  # noqa: E402
-from rosearch.prepare_defense import build_defense_resources  # noqa: E402
+from rosearch.prepare.defense import build_defense_resources  # noqa: E402
 
 LETTERS = "abcdefghijklmnopqrstuvwxyz"
 # typo encoding is built over synonym representatives when a run also carries synonym encoding (as here)

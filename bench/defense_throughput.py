@@ -36,7 +36,7 @@ from common import console, describe_machine, print_machine, print_table, write_
 
 from rosearch.attack.resources import load_neighbors, prepare_textattack  # noqa: E402
 from rosearch.config import AttackConfig  # noqa: E402
-from rosearch.data import load_examples  # noqa: E402
+from rosearch.data.tasks import load_examples  # noqa: E402
 from rosearch.defense import Defense, DefenseResources  # noqa: E402
 from rosearch.defense.synonym_encoding import build_clusters  # noqa: E402
 from rosearch.defense.word_recognition import WordRecognizer  # noqa: E402

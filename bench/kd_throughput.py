@@ -53,16 +53,16 @@ from common import (
     print_table,
     synchronize,
 )
-from rosearch.batching import EncodedSplit, batch_indices
+from rosearch.data.batching import EncodedSplit, batch_indices
 from rosearch.config import Config, ConfigError, DistillConfig, load_config
-from rosearch.data import DataError, Example, load_split, task_spec
+from rosearch.data.tasks import DataError, Example, load_split, task_spec
 from rosearch.distill.losses import kd_loss
 from rosearch.distill.optim import adamw
 from rosearch.distill.teacher import TeacherError, load_teacher, resolve_model_path
 from rosearch.distill.teacher_cache import TeacherOutputs, compute_teacher_outputs
 from rosearch.distill.trainer import distill
-from rosearch.prepare import teacher_output_dir
-from rosearch.runtime import apply_run_settings
+from rosearch.prepare.inputs import teacher_output_dir
+from rosearch.runtime.settings import apply_run_settings
 from rosearch.search_space.genome import Genome
 from rosearch.student.configuration import StudentConfig
 from rosearch.student.modeling import StudentForSequenceClassification
@@ -454,8 +454,8 @@ def build_cache(teacher: nn.Module, train: EncodedSplit, batch_size: int, device
 
 # (label, file suffix, function): the parts of a step, by cumulative time of the named function.
 _STEP_PARTS: tuple[tuple[str, str, str], ...] = (
-    ("batching (batch_indices)", "rosearch/batching.py", "batch_indices"),
-    ("collate", "rosearch/batching.py", "collate"),
+    ("batching (batch_indices)", "rosearch/data/batching.py", "batch_indices"),
+    ("collate", "rosearch/data/batching.py", "collate"),
     ("student forward", "rosearch/distill/trainer.py", "_forward"),
     ("kd_loss", "rosearch/distill/losses.py", "kd_loss"),
     ("backward", "torch/_tensor.py", "backward"),

@@ -36,12 +36,12 @@ import torch  # noqa: E402
 from common import BenchError, console, describe_machine, print_machine, print_table, write_figures  # noqa: E402
 
 from rosearch.config import load_config  # noqa: E402
-from rosearch.data import load_examples  # noqa: E402
+from rosearch.data.tasks import load_examples  # noqa: E402
 from rosearch.defense.pipeline import load_defense  # noqa: E402
 from rosearch.deploy.onnx import (  # noqa: E402
     INT8_FILE, ONNX_FILE, encode, max_length_of, open_session, session_logits, write_onnx_variants,
 )
-from rosearch.runtime import setup_logging  # noqa: E402
+from rosearch.runtime.logs import setup_logging  # noqa: E402
 
 RUNTIMES = ("torch fp32", "ort fp32", "ort int8")
 BATCH_SIZES = (1, 32)
@@ -49,7 +49,7 @@ BATCH_SIZES = (1, 32)
 
 def _teacher_dir(config_path: Path) -> Path:
     from rosearch.distill.teacher import resolve_model_path
-    from rosearch.prepare import teacher_output_dir
+    from rosearch.prepare.inputs import teacher_output_dir
 
     config = load_config(config_path, [])
     path = Path(resolve_model_path(config.teacher.model)) if config.teacher.finetuned else teacher_output_dir(config)

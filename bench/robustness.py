@@ -42,7 +42,7 @@ from common import BenchError, console, describe_machine
 from robustness_models import RowModel, RowSpec, load_row, parse_row
 from rosearch.attack.recipes import RECIPES
 from rosearch.config import Config, ConfigError, load_config
-from rosearch.data import DataError, Example, load_examples, task_spec
+from rosearch.data.tasks import DataError, Example, load_examples, task_spec
 from rosearch.evaluate.bootstrap import bootstrap_interval, paired_difference_interval
 from rosearch.search_space.genome import Genome
 
@@ -315,7 +315,7 @@ def write_summary(summary: dict[str, Any], args: argparse.Namespace) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from rosearch.runtime import apply_run_settings
+    from rosearch.runtime.settings import apply_run_settings
 
     config = load_config(args.config, args.overrides)
     device = apply_run_settings(config.run)
@@ -368,7 +368,7 @@ def run(args: argparse.Namespace) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     from rosearch.attack.resources import MissingResourceError
     from rosearch.defense import DefenseError
-    from rosearch.runtime import setup_logging
+    from rosearch.runtime.logs import setup_logging
 
     args = parse_args(argv)
     setup_logging("INFO")

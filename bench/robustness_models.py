@@ -114,7 +114,7 @@ def model_fingerprint(model_dir: Path, defense: Defense | None) -> str:
 def teacher_dir(config: Config) -> Path:
     """The benchmark config's fine-tuned teacher; an error says how to make it when absent."""
     from rosearch.distill.teacher import resolve_model_path
-    from rosearch.prepare import TEACHER_INFO, teacher_output_dir
+    from rosearch.prepare.inputs import TEACHER_INFO, teacher_output_dir
 
     if config.teacher.finetuned:
         return Path(resolve_model_path(config.teacher.model))
@@ -165,7 +165,7 @@ def load_export_row(spec: RowSpec, config: Config, name: str | None = None) -> R
 
 
 def _lexicon_texts(config: Config) -> list[str]:
-    from rosearch.data import load_examples, task_spec
+    from rosearch.data.tasks import load_examples, task_spec
 
     return [t for e in load_examples(task_spec(config.data), "train", config.data.data_dir) for t in (e.text_a, e.text_b)
             if t is not None]
@@ -174,8 +174,8 @@ def _lexicon_texts(config: Config) -> list[str]:
 def load_searched_row(spec: RowSpec, config: Config, work_dir: Path) -> RowModel:
     """The run's best student, exported once into the work dir (stored weights when the run kept
     them), with its genome's defenses rebuilt from the run's own config when the export has none."""
-    from rosearch.prepare_defense import build_defense_resources
-    from rosearch.export import export_students, load_run_config
+    from rosearch.prepare.defense import build_defense_resources
+    from rosearch.commands.export import export_students, load_run_config
     from rosearch.results.stats import open_store, ranked_records
 
     run_dir = _spec_path(spec)
@@ -256,10 +256,10 @@ def student_key(config: Config, genome: Genome, teacher_key: str) -> str:
 def load_distilled_row(spec: RowSpec, config: Config, genome: Genome, work_dir: Path) -> RowModel:
     """The reference genome distilled as ``spec`` says, from the cache or trained now."""
     from rosearch.evaluate.candidate import evaluate_candidate
-    from rosearch.prepare import prepare_inputs
-    from rosearch.runtime import resolve_device
+    from rosearch.prepare.inputs import prepare_inputs
+    from rosearch.runtime.settings import resolve_device
     from rosearch.search import candidate_seed
-    from rosearch.tokenizer_files import read_tokenizer_files
+    from rosearch.files.tokenizer_files import read_tokenizer_files
 
     row_config = _row_config(config, spec)
     genome = Genome(genome.hidden_size, genome.embedding_size, genome.cells, spec.defenses)

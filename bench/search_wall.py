@@ -54,13 +54,13 @@ import torch
 
 from common import BenchError, MachineInfo, console, describe_machine, print_machine, print_table, write_figures
 from rosearch.config import Config, ConfigError, load_config
-from rosearch.prepare import TEACHER_INFO, teacher_output_dir
+from rosearch.prepare.inputs import TEACHER_INFO, teacher_output_dir
 from rosearch.records.store import CandidateRecord, ResultStore
-from rosearch.runtime import apply_run_settings
+from rosearch.runtime.settings import apply_run_settings
 from rosearch import search as rosearch_search
-from rosearch.rundir import RESULTS_FILE
+from rosearch.files.rundir import RESULTS_FILE
 from rosearch.search import SearchSummary, run_search
-from rosearch.search_inputs import SearchInputs
+from rosearch.prepare.search_inputs import SearchInputs
 from rosearch.workers import CandidateTask, TaskResult
 
 logger = logging.getLogger("bench.search_wall")

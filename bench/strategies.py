@@ -26,7 +26,7 @@ from typing import Any
 from rosearch.config import ConfigError, load_config
 from rosearch.records import ranking
 from rosearch.records.store import ResultStore
-from rosearch.rundir import RESULTS_FILE
+from rosearch.files.rundir import RESULTS_FILE
 from rosearch.search import run_search
 from rosearch.search_space.genome import Genome
 

@@ -119,8 +119,8 @@ def run_standalone(args: argparse.Namespace) -> int:
     import dataclasses
 
     from rosearch.evaluate.candidate import evaluate_candidate
-    from rosearch.prepare import prepare_inputs
-    from rosearch.runtime import apply_run_settings
+    from rosearch.prepare.inputs import prepare_inputs
+    from rosearch.runtime.settings import apply_run_settings
     from rosearch.search import candidate_seed
 
     config = bench_config(args)
@@ -159,8 +159,8 @@ def run_supernet(args: argparse.Namespace) -> int:
     import dataclasses
 
     from rosearch.evaluate.candidate import evaluate_candidate
-    from rosearch.prepare import prepare_inputs
-    from rosearch.runtime import apply_run_settings
+    from rosearch.prepare.inputs import prepare_inputs
+    from rosearch.runtime.settings import apply_run_settings
     from rosearch.search import candidate_seed
     from rosearch.supernet.fidelity import evaluate_inherited, load_or_train_supernet
 

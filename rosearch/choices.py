@@ -34,8 +34,8 @@ STRATEGY_NAMES: tuple[str, ...] = ("generational", "aging", "random", "halving")
 ACTIVATIONS: tuple[str, ...] = ("gelu", "relu", "swish", "tanh")
 OP_FAMILIES: tuple[str, ...] = ("attn", "conv", "sepconv", "dilconv", "glu", "ffn", "identity", "maxpool", "avgpool")
 
-# rosearch.data.TASKS: the built-in tasks (presets of the same mechanism as a user's own data)
+# rosearch.data.tasks.TASKS: the built-in tasks (presets of the same mechanism as a user's own data)
 BUILTIN_TASKS: tuple[str, ...] = ("sst2", "mrpc", "rte", "qnli", "imdb")
 
-# rosearch.tracking.TRACKERS (run.report_to, HF Trainer's spelling)
+# rosearch.records.tracking.TRACKERS (run.report_to, HF Trainer's spelling)
 REPORT_TO_NAMES: tuple[str, ...] = ("mlflow", "tensorboard", "wandb")

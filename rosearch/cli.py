@@ -21,7 +21,7 @@ from typing import Any, Callable, NamedTuple, Sequence
 
 from rosearch.config import ConfigError
 from rosearch.errors import Interrupted, UserError
-from rosearch.quiet import LOG_LEVEL_ENV
+from rosearch.runtime.logs import LOG_LEVEL_ENV
 
 
 class Command(NamedTuple):
@@ -69,19 +69,19 @@ def _add_distill_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _run_search(args: argparse.Namespace) -> int:
-    from rosearch.commands import cmd_search  # lazy: torch, transformers, Ray
+    from rosearch.commands.training import cmd_search  # lazy: torch, transformers, Ray
 
     return cmd_search(args)
 
 
 def _run_teacher(args: argparse.Namespace) -> int:
-    from rosearch.commands import cmd_teacher  # lazy: torch, transformers, Ray
+    from rosearch.commands.training import cmd_teacher  # lazy: torch, transformers, Ray
 
     return cmd_teacher(args)
 
 
 def _run_distill(args: argparse.Namespace) -> int:
-    from rosearch.commands import cmd_distill  # lazy: torch, transformers, Ray
+    from rosearch.commands.training import cmd_distill  # lazy: torch, transformers, Ray
 
     return cmd_distill(args)
 
@@ -177,19 +177,19 @@ def _add_snapshot_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _run_stats(args: argparse.Namespace) -> int:
-    from rosearch.result_commands import run_stats  # lazy: pandas, scipy, rich
+    from rosearch.commands.analysis import run_stats  # lazy: pandas, scipy, rich
 
     return run_stats(args)
 
 
 def _run_report(args: argparse.Namespace) -> int:
-    from rosearch.result_commands import run_report  # lazy: pandas, matplotlib
+    from rosearch.commands.analysis import run_report  # lazy: pandas, matplotlib
 
     return run_report(args)
 
 
 def _run_export(args: argparse.Namespace) -> int:
-    from rosearch.result_commands import run_export  # lazy: torch, transformers, ONNX
+    from rosearch.commands.analysis import run_export  # lazy: torch, transformers, ONNX
 
     return run_export(args)
 
@@ -251,7 +251,7 @@ def _catch_sigterm() -> tuple[bool, Any]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if args.verbose:  # read by runtime.setup_logging here and in every child process
+    if args.verbose:  # read by runtime.logs.setup_logging here and in every child process
         os.environ[LOG_LEVEL_ENV] = "DEBUG"
     caught, previous = _catch_sigterm()
     try:

@@ -25,8 +25,8 @@ import numpy as np
 
 from rosearch.config import Config, attack_panel
 from rosearch.errors import Interrupted
-from rosearch.progress import terminal_progress
-from rosearch.quiet import attach_run_log, detach_run_log
+from rosearch.runtime.progress import terminal_progress
+from rosearch.runtime.logs import attach_run_log, detach_run_log
 from rosearch.evaluate.candidate import evaluate_candidate
 from rosearch.evaluate.efficiency import measure_latency
 from rosearch.evaluate.fitness import FitnessSpec, fitness_spec
@@ -35,13 +35,13 @@ from rosearch.evolution.driver import drive
 from rosearch.evolution.operators import Proposal
 from rosearch.evolution.registry import make_strategy
 from rosearch.evolution.strategy import evaluation_budget
-from rosearch.preflight import check_data_files, check_search_memory, check_teacher_fit, teacher_shape
-from rosearch.prepare import prepare_inputs
+from rosearch.prepare.preflight import check_data_files, check_search_memory, check_teacher_fit, teacher_shape
+from rosearch.prepare.inputs import prepare_inputs
 from rosearch.records import ranking
 from rosearch.records.agreement import proxy_real_agreement
 from rosearch.records.artifacts import load_student, read_candidate_files, student_files, write_candidate_files
 from rosearch.records.store import CandidateRecord, ResultStore
-from rosearch.rundir import (
+from rosearch.files.rundir import (
     BEST_GENOME_FILE,
     CONFIG_FILE,
     RESULTS_FILE,
@@ -53,12 +53,12 @@ from rosearch.rundir import (
     contained_run_dir,
     ensure_writable_dir,
 )
-from rosearch.runtime import resolve_device
-from rosearch.search_inputs import SearchInputs
+from rosearch.runtime.settings import resolve_device
+from rosearch.prepare.search_inputs import SearchInputs
 from rosearch.search_space.cost import count_parameters
 from rosearch.search_space.genome import Genome
 from rosearch.supernet.fidelity import evaluate_inherited, prepare_supernets
-from rosearch.tracking import Trackers, check_trackers
+from rosearch.records.tracking import Trackers, check_trackers
 from rosearch.workers import (
     CandidateOutcome,
     CandidateTask,

@@ -34,15 +34,15 @@ from typing import Any
 import torch
 
 from rosearch.config import Config, load_config
-from rosearch.data import get_task, load_split
+from rosearch.data.tasks import get_task, load_split
 from rosearch.distill.methods import METHODS, prepare_method_inputs, teacher_cache_request
 from rosearch.distill.teacher import load_teacher
 from rosearch.distill.teacher_cache import load_or_compute_teacher_outputs
 from rosearch.distill.trainer import distill
-from rosearch.predictions import accuracy
+from rosearch.data.predictions import accuracy
 from rosearch.evaluate.candidate import build_student
-from rosearch.prepare import prepare_inputs
-from rosearch.runtime import apply_run_settings
+from rosearch.prepare.inputs import prepare_inputs
+from rosearch.runtime.settings import apply_run_settings
 from rosearch.search_space.genome import Genome
 
 logger = logging.getLogger("compare_distill_methods")

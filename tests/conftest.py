@@ -95,10 +95,10 @@ def shared_data() -> Path:
 
 def encode_texts(tokenizer, first: list[str], labels: list[int], fingerprint: str,
                  second: list[str] | None = None):
-    """A ragged EncodedSplit built straight from a tokenizer (for tests of layers below rosearch.data)."""
+    """A ragged EncodedSplit built straight from a tokenizer (for tests of layers below rosearch.data.tasks)."""
     import numpy as np
 
-    from rosearch.batching import EncodedSplit
+    from rosearch.data.batching import EncodedSplit
 
     enc = tokenizer(first, second, truncation=True, max_length=64, return_token_type_ids=second is not None)
     offsets = np.zeros(len(first) + 1, dtype=np.int64)

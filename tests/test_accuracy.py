@@ -12,8 +12,8 @@ from torch import nn
 from transformers import BertConfig, BertForSequenceClassification
 from transformers.modeling_outputs import SequenceClassifierOutput
 
-from rosearch.batching import EncodedSplit
-from rosearch.predictions import accuracy, logits_accuracy, predict_logits
+from rosearch.data.batching import EncodedSplit
+from rosearch.data.predictions import accuracy, logits_accuracy, predict_logits
 
 
 pytestmark = pytest.mark.usefixtures("single_thread")

@@ -14,14 +14,14 @@ from test_methods_textattack import attack_cfg  # noqa: F401  (module fixture: t
 from transformers import AutoTokenizer, BertForSequenceClassification
 
 from rosearch.config import ConfigError, config_from_dict
-from rosearch.data import encode_examples, load_split
+from rosearch.data.tasks import encode_examples, load_split
 from rosearch.defense.pipeline import Defense, DefenseResources
 from rosearch.defense.words import word_counts
 from rosearch.distill.adv_train import AdversarialPool, round_steps
 from rosearch.distill.methods import MethodInputsError, prepare_method_inputs
 from rosearch.distill.teacher_cache import compute_teacher_outputs
 from rosearch.distill.trainer import distill
-from rosearch.predictions import predict_logits
+from rosearch.data.predictions import predict_logits
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 

@@ -19,7 +19,7 @@ from rosearch.distill.hull import HullEmbedding, token_hulls
 from rosearch.distill.inputs import MethodInputs, MethodInputsError
 from rosearch.distill.teacher_cache import compute_teacher_outputs
 from rosearch.distill.trainer import distill
-from rosearch.tokenizer_files import read_tokenizer_files
+from rosearch.files.tokenizer_files import read_tokenizer_files
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
@@ -178,7 +178,7 @@ def test_config_refuses_an_impossible_adversarial_teacher(teacher, attack, field
 
 
 def test_an_adversarial_teacher_has_its_own_cache_directory():
-    from rosearch.prepare import teacher_output_dir
+    from rosearch.prepare.inputs import teacher_output_dir
 
     plain = config_from_dict({})
     adv = dataclasses.replace(plain, teacher=dataclasses.replace(plain.teacher, adversarial="ascc"))

@@ -17,7 +17,7 @@ from conftest import NEGATIVE, POSITIVE, REPO_ROOT
 from rosearch.attack.recipes import NEEDS, RECIPES, build_attack, recipe_names
 from rosearch.attack.resources import MissingResourceError, prepare_textattack, wordnet_available
 from rosearch.config import AttackConfig
-from rosearch.data import Example
+from rosearch.data.tasks import Example
 
 OFFLINE_RECIPES = ("deepwordbug", "pruthi", "pwws", "textfooler-local")
 

@@ -19,7 +19,7 @@ from rosearch.attack.resources import prepare_textattack
 from rosearch.attack.runner import AttackReport, attack_model, reports_table, sample_attack_examples, write_reports
 from rosearch.attack.wrapper import make_wrapper
 from rosearch.config import AttackConfig
-from rosearch.data import Example
+from rosearch.data.tasks import Example
 from test_attack_recipes import EXAMPLES, KeywordClassifier
 
 METRIC_KEYS = {

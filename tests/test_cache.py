@@ -1,4 +1,4 @@
-"""rosearch.cache: content keys, entry paths, atomic files and directories, forgiving reads."""
+"""rosearch.files.cache: content keys, entry paths, atomic files and directories, forgiving reads."""
 
 from __future__ import annotations
 
@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from rosearch import cache
-from rosearch.cache import (
+from rosearch.files import cache
+from rosearch.files.cache import (
     CacheKind,
     StaleEntry,
     atomic_dir,
@@ -163,7 +163,7 @@ def test_interrupted_file_write_leaves_no_entry(tmp_path):
 def test_killed_writer_leaves_no_readable_entry(tmp_path):
     """A process that dies inside the block (no cleanup runs) leaves only a hidden temp file."""
     path = tmp_path / "entry.json"
-    script = ("import os, sys; from pathlib import Path; from rosearch.cache import atomic_file\n"
+    script = ("import os, sys; from pathlib import Path; from rosearch.files.cache import atomic_file\n"
               "with atomic_file(Path(sys.argv[1])) as tmp:\n"
               "    tmp.write_text('{\"key\": \"abc\", \"half')\n"
               "    os._exit(3)\n")

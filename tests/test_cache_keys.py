@@ -12,7 +12,7 @@ import pytest
 
 from conftest import REPO_ROOT
 from rosearch.config import config_from_dict, load_config
-from rosearch.prepare import teacher_output_dir
+from rosearch.prepare.inputs import teacher_output_dir
 from rosearch.search_space.genome import Genome
 
 sys.path.insert(0, str(REPO_ROOT / "bench"))

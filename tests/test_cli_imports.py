@@ -62,15 +62,15 @@ def test_every_user_facing_error_is_a_user_error():
     from rosearch.attack.command import AttackInputError
     from rosearch.attack.resources import MissingResourceError
     from rosearch.config import ConfigError
-    from rosearch.data import DataError
+    from rosearch.data.tasks import DataError
     from rosearch.deploy.onnx import OnnxExportError
     from rosearch.deploy.predict import PredictError
     from rosearch.distill.teacher import TeacherError
     from rosearch.distill.teacher_cache import TeacherCacheError
     from rosearch.errors import UserError
     from rosearch.evolution.operators import SearchSpaceExhaustedError
-    from rosearch.prepare import ProxySetError
-    from rosearch.export import ExportError
+    from rosearch.prepare.inputs import ProxySetError
+    from rosearch.commands.export import ExportError
     from rosearch.results.stats import StatsError
     from rosearch.records.store import ResultStoreError
     from rosearch.search_space.genome import InvalidGenomeError

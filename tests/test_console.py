@@ -12,7 +12,7 @@ import sys
 import pytest
 import yaml
 
-from rosearch.quiet import (
+from rosearch.runtime.logs import (
     WORKER_LOGGER,
     _ConsoleFilter,
     attach_run_log,

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from rosearch.config import DataConfig
-from rosearch.data import (
+from rosearch.data.tasks import (
     TASKS,
     DataError,
     Example,
@@ -209,7 +209,7 @@ def test_tokenizer_fingerprint_is_stable_across_processes_and_encoding(tiny_toke
     tiny_tokenizer(["good movie"], truncation=True, max_length=3)  # leaves truncation state in the backend
     assert tokenizer_fingerprint(tiny_tokenizer) == before
     code = (
-        "import sys; from transformers import BertTokenizerFast; from rosearch.data import tokenizer_fingerprint; "
+        "import sys; from transformers import BertTokenizerFast; from rosearch.data.tasks import tokenizer_fingerprint; "
         "print(tokenizer_fingerprint(BertTokenizerFast(vocab_file=sys.argv[1], do_lower_case=True, model_max_length=64)))"
     )
     out = subprocess.run([sys.executable, "-c", code, str(vocab_file)], cwd=REPO_ROOT, capture_output=True, text=True,
@@ -240,7 +240,7 @@ def test_load_split_caches_and_second_call_does_not_tokenise(tiny_tokenizer, tin
     files = list((tmp_path / "data").glob("sst2-train-*.npz"))
     assert [f.name for f in files] == [f"sst2-train-{first.fingerprint[:16]}.npz"]
     calls = tok.calls
-    with caplog.at_level(logging.INFO, logger="rosearch.data"):
+    with caplog.at_level(logging.INFO, logger="rosearch.data.tasks"):
         examples2, second = load_split(data, "train", tok, tmp_path, seed=0)
     assert tok.calls == calls  # served from the cache
     assert "cache hit" in caplog.text
@@ -258,7 +258,7 @@ def test_corrupt_cache_is_recomputed_with_warning(tiny_tokenizer, tiny_sst2_dir,
     (cache_file,) = (tmp_path / "data").glob("*.npz")
     cache_file.write_bytes(b"not a zip file")
     calls = tok.calls
-    with caplog.at_level(logging.WARNING, logger="rosearch.data"):
+    with caplog.at_level(logging.WARNING, logger="rosearch.data.tasks"):
         _, again = load_split(data, "dev", tok, tmp_path, seed=0)
     assert tok.calls > calls
     assert "unreadable" in caplog.text

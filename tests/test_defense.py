@@ -206,7 +206,7 @@ def test_defended_splits_are_what_the_student_sees(tmp_path, tiny_sst2_dir, tiny
     """prepare builds every defense combination; the encoder maps synonyms to one token."""
     from test_search import tiny_search_dict
 
-    from rosearch.prepare import prepare_inputs
+    from rosearch.prepare.inputs import prepare_inputs
 
     data = {"search_space": {"defenses": ["synonym_encoding"]}, "defense": {"synonym_sources": ["counterfitted"]},
             "attack": {"neighbors_path": str(_tiny_neighbours(tmp_path))}}
@@ -235,7 +235,7 @@ def test_export_keeps_the_defense_and_predicts_identically_on_perturbed_text(tmp
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     from rosearch.records.artifacts import load_student, read_candidate_files
-    from rosearch.export import export_students
+    from rosearch.commands.export import export_students
     from rosearch.search import run_search
     from rosearch.student.modeling import register_auto_classes
 
@@ -285,7 +285,7 @@ def test_adaptive_recipes_attack_around_the_defense(tmp_path, tiny_tokenizer, ti
     from rosearch.attack.runner import attack_model
     from rosearch.attack.wrapper import make_wrapper
     from rosearch.config import AttackConfig
-    from rosearch.data import Example
+    from rosearch.data.tasks import Example
 
     cfg = AttackConfig(nltk_data=str(tmp_path / "nltk"), model_batch_size=8, seed=1)
     prepare_textattack(cfg, tmp_path)

@@ -21,7 +21,7 @@ from rosearch.deploy.onnx import (
     INT8_FILE, LOGITS_ATOL, ONNX_FILE, OnnxExportError, encode, open_session, session_logits, write_onnx_variants,
 )
 from rosearch.deploy.predict import PredictError, Predictor
-from rosearch.quiet import quiet_known_messages, route_nltk_downloads
+from rosearch.runtime.logs import quiet_known_messages, route_nltk_downloads
 from rosearch.search_space.genome import CellSpec, Genome
 from rosearch.student.configuration import StudentConfig
 from rosearch.student.modeling import StudentForSequenceClassification, register_auto_classes

@@ -14,9 +14,9 @@ from test_search import tiny_search_dict
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 from rosearch.config import config_from_dict
-from rosearch.outputs import OutputPathError
+from rosearch.files.outputs import OutputPathError
 from rosearch.records.artifacts import load_student, read_candidate_files
-from rosearch.export import ExportError, export_students, load_run_config, verify_export
+from rosearch.commands.export import ExportError, export_students, load_run_config, verify_export
 from rosearch.results.stats import architecture_frame
 from rosearch.search import candidate_seed, run_search
 from rosearch.student.modeling import register_auto_classes

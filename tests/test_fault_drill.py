@@ -30,7 +30,7 @@ import pytest
 from rosearch.cli import main
 from rosearch.config import ConfigError, config_from_dict, load_config
 from rosearch.records.store import ResultStore
-from rosearch.rundir import LOCK_FILE
+from rosearch.files.rundir import LOCK_FILE
 from rosearch.search import run_search
 from test_run_safety import ENV, REPO, nothing_prepared, write_config
 from test_search import tiny_search_dict
@@ -385,7 +385,7 @@ def test_export_refuses_a_hand_edited_non_hex_genome_hash(finished, tmp_path, fa
 
 
 def test_search_memory_check_counts_the_candidates_running_beside_each_other(tmp_path, caplog, fault_table):
-    from rosearch.preflight import check_search_memory
+    from rosearch.prepare.preflight import check_search_memory
 
     config = load_config(None, ["search_space.param_budget=50000000", "workers.num_cpus_per_candidate=1"])
     each = 50_000_000 * 16  # the optimiser state alone: 0.75 GiB per candidate

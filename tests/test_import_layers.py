@@ -112,7 +112,7 @@ def test_no_import_cycle_between_rosearch_modules():
 def test_leaf_modules_import_no_other_rosearch_module():
     graph = import_graph()
     assert graph["rosearch.errors"] == set()
-    assert graph["rosearch.cache"] == set()
+    assert graph["rosearch.files.cache"] == set()
     assert graph["rosearch.choices"] == set()
     config_modules = {mod for mod in graph if mod.startswith("rosearch.config")}
     for mod in config_modules:  # the config package reads only the names it validates against
@@ -131,24 +131,22 @@ def test_defense_is_a_leaf_package():
 # layers below it, never above: module level, in functions and under TYPE_CHECKING alike. Every
 # rosearch module belongs to exactly one layer (the longest prefix that names it).
 LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
-    ("leaves and config", ("rosearch.errors", "rosearch.choices", "rosearch.cache", "rosearch.quiet",
-                           "rosearch.batching", "rosearch.shipped_files", "rosearch.tokenizer_files",
-                           "rosearch.outputs", "rosearch.model_files", "rosearch.model_paths", "rosearch.rundir",
-                           "rosearch.config", "rosearch.runtime", "rosearch.data", "rosearch.validation",
-                           "rosearch.predictions", "rosearch.progress")),
+    ("leaves", ("rosearch.errors", "rosearch.choices", "rosearch.files")),  # standard library: the CLI checks paths fast
+    ("config and process", ("rosearch.config", "rosearch.runtime")),  # one validated config; logs, progress, threads
+    ("data", ("rosearch.data",)),  # tasks, tokenised splits, batches, predictions over a split
     ("input defenses", ("rosearch.defense",)),  # a genome names the defenses it carries
     ("search space", ("rosearch.search_space",)),  # genomes, op families, analytic cost: no torch
     ("student network", ("rosearch.student",)),
     ("attacks", ("rosearch.attack",)),
-    ("training", ("rosearch.distill", "rosearch.search_inputs", "rosearch.prepare_defense")),
-    ("evaluation and preparation", ("rosearch.evaluate", "rosearch.supernet", "rosearch.prepare", "rosearch.preflight")),
-    ("run records", ("rosearch.records", "rosearch.tracking")),  # the SQLite store, kept weights, trackers that watch
+    ("training", ("rosearch.distill",)),
+    ("preparation", ("rosearch.prepare",)),  # once per run: checks, teacher, teacher outputs, defense tables
+    ("evaluation", ("rosearch.evaluate", "rosearch.supernet")),
+    ("run records", ("rosearch.records",)),  # the SQLite store, kept weights, trackers that watch
     ("workers", ("rosearch.workers",)),
     ("search strategies", ("rosearch.evolution",)),
     ("search", ("rosearch.search",)),
     ("analysis", ("rosearch.results",)),  # reads the records, writes none
-    ("application", ("rosearch.commands", "rosearch.result_commands", "rosearch.export", "rosearch.export_onnx",
-                     "rosearch.deploy", "rosearch.cli", "rosearch")),
+    ("application", ("rosearch.commands", "rosearch.deploy", "rosearch.cli", "rosearch")),
 )
 
 
@@ -189,7 +187,7 @@ def test_the_direction_check_sees_an_upward_import():
              "rosearch.search": {"rosearch.config"}, "rosearch.config": set()}
     assert wrong_directions(graph) == [
         "rosearch.search_space.genome (search space) imports rosearch.student.modeling (student network)"]
-    assert layer_of("rosearch.search_inputs") != layer_of("rosearch.search")  # a prefix is a whole name
+    assert layer_of("rosearch.search_space") != layer_of("rosearch.search")  # a prefix is a whole name
 
 
 def test_the_analysis_writes_no_record():
@@ -238,19 +236,19 @@ def test_every_lazy_import_says_why():
 
 
 def test_the_run_directory_layout_is_defined_once():
-    """Every run-directory file name is a constant of rosearch.rundir (a near-leaf the CLI loads fast)."""
-    from rosearch import rundir
+    """Every run-directory file name is a constant of rosearch.files.rundir (a near-leaf the CLI loads fast)."""
+    from rosearch.files import rundir
 
     graph = import_graph()
-    assert graph["rosearch.rundir"] <= {"rosearch.errors"}
+    assert graph["rosearch.files.rundir"] <= {"rosearch.errors"}
     names = {rundir.RESULTS_FILE, rundir.CONFIG_FILE, rundir.RUN_INFO_FILE, rundir.SUMMARY_FILE, rundir.BEST_GENOME_FILE,
              rundir.CANDIDATES_DIR, rundir.REPORT_FILE, rundir.LOCK_FILE}
     defined_elsewhere = []
     for mod, path in module_files().items():
-        if mod == "rosearch.rundir":
+        if mod == "rosearch.files.rundir":
             continue
         for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), str(path))):
             if (isinstance(node, ast.Assign) and isinstance(node.value, ast.Constant) and node.value.value in names
                     and any(isinstance(t, ast.Name) and t.id.isupper() for t in node.targets)):
                 defined_elsewhere.append(f"{mod}:{node.lineno} {ast.unparse(node)}")
-    assert not defined_elsewhere, "run-directory names defined outside rosearch.rundir:\n" + "\n".join(defined_elsewhere)
+    assert not defined_elsewhere, "run-directory names defined outside rosearch.files.rundir:\n" + "\n".join(defined_elsewhere)

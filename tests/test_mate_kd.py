@@ -126,7 +126,7 @@ def _inputs(tiny_teacher_dir, tiny_tokenizer, generator_dir) -> MethodInputs:
 
 
 def test_generator_update_moves_only_the_generator(tiny_teacher_dir, tiny_tokenizer, generator_dir, toy):
-    from rosearch.batching import collate
+    from rosearch.data.batching import collate
 
     cfg = replace(CFG, methods=("mate_kd",), mate_kd=MateKDConfig(generator_lr=1e-2, mask_prob=0.5))
     mate = MateKD(_inputs(tiny_teacher_dir, tiny_tokenizer, generator_dir), cfg, 2, seed=0, device=torch.device("cpu"))

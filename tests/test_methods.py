@@ -248,7 +248,7 @@ def test_probe_finds_attention_layers_and_records_only_when_asked(tiny_tokenizer
 
 
 def _attention_kl(student, teacher, split, indices) -> float:
-    from rosearch.batching import collate
+    from rosearch.data.batching import collate
     from rosearch.distill.losses import attention_kl_loss
 
     probe = StudentAttentionProbe(student)

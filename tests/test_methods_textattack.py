@@ -17,12 +17,12 @@ from transformers import AutoTokenizer, BertForSequenceClassification
 
 from rosearch.attack.resources import prepare_textattack, wordnet_available
 from rosearch.config import AttackConfig, config_from_dict
-from rosearch.data import Example, load_split
+from rosearch.data.tasks import Example, load_split
 from rosearch.distill.augment import augment_examples
 from rosearch.distill.methods import prepare_method_inputs
 from rosearch.distill.teacher_cache import compute_teacher_outputs
 from rosearch.distill.trainer import distill
-from rosearch.predictions import predict_logits
+from rosearch.data.predictions import predict_logits
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 

@@ -13,8 +13,8 @@ import pytest
 
 from rosearch.cli import main
 from rosearch.config import ConfigError, DataConfig, config_from_dict
-from rosearch.data import DataError, Example, TASKS, get_task, load_examples, task_spec
-from rosearch.preflight import check_data_files
+from rosearch.data.tasks import DataError, Example, TASKS, get_task, load_examples, task_spec
+from rosearch.prepare.preflight import check_data_files
 from conftest import NEGATIVE, NEUTRAL, POSITIVE
 
 CLASSES = ("praise", "complaint", "question")

@@ -100,7 +100,7 @@ def test_a_run_that_selects_on_dev_resumes_as_stored_and_other_settings_are_refu
         tmp_path, tiny_sst2_dir, tiny_teacher_dir):
     """A run without a validation slice or panel (dev selects, the proxy scores) resumes with its own
     config; a config that leaves those fields at the defaults is another run, refused with the fields."""
-    from rosearch.export import load_run_config
+    from rosearch.commands.export import load_run_config
     from rosearch.records.store import ConfigMismatchError
 
     def on_dev(generations: int) -> dict:

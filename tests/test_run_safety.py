@@ -23,7 +23,7 @@ import yaml
 from rosearch.cli import main
 from rosearch.config import ConfigError, config_from_dict, load_config
 from rosearch.records.store import CandidateRecord, ResultStore
-from rosearch.rundir import RunLock, RunLockedError, RunPathError, contained_run_dir
+from rosearch.files.rundir import RunLock, RunLockedError, RunPathError, contained_run_dir
 from rosearch.search import SearchSummary, run_search
 from test_search import tiny_search_dict
 
@@ -95,7 +95,7 @@ def test_second_driver_is_refused_at_once_naming_the_holder(tmp_path, tiny_sst2_
     run_dir = config.run.run_dir
     run_dir.mkdir(parents=True)
     holder = subprocess.Popen(
-        [sys.executable, "-c", "import sys, time; from rosearch.rundir import RunLock; "
+        [sys.executable, "-c", "import sys, time; from rosearch.files.rundir import RunLock; "
          "lock = RunLock(sys.argv[1]); lock.acquire(); print('held', flush=True); time.sleep(120)", str(run_dir)],
         env=ENV, stdout=subprocess.PIPE, text=True)
     try:
@@ -119,7 +119,7 @@ def test_stale_lock_of_a_dead_process_is_reported_and_taken_over(tmp_path, caplo
     dead.wait()
     (tmp_path / ".lock").write_text(json.dumps({"pid": dead.pid, "host": socket.gethostname(), "started": 1.0,
                                                 "command": "rosearch search"}))
-    with caplog.at_level(logging.WARNING, logger="rosearch.rundir"), RunLock(tmp_path):
+    with caplog.at_level(logging.WARNING, logger="rosearch.files.rundir"), RunLock(tmp_path):
         assert json.loads((tmp_path / ".lock").read_text())["pid"] == os.getpid()
     assert f"stale lock of pid {dead.pid} on host {socket.gethostname()}" in caplog.text and "(dead)" in caplog.text
     assert (tmp_path / ".lock").read_text() == ""  # released cleanly: no holder recorded
@@ -358,13 +358,13 @@ def test_attack_on_a_missing_model_or_unknown_recipe_is_rc_2(tmp_path, capsys, f
 
 
 def test_teacher_cache_errors_are_rc_2_and_debug_shows_the_traceback(tmp_path, monkeypatch, capsys):
-    import rosearch.prepare
+    import rosearch.prepare.inputs
     from rosearch.distill.teacher_cache import TeacherCacheError
 
     def broken(config, device):
         raise TeacherCacheError("cache file x is truncated (fix: delete it)")
 
-    monkeypatch.setattr(rosearch.prepare, "prepare_inputs", broken)
+    monkeypatch.setattr(rosearch.prepare.inputs, "prepare_inputs", broken)
     args = ["teacher", "--set", f"run.cache_dir={tmp_path}", "--set", "run.device=cpu"]
     assert main(args) == 2
     assert "Traceback" not in capsys.readouterr().err

@@ -82,8 +82,8 @@ def test_search_inprocess_end_to_end(tmp_path, tiny_sst2_dir, tiny_teacher_dir):
 
 def test_kept_weights_reproduce_the_stored_accuracy(tmp_path, tiny_sst2_dir, tiny_teacher_dir, tiny_tokenizer):
     """The weights a worker shipped back are the ones it measured (reloaded: same dev accuracy)."""
-    from rosearch.data import load_split
-    from rosearch.predictions import accuracy
+    from rosearch.data.tasks import load_split
+    from rosearch.data.predictions import accuracy
     from rosearch.records.artifacts import load_student, read_candidate_files
 
     config = config_from_dict(tiny_search_dict(tmp_path, tiny_sst2_dir, tiny_teacher_dir,
@@ -168,7 +168,7 @@ def test_unreachable_ray_address_fails_before_any_work(tmp_path, tiny_sst2_dir, 
 def test_failed_preparation_does_not_lock_the_run(tmp_path, tiny_sst2_dir, tiny_teacher_dir):
     import shutil
 
-    from rosearch.data import DataError
+    from rosearch.data.tasks import DataError
 
     broken = tmp_path / "SST-2"
     shutil.copytree(tiny_sst2_dir, broken)
@@ -363,7 +363,7 @@ def test_a_teacher_wrong_on_every_attacked_example_is_a_clear_error(tmp_path, ti
     """The random tiny teacher misclassifies the whole sample: no adversarial example, no proxy set."""
     import torch
 
-    from rosearch.prepare import ProxySetError, prepare_inputs
+    from rosearch.prepare.inputs import ProxySetError, prepare_inputs
 
     attack = {"enabled": True, "recipe": "deepwordbug", "num_examples": 6, "nltk_data": str(tmp_path / "nltk"),
               "proxy": True, "full_attack": "top_k"}

@@ -6,7 +6,7 @@ import threading
 
 import pytest
 
-from rosearch.shipped_files import ShippedFilesError, files_digest, materialize_files, read_model_files
+from rosearch.files.shipped_files import ShippedFilesError, files_digest, materialize_files, read_model_files
 
 
 def test_round_trip_and_one_folder_per_content(tmp_path, tiny_teacher_dir):

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 import torch
 
-from rosearch.batching import EncodedSplit
+from rosearch.data.batching import EncodedSplit
 from rosearch.config import DistillConfig, SearchSpaceConfig, SupernetConfig, config_from_dict
 from rosearch.search_space.genome import CellSpec, Genome
 from rosearch.search_space.labels import op_labels
@@ -235,7 +235,7 @@ def test_ray_workers_evaluate_sub_networks_without_the_drivers_files(tmp_path, t
     pytest.importorskip("ray")
     import shutil
 
-    from rosearch.prepare import prepare_inputs
+    from rosearch.prepare.inputs import prepare_inputs
     from rosearch.search import candidate_seed, run_candidate_task
     from rosearch.supernet.fidelity import architecture_sampler, prepare_supernets
     from rosearch.workers import CandidateTask, make_backend

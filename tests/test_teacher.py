@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from conftest import encode_texts, make_sentence
-from rosearch.batching import EncodedSplit, collate
+from rosearch.data.batching import EncodedSplit, collate
 from rosearch.config import TeacherConfig
 from rosearch.distill.teacher import (
     TeacherError,

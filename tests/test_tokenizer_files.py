@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from rosearch.tokenizer_files import TokenizerFilesError, materialize_tokenizer, read_tokenizer_files
+from rosearch.files.tokenizer_files import TokenizerFilesError, materialize_tokenizer, read_tokenizer_files
 
 
 def test_round_trip_gives_the_same_encodings(tiny_teacher_dir, tiny_tokenizer, tmp_path):

@@ -13,7 +13,7 @@ import pytest
 from rosearch.config import ConfigError, config_from_dict
 from rosearch.records.store import ResultStore
 from rosearch.search import run_search
-from rosearch.tracking import MlflowTracker, TrackingError, Trackers, check_trackers, flat_params, numeric_metrics
+from rosearch.records.tracking import MlflowTracker, TrackingError, Trackers, check_trackers, flat_params, numeric_metrics
 from test_search import tiny_search_dict
 
 
@@ -110,11 +110,11 @@ def test_a_failing_tracker_is_a_warning_not_a_lost_run(tmp_path, tiny_sst2_dir, 
     monkeypatch.setattr(MlflowTracker, "candidate", broken)
     data = tiny_search_dict(tmp_path, tiny_sst2_dir, tiny_teacher_dir, run={"report_to": ["mlflow", "tensorboard"]},
                             evolution={"generations": 1})
-    with caplog.at_level(logging.WARNING, logger="rosearch.tracking"):
+    with caplog.at_level(logging.WARNING, logger="rosearch.records.tracking"):
         summary = run_search(config_from_dict(data))
     assert summary.evaluated == 4 and summary.failed == 0
     assert calls == [1]  # turned off after its first failure
-    warnings = [r.getMessage() for r in caplog.records if r.name == "rosearch.tracking"]
+    warnings = [r.getMessage() for r in caplog.records if r.name == "rosearch.records.tracking"]
     assert len(warnings) == 1 and "mlflow failed to record a candidate (OSError: disk full)" in warnings[0]
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 

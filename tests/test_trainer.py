@@ -13,10 +13,10 @@ import torch
 from conftest import encode_texts, make_sentence
 from transformers import BertConfig, BertForSequenceClassification
 
-from rosearch.batching import EncodedSplit
+from rosearch.data.batching import EncodedSplit
 from rosearch.config import DistillConfig
 from rosearch.distill.trainer import DistillResult, NonFiniteLossError, distill
-from rosearch.predictions import accuracy
+from rosearch.data.predictions import accuracy
 
 try:
     from rosearch.distill.teacher_cache import TeacherOutputs as _RealTeacherOutputs

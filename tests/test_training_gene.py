@@ -105,7 +105,7 @@ def test_a_tiny_search_explores_the_training_gene_and_stats_report_it(tmp_path, 
 
 
 def test_a_genome_file_with_an_unprepared_training_method_is_refused(tmp_path, tiny_sst2_dir, tiny_teacher_dir):
-    from rosearch.preflight import GenomeFileError, check_genome
+    from rosearch.prepare.preflight import GenomeFileError, check_genome
 
     config = config_from_dict(tiny_search_dict(tmp_path, tiny_sst2_dir, tiny_teacher_dir))
     genome = Genome(32, 16, (CELL,), (), ("adv_train",))

@@ -141,7 +141,7 @@ def _reference_genome() -> str:
 
 def test_after_synonym_encoding_every_synonym_still_shares_a_code_and_the_defense_is_idempotent():
     from rosearch.defense.synonym_encoding import build_clusters
-    from rosearch.prepare_defense import encoded_counts
+    from rosearch.prepare.defense import encoded_counts
 
     relations = {"good": ["fine", "great"], "fine": ["good"], "great": ["good"], "film": ["movie"], "movie": ["film"],
                  "dull": ["boring"], "boring": ["dull"]}

@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from rosearch.config import config_from_dict
-from rosearch.data import load_examples, subset_indices
-from rosearch.validation import binary_f1, majority_rate, plan_validation, validation_size, word_count
+from rosearch.data.tasks import load_examples, subset_indices
+from rosearch.data.validation import binary_f1, majority_rate, plan_validation, validation_size, word_count
 
 
 def _config(**data):
@@ -75,7 +75,7 @@ def test_minimum_length_counts_both_texts_and_must_not_be_negative():
 
 
 def test_search_inputs_select_on_a_slice_disjoint_from_distillation_and_dev(tmp_path, tiny_sst2_dir, tiny_teacher_dir):
-    from rosearch.prepare import prepare_inputs
+    from rosearch.prepare.inputs import prepare_inputs
 
     config = config_from_dict({
         "run": {"cache_dir": str(tmp_path / "cache"), "seed": 1, "device": "cpu"},

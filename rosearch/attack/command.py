@@ -19,14 +19,14 @@ from transformers import AutoModelForSequenceClassification, AutoTokenizer
 from rosearch.attack.recipes import recipe_names
 from rosearch.attack.runner import attack_model, reports_table, sample_attack_examples, write_reports
 from rosearch.config import Config, config_from_dict, load_config
-from rosearch.data import load_examples, task_spec
+from rosearch.data.tasks import load_examples, task_spec
 from rosearch.defense.pipeline import load_defense
 from rosearch.errors import UserError
-from rosearch.model_files import ModelDirError, check_model_config, weights_problem
-from rosearch.outputs import check_output_dir
-from rosearch.runtime import resolve_device
+from rosearch.files.model_files import ModelDirError, check_model_config, weights_problem
+from rosearch.files.outputs import check_output_dir
+from rosearch.runtime.settings import resolve_device
 from rosearch.student.modeling import register_auto_classes
-from rosearch.tokenizer_files import TOKENIZER_FILES
+from rosearch.files.tokenizer_files import TOKENIZER_FILES
 
 logger = logging.getLogger(__name__)
 

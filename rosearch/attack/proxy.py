@@ -22,9 +22,9 @@ import torch
 from torch import nn
 
 from rosearch.attack.runner import run_attack
-from rosearch.cache import PROXY_SET, check_key, read_entry, write_text_atomically
+from rosearch.files.cache import PROXY_SET, check_key, read_entry, write_text_atomically
 from rosearch.config import AttackConfig
-from rosearch.data import Example
+from rosearch.data.tasks import Example
 
 logger = logging.getLogger(__name__)
 
@@ -45,7 +45,7 @@ class ProxySet:
         return len(self.labels)
 
     def examples(self) -> list[Example]:
-        """The proxy set as :class:`~rosearch.data.Example` objects (for tokenising/evaluating)."""
+        """The proxy set as :class:`~rosearch.data.tasks.Example` objects (for tokenising/evaluating)."""
         return [Example(text_a=a, text_b=b, label=y) for a, b, y in zip(self.texts_a, self.texts_b, self.labels)]
 
 
@@ -61,7 +61,7 @@ def proxy_key(teacher_key: str, recipe: str, examples: Sequence[Example], cfg: A
 
 
 def _load(path: Path, key: str) -> ProxySet:
-    """The proxy set cached at ``path``; :class:`~rosearch.cache.StaleEntry` when it is another key's."""
+    """The proxy set cached at ``path``; :class:`~rosearch.files.cache.StaleEntry` when it is another key's."""
     data = json.loads(path.read_text(encoding="utf-8"))
     check_key(data.get("key"), key)
     proxy = ProxySet(

@@ -28,7 +28,7 @@ import torch
 
 from rosearch.attack.resources import MissingResourceError, load_neighbors, require_wordnet
 from rosearch.config import AttackConfig
-from rosearch.model_paths import resolve_model_path
+from rosearch.files.model_paths import resolve_model_path
 
 if TYPE_CHECKING:
     import textattack

@@ -21,10 +21,10 @@ import types
 from pathlib import Path
 from typing import Mapping
 
-from rosearch.cache import atomic_dir, write_text_atomically
+from rosearch.files.cache import atomic_dir, write_text_atomically
 from rosearch.config import AttackConfig
 from rosearch.errors import UserError
-from rosearch.quiet import quiet_known_messages, route_nltk_downloads
+from rosearch.runtime.logs import quiet_known_messages, route_nltk_downloads
 
 logger = logging.getLogger(__name__)
 
@@ -159,7 +159,7 @@ def require_wordnet(explicit: str | None = None) -> None:
 def _write_text_unless_same(path: Path, text: str) -> None:
     """Write ``text`` atomically unless ``path`` already holds it (then nothing is rewritten).
 
-    The temporary names of :mod:`rosearch.cache` start with a dot, which keeps nltk's corpus
+    The temporary names of :mod:`rosearch.files.cache` start with a dot, which keeps nltk's corpus
     readers (fileids ``r"(?!README|\.).*"``) from listing them.
     """
     if path.is_file() and path.read_text(encoding="utf-8") == text:

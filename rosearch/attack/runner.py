@@ -44,7 +44,7 @@ from rosearch.attack.resources import prepare_textattack
 from rosearch.attack.wrapper import make_wrapper
 from rosearch.defense.pipeline import Defense
 from rosearch.config import AttackConfig
-from rosearch.data import Example
+from rosearch.data.tasks import Example
 
 logger = logging.getLogger(__name__)
 

@@ -3,7 +3,7 @@
 TextAttack's ``HuggingFaceModelWrapper`` pads every query to the tokenizer's maximum length
 (512 for BERT) and only accepts ``transformers.PreTrainedModel``. Attacks send thousands of
 short perturbed texts, so here each call is tokenised once, sorted by length and cut into
-dynamically padded batches with :mod:`rosearch.batching` (the same primitives as every other
+dynamically padded batches with :mod:`rosearch.data.batching` (the same primitives as every other
 inference in rosearch), and logits come back in the caller's order.
 """
 
@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from rosearch.batching import EncodedSplit, batch_indices, collate
+from rosearch.data.batching import EncodedSplit, batch_indices, collate
 from rosearch.defense.pipeline import Defense, defend_pair
 
 if TYPE_CHECKING:

@@ -30,8 +30,8 @@ from rosearch.defense.pipeline import Defense, DefenseError, load_defense
 from rosearch.defense.tokenizer import DEFENDED_TOKENIZER_CLASS
 from rosearch.deploy.onnx import INT8_FILE, ONNX_FILE, OnnxExportError, encode, max_length_of, open_session, session_logits
 from rosearch.errors import UserError
-from rosearch.model_files import ModelDirError, check_model_config, weights_problem
-from rosearch.quiet import setup_logging
+from rosearch.files.model_files import ModelDirError, check_model_config, weights_problem
+from rosearch.runtime.logs import setup_logging
 from rosearch.student.modeling import register_auto_classes
 
 logger = logging.getLogger(__name__)

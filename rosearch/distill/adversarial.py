@@ -25,15 +25,15 @@ import torch
 from torch import Tensor, nn
 
 from rosearch.attack.runner import run_attack, sample_attack_examples
-from rosearch.batching import EncodedSplit, batch_indices, collate
+from rosearch.data.batching import EncodedSplit, batch_indices, collate
 from rosearch.config import DistillConfig
-from rosearch.data import Example, encode_examples
+from rosearch.data.tasks import Example, encode_examples
 from rosearch.distill.losses import NonFiniteLossError, kd_loss
 from rosearch.distill.optim import adamw
 from rosearch.distill.protocol import DistillMethod, PrepareContext, StudentContext
 from rosearch.distill.teacher import load_teacher
-from rosearch.predictions import predict_logits
-from rosearch.tokenizer_files import materialize_tokenizer
+from rosearch.data.predictions import predict_logits
+from rosearch.files.tokenizer_files import materialize_tokenizer
 
 if TYPE_CHECKING:
     from rosearch.defense.pipeline import Defense

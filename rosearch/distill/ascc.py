@@ -40,11 +40,11 @@ from rosearch.defense.words import word_counts
 from rosearch.distill.hull import HullEmbedding, token_hulls, word_substitutions, worst_hull_weights
 from rosearch.distill.losses import kd_loss
 from rosearch.distill.protocol import DistillMethod, MethodRun, PrepareContext, StudentContext
-from rosearch.tokenizer_files import materialize_tokenizer
+from rosearch.files.tokenizer_files import materialize_tokenizer
 
 if TYPE_CHECKING:
     from rosearch.config import AttackConfig
-    from rosearch.data import Example
+    from rosearch.data.tasks import Example
 
 logger = logging.getLogger(__name__)
 

@@ -34,11 +34,11 @@ import torch
 from torch import Tensor, nn
 
 from rosearch.attack.resources import load_neighbors, prepare_textattack, require_wordnet
-from rosearch.batching import collate
-from rosearch.cache import AUGMENTED_COPIES, check_key, read_entry, write_text_atomically
+from rosearch.data.batching import collate
+from rosearch.files.cache import AUGMENTED_COPIES, check_key, read_entry, write_text_atomically
 from rosearch.choices import AUGMENT_RECIPE_NAMES as AUGMENT_RECIPES  # described in distill.methods
 from rosearch.config import AttackConfig, DistillConfig
-from rosearch.data import Example, encode_examples, subset_indices
+from rosearch.data.tasks import Example, encode_examples, subset_indices
 from rosearch.distill.inputs import MethodInputsError
 from rosearch.distill.losses import kd_loss
 from rosearch.distill.protocol import DistillMethod, MethodRun, PrepareContext, StudentContext, batch_stream, forward
@@ -270,7 +270,7 @@ def augment_examples(
 
 
 def _load(path: Path, key: str) -> AugmentedExamples:
-    """The copies cached at ``path``; :class:`~rosearch.cache.StaleEntry` when they are another key's."""
+    """The copies cached at ``path``; :class:`~rosearch.files.cache.StaleEntry` when they are another key's."""
     data = json.loads(path.read_text(encoding="utf-8"))
     check_key(data.get("key"), key)
     examples = tuple(Example(a, b, int(y)) for a, b, y in zip(data["texts_a"], data["texts_b"], data["labels"]))
@@ -278,7 +278,7 @@ def _load(path: Path, key: str) -> AugmentedExamples:
 
 
 def _save(path: Path, result: AugmentedExamples, *, seconds: float) -> None:
-    """Write atomically (:mod:`rosearch.cache`): concurrent runs never see half a file."""
+    """Write atomically (:mod:`rosearch.files.cache`): concurrent runs never see half a file."""
     data = {
         **AUGMENTED_COPIES.stamp(result.key), "seconds": round(seconds, 2), "counts": result.counts(),
         "sources": list(result.sources), "recipes": list(result.recipes),

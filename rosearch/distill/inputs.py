@@ -12,12 +12,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from rosearch.shipped_files import materialize_files
+from rosearch.files.shipped_files import materialize_files
 
 if TYPE_CHECKING:
-    from rosearch.batching import EncodedSplit
+    from rosearch.data.batching import EncodedSplit
     from rosearch.config import AttackConfig
-    from rosearch.data import Example
+    from rosearch.data.tasks import Example
     from rosearch.distill.teacher_cache import TeacherOutputs
 
 class MethodInputsError(ValueError):
@@ -36,7 +36,7 @@ class MethodInputs:
 
     methods: tuple[str, ...]
     teacher_dir: str  # the live teacher of mate_kd and of adv_finetune's and adv_train's soft labels
-    tokenizer_files: Mapping[str, bytes]  # the teacher's tokenizer (rosearch.tokenizer_files)
+    tokenizer_files: Mapping[str, bytes]  # the teacher's tokenizer (rosearch.files.tokenizer_files)
     cache_dir: str
     max_length: int
     text_columns: tuple[str, ...]  # the task's text columns, for TextAttack datasets

@@ -27,7 +27,7 @@ from rosearch.distill.protocol import DistillMethod, MethodRun, StudentContext, 
 from rosearch.student.ops import SelfAttention
 
 if TYPE_CHECKING:
-    from rosearch.batching import EncodedSplit
+    from rosearch.data.batching import EncodedSplit
     from rosearch.config import Config, DistillConfig
     from rosearch.distill.teacher_cache import TeacherOutputs
 

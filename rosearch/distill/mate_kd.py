@@ -42,8 +42,8 @@ import torch
 from torch import Tensor, nn
 from transformers import BertForMaskedLM
 
-from rosearch.batching import EncodedSplit, batch_indices, collate
-from rosearch.cache import MATE_KD_GENERATOR, atomic_dir, check_key, read_entry
+from rosearch.data.batching import EncodedSplit, batch_indices, collate
+from rosearch.files.cache import MATE_KD_GENERATOR, atomic_dir, check_key, read_entry
 from rosearch.config import DistillConfig
 from rosearch.distill.inputs import MethodInputsError
 from rosearch.distill.losses import kd_loss_terms

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from rosearch.choices import DISTILL_METHOD_NAMES
 from rosearch.config import methods_used
-from rosearch.data import task_spec
+from rosearch.data.tasks import task_spec
 from rosearch.distill.adv_train import ADV_TRAIN
 from rosearch.distill.ascc import ASCC
 from rosearch.distill.adversarial import ADV_FINETUNE
@@ -35,15 +35,15 @@ from rosearch.distill.mate_kd import MATE_KD
 from rosearch.distill.protocol import DistillMethod, PrepareContext, TeacherRequest
 from rosearch.distill.rift import RIFT
 from rosearch.distill.teacher import load_teacher
-from rosearch.shipped_files import read_model_files
-from rosearch.tokenizer_files import read_tokenizer_files
+from rosearch.files.shipped_files import read_model_files
+from rosearch.files.tokenizer_files import read_tokenizer_files
 
 if TYPE_CHECKING:
     import torch
 
-    from rosearch.batching import EncodedSplit
+    from rosearch.data.batching import EncodedSplit
     from rosearch.config import Config
-    from rosearch.data import Example
+    from rosearch.data.tasks import Example
 
 __all__ = [
     "AUGMENT_RECIPES", "METHODS", "NEEDS_METHOD_INPUTS", "REGISTRY", "MethodInputs", "MethodInputsError",
@@ -109,7 +109,7 @@ def prepare_method_inputs(
     ``search_space.training_choices``, prepared once whichever candidates end up using them.
 
     ``train_examples`` and ``train`` are the clean training split as raw text and encoded, row
-    by row (what :func:`rosearch.data.load_split` returns). Everything costly is cached on disk
+    by row (what :func:`rosearch.data.tasks.load_split` returns). Everything costly is cached on disk
     under ``config.run.cache_dir`` by the method that builds it, so a second run (or a resumed one)
     only loads: augmentation → ``augment/<key>.json`` and the teacher's logits on the copies (the
     teacher-output cache, keyed by the augmented split's fingerprint); the MATE-KD generator →

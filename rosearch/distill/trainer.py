@@ -31,7 +31,7 @@ import torch
 from torch import Tensor, nn
 from transformers import get_linear_schedule_with_warmup
 
-from rosearch.batching import EncodedSplit, collate
+from rosearch.data.batching import EncodedSplit, collate
 from rosearch.config import DistillConfig
 from rosearch.distill.inputs import MethodInputsError
 from rosearch.distill.losses import NonFiniteLossError, hidden_mse_loss, kd_loss, uniform_layer_map

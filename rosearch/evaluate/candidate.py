@@ -1,7 +1,7 @@
 """The fitness evaluation of one genome: build the student, distil it, measure it.
 
 This is the single function that every worker backend runs; it reads only the shared,
-read-only :class:`~rosearch.prepare.SearchInputs` and returns plain metrics, so it behaves
+read-only :class:`~rosearch.prepare.search_inputs.SearchInputs` and returns plain metrics, so it behaves
 the same in-process, in a Ray task, or on another machine of a cluster.
 """
 
@@ -16,14 +16,14 @@ import torch
 
 from rosearch.config import Config
 from rosearch.distill.trainer import distill
-from rosearch.batching import EncodedSplit
-from rosearch.predictions import logits_accuracy, predict_logits
-from rosearch.search_inputs import SearchInputs
+from rosearch.data.batching import EncodedSplit
+from rosearch.data.predictions import logits_accuracy, predict_logits
+from rosearch.prepare.search_inputs import SearchInputs
 from rosearch.search_space.cost import count_flops, count_parameters
 from rosearch.search_space.genome import Genome
 from rosearch.student.configuration import StudentConfig
 from rosearch.student.modeling import StudentForSequenceClassification, init_embedding_from_teacher
-from rosearch.validation import F1_TASKS, binary_f1
+from rosearch.data.validation import F1_TASKS, binary_f1
 
 logger = logging.getLogger(__name__)
 

@@ -17,10 +17,10 @@ import torch
 
 from rosearch.attack.runner import attack_model
 from rosearch.config import Config, attack_panel
-from rosearch.data import task_spec
-from rosearch.predictions import accuracy
-from rosearch.search_inputs import SearchInputs
-from rosearch.tokenizer_files import materialize_tokenizer
+from rosearch.data.tasks import task_spec
+from rosearch.data.predictions import accuracy
+from rosearch.prepare.search_inputs import SearchInputs
+from rosearch.files.tokenizer_files import materialize_tokenizer
 
 logger = logging.getLogger(__name__)
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from rosearch.rundir import CANDIDATES_DIR
+from rosearch.files.rundir import CANDIDATES_DIR
 from rosearch.student.modeling import StudentForSequenceClassification
 
 

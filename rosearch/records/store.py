@@ -12,7 +12,7 @@ With a rollback journal every commit is written into ``results.sqlite`` itself b
 briefly waiting for a commit, is nothing for a file written a few times a minute. A file found
 in WAL mode is switched on its next write and still read read-only (a copy of a live run is best
 taken with :func:`snapshot`, SQLite's backup API). Writes come from one process (the
-driver, which holds the run lock of :mod:`rosearch.rundir`); analysis tools open the same file
+driver, which holds the run lock of :mod:`rosearch.files.rundir`); analysis tools open the same file
 with ``read_only=True`` while the run is going, and also read a copy on a read-only filesystem.
 
 Everything is stored as JSON, never pickle. JSON has no spelling for NaN or ±inf (Python's

@@ -16,12 +16,12 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from rosearch.outputs import REPORT_GENERATOR, check_output_file, is_rosearch_report
+from rosearch.files.outputs import REPORT_GENERATOR, check_output_file, is_rosearch_report
 from rosearch.results import plots
 from rosearch.results.stats import (
     StatsReport, compute_stats, open_store, read_run_json, results_path, teacher_reference,
 )
-from rosearch.rundir import CONFIG_FILE, REPORT_FILE, SUMMARY_FILE
+from rosearch.files.rundir import CONFIG_FILE, REPORT_FILE, SUMMARY_FILE
 from rosearch.search_space.genome import Genome
 
 if TYPE_CHECKING:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 
-from rosearch.quiet import setup_logging
+from rosearch.runtime.logs import setup_logging
 from rosearch.results.stats import results_path
 from rosearch.records.store import snapshot
 

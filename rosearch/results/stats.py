@@ -40,7 +40,7 @@ from rosearch.errors import UserError
 from rosearch.records.agreement import proxy_real_agreement, spearman
 from rosearch.records.ranking import ranked, selection_weights
 from rosearch.records.store import CandidateRecord, ResultStore, ResultStoreError
-from rosearch.rundir import RESULTS_FILE, RUN_INFO_FILE, SUMMARY_FILE
+from rosearch.files.rundir import RESULTS_FILE, RUN_INFO_FILE, SUMMARY_FILE
 from rosearch.search_space import labels
 from rosearch.search_space.genome import CellSpec, Genome
 
@@ -51,7 +51,7 @@ logger = logging.getLogger(__name__)
 
 ROBUSTNESS_KEYS = ("robust_accuracy", "proxy_robust_accuracy")
 # the CSV tables `rosearch stats` writes (the last one only for runs with attack figures); a --out folder
-# holding anything else is not the tool's own and is refused (rosearch.outputs)
+# holding anything else is not the tool's own and is refused (rosearch.files.outputs)
 STATS_FILES = ("architectures.csv", "op_statistics.csv", "feature_correlations.csv", "shape_effects.csv",
                "attack_figures.csv")
 CONVOLUTION_FAMILIES = ("conv", "sepconv", "dilconv", "glu")

@@ -373,7 +373,7 @@ class Genome:
 
 def _canonical_training(names: object) -> tuple[str, ...]:
     """The training gene as a sorted, duplicate-free tuple of method names (checked against the
-    registry where a config is at hand: config validation and :mod:`rosearch.preflight`)."""
+    registry where a config is at hand: config validation and :mod:`rosearch.prepare.preflight`)."""
     if isinstance(names, (str, bytes)) or not isinstance(names, (list, tuple)):
         raise InvalidGenomeError(f"genome training must be a list of distill method names, got {names!r}")
     bad = [n for n in names if not isinstance(n, str) or not n.isidentifier()]

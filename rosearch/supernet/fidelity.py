@@ -6,7 +6,7 @@ its outputs on the original text, as for stand-alone students). Training genes a
 represented: every supernet is trained with plain KD, and an inherited figure describes the
 architecture and its defenses only (:func:`evaluate_inherited` says so in its metrics).
 
-The trained weights travel as plain numpy arrays inside :class:`~rosearch.search_inputs.SearchInputs`,
+The trained weights travel as plain numpy arrays inside :class:`~rosearch.prepare.search_inputs.SearchInputs`,
 which the Ray backend puts into the object store once; a worker reads them from there (zero-copy)
 and never from the driver's cache directory.
 """
@@ -27,13 +27,13 @@ import numpy as np
 import torch
 from safetensors.numpy import load_file, save_file
 
-from rosearch.cache import SUPERNET, atomic_file, write_text_atomically
+from rosearch.files.cache import SUPERNET, atomic_file, write_text_atomically
 from rosearch.config import Config, attack_panel
 from rosearch.defense.names import canonical_defenses
 from rosearch.evaluate.candidate import split_scores
 from rosearch.evaluate.efficiency import measure_latency
 from rosearch.evaluate.robustness import full_attack_metrics, panel_metrics, proxy_metrics
-from rosearch.search_inputs import SearchInputs
+from rosearch.prepare.search_inputs import SearchInputs
 from rosearch.search_space.cost import count_flops, count_parameters
 from rosearch.search_space.genome import Genome
 from rosearch.search_space.sampling import sample_genome

@@ -27,8 +27,8 @@ import numpy as np
 import torch
 from transformers import get_linear_schedule_with_warmup
 
-from rosearch.batching import EncodedSplit, collate
-from rosearch.cache import atomic_file
+from rosearch.data.batching import EncodedSplit, collate
+from rosearch.files.cache import atomic_file
 from rosearch.config import DistillConfig, SupernetConfig
 from rosearch.distill.losses import NonFiniteLossError, kd_loss
 from rosearch.distill.optim import adamw

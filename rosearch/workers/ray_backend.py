@@ -48,7 +48,7 @@ from ray.exceptions import (
     WorkerCrashedError,
 )
 
-from rosearch.quiet import WORKER_LOGGER, log_worker_lines
+from rosearch.runtime.logs import WORKER_LOGGER, log_worker_lines
 from rosearch.workers.base import (
     BackendSetupError,
     CandidateOutcome,
@@ -388,7 +388,7 @@ _WORKER_OUTPUT_HANDLER = "rosearch_worker_output"
 
 
 def route_worker_output() -> None:
-    """Workers' printed lines become log records (:func:`rosearch.quiet.log_worker_lines`) instead of Ray's
+    """Workers' printed lines become log records (:func:`rosearch.runtime.logs.log_worker_lines`) instead of Ray's
     console output, which prefixes them with ANSI-coloured ``(pid=...)``, folds repeats into "[repeated
     Nx across cluster]" and adds a notice about its de-duplication: the records keep the worker's pid and
     level, go to the run's log file, and reach the console only at WARNING and above (all with --verbose).

@@ -1,7 +1,7 @@
 """The read-only inputs every candidate evaluation of a run shares.
 
 Plain arrays and numbers only, so that a Ray backend puts them into the object store once and
-every worker maps them without a copy. Built by :func:`rosearch.prepare.prepare_inputs`.
+every worker maps them without a copy. Built by :func:`rosearch.prepare.inputs.prepare_inputs`.
 """
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ from typing import Any
 
 import numpy as np
 
-from rosearch.batching import EncodedSplit
-from rosearch.data import Example
+from rosearch.data.batching import EncodedSplit
+from rosearch.data.tasks import Example
 from rosearch.defense.pipeline import Defense, DefenseResources
 from rosearch.distill.teacher_cache import TeacherOutputs
 

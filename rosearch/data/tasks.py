@@ -27,8 +27,8 @@ from typing import Any, Literal, Mapping, Sequence
 
 import numpy as np
 
-from rosearch.batching import EncodedSplit
-from rosearch.cache import TOKENISED_SPLITS, StaleEntry, atomic_file, read_entry
+from rosearch.data.batching import EncodedSplit
+from rosearch.files.cache import TOKENISED_SPLITS, StaleEntry, atomic_file, read_entry
 from rosearch.config import DataConfig
 from rosearch.errors import UserError
 

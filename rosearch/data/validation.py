@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from rosearch.config import VALIDATION_MAX_SHARE, Config
-from rosearch.data import subset_indices
+from rosearch.data.tasks import subset_indices
 
 logger = logging.getLogger(__name__)
 

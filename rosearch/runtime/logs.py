@@ -39,7 +39,7 @@ from typing import Any
 
 LOG_LEVEL_ENV = "ROSEARCH_LOG_LEVEL"  # overrides every command's log level (DEBUG: `--verbose`)
 
-_FILTER_NAME = "rosearch.quiet"
+_FILTER_NAME = "rosearch.runtime.logs"
 
 
 @dataclass(frozen=True)

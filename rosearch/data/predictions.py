@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from rosearch.batching import EncodedSplit, batch_indices, collate
+from rosearch.data.batching import EncodedSplit, batch_indices, collate
 
 
 def predict_logits(model: nn.Module, split: EncodedSplit, *, batch_size: int, device: torch.device | str) -> np.ndarray:

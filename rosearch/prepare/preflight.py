@@ -15,8 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from rosearch.config import Config, ConfigError, methods_used
-from rosearch.data import SPLITS, load_examples, resolve_file, task_spec
-from rosearch.model_paths import resolve_model_path
+from rosearch.data.tasks import SPLITS, load_examples, resolve_file, task_spec
+from rosearch.files.model_paths import resolve_model_path
 from rosearch.search_space import labels
 from rosearch.search_space.cost import count_parameters
 from rosearch.search_space.genome import Genome, InvalidGenomeError

@@ -16,19 +16,19 @@ from functools import partial
 from rich.console import Console
 from rich.table import Table
 
-from rosearch import prepare  # prepare.prepare_inputs looked up per call (tests replace it)
+from rosearch.prepare import inputs as prepare  # prepare.prepare_inputs looked up per call (tests replace it)
 from rosearch.config import Config, load_config
 from rosearch.defense.names import DEFENSE_NAMES
 from rosearch.evaluate.candidate import evaluate_candidate
-from rosearch.outputs import publish_modes
-from rosearch.preflight import check_data_files, check_teacher_fit, load_genome_files, teacher_shape
+from rosearch.files.outputs import publish_modes
+from rosearch.prepare.preflight import check_data_files, check_teacher_fit, load_genome_files, teacher_shape
 from rosearch.results.summary_view import summary_lines, summary_table
-from rosearch.rundir import ensure_writable_dir
-from rosearch.runtime import apply_run_settings
+from rosearch.files.rundir import ensure_writable_dir
+from rosearch.runtime.settings import apply_run_settings
 from rosearch.search import candidate_seed, run_search
 from rosearch.search_space.cost import count_parameters
 from rosearch.search_space.sampling import sample_genome
-from rosearch.tokenizer_files import read_tokenizer_files
+from rosearch.files.tokenizer_files import read_tokenizer_files
 
 logger = logging.getLogger("rosearch")
 

@@ -3,7 +3,7 @@
 Redirected output (a log file, a scheduler's capture) gets no bar and no ANSI code: the phases'
 log lines say the same there. ``NO_COLOR`` is honoured by rich's console. Bars are transient: they
 vanish when their phase ends, and log records print above them (rosearch's console handler
-writes through the same rich console, see :func:`rosearch.quiet.setup_logging`).
+writes through the same rich console, see :func:`rosearch.runtime.logs.setup_logging`).
 """
 
 from __future__ import annotations

@@ -73,7 +73,7 @@ class CacheKind:
 
 # Every kind of cache under run.cache_dir. Bump a kind's version when its payload (or what its
 # writer computes) changes; the key hashes the version, and a read checks the stored key.
-TOKENISED_SPLITS = CacheKind("data", 1, name_chars=16)  # rosearch.data: encoded splits (.npz)
+TOKENISED_SPLITS = CacheKind("data", 1, name_chars=16)  # rosearch.data.tasks: encoded splits (.npz)
 TEACHER_OUTPUTS = CacheKind("teacher_outputs", 1)  # rosearch.distill.teacher_cache: a directory per entry
 MATE_KD_GENERATOR = CacheKind("mate_kd", 1)  # rosearch.distill.mate_kd: an HF checkpoint directory
 AUGMENTED_COPIES = CacheKind("augment", 1)  # rosearch.distill.augment: JSON

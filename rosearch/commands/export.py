@@ -34,24 +34,24 @@ import torch
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 from rosearch.config import Config, ConfigError, config_from_dict
-from rosearch.data import task_spec
+from rosearch.data.tasks import task_spec
 from rosearch.defense.pipeline import Defense, defend_pair, load_defense
 from rosearch.defense.tokenizer import mark_tokenizer_defended
 from rosearch.errors import UserError
 from rosearch.evaluate.candidate import evaluate_candidate
-from rosearch.model_paths import resolve_model_path
-from rosearch.outputs import check_output_dir, publish_modes
-from rosearch.prepare import prepare_inputs, teacher_output_dir
+from rosearch.files.model_paths import resolve_model_path
+from rosearch.files.outputs import check_output_dir, publish_modes
+from rosearch.prepare.inputs import prepare_inputs, teacher_output_dir
 from rosearch.records.artifacts import load_student, read_candidate_files
-from rosearch.export_onnx import add_onnx_variants
+from rosearch.commands.export_onnx import add_onnx_variants
 from rosearch.records.ranking import budget_of
-from rosearch.tracking import log_exported
+from rosearch.records.tracking import log_exported
 from rosearch.results.stats import open_store, ranked_records, read_run_json, results_path, teacher_reference
 from rosearch.records.store import CandidateRecord
-from rosearch.rundir import CONFIG_FILE
-from rosearch.runtime import resolve_device
+from rosearch.files.rundir import CONFIG_FILE
+from rosearch.runtime.settings import resolve_device
 from rosearch.search import candidate_seed
-from rosearch.search_inputs import SearchInputs
+from rosearch.prepare.search_inputs import SearchInputs
 from rosearch.search_space.genome import Genome
 from rosearch.student.modeling import StudentForSequenceClassification, register_auto_classes
 
@@ -518,7 +518,7 @@ def export_students(run_dir: str | Path, out_dir: str | Path, *, top: int = 3, r
     that many steps instead (e.g. a longer budget than the search could afford) and records the
     new dev accuracy next to the search's. Folders are named ``rank<r>-<hash[:12]>``. ``onnx`` adds
     ``model.onnx`` and ``int8`` (implies ``onnx``) ``model.int8.onnx``, both checked by ONNX Runtime
-    on the run's dev texts (:mod:`rosearch.export_onnx`).
+    on the run's dev texts (:mod:`rosearch.commands.export_onnx`).
     """
     for name, value in (("top", top), ("retrain_steps", retrain_steps)):
         if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):

@@ -1,6 +1,6 @@
 """Where a model spec points: a local directory, a checkpoint inside an installed package, or a hub id.
 
-A leaf (standard library only), so that the config checks (:mod:`rosearch.preflight`), the
+A leaf (standard library only), so that the config checks (:mod:`rosearch.prepare.preflight`), the
 attacks' local sentence encoder and export can resolve a spec without importing the teacher's
 training code (:mod:`rosearch.distill.teacher`, which re-exports these names).
 """

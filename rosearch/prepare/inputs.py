@@ -22,9 +22,9 @@ from transformers import AutoConfig, PretrainedConfig
 
 from rosearch.attack.proxy import load_or_build_proxy_set
 from rosearch.attack.runner import sample_attack_examples
-from rosearch.batching import EncodedSplit
+from rosearch.data.batching import EncodedSplit
 from rosearch.config import Config, ConfigError, TeacherConfig, attack_panel
-from rosearch.data import SPLITS, Example, data_identity, encode_examples, is_custom, load_examples, load_split, task_spec
+from rosearch.data.tasks import SPLITS, Example, data_identity, encode_examples, is_custom, load_examples, load_split, task_spec
 from rosearch.distill.ascc import training_substitutions
 from rosearch.distill.methods import prepare_method_inputs, teacher_cache_request
 from rosearch.distill.teacher import (
@@ -37,11 +37,11 @@ from rosearch.distill.teacher import (
 )
 from rosearch.distill.teacher_cache import load_or_compute_teacher_outputs
 from rosearch.errors import UserError
-from rosearch.predictions import logits_accuracy
-from rosearch.prepare_defense import build_defense_resources, encode_defended_splits
-from rosearch.search_inputs import SearchInputs
-from rosearch.tokenizer_files import read_tokenizer_files
-from rosearch.validation import majority_rate, plan_validation, word_count
+from rosearch.data.predictions import logits_accuracy
+from rosearch.prepare.defense import build_defense_resources, encode_defended_splits
+from rosearch.prepare.search_inputs import SearchInputs
+from rosearch.files.tokenizer_files import read_tokenizer_files
+from rosearch.data.validation import majority_rate, plan_validation, word_count
 
 logger = logging.getLogger(__name__)
 
@@ -258,7 +258,7 @@ def prepare_defense_inputs(config: Config, tokenizer, num_labels: int, train_exa
 def carve_validation(
     config: Config, tokenizer, train_examples: list[Example], train
 ) -> tuple[list[Example], object, list[Example], object]:
-    """Split the validation slice off the train split (see :mod:`rosearch.validation`).
+    """Split the validation slice off the train split (see :mod:`rosearch.data.validation`).
 
     Returns the students' examples and split (unchanged unless they used nearly all of train)
     and the slice's examples and encoding.

@@ -16,11 +16,11 @@ from typing import TYPE_CHECKING
 from rich.console import Console
 from rich.table import Table
 
-from rosearch.outputs import check_output_dir, check_output_file, is_rosearch_report
-from rosearch.quiet import setup_logging
+from rosearch.files.outputs import check_output_dir, check_output_file, is_rosearch_report
+from rosearch.runtime.logs import setup_logging
 from rosearch.results.report import HEADERS, format_value, write_report
 from rosearch.results.stats import STATS_FILES, compute_stats, results_path
-from rosearch.rundir import REPORT_FILE, ensure_writable_dir
+from rosearch.files.rundir import REPORT_FILE, ensure_writable_dir
 
 if TYPE_CHECKING:
     import pandas
@@ -138,7 +138,7 @@ def run_report(args: argparse.Namespace) -> int:
 
 def run_export(args: argparse.Namespace) -> int:
     """Export the run's best students as Hugging Face folders and list them."""
-    from rosearch.export import export_students  # lazy: torch, transformers and Ray; stats and report need none
+    from rosearch.commands.export import export_students  # lazy: torch, transformers and Ray; stats and report need none
 
     setup_logging("INFO")
     folders = export_students(args.run_dir, args.out, top=args.top, retrain_steps=args.retrain_steps, device=args.device,

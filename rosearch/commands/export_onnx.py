@@ -15,7 +15,7 @@ from typing import Any
 import torch
 
 from rosearch.config import Config
-from rosearch.data import load_examples, task_spec
+from rosearch.data.tasks import load_examples, task_spec
 from rosearch.defense.pipeline import Defense, defend_pair
 from rosearch.deploy.onnx import INT8_FILE, ONNX_FILE, write_onnx_variants
 

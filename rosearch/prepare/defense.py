@@ -16,9 +16,9 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from rosearch.attack.resources import load_neighbors, prepare_textattack
-from rosearch.batching import EncodedSplit
+from rosearch.data.batching import EncodedSplit
 from rosearch.config import Config
-from rosearch.data import Example, encode_examples
+from rosearch.data.tasks import Example, encode_examples
 from rosearch.defense.names import SYNONYM_ENCODING, TYPO_ENCODING
 from rosearch.defense.pipeline import Defense, DefenseResources
 from rosearch.defense.synonym_encoding import build_clusters
