@@ -265,7 +265,8 @@ def carve_validation(
     """
     task = task_spec(config.data)
     everything = load_examples(task_spec(config.data), "train", config.data.data_dir)
-    plan = plan_validation(config, len(everything), [word_count(e.text_a, e.text_b) for e in everything])
+    plan = plan_validation(config.data, len(everything), [word_count(e.text_a, e.text_b) for e in everything],
+                           seed=config.run.seed, teacher_limit=config.teacher.train_limit)
     val_examples = [everything[i] for i in plan.validation]
     key = hashlib.sha256(json.dumps([train.fingerprint, plan.validation]).encode()).hexdigest()
     val = encode_examples(val_examples, tokenizer, config.data.max_length, f"val-{key}", task.num_labels)
