@@ -87,7 +87,7 @@ def cmd_distill(args: argparse.Namespace) -> int:
         logger.info("student %d/%d: %s", i + 1, len(genomes), genome.hash()[:12])
         # the same seed a search uses for this genome, so a search's winner is reproduced exactly
         seed = candidate_seed(config.run.seed, genome.hash())
-        model, metrics = evaluate_candidate(genome, inputs, config, seed=seed, device=device)
+        model, metrics = evaluate_candidate(genome, inputs, config.distill, seed=seed, device=device)
         out = out_root / metrics.genome_hash[:16]
         model.save_pretrained(out)
         for name, content in read_tokenizer_files(inputs.teacher_dir).items():  # so `rosearch attack --model` works

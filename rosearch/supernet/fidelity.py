@@ -206,13 +206,15 @@ def evaluate_inherited(genome: Genome, inputs: SearchInputs, config: Config, *, 
     extract_seconds = time.perf_counter() - start
     defended = inputs.for_defenses(genome.defenses)
     start = time.perf_counter()
-    dev_accuracy, dev_f1 = split_scores(model, defended.dev, inputs.task_name, config, device)
+    batch_size = config.distill.eval_batch_size
+    dev_accuracy, dev_f1 = split_scores(model, defended.dev, inputs.task_name, batch_size=batch_size, device=device)
     metrics: dict[str, Any] = {"genome_hash": genome.hash(), "dev_accuracy": dev_accuracy, "fidelity": "supernet",
                                "supernet_key": weights.key[:24], "supernet_steps": weights.steps}
     if dev_f1 is not None:
         metrics["dev_f1"] = dev_f1
     if defended.val is not None:
-        metrics["val_accuracy"], val_f1 = split_scores(model, defended.val, inputs.task_name, config, device)
+        metrics["val_accuracy"], val_f1 = split_scores(model, defended.val, inputs.task_name, batch_size=batch_size,
+                                                       device=device)
         if val_f1 is not None:
             metrics["val_f1"] = val_f1
     metrics["eval_seconds"] = time.perf_counter() - start
@@ -225,12 +227,13 @@ def evaluate_inherited(genome: Genome, inputs: SearchInputs, config: Config, *, 
         metrics |= measure_latency(model, seq_len=inputs.dev_mean_length, device=device, vocab_size=inputs.vocab_size)
     if genome.training:
         metrics["training_gene_ignored"] = list(genome.training)
-    metrics |= proxy_metrics(model, inputs, config, device=device, defenses=genome.defenses)
+    metrics |= proxy_metrics(model, inputs, batch_size=batch_size, device=device, defenses=genome.defenses)
     if config.attack.enabled and config.attack.full_attack != "none":
         n = config.supernet.attack_examples
         sample = inputs if n is None else replace(inputs, attack_examples=inputs.attack_examples[:n])
         start = time.perf_counter()
-        metrics |= full_attack_metrics(model, sample, config, device=device, name=name, defenses=genome.defenses)
+        metrics |= full_attack_metrics(model, sample, config.attack, config.data, cache_dir=config.run.cache_dir,
+                                      device=device, name=name, defenses=genome.defenses)
         metrics["attack_wall_seconds"] = time.perf_counter() - start
         metrics |= panel_metrics(metrics, attack_panel(config.attack), config.attack.panel_aggregate)
     return metrics
