@@ -420,8 +420,8 @@ def run_search(config: Config, *, resume: bool = False, task_fn: TaskFn = run_ca
     """
     start = time.perf_counter()
     check_workers(config.workers)  # seconds, before minutes of data/teacher preparation
-    check_teacher_fit(config, teacher_shape(config))
-    check_data_files(config)
+    check_teacher_fit(config, teacher_shape(config.teacher))
+    check_data_files(config.data)
     check_trackers(config.run.report_to)
     check_search_memory(config)
     contained_run_dir(config.run.output_dir, config.run.name)

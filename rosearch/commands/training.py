@@ -48,7 +48,7 @@ def _config(args: argparse.Namespace) -> Config:
 def cmd_teacher(args: argparse.Namespace) -> int:
     """Fine-tune (or load) the teacher and cache its outputs on the training split."""
     config = _config(args)
-    check_data_files(config)  # before the teacher is loaded
+    check_data_files(config.data)  # before the teacher is loaded
     device = apply_run_settings(config.run)
     start = time.perf_counter()
     inputs = prepare.prepare_inputs(config, device)
@@ -62,8 +62,8 @@ def cmd_teacher(args: argparse.Namespace) -> int:
 def cmd_distill(args: argparse.Namespace) -> int:
     """Distil students (given genomes, or sampled from the search space) and report dev accuracy."""
     config = _config(args)
-    check_data_files(config)
-    shape = teacher_shape(config)  # seconds: data files, teacher shape, genome files and output dir before preparation
+    check_data_files(config.data)
+    shape = teacher_shape(config.teacher)  # seconds: data files, teacher shape, genome files and output dir before preparation
     check_teacher_fit(config, shape)
     genomes = load_genome_files(args.genome, config, shape) if args.genome else []
     carried = {name for genome in genomes for name in genome.defenses} - set(config.search_space.defenses_used())
