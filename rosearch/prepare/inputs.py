@@ -3,6 +3,12 @@
 This runs once per run (and is mostly cache hits on a second run); candidates then only read
 the resulting :class:`SearchInputs`, which are plain arrays so that a Ray backend can put them
 into the object store once and share them with every worker.
+
+The functions here take the whole config: preparing a run is where its sections meet (the teacher is
+keyed by the ``teacher`` and ``data`` sections and ``run.seed``, its adversarial fine-tuning reads
+``attack``, the validation slice avoids the teacher's and the students' subsets, the proxy set is the
+``attack`` section's on the ``data`` section's texts). Everything after it, per candidate, reads
+:class:`SearchInputs` and its own sections.
 """
 
 from __future__ import annotations
