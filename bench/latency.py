@@ -46,7 +46,7 @@ from rosearch.defense.pipeline import Defense, defend_copies, load_defense  # no
 from rosearch.deploy.onnx import (  # noqa: E402
     INT8_FILE, ONNX_FILE, encode, max_length_of, open_session, session_logits, write_onnx_variants,
 )
-from rosearch.runtime.settings import setup_logging  # noqa: E402
+from rosearch.runtime.logs import setup_logging  # noqa: E402
 
 RUNTIMES = ("torch fp32", "ort fp32", "ort int8")
 BATCH_SIZES = (1, 32)

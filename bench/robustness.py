@@ -368,7 +368,7 @@ def run(args: argparse.Namespace) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     from rosearch.attack.resources import MissingResourceError
     from rosearch.defense import DefenseError
-    from rosearch.runtime.settings import setup_logging
+    from rosearch.runtime.logs import setup_logging
 
     args = parse_args(argv)
     setup_logging("INFO")

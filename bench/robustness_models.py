@@ -273,7 +273,7 @@ def load_distilled_row(spec: RowSpec, config: Config, genome: Genome, work_dir: 
         seed = candidate_seed(config.run.seed, genome.hash())  # the seed a search gives this genome
         logger.info("distil %s: genome %s, defenses %s, methods %s, %d steps", spec.kind, genome.hash()[:12],
                     list(spec.defenses) or "none", list(spec.methods) or "none", row_config.distill.max_steps)
-        model, metrics = evaluate_candidate(genome, inputs, row_config, seed=seed, device=device)
+        model, metrics = evaluate_candidate(genome, inputs, row_config.distill, seed=seed, device=device)
         partial = folder.with_name(f".{folder.name}.{uuid.uuid4().hex[:8]}.partial")
         try:
             model.to("cpu").save_pretrained(partial)

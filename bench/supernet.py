@@ -119,7 +119,8 @@ def _attack_figures(model: Any, inputs: Any, config: Config, device: Any, name: 
     from rosearch.evaluate.robustness import full_attack_metrics, panel_metrics
 
     start = time.perf_counter()
-    metrics = full_attack_metrics(model, inputs, config, device=device, name=name)
+    metrics = full_attack_metrics(model, inputs, config.attack, config.data, cache_dir=config.run.cache_dir, device=device,
+                                  name=name)
     metrics |= panel_metrics(metrics, attack_panel(config.attack), config.attack.panel_aggregate)
     return metrics, time.perf_counter() - start
 
@@ -143,7 +144,7 @@ def run_standalone(args: argparse.Namespace) -> int:
         key = genome.hash()
         if done.get(key, {}).get("steps") == args.standalone_steps:
             continue
-        model, metrics = evaluate_candidate(genome, inputs, config, seed=seed_of(key), device=device)
+        model, metrics = evaluate_candidate(genome, inputs, config.distill, seed=seed_of(key), device=device)
         attack, attack_seconds = _attack_figures(model, inputs, config, device, key[:12])
         done[key] = {"genome": genome.to_dict(), "steps": args.standalone_steps, "val_accuracy": metrics.val_accuracy,
                      "dev_accuracy": metrics.dev_accuracy, "robust_accuracy": attack["robust_accuracy"],
@@ -194,7 +195,7 @@ def run_supernet(args: argparse.Namespace) -> int:
                                              "extract_seconds", "eval_seconds", "attack_wall_seconds")}}
         if i <= args.side_by_side:
             start = time.perf_counter()
-            model, alone = evaluate_candidate(genome, inputs, standalone, seed=candidate_seed(config.run.seed, key),
+            model, alone = evaluate_candidate(genome, inputs, standalone.distill, seed=candidate_seed(config.run.seed, key),
                                               device=device)
             _, attack_seconds = _attack_figures(model, inputs, standalone, device, key[:12])
             row["standalone_seconds_here"] = time.perf_counter() - start

@@ -270,7 +270,7 @@ def _catch_sigterm() -> tuple[bool, Any]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if args.verbose:  # read by runtime.setup_logging here and in every child process
+    if args.verbose:  # read by runtime.logs.setup_logging here and in every child process
         os.environ[LOG_LEVEL_ENV] = "DEBUG"
     caught, previous = _catch_sigterm()
     try:

@@ -129,19 +129,21 @@ def run_candidate_task(task: CandidateTask, shared: tuple[SearchInputs, Config])
     if task.kind == "attack":  # multi_fidelity: the rest of the panel (the first recipe ran with the training)
         model = load_student(task.payload, device)
         recipes = panel[1:] if config.attack.full_attack == "multi_fidelity" else panel
-        return TaskResult(full_attack_metrics(model, inputs, config, device=device, name=name, recipes=recipes,
-                                              defenses=genome.defenses))
+        return TaskResult(full_attack_metrics(model, inputs, config.attack, config.data, cache_dir=config.run.cache_dir,
+                                              device=device, name=name, recipes=recipes, defenses=genome.defenses))
     if config.supernet.fidelity == "supernet":  # inherited weights: no training, no weights to return
         return TaskResult(evaluate_inherited(genome, inputs, config, device=device, name=name))
-    model, metrics = evaluate_candidate(genome, inputs, config, seed=task.seed, device=device)
+    model, metrics = evaluate_candidate(genome, inputs, config.distill, seed=task.seed, device=device)
     result = metrics.to_dict()
     result |= measure_latency(model, seq_len=inputs.dev_mean_length, device=device, vocab_size=inputs.vocab_size)
-    result |= proxy_metrics(model, inputs, config, device=device, defenses=genome.defenses)
+    result |= proxy_metrics(model, inputs, batch_size=config.distill.eval_batch_size, device=device,
+                            defenses=genome.defenses)
     if config.attack.enabled and config.attack.full_attack == "all":
-        result |= full_attack_metrics(model, inputs, config, device=device, name=name, defenses=genome.defenses)
+        result |= full_attack_metrics(model, inputs, config.attack, config.data, cache_dir=config.run.cache_dir,
+                                      device=device, name=name, defenses=genome.defenses)
     elif config.attack.enabled and config.attack.full_attack == "multi_fidelity":
-        result |= full_attack_metrics(model, inputs, config, device=device, name=name, recipes=panel[:1],
-                                      defenses=genome.defenses)
+        result |= full_attack_metrics(model, inputs, config.attack, config.data, cache_dir=config.run.cache_dir,
+                                      device=device, name=name, recipes=panel[:1], defenses=genome.defenses)
     result |= panel_metrics(result, panel, config.attack.panel_aggregate)
     return TaskResult(result, artifacts=student_files(model))
 
@@ -418,8 +420,8 @@ def run_search(config: Config, *, resume: bool = False, task_fn: TaskFn = run_ca
     """
     start = time.perf_counter()
     check_workers(config.workers)  # seconds, before minutes of data/teacher preparation
-    check_teacher_fit(config, teacher_shape(config))
-    check_data_files(config)
+    check_teacher_fit(config, teacher_shape(config.teacher))
+    check_data_files(config.data)
     check_trackers(config.run.report_to)
     check_search_memory(config)
     contained_run_dir(config.run.output_dir, config.run.name)

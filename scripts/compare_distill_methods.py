@@ -133,7 +133,7 @@ def run_method(method: str, config: Config, genome: Genome, shared: dict[str, An
 
     inputs = shared["inputs"]
     cfg = method_config(config, method)
-    student = build_student(genome, inputs, config, seed=config.run.seed).to(device)
+    student = build_student(genome, inputs, config.distill, seed=config.run.seed).to(device)
     every = max(1, cfg.max_steps // 10)
 
     def progress(step: int, total: int, loss: float) -> None:

@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from rosearch.ablate import AblationInputError, repeat_seeds, resample_evaluation, run_ablation, run_repeat_task
+from rosearch.commands.ablate import AblationInputError, repeat_seeds, resample_evaluation, run_ablation, run_repeat_task
 from rosearch.config import SearchSpaceConfig, config_from_dict
 from rosearch.records.store import CandidateRecord, ResultStore
 from rosearch.results.ablation import CHANGES, TOO_FEW, WITHIN_NOISE, paired_effect, paired_figures, sample_sd

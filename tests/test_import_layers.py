@@ -131,24 +131,22 @@ def test_defense_is_a_leaf_package():
 # layers below it, never above: module level, in functions and under TYPE_CHECKING alike. Every
 # rosearch module belongs to exactly one layer (the longest prefix that names it).
 LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
-    ("leaves and config", ("rosearch.errors", "rosearch.choices", "rosearch.files.cache", "rosearch.runtime.logs",
-                           "rosearch.data.batching", "rosearch.files.shipped_files", "rosearch.files.tokenizer_files",
-                           "rosearch.files.outputs", "rosearch.files.model_files", "rosearch.files.model_paths", "rosearch.files.rundir",
-                           "rosearch.config", "rosearch.runtime.settings", "rosearch.data.tasks", "rosearch.data.validation",
-                           "rosearch.data.predictions", "rosearch.runtime.progress")),
+    ("leaves", ("rosearch.errors", "rosearch.choices", "rosearch.files")),  # standard library: the CLI checks paths fast
+    ("config and process", ("rosearch.config", "rosearch.runtime")),  # one validated config; logs, progress, threads
+    ("data", ("rosearch.data",)),  # tasks, tokenised splits, batches, predictions over a split
     ("input defenses", ("rosearch.defense",)),  # a genome names the defenses it carries
     ("search space", ("rosearch.search_space",)),  # genomes, op families, analytic cost: no torch
     ("student network", ("rosearch.student",)),
     ("attacks", ("rosearch.attack",)),
-    ("training", ("rosearch.distill", "rosearch.prepare.search_inputs", "rosearch.prepare.defense")),
-    ("evaluation and preparation", ("rosearch.evaluate", "rosearch.supernet", "rosearch.prepare.inputs", "rosearch.prepare.preflight")),
-    ("run records", ("rosearch.records", "rosearch.records.tracking")),  # the SQLite store, kept weights, trackers that watch
+    ("training", ("rosearch.distill",)),
+    ("preparation", ("rosearch.prepare",)),  # once per run: checks, teacher, teacher outputs, defense tables
+    ("evaluation", ("rosearch.evaluate", "rosearch.supernet")),
+    ("run records", ("rosearch.records",)),  # the SQLite store, kept weights, trackers that watch
     ("workers", ("rosearch.workers",)),
     ("search strategies", ("rosearch.evolution",)),
     ("search", ("rosearch.search",)),
     ("analysis", ("rosearch.results",)),  # reads the records, writes none
-    ("application", ("rosearch.ablate", "rosearch.commands.training", "rosearch.commands.analysis", "rosearch.commands.export", "rosearch.commands.export_onnx",
-                     "rosearch.deploy", "rosearch.cli", "rosearch")),
+    ("application", ("rosearch.commands", "rosearch.deploy", "rosearch.cli", "rosearch")),
 )
 
 
@@ -189,7 +187,7 @@ def test_the_direction_check_sees_an_upward_import():
              "rosearch.search": {"rosearch.config"}, "rosearch.config": set()}
     assert wrong_directions(graph) == [
         "rosearch.search_space.genome (search space) imports rosearch.student.modeling (student network)"]
-    assert layer_of("rosearch.prepare.search_inputs") != layer_of("rosearch.search")  # a prefix is a whole name
+    assert layer_of("rosearch.search_space") != layer_of("rosearch.search")  # a prefix is a whole name
 
 
 def test_the_analysis_writes_no_record():

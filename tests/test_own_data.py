@@ -117,7 +117,7 @@ def test_relative_files_resolve_under_data_dir(tmp_path):
 def _check(tmp_path, data: DataConfig) -> str:
     config = config_from_dict({"data": {k: list(v) if isinstance(v, tuple) else v for k, v in vars(data).items()}})
     with pytest.raises(DataError) as info:
-        check_data_files(config)
+        check_data_files(config.data)
     return str(info.value)
 
 

@@ -244,7 +244,7 @@ def test_ray_workers_evaluate_sub_networks_without_the_drivers_files(tmp_path, t
                                                    workers={"backend": "ray", "num_cpus_per_candidate": 1}))
     inputs = prepare_supernets(config, prepare_inputs(config, torch.device("cpu")), torch.device("cpu"))
     shutil.rmtree(config.run.cache_dir)  # nothing of the driver's left to read
-    sample = architecture_sampler(config, inputs)
+    sample = architecture_sampler(config.search_space, inputs)
     genomes = [sample(random.Random(i)) for i in range(3)]
     tasks = [CandidateTask(genome_hash=g.hash(), genome_json=g.to_json(), seed=candidate_seed(0, g.hash()), generation=0)
              for g in genomes]

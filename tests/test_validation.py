@@ -19,28 +19,34 @@ def _config(**data):
     return config_from_dict(sections)
 
 
+def _plan(config, n_train, word_counts=None):
+    """The slice a run of ``config`` carves (prepare_inputs passes these sections)."""
+    return plan_validation(config.data, n_train, word_counts, seed=config.run.seed,
+                           teacher_limit=config.teacher.train_limit)
+
+
 def test_slice_is_outside_the_students_and_the_teachers_subsets():
     n = 20_000
     config = _config(data={"train_limit": 3000, "validation_size": 1000}, teacher={"train_limit": 8000})
-    plan = plan_validation(config, n)
+    plan = _plan(config, n)
     val = set(plan.validation)
     assert len(val) == 1000 and plan.student_keep is None and plan.overlaps_teacher == 0
     assert not val & set(subset_indices(n, 3000, 5))  # the students' distillation subset
     assert not val & set(subset_indices(n, 8000, 5))  # the teacher's fine-tuning subset, left as it was
-    assert plan_validation(config, n) == plan  # seeded: the same slice every time
+    assert _plan(config, n) == plan  # seeded: the same slice every time
 
 
 def test_slice_prefers_examples_only_the_teacher_saw_when_nothing_else_is_left():
     config = _config(data={"train_limit": 500, "validation_size": 400})  # the teacher fine-tuned on all of train
-    plan = plan_validation(config, 2000)
+    plan = _plan(config, 2000)
     assert len(plan.validation) == 400 and plan.overlaps_teacher == 400 and plan.student_keep is None
     assert not set(plan.validation) & set(subset_indices(2000, 500, 5))
 
 
 def test_students_on_the_whole_split_lose_the_slice_from_their_subset():
     config = _config(data={"validation_size": 1000})
-    plan = plan_validation(config, 2490)  # RTE-sized: capped at 20% of train
-    assert validation_size(config, 2490) == 498 == len(plan.validation)
+    plan = _plan(config, 2490)  # RTE-sized: capped at 20% of train
+    assert validation_size(config.data, 2490) == 498 == len(plan.validation)
     assert len(plan.student_keep) == 2490 - 498
     assert not set(plan.validation) & set(plan.student_keep)  # positions = indices: the students used all of train
 
@@ -50,22 +56,22 @@ def test_slice_with_a_minimum_length_takes_only_long_examples_outside_both_subse
     counts = [(i * 7919) % 23 + 1 for i in range(n)]  # 1..23 words, spread over the indices
     config = _config(data={"train_limit": 3000, "validation_size": 1000, "validation_min_words": 10},
                      teacher={"train_limit": 8000})
-    plan = plan_validation(config, n, counts)
+    plan = _plan(config, n, counts)
     assert len(plan.validation) == 1000 and plan.overlaps_teacher == 0
     assert min(counts[i] for i in plan.validation) >= 10
     assert not set(plan.validation) & (set(subset_indices(n, 3000, 5)) | set(subset_indices(n, 8000, 5)))
-    assert plan_validation(config, n, counts) == plan
-    unfiltered = plan_validation(_config(data={"train_limit": 3000, "validation_size": 1000},
-                                         teacher={"train_limit": 8000}), n, counts)
+    assert _plan(config, n, counts) == plan
+    unfiltered = _plan(_config(data={"train_limit": 3000, "validation_size": 1000}, teacher={"train_limit": 8000}),
+                       n, counts)
     assert min(counts[i] for i in unfiltered.validation) < 10  # the field is what filters
 
 
 def test_slice_with_too_few_long_examples_names_the_field():
     config = _config(data={"validation_size": 100, "validation_min_words": 5})
     with pytest.raises(ValueError, match="data.validation_min_words"):
-        plan_validation(config, 2000, [4] * 1950 + [5] * 50)
+        _plan(config, 2000, [4] * 1950 + [5] * 50)
     with pytest.raises(ValueError, match="word count"):
-        plan_validation(config, 2000)
+        _plan(config, 2000)
 
 
 def test_minimum_length_counts_both_texts_and_must_not_be_negative():
@@ -87,7 +93,7 @@ def test_search_inputs_select_on_a_slice_disjoint_from_distillation_and_dev(tmp_
     })
     inputs = prepare_inputs(config, torch.device("cpu"))
     train = load_examples("sst2", "train", str(tiny_sst2_dir))
-    plan = plan_validation(config, len(train))
+    plan = _plan(config, len(train))
     assert len(inputs.val) == 40 and len(inputs.train) == 150
     assert not set(plan.validation) & set(subset_indices(len(train), 150, 1))
     val_texts = {train[i].text_a for i in plan.validation}

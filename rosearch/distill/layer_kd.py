@@ -163,7 +163,8 @@ def layer_kd_teacher_layers(config: "Config", num_teacher_layers: int) -> tuple[
     layers the deepest student of the search space maps to (uniformly, last to last).
 
     A shallower student then maps uniformly onto these; caching every teacher layer instead
-    would cost memory for layers no student reads.
+    would cost memory for layers no student reads. (The whole config: the answer crosses the
+    ``teacher`` and ``search_space`` sections.)
     """
     explicit = config.teacher.cache_hidden_layers
     if explicit:

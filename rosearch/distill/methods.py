@@ -86,6 +86,8 @@ def teacher_cache_request(config: "Config", num_teacher_layers: int) -> TeacherR
     Hidden states for ``hidden_loss_weight`` (``teacher.cache_hidden_layers``), and whatever each
     method some candidate may use asks for (layer_kd: hidden states and attention; rift: features).
     Pass ``request.kwargs()`` to the one ``load_or_compute_teacher_outputs`` call on the training split.
+    The whole config: the methods a candidate may use are ``distill.methods`` plus the search space's
+    training choices, and each method's request reads its own sections (:meth:`DistillMethod.teacher_request`).
     """
     dist = config.distill
     request = TeacherRequest(layers=tuple(sorted(set(config.teacher.cache_hidden_layers)))
@@ -114,6 +116,10 @@ def prepare_method_inputs(
     only loads: augmentation → ``augment/<key>.json`` and the teacher's logits on the copies (the
     teacher-output cache, keyed by the augmented split's fingerprint); the MATE-KD generator →
     ``mate_kd/<key>/``.
+
+    The whole config: the methods come from ``distill`` and ``search_space``, the task from ``data``,
+    the cache from ``run``, whether to ship the teacher's files from ``workers``, the attack resources
+    from ``attack``, and each method's own work reads more (:class:`~rosearch.distill.protocol.PrepareContext`).
     """
     methods = methods_used(config)
     preparing = [m for m in methods_in_order(methods) if m.needs_inputs()]

@@ -61,7 +61,11 @@ class TeacherRequest:
 
 @dataclass(frozen=True, eq=False)
 class PrepareContext:
-    """What :meth:`DistillMethod.prepare` gets: the run's config, the loaded teacher, the clean split."""
+    """What :meth:`DistillMethod.prepare` gets: the run's config, the loaded teacher, the clean split.
+
+    The whole config, because once-per-run work reads beyond ``distill``: ``run`` (seed, cache directory),
+    ``data.max_length`` and ``teacher.eval_batch_size`` (augmentation encodes its copies and runs the
+    teacher on them), the ``attack`` section (augmentation's recipes, ASCC's substitutions)."""
 
     config: "Config"
     teacher: nn.Module  # the fine-tuned teacher, loaded once for every method of the run
@@ -132,7 +136,10 @@ class DistillMethod:
     runs_teacher: bool = False  # loads the teacher itself in the worker (Ray ships its files: no shared file system)
 
     def teacher_request(self, config: "Config", num_teacher_layers: int) -> TeacherRequest:
-        """What the clean teacher-output cache must hold for this method."""
+        """What the clean teacher-output cache must hold for this method.
+
+        The whole config: a request may depend on the method's ``distill`` knobs, the ``teacher``
+        section's cached layers and the deepest student of the ``search_space``."""
         return TeacherRequest()
 
     def needs_inputs(self) -> bool:

@@ -1,7 +1,7 @@
 """The fitness evaluation of one genome: build the student, distil it, measure it.
 
 This is the single function that every worker backend runs; it reads only the shared,
-read-only :class:`~rosearch.prepare.inputs.SearchInputs` and returns plain metrics, so it behaves
+read-only :class:`~rosearch.prepare.search_inputs.SearchInputs` and returns plain metrics, so it behaves
 the same in-process, in a Ray task, or on another machine of a cluster.
 """
 
@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass
 
 import torch
 
-from rosearch.config import Config
+from rosearch.config import DistillConfig
 from rosearch.distill.trainer import distill
 from rosearch.data.batching import EncodedSplit
 from rosearch.evaluate.smoothed import example_logits
@@ -57,7 +57,8 @@ class CandidateMetrics:
         return out
 
 
-def build_student(genome: Genome, inputs: SearchInputs, config: Config, *, seed: int) -> StudentForSequenceClassification:
+def build_student(genome: Genome, inputs: SearchInputs, distill_config: DistillConfig, *,
+                  seed: int) -> StudentForSequenceClassification:
     """A freshly initialised student for ``genome`` (embedding from the teacher's PCs if configured)."""
     torch.manual_seed(seed)
     student_config = StudentConfig(
@@ -67,7 +68,7 @@ def build_student(genome: Genome, inputs: SearchInputs, config: Config, *, seed:
         type_vocab_size=inputs.type_vocab_size,
         num_labels=inputs.num_labels,
         pad_token_id=inputs.pad_token_id,
-        hidden_dropout_prob=config.distill.dropout,
+        hidden_dropout_prob=distill_config.dropout,
     )
     model = StudentForSequenceClassification(student_config)
     if inputs.teacher_embedding_pcs is not None:
@@ -77,19 +78,20 @@ def build_student(genome: Genome, inputs: SearchInputs, config: Config, *, seed:
 
 
 def split_scores(
-    model: torch.nn.Module, split: EncodedSplit, task: str, config: Config, device: torch.device | str, copies: int = 1
+    model: torch.nn.Module, split: EncodedSplit, task: str, *, batch_size: int, device: torch.device | str,
+    copies: int = 1,
 ) -> tuple[float, float | None]:
-    """Accuracy on ``split``, and F1 of the positive class where GLUE scores the task by it. With
-    ``copies`` > 1 the split holds each example's smoothing copies, consecutive: scored as the mean
-    of their probabilities, as the deployed smoothed student answers."""
-    logits, labels = example_logits(model, split, batch_size=config.distill.eval_batch_size, device=device,
-                                    copies=copies)
+    """Accuracy on ``split`` (in batches of ``batch_size``: ``distill.eval_batch_size``), and F1 of the
+    positive class where GLUE scores the task by it. With ``copies`` > 1 the split holds each example's
+    smoothing copies, consecutive: scored as the mean of their probabilities, as the deployed smoothed
+    student answers."""
+    logits, labels = example_logits(model, split, batch_size=batch_size, device=device, copies=copies)
     f1 = binary_f1(logits.argmax(axis=1), labels) if task in F1_TASKS else None
     return logits_accuracy(logits, labels), f1
 
 
 def evaluate_candidate(
-    genome: Genome, inputs: SearchInputs, config: Config, *, seed: int, device: torch.device | str
+    genome: Genome, inputs: SearchInputs, distill_config: DistillConfig, *, seed: int, device: torch.device | str
 ) -> tuple[StudentForSequenceClassification, CandidateMetrics]:
     """Distil a student of ``genome`` from the cached teacher outputs and measure it on dev.
 
@@ -101,20 +103,22 @@ def evaluate_candidate(
     key = genome.hash()
     defense = inputs.defense(genome.defenses)  # adv_train / adv_finetune attack through it
     inputs = inputs.for_defenses(genome.defenses)
-    model = build_student(genome, inputs, config, seed=seed).to(device)
-    distill_config = config.distill  # plus the methods of the genome's training gene
-    if genome.training:
-        distill_config = dataclasses.replace(distill_config, methods=config.distill.methods + tuple(
-            m for m in genome.training if m not in config.distill.methods))
+    model = build_student(genome, inputs, distill_config, seed=seed).to(device)
+    if genome.training:  # plus the methods of the genome's training gene
+        distill_config = dataclasses.replace(distill_config, methods=distill_config.methods + tuple(
+            m for m in genome.training if m not in distill_config.methods))
     result = distill(
         model, inputs.train, inputs.teacher_outputs, distill_config, seed=seed, device=device,
         method_inputs=inputs.method_inputs, defense=defense,
     )
     start = time.perf_counter()
     copies = defense.copies_per_text if defense else 1
-    scores = {"dev": split_scores(model, inputs.dev, inputs.task_name, config, device, copies)}
+    batch_size = distill_config.eval_batch_size
+    scores = {"dev": split_scores(model, inputs.dev, inputs.task_name, batch_size=batch_size, device=device,
+                                  copies=copies)}
     if inputs.val is not None:
-        scores["val"] = split_scores(model, inputs.val, inputs.task_name, config, device, copies)
+        scores["val"] = split_scores(model, inputs.val, inputs.task_name, batch_size=batch_size, device=device,
+                                     copies=copies)
     dev_accuracy = scores["dev"][0]
     eval_seconds = time.perf_counter() - start
     metrics = CandidateMetrics(

@@ -22,7 +22,7 @@ import math
 from dataclasses import dataclass
 from typing import Any, Mapping
 
-from rosearch.config import Config, attack_panel
+from rosearch.config import AttackConfig, Config, DataConfig, attack_panel
 from rosearch.evaluate.robustness import recipe_key
 
 COST_KEYS = {"params": "params", "flops": "flops", "latency": "latency_ms_b1"}
@@ -75,17 +75,17 @@ def robustness_of(metrics: Mapping[str, Any], key: str) -> float:
     return float(value)
 
 
-def robustness_key(config: Config) -> str:
-    """The metric every candidate of ``config``'s run is compared on for robustness."""
-    attack = config.attack
+def robustness_key(attack: AttackConfig) -> str:
+    """The metric every candidate of a run with this ``attack`` section is compared on for robustness."""
     if attack.full_attack == "multi_fidelity":
         return recipe_key(attack_panel(attack)[0])
     return "robust_accuracy" if attack.full_attack == "all" or not attack.proxy else "proxy_robust_accuracy"
 
 
-def accuracy_key(config: Config) -> str:
-    """The accuracy every candidate of ``config``'s run is selected on: the validation slice, or dev without one."""
-    return "val_accuracy" if config.data.validation_size > 0 else "dev_accuracy"
+def accuracy_key(data: DataConfig) -> str:
+    """The accuracy every candidate of a run with this ``data`` section is selected on: the validation slice,
+    or dev without one."""
+    return "val_accuracy" if data.validation_size > 0 else "dev_accuracy"
 
 
 def _metric(metrics: Mapping[str, Any], key: str) -> float:
@@ -95,7 +95,11 @@ def _metric(metrics: Mapping[str, Any], key: str) -> float:
 
 
 def fitness_spec(config: Config, *, teacher_cost: Mapping[str, float]) -> FitnessSpec:
-    """The run's fitness; ``teacher_cost`` gives the reference cost per metric key."""
+    """The run's fitness; ``teacher_cost`` gives the reference cost per metric key.
+
+    Takes the whole config because a fitness is decided across sections: the weights and cost metric
+    of ``fitness``, the objectives of ``evolution.mode``, whether and on what ``attack`` measures
+    robustness, and whether ``data`` carves a validation slice to select on."""
     fit = config.fitness
     cost_key = COST_KEYS[fit.efficiency_metric]
     use_robustness = config.attack.enabled and fit.robustness_weight > 0
@@ -112,7 +116,7 @@ def fitness_spec(config: Config, *, teacher_cost: Mapping[str, float]) -> Fitnes
         )
     return FitnessSpec(
         mode=config.evolution.mode, names=names, weights=weights, use_robustness=use_robustness,
-        robustness_key=robustness_key(config), cost_key=cost_key, reference_cost=reference or 1.0,
+        robustness_key=robustness_key(config.attack), cost_key=cost_key, reference_cost=reference or 1.0,
         accuracy_weight=fit.accuracy_weight, robustness_weight=fit.robustness_weight,
-        efficiency_weight=fit.efficiency_weight, accuracy_key=accuracy_key(config),
+        efficiency_weight=fit.efficiency_weight, accuracy_key=accuracy_key(config.data),
     )

@@ -16,7 +16,7 @@ from typing import Any
 import torch
 
 from rosearch.attack.runner import attack_model
-from rosearch.config import Config, attack_panel
+from rosearch.config import AttackConfig, DataConfig, attack_panel
 from rosearch.data.tasks import task_spec
 from rosearch.evaluate.smoothed import example_logits
 from rosearch.data.predictions import logits_accuracy
@@ -26,27 +26,29 @@ from rosearch.files.tokenizer_files import materialize_tokenizer
 logger = logging.getLogger(__name__)
 
 
-def proxy_metrics(model: torch.nn.Module, inputs: SearchInputs, config: Config, *, device: torch.device | str,
+def proxy_metrics(model: torch.nn.Module, inputs: SearchInputs, *, batch_size: int, device: torch.device | str,
                   defenses: tuple[str, ...] = ()) -> dict[str, Any]:
     """``proxy_robust_accuracy`` on the run's adversarial proxy set (empty when the run has none),
-    as a student carrying ``defenses`` sees it."""
+    as a student carrying ``defenses`` sees it; ``batch_size`` is ``distill.eval_batch_size``."""
     copies = inputs.copies(defenses)  # a smoothed student's proxy split holds each example's copies
     inputs = inputs.for_defenses(defenses)
     if inputs.proxy is None:
         return {}
     if len(inputs.proxy) == 0:  # the teacher resisted every attack: no adversarial example to score on
         return {"proxy_robust_accuracy": float("nan"), "proxy_examples": 0}
-    logits, labels = example_logits(model, inputs.proxy, batch_size=config.distill.eval_batch_size, device=device,
-                                    copies=copies)
+    logits, labels = example_logits(model, inputs.proxy, batch_size=batch_size, device=device, copies=copies)
     return {"proxy_robust_accuracy": logits_accuracy(logits, labels), "proxy_examples": len(labels)}
 
 
 def full_attack_metrics(
-    model: torch.nn.Module, inputs: SearchInputs, config: Config, *, device: torch.device | str, name: str,
-    recipes: tuple[str, ...] | None = None, defenses: tuple[str, ...] = (),
+    model: torch.nn.Module, inputs: SearchInputs, attack: AttackConfig, data: DataConfig, *, cache_dir: str,
+    device: torch.device | str, name: str, recipes: tuple[str, ...] | None = None, defenses: tuple[str, ...] = (),
 ) -> dict[str, Any]:
     """Attack ``model`` behind its input ``defenses`` (black-box: every query passes them) with each
     recipe of the panel on the run's seeded sample; flat metrics for the store.
+
+    The ``attack`` section says how to attack, the ``data`` section how the texts are tokenised (task
+    columns, max length); ``cache_dir`` is ``run.cache_dir``, where the attack's resources live.
 
     ``recipes`` defaults to the whole panel (:func:`~rosearch.config.attack_panel`); see
     :func:`panel_metrics` for the keys.
@@ -54,11 +56,11 @@ def full_attack_metrics(
     tokenizer = materialize_tokenizer(inputs.tokenizer_files)
     per_recipe: dict[str, dict[str, float]] = {}
     defense = inputs.defense(defenses)
-    for recipe in recipes or attack_panel(config.attack):
+    for recipe in recipes or attack_panel(attack):
         report = attack_model(
-            model, tokenizer, inputs.attack_examples, config.attack, recipe=recipe, cache_dir=config.run.cache_dir,
-            model_name=name, max_length=config.data.max_length, device=device,
-            text_columns=task_spec(config.data).text_columns, defense=defense,
+            model, tokenizer, inputs.attack_examples, attack, recipe=recipe, cache_dir=cache_dir,
+            model_name=name, max_length=data.max_length, device=device,
+            text_columns=task_spec(data).text_columns, defense=defense,
         )
         per_recipe[recipe] = report.metrics()
     return recipe_metrics(per_recipe)

@@ -9,6 +9,11 @@ architecture and its defenses only (:func:`evaluate_inherited` says so in its me
 The trained weights travel as plain numpy arrays inside :class:`~rosearch.prepare.search_inputs.SearchInputs`,
 which the Ray backend puts into the object store once; a worker reads them from there (zero-copy)
 and never from the driver's cache directory.
+
+Most functions here take the whole config because a supernet is decided across sections: its shape
+by ``search_space`` and ``supernet``, its training by ``supernet`` and ``distill`` and ``run.seed``,
+its cache entry by all of them under ``run.cache_dir``, and an inherited measurement by ``fitness``
+(latency or not) and ``attack``. What reads one section takes that section.
 """
 
 from __future__ import annotations
@@ -28,7 +33,7 @@ import torch
 from safetensors.numpy import load_file, save_file
 
 from rosearch.files.cache import SUPERNET, atomic_file, write_text_atomically
-from rosearch.config import Config, attack_panel
+from rosearch.config import Config, SearchSpaceConfig, attack_panel
 from rosearch.defense.names import canonical_defenses
 from rosearch.evaluate.candidate import split_scores
 from rosearch.evaluate.efficiency import measure_latency
@@ -65,9 +70,8 @@ class SupernetWeights:
             return {name: torch.from_numpy(array) for name, array in self.arrays.items()}
 
 
-def defense_sets(config: Config) -> tuple[tuple[str, ...], ...]:
-    """Every defense set a candidate of ``config`` may carry (the fixed defenses plus any subset of the choices)."""
-    space = config.search_space
+def defense_sets(space: SearchSpaceConfig) -> tuple[tuple[str, ...], ...]:
+    """Every defense set a candidate of this search ``space`` may carry (the fixed defenses plus any subset of the choices)."""
     out = []
     for n in range(len(space.defense_choices) + 1):
         for chosen in itertools.combinations(space.defense_choices, n):
@@ -102,14 +106,14 @@ def supernet_key(config: Config, inputs: SearchInputs, defenses: tuple[str, ...]
     })
 
 
-def architecture_sampler(config: Config, inputs: SearchInputs) -> Any:
+def architecture_sampler(search_space: SearchSpaceConfig, inputs: SearchInputs) -> Any:
     """The search's own draw of a genome (its parameter budget included), as a function of an RNG."""
     def param_count(genome: Genome) -> int:
         return count_parameters(genome, vocab_size=inputs.vocab_size, num_labels=inputs.num_labels,
                                 max_position_embeddings=inputs.max_position_embeddings,
                                 type_vocab_size=inputs.type_vocab_size)
 
-    space = replace(config.search_space, defense_choices=(), training_choices=())  # architecture only
+    space = replace(search_space, defense_choices=(), training_choices=())  # architecture only
     return lambda rng: sample_genome(rng, space, param_count=param_count if space.param_budget else None)
 
 
@@ -139,7 +143,7 @@ def load_or_train_supernet(config: Config, inputs: SearchInputs, defenses: tuple
                 "+".join(defenses) or "plain", config.supernet.max_steps,
                 sum(p.numel() for p in net.parameters()) / 1e6, folder)
     result = train_supernet(net, defended.train, inputs.teacher_outputs.logits,
-                            seeded_sampler(architecture_sampler(config, inputs), config.run.seed), config.supernet,
+                            seeded_sampler(architecture_sampler(config.search_space, inputs), config.run.seed), config.supernet,
                             config.distill, seed=config.run.seed, device=device, checkpoint_dir=folder,
                             stop_after=stop_after)
     if not result.finished:
@@ -182,7 +186,7 @@ def prepare_supernets(config: Config, inputs: SearchInputs, device: torch.device
     """``inputs`` carrying one trained supernet per defense set of the run (trained now or read from the cache)."""
     start = time.perf_counter()
     supernets = {}
-    for defenses in defense_sets(config):
+    for defenses in defense_sets(config.search_space):
         weights = load_or_train_supernet(config, inputs, defenses, device)
         if weights is None:
             raise RuntimeError("supernet training stopped before its last step")
@@ -207,13 +211,16 @@ def evaluate_inherited(genome: Genome, inputs: SearchInputs, config: Config, *, 
     defended = inputs.for_defenses(genome.defenses)
     start = time.perf_counter()
     copies = inputs.copies(genome.defenses)  # a smoothed candidate's dev holds each example's copies
-    dev_accuracy, dev_f1 = split_scores(model, defended.dev, inputs.task_name, config, device, copies)
+    batch_size = config.distill.eval_batch_size
+    dev_accuracy, dev_f1 = split_scores(model, defended.dev, inputs.task_name, batch_size=batch_size, device=device,
+                                        copies=copies)
     metrics: dict[str, Any] = {"genome_hash": genome.hash(), "dev_accuracy": dev_accuracy, "fidelity": "supernet",
                                "supernet_key": weights.key[:24], "supernet_steps": weights.steps}
     if dev_f1 is not None:
         metrics["dev_f1"] = dev_f1
     if defended.val is not None:
-        metrics["val_accuracy"], val_f1 = split_scores(model, defended.val, inputs.task_name, config, device, copies)
+        metrics["val_accuracy"], val_f1 = split_scores(model, defended.val, inputs.task_name, batch_size=batch_size,
+                                                       device=device, copies=copies)
         if val_f1 is not None:
             metrics["val_f1"] = val_f1
     metrics["eval_seconds"] = time.perf_counter() - start
@@ -226,12 +233,13 @@ def evaluate_inherited(genome: Genome, inputs: SearchInputs, config: Config, *, 
         metrics |= measure_latency(model, seq_len=inputs.dev_mean_length, device=device, vocab_size=inputs.vocab_size)
     if genome.training:
         metrics["training_gene_ignored"] = list(genome.training)
-    metrics |= proxy_metrics(model, inputs, config, device=device, defenses=genome.defenses)
+    metrics |= proxy_metrics(model, inputs, batch_size=batch_size, device=device, defenses=genome.defenses)
     if config.attack.enabled and config.attack.full_attack != "none":
         n = config.supernet.attack_examples
         sample = inputs if n is None else replace(inputs, attack_examples=inputs.attack_examples[:n])
         start = time.perf_counter()
-        metrics |= full_attack_metrics(model, sample, config, device=device, name=name, defenses=genome.defenses)
+        metrics |= full_attack_metrics(model, sample, config.attack, config.data, cache_dir=config.run.cache_dir,
+                                      device=device, name=name, defenses=genome.defenses)
         metrics["attack_wall_seconds"] = time.perf_counter() - start
         metrics |= panel_metrics(metrics, attack_panel(config.attack), config.attack.panel_aggregate)
     return metrics

@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from rosearch.config import RunConfig
-from rosearch.runtime.logs import setup_logging as setup_logging  # re-exported (it lives with the logging filters)
+from rosearch.runtime.logs import setup_logging
 
 
 def resolve_device(spec: str) -> torch.device:

@@ -6,6 +6,11 @@ synonym clusters are built over that vocabulary from WordNet (exactly PWWS's can
 relation) and the counter-fitted neighbour table (TextFooler-style swaps), as configured.
 Smoothing swaps lexicon words for their counter-fitted neighbours; the evaluation splits of a
 smoothed student hold each example's copies, consecutive (:func:`encode_defended_splits`).
+
+:func:`build_defense_resources` and :func:`encode_defended_splits` take the whole config: which
+tables to build is the search space's (the defenses candidates may carry), how is the ``defense``
+section's, where the synonym sources come from the ``attack`` section and ``run.cache_dir``, and the
+defended splits are tokenised at ``data.max_length``.
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ from typing import Any
 
 from rosearch.attack.resources import load_neighbors, prepare_textattack
 from rosearch.data.batching import EncodedSplit
-from rosearch.config import Config
+from rosearch.config import Config, SearchSpaceConfig
 from rosearch.data.tasks import Example, encode_examples
 from rosearch.defense.names import SMOOTHING, SYNONYM_ENCODING, TYPO_ENCODING
 from rosearch.defense.pipeline import Defense, DefenseResources
@@ -36,10 +41,9 @@ def defense_key(names: Sequence[str]) -> str:
     return "+".join(names)
 
 
-def defense_combinations(config: Config) -> list[tuple[str, ...]]:
-    """Every non-empty defense set a candidate of this run may carry: the always-on defenses plus
-    any subset of the choices, each in application order."""
-    space = config.search_space
+def defense_combinations(space: SearchSpaceConfig) -> list[tuple[str, ...]]:
+    """Every non-empty defense set a candidate of this search ``space`` may carry: the always-on defenses
+    plus any subset of the choices, each in application order."""
     out = []
     for k in range(len(space.defense_choices) + 1):
         for chosen in itertools.combinations(space.defense_choices, k):
@@ -128,7 +132,7 @@ def encode_defended_splits(
     through :meth:`Defense.apply` (what it learns from), every other split as its copies (one per
     example unless the set smooths: :func:`copied_examples`)."""
     out: dict[str, dict[str, EncodedSplit]] = {}
-    for names in defense_combinations(config):
+    for names in defense_combinations(config.search_space):
         start = time.perf_counter()
         defense = Defense(names, resources)
         key = defense_key(names)

@@ -14,7 +14,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from rosearch.config import Config, ConfigError, methods_used
+from rosearch.config import Config, ConfigError, DataConfig, DistillConfig, TeacherConfig, WorkersConfig, methods_used
 from rosearch.data.tasks import SPLITS, load_examples, resolve_file, task_spec
 from rosearch.files.model_paths import resolve_model_path
 from rosearch.search_space import labels
@@ -41,9 +41,9 @@ class TeacherShape:
     type_vocab_size: int
 
 
-def teacher_shape(config: Config) -> TeacherShape | None:
+def teacher_shape(teacher: TeacherConfig) -> TeacherShape | None:
     """The teacher's shape from its ``config.json``; None for a hub id not on disk (checked later)."""
-    path = Path(resolve_model_path(config.teacher.model)) / "config.json"  # TeacherError for a missing local dir
+    path = Path(resolve_model_path(teacher.model)) / "config.json"  # TeacherError for a missing local dir
     if not path.is_file():
         return None
     try:
@@ -60,22 +60,23 @@ def teacher_shape(config: Config) -> TeacherShape | None:
         ) from exc
 
 
-def check_data_files(config: Config) -> None:
+def check_data_files(data: DataConfig) -> None:
     """Every split file ``data.data_dir`` must hold exists, before the teacher loads and before any run
     directory is created (otherwise a missing ``train.tsv`` would surface minutes later, leaving an empty run)."""
-    spec = task_spec(config.data)  # a user's task without label_names reads its training labels here
+    spec = task_spec(data)  # a user's task without label_names reads its training labels here
     if not spec.preset:  # a user's data is read whole now: columns, labels and texts fail before any work
         for split in SPLITS:
-            load_examples(spec, split, config.data.data_dir)
+            load_examples(spec, split, data.data_dir)
         return
-    if config.data.data_dir is None:
+    if data.data_dir is None:
         return  # the HF hub: checked when it is loaded
     for split in SPLITS:
-        resolve_file(spec, split, config.data.data_dir)  # DataError naming the file and data.data_dir
+        resolve_file(spec, split, data.data_dir)  # DataError naming the file and data.data_dir
 
 
 def check_teacher_fit(config: Config, shape: TeacherShape | None) -> None:
-    """``data.max_length`` and ``search_space.embedding_sizes`` against the teacher's shape."""
+    """``data.max_length`` and ``search_space.embedding_sizes`` against the teacher's shape (the whole config:
+    the check crosses the data, search-space and teacher sections)."""
     if shape is None:
         return
     if config.data.max_length > shape.max_position_embeddings:
@@ -107,21 +108,25 @@ def available_memory_bytes() -> int | None:
         return None
 
 
-def training_memory_bytes(genome: Genome, params: int, config: Config) -> int:
-    """A rough floor on the memory of distilling ``genome``: optimiser state plus activations."""
-    return _training_bytes(params, genome.hidden_size, genome.num_layers, config)
+def training_memory_bytes(genome: Genome, params: int, *, batch_tokens: int) -> int:
+    """A rough floor on the memory of distilling ``genome``: optimiser state plus activations of a batch of
+    ``batch_tokens`` tokens (:func:`tokens_per_batch`)."""
+    return _training_bytes(params, genome.hidden_size, genome.num_layers, batch_tokens)
 
 
-def _training_bytes(params: int, hidden_size: int, num_layers: int, config: Config) -> int:
-    tokens = config.distill.batch_size * config.data.max_length
+def tokens_per_batch(distill: DistillConfig, data: DataConfig) -> int:
+    """Tokens of one distillation batch at most: ``distill.batch_size`` x ``data.max_length``."""
+    return distill.batch_size * data.max_length
+
+
+def _training_bytes(params: int, hidden_size: int, num_layers: int, tokens: int) -> int:
     activations = tokens * hidden_size * num_layers * ACTIVATION_FACTOR * 4
     return params * BYTES_PER_PARAM_TRAINING + activations
 
 
-def local_concurrency(config: Config, cpus: int | None = None) -> int | None:
+def local_concurrency(workers: WorkersConfig, cpus: int | None = None) -> int | None:
     """How many candidates train at once on this machine: 1 in-process, the CPU slots of a local Ray
     instance; None on a cluster (candidates run on its nodes, whose memory the driver cannot see)."""
-    workers = config.workers
     if workers.backend == "inprocess":
         return 1
     if workers.address is not None:
@@ -132,13 +137,17 @@ def local_concurrency(config: Config, cpus: int | None = None) -> int | None:
 def check_search_memory(config: Config, memory_limit: int | None = None, cpus: int | None = None) -> None:
     """Warn when the largest students ``search_space.param_budget`` allows, as many as train at once on
     this machine, need more memory than it has: each candidate is checked alone by nobody, and Ray
-    kills (and retries) one that runs out. Only with a budget: without one the largest student is unknown."""
+    kills (and retries) one that runs out. Only with a budget: without one the largest student is unknown.
+
+    The whole config: the largest student comes from the search space, its batch from the distill and
+    data sections, and how many train at once from the workers section."""
     space = config.search_space
-    slots = local_concurrency(config, cpus)
+    slots = local_concurrency(config.workers, cpus)
     if space.param_budget is None or slots is None:
         return
     limit = available_memory_bytes() if memory_limit is None else memory_limit
-    each = _training_bytes(space.param_budget, max(space.hidden_sizes), max(space.num_layers), config)
+    each = _training_bytes(space.param_budget, max(space.hidden_sizes), max(space.num_layers),
+                           tokens_per_batch(config.distill, config.data))
     if limit is not None and each * slots > limit:
         logger.warning(
             "search: %d candidates train at once on this machine (workers.num_cpus_per_candidate=%g), and the largest "
@@ -150,7 +159,10 @@ def check_search_memory(config: Config, memory_limit: int | None = None, cpus: i
 
 def check_genome(genome: Genome, config: Config, shape: TeacherShape | None, where: str,
                  memory_limit: int | None = None) -> int | None:
-    """Search-space membership, ``param_budget`` and the memory ceiling; returns the parameter count."""
+    """Search-space membership, ``param_budget`` and the memory ceiling; returns the parameter count.
+
+    The whole config: a genome is checked against the search space, the methods the run prepares
+    (``distill.methods`` and the training choices), the task's labels and the batch it distils with."""
     space = config.search_space
     for value, field_name, name in ((genome.hidden_size, "hidden_sizes", "hidden size H"),
                                     (genome.embedding_size, "embedding_sizes", "embedding width E"),
@@ -189,7 +201,7 @@ def check_genome(genome: Genome, config: Config, shape: TeacherShape | None, whe
             "(fix: a smaller genome, or raise search_space.param_budget)"
         )
     limit = available_memory_bytes() if memory_limit is None else memory_limit
-    need = training_memory_bytes(genome, params, config)
+    need = training_memory_bytes(genome, params, batch_tokens=tokens_per_batch(config.distill, config.data))
     if limit is not None and need > limit:
         raise GenomeFileError(
             f"{where}: distilling {params:,} parameters needs at least ~{need / 2**30:.1f} GiB, more than the "
@@ -201,7 +213,8 @@ def check_genome(genome: Genome, config: Config, shape: TeacherShape | None, whe
 
 def load_genome_files(paths: list[str] | list[Path], config: Config, shape: TeacherShape | None,
                       memory_limit: int | None = None) -> list[Genome]:
-    """Read, parse and check every ``--genome`` file before any preparation."""
+    """Read, parse and check every ``--genome`` file before any preparation (against the whole config, as
+    :func:`check_genome`)."""
     genomes = []
     for raw in paths:
         path = Path(raw)

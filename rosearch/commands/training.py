@@ -17,7 +17,7 @@ from rich.console import Console
 from rich.table import Table
 
 from rosearch.prepare import inputs as prepare  # prepare.prepare_inputs looked up per call (tests replace it)
-from rosearch.ablate import run_ablation
+from rosearch.commands.ablate import run_ablation
 from rosearch.config import Config, load_config
 from rosearch.defense.names import DEFENSE_NAMES
 from rosearch.evaluate.candidate import evaluate_candidate
@@ -50,7 +50,7 @@ def _config(args: argparse.Namespace) -> Config:
 def cmd_teacher(args: argparse.Namespace) -> int:
     """Fine-tune (or load) the teacher and cache its outputs on the training split."""
     config = _config(args)
-    check_data_files(config)  # before the teacher is loaded
+    check_data_files(config.data)  # before the teacher is loaded
     device = apply_run_settings(config.run)
     start = time.perf_counter()
     inputs = prepare.prepare_inputs(config, device)
@@ -64,8 +64,8 @@ def cmd_teacher(args: argparse.Namespace) -> int:
 def cmd_distill(args: argparse.Namespace) -> int:
     """Distil students (given genomes, or sampled from the search space) and report dev accuracy."""
     config = _config(args)
-    check_data_files(config)
-    shape = teacher_shape(config)  # seconds: data files, teacher shape, genome files and output dir before preparation
+    check_data_files(config.data)
+    shape = teacher_shape(config.teacher)  # seconds: data files, teacher shape, genome files and output dir before preparation
     check_teacher_fit(config, shape)
     genomes = load_genome_files(args.genome, config, shape) if args.genome else []
     carried = {name for genome in genomes for name in genome.defenses} - set(config.search_space.defenses_used())
@@ -89,7 +89,7 @@ def cmd_distill(args: argparse.Namespace) -> int:
         logger.info("student %d/%d: %s", i + 1, len(genomes), genome.hash()[:12])
         # the same seed a search uses for this genome, so a search's winner is reproduced exactly
         seed = candidate_seed(config.run.seed, genome.hash())
-        model, metrics = evaluate_candidate(genome, inputs, config, seed=seed, device=device)
+        model, metrics = evaluate_candidate(genome, inputs, config.distill, seed=seed, device=device)
         out = out_root / metrics.genome_hash[:16]
         model.save_pretrained(out)
         for name, content in read_tokenizer_files(inputs.teacher_dir).items():  # so `rosearch attack --model` works

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from rosearch.config import VALIDATION_MAX_SHARE, Config
+from rosearch.config import VALIDATION_MAX_SHARE, DataConfig
 from rosearch.data.tasks import subset_indices
 
 logger = logging.getLogger(__name__)
@@ -33,32 +33,33 @@ class ValidationPlan:
     overlaps_teacher: int  # slice examples the teacher fine-tuned on (0 unless train was too small)
 
 
-def validation_size(config: Config, n_train: int) -> int:
+def validation_size(data: DataConfig, n_train: int) -> int:
     """The slice size: ``data.validation_size``, at most VALIDATION_MAX_SHARE of the train split."""
-    return min(config.data.validation_size, int(n_train * VALIDATION_MAX_SHARE))
+    return min(data.validation_size, int(n_train * VALIDATION_MAX_SHARE))
 
 
-def plan_validation(config: Config, n_train: int, word_counts: Sequence[int] | None = None) -> ValidationPlan:
+def plan_validation(data: DataConfig, n_train: int, word_counts: Sequence[int] | None = None, *, seed: int,
+                    teacher_limit: int | None) -> ValidationPlan:
     """Carve the seeded validation slice out of ``n_train`` train indices (see the module docstring).
 
-    Preference: outside both the students' and the teacher's subsets; then outside the students'
+    ``seed`` is ``run.seed`` and ``teacher_limit`` is ``teacher.train_limit``: the slice avoids the
+    students' subset (``data.train_limit``) and the teacher's, both drawn with that seed. Preference: outside both the students' and the teacher's subsets; then outside the students'
     only (the teacher saw those sentences, the students did not); and only when the students
     use (nearly) the whole split are the slice's examples taken out of their subset. With
     ``data.validation_min_words`` set, only indices whose ``word_counts`` reach it are eligible.
     """
-    seed = config.run.seed
-    size = validation_size(config, n_train)
+    size = validation_size(data, n_train)
     if size < 1:
         raise ValueError(f"train split of {n_train} examples is too small for a validation slice "
                          "(fix: set data.validation_size=0 to select on dev)")
     everything = set(range(n_train))
-    eligible = _eligible(config, n_train, word_counts)
+    eligible = _eligible(data, n_train, word_counts)
     if len(eligible) < size:
-        raise ValueError(f"only {len(eligible)} train examples have >= {config.data.validation_min_words} words, fewer "
+        raise ValueError(f"only {len(eligible)} train examples have >= {data.validation_min_words} words, fewer "
                          f"than the {size} the validation slice needs (fix: lower data.validation_min_words or "
                          "data.validation_size)")
-    student = set(subset_indices(n_train, config.data.train_limit, seed) or everything)
-    teacher = set(subset_indices(n_train, config.teacher.train_limit, seed) or everything)
+    student = set(subset_indices(n_train, data.train_limit, seed) or everything)
+    teacher = set(subset_indices(n_train, teacher_limit, seed) or everything)
     rng = random.Random(seed + 7919)  # its own stream: the subsets above keep their seeded draws
     free = sorted(eligible - student - teacher)
     if len(free) >= size:
@@ -77,9 +78,9 @@ def plan_validation(config: Config, n_train: int, word_counts: Sequence[int] | N
     return ValidationPlan(sorted(chosen), keep, len(chosen & teacher))
 
 
-def _eligible(config: Config, n_train: int, word_counts: Sequence[int] | None) -> set[int]:
+def _eligible(data: DataConfig, n_train: int, word_counts: Sequence[int] | None) -> set[int]:
     """Indices that may enter the slice: all, or those with at least ``data.validation_min_words`` words."""
-    minimum = config.data.validation_min_words
+    minimum = data.validation_min_words
     if minimum <= 0:
         return set(range(n_train))
     if word_counts is None or len(word_counts) != n_train:

@@ -113,7 +113,7 @@ def resolve_genome(reference: str, store: ResultStore, config: Config) -> Genome
     """``--genome``: a genome JSON file, or the hash (or a unique prefix of 6+ characters) of a stored genome."""
     path = Path(reference)
     if path.suffix == ".json" or path.is_file():
-        return load_genome_files([path], config, teacher_shape(config))[0]
+        return load_genome_files([path], config, teacher_shape(config.teacher))[0]
     if len(reference) < 6 or any(c not in "0123456789abcdef" for c in reference.lower()):
         raise AblationInputError(f"--genome {reference!r} is neither a genome JSON file nor a genome hash (fix: pass "
                                  "a file such as <run_dir>/best_genome.json, or a hash from `rosearch stats`)")
@@ -125,7 +125,7 @@ def resolve_genome(reference: str, store: ResultStore, config: Config) -> Genome
         raise AblationInputError(f"--genome {reference!r} matches {what} in {store.path} (fix: pass a full hash of "
                                  "this run, or a genome JSON file)")
     genome = Genome.from_json(stored[matches[0]])
-    check_genome(genome, config, teacher_shape(config), f"--genome {reference!r}")
+    check_genome(genome, config, teacher_shape(config.teacher), f"--genome {reference!r}")
     return genome
 
 
@@ -135,8 +135,8 @@ def run_ablation(config: Config, genome_ref: str, k: int, genes: Sequence[str], 
     if k < 2:
         raise AblationInputError(f"--seeds {k}: a paired interval needs at least 2 seeds (fix: --seeds 3 or more)")
     check_workers(config.workers)
-    check_teacher_fit(config, teacher_shape(config))
-    check_data_files(config)
+    check_teacher_fit(config, teacher_shape(config.teacher))
+    check_data_files(config.data)
     run_dir = contained_run_dir(config.run.output_dir, config.run.name)
     check_run_dir(run_dir)
     ensure_writable_dir(run_dir, "run directory")

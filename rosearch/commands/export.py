@@ -216,7 +216,7 @@ class _Distiller:
         genome = Genome.from_json(record.genome_json)
         seed = candidate_seed(config.run.seed, record.genome_hash)
         with torch_threads(search_threads(config) if self.device.type == "cpu" else None):
-            model, metrics = evaluate_candidate(genome, self.inputs, config, seed=seed, device=self.device)
+            model, metrics = evaluate_candidate(genome, self.inputs, config.distill, seed=seed, device=self.device)
         return model, metrics.dev_accuracy
 
 

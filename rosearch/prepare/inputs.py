@@ -3,6 +3,12 @@
 This runs once per run (and is mostly cache hits on a second run); candidates then only read
 the resulting :class:`SearchInputs`, which are plain arrays so that a Ray backend can put them
 into the object store once and share them with every worker.
+
+The functions here take the whole config: preparing a run is where its sections meet (the teacher is
+keyed by the ``teacher`` and ``data`` sections and ``run.seed``, its adversarial fine-tuning reads
+``attack``, the validation slice avoids the teacher's and the students' subsets, the proxy set is the
+``attack`` section's on the ``data`` section's texts). Everything after it, per candidate, reads
+:class:`SearchInputs` and its own sections.
 """
 
 from __future__ import annotations
@@ -265,7 +271,8 @@ def carve_validation(
     """
     task = task_spec(config.data)
     everything = load_examples(task_spec(config.data), "train", config.data.data_dir)
-    plan = plan_validation(config, len(everything), [word_count(e.text_a, e.text_b) for e in everything])
+    plan = plan_validation(config.data, len(everything), [word_count(e.text_a, e.text_b) for e in everything],
+                           seed=config.run.seed, teacher_limit=config.teacher.train_limit)
     val_examples = [everything[i] for i in plan.validation]
     key = hashlib.sha256(json.dumps([train.fingerprint, plan.validation]).encode()).hexdigest()
     val = encode_examples(val_examples, tokenizer, config.data.max_length, f"val-{key}", task.num_labels)
