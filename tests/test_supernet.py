@@ -229,6 +229,21 @@ def test_a_search_runs_unchanged_on_the_supernet_fidelity_and_reuses_the_cached_
     assert "cache hit" in caplog.text
 
 
+def test_exporting_a_supernet_runs_best_distils_it_stand_alone_and_says_why_its_accuracy_differs(
+        tmp_path, tiny_sst2_dir, tiny_teacher_dir, caplog):
+    from rosearch.commands.export import export_students
+    from rosearch.search import run_search
+
+    config = config_from_dict(supernet_search_dict(tmp_path, tiny_sst2_dir, tiny_teacher_dir))
+    run_search(config)
+    with caplog.at_level("INFO", logger="rosearch.commands.export"):
+        folder = export_students(config.run.run_dir, tmp_path / "exported", top=1)[0]
+    metrics = json.loads((folder / "metrics.json").read_text())
+    assert metrics["export"]["weights"] == "redistilled"
+    assert "inherited from its supernet" in caplog.text
+    assert not [r for r in caplog.records if r.levelname == "WARNING" and r.name == "rosearch.commands.export"]
+
+
 def test_ray_workers_evaluate_sub_networks_without_the_drivers_files(tmp_path, tiny_sst2_dir, tiny_teacher_dir):
     """The weights reach the workers through the object store: with the driver's cache folder gone,
     Ray workers still evaluate, and they measure what the driver measures in-process."""
