@@ -30,6 +30,7 @@ from transformers.modeling_utils import no_init_weights
 
 from rosearch.config import SearchSpaceConfig
 from rosearch.search_space import labels
+from rosearch.search_space.families import FAMILIES
 from rosearch.search_space.genome import Genome
 from rosearch.student.configuration import StudentConfig
 from rosearch.student.modeling import StudentForSequenceClassification, init_student_weights
@@ -242,8 +243,7 @@ def source_of(shape: SupernetShape, name: str, genome: Genome) -> tuple[str, int
     index = int(parts[4])
     label = genome.cells[layer].ops[index + 1]
     rest = ".".join(parts[5:])
-    family = labels.parse_op(label).family
-    blocks = 3 if family == "attn" and rest.startswith("qkv.") else 2 if family == "glu" else 1
+    blocks = FAMILIES[labels.parse_op(label).family].blocks_of(rest)
     return f"layers.{layer}.ops.{shape.slot(index + 1, label)}.{rest}", blocks
 
 def _slice(weight: Tensor, shape: tuple[int, ...], blocks: int) -> Tensor:

@@ -11,4 +11,5 @@ FAMILY = OpFamily(
     # qkv and output projections, + scores (QK^T) and weighted values (AV) over all heads
     flops=lambda s, H, T: (2 * T * H * 3 * H + 2 * T * H * H) + 2 * (2 * T * T * H),
     build=lambda s, H, p, blocks: blocks.attention(H, s.heads, p),
+    stacked=(("qkv.", 3),),  # query | key | value
 )

@@ -10,4 +10,5 @@ FAMILY = OpFamily(
     params=lambda s, H: 2 * H * H * s.kernel + 2 * H,  # one convolution to 2H channels
     flops=lambda s, H, T: 2 * T * 2 * H * H * s.kernel,
     build=lambda s, H, p, blocks: blocks.glu(H, s.kernel),
+    stacked=(("", 2),),  # value | gate channels
 )

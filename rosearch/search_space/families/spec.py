@@ -62,7 +62,8 @@ class OpFamily:
     ``labels`` spans a :class:`LabelGrid`; ``params(spec, H)`` and ``flops(spec, H, T)`` are
     exactly what the built module has and does (2 x multiply-accumulates, see
     :mod:`rosearch.search_space.cost`); ``build(spec, H, dropout, blocks)`` makes the module;
-    ``example`` is a label shown in error messages.
+    ``example`` is a label shown in error messages; ``stacked`` says how the supernet slices a
+    parameter made of equal blocks.
     """
 
     name: str
@@ -73,10 +74,17 @@ class OpFamily:
     flops: Callable[[OpSpec, int, int], int]
     build: Callable[[OpSpec, int, float, OpBlocks], Any]
     dilation: int = 1
+    # parameters whose first axis stacks equal blocks (attention's q|k|v), as (name prefix, block count):
+    # a narrower student's weight is the leading rows of each block ("" matches every parameter)
+    stacked: tuple[tuple[str, int], ...] = ()
     compiled: re.Pattern[str] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "compiled", re.compile(self.pattern))
+
+    def blocks_of(self, parameter: str) -> int:
+        """How many equal blocks the first axis of the module's ``parameter`` (e.g. ``qkv.weight``) stacks."""
+        return next((count for prefix, count in self.stacked if parameter.startswith(prefix)), 1)
 
 
 def pooling_family(name: str, build: Callable[[OpSpec, int, float, OpBlocks], Any]) -> OpFamily:
