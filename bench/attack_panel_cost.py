@@ -1,4 +1,4 @@
-"""What each way of measuring robustness in a search costs, from a run that attacked every candidate (issue 11).
+"""What each way of measuring robustness in a search costs, from a run that attacked every candidate.
 
 A run with ``attack.full_attack=all`` stores, per candidate, the seconds and the accuracy under
 attack of every recipe of its panel (``attack.<recipe>.*``), its KD training time, and (with the

@@ -1,4 +1,4 @@
-"""Attack throughput: rosearch's robustness evaluation against TextAttack's stock ``Attacker`` (issue 7).
+"""Attack throughput: rosearch's robustness evaluation against TextAttack's stock ``Attacker``.
 
 Both sides attack the same model, with the same recipe, on the same seeded SST-2 dev sample, in
 the same process and with the same torch thread count. They differ in what rosearch changes:

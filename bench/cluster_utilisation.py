@@ -1,4 +1,4 @@
-"""Worker utilisation of generational vs asynchronous search on a real Ray pool (issue 13).
+"""Worker utilisation of generational vs asynchronous search on a real Ray pool.
 
 What is real and what is modelled:
 

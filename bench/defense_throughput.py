@@ -1,5 +1,5 @@
 """Input-defense throughput: how many texts per second each defense handles, and what word
-recognition's symmetric-delete index buys over the obvious alternative (issue 12).
+recognition's symmetric-delete index buys over the obvious alternative.
 
 Texts: the SST-2 dev sentences, clean and with every word of >= 4 letters misspelt once
 (an adjacent swap, a deletion, an insertion or a substitution, seeded), which is what a

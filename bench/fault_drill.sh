@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Fault drill for issue 16: try each fault a careless user (or a scheduler) causes on a small real
+# Fault drill: try each fault a careless user (or a scheduler) causes on a small real
 # search (configs/quickstart.yaml's teacher and data, in-process, no attack) and print, per fault,
 # the exit code, the seconds until it, and the last line of stderr. Run from the repository root
 # after `bash scripts/setup.sh` and `rosearch teacher --config configs/quickstart.yaml`:

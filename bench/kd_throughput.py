@@ -1,4 +1,4 @@
-"""KD training throughput: rosearch's trainer against the loop a user would write by hand (issue 7).
+"""KD training throughput: rosearch's trainer against the loop a user would write by hand.
 
 Both sides train the same fixed student (4 layers, H=256, attention + FFN cells) with the same
 KD loss, AdamW, linear warm-up/decay schedule, gradient clipping, data, batch size, step count,

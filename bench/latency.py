@@ -1,5 +1,5 @@
 """Inference latency of the teacher vs an exported student on the runtimes people deploy on:
-PyTorch fp32, ONNX Runtime fp32 and ONNX Runtime dynamic int8, at batch 1 and batch 32 (issue 14).
+PyTorch fp32, ONNX Runtime fp32 and ONNX Runtime dynamic int8, at batch 1 and batch 32.
 
 Inputs are real SST-2 dev sentences, tokenised once beforehand (tokenisation is the same for
 both models and is not timed), each batch padded to its own longest sentence. All 12

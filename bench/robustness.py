@@ -1,4 +1,4 @@
-"""Held-out robustness benchmark (issue 11 item 3; the ablation table of issue 12).
+"""Held-out robustness benchmark.
 
 Every row (the teacher, a plain-KD student of a fixed reference genome, the best student of a
 search, exported students, the reference genome distilled with input defenses and/or robust

@@ -1,4 +1,4 @@
-"""Search wall time and peak memory: one smoke search on local Ray, split by stage (issue 7).
+"""Search wall time and peak memory: one smoke search on local Ray, split by stage.
 
 The search is ``configs/sst2_offline.yaml`` shrunk to a smoke run: population 8, 3 generations,
 2,000 distillation examples, ``distill.max_steps`` 125 (two epochs of them), robustness on

@@ -1,4 +1,4 @@
-"""Does what a search selects on predict what the held-out benchmark reports? (issue 11)
+"""Does what a search selects on predict what the held-out benchmark reports?
 
 A search ranks its students by figures measured on the validation slice (accuracy, the attack
 panel on a few dozen slice sentences, optionally the teacher-proxy); README reports accuracy under

@@ -1,4 +1,4 @@
-"""Evolution (generational, aging) vs random search at an equal number of evaluations (issue 13).
+"""Evolution (generational, aging) vs random search at an equal number of evaluations.
 
 Each strategy runs the same real, cheap search — real SST-2 and the quickstart's fine-tuned
 teacher, small distillation budget, no attacks (the fitness is validation accuracy and size) —
