@@ -104,7 +104,7 @@ def mean_sd(values: list[float]) -> tuple[float, float]:
 
 
 def table(rows: list[dict[str, Any]], strategies: list[str]) -> str:
-    lines = ["| strategy | runs | evaluations each | best fitness (mean ± sd) | its val acc | its dev acc (held out) "
+    lines = ["| strategy | runs | evaluations each | best fitness (mean ± sd) | its val acc | its dev acc (not selected on; inherited on the supernet) "
              "| best fitness per seed |", "|---|---|---|---|---|---|---|"]
     for strategy in strategies:
         mine = [r for r in rows if r["strategy"] == strategy]
