@@ -220,13 +220,14 @@ def _reseeded_agreement(rows: dict[str, Any], common: list[str], dirs: list[Path
     """Per other-seed supernet: Spearman's rho and the sd of one figure's difference / sqrt 2 (one supernet's noise)."""
     results = []
     for folder in dirs:
-        other = _load(folder / "inherited.json").get("architectures", {})
+        reseeded = _load(folder / "inherited.json")
+        other = reseeded.get("architectures", {})
         shared = [k for k in common if k in other]
         if len(shared) < 3:
             raise ConfigError(f"report --reseeded {folder}: {len(shared)} shared architectures (fix: run its supernet "
                               "phase with the same --architectures and --seed)")
         entry: dict[str, Any] = {"work_dir": folder.name, "architectures": len(shared),
-                                 "supernet": _load(folder / "inherited.json").get("supernet")}
+                                 "supernet": reseeded.get("supernet")}
         for figure in ("val_accuracy", "dev_accuracy", "robust_accuracy"):
             pairs = [(float(rows[k][figure]), float(other[k][figure])) for k in shared
                      if rows[k].get(figure) is not None and other[k].get(figure) is not None]
