@@ -294,8 +294,10 @@ def test_adaptive_recipes_attack_around_the_defense(tmp_path, tiny_tokenizer, ti
     defense = Defense(["word_recognition", "synonym_encoding"],
                       DefenseResources(counts=counts, synonyms=build_clusters(counts, {"good": ["fine", "superb"]})))
     plain = make_wrapper(model, tiny_tokenizer, max_length=32, batch_size=8, device="cpu")
-    with pytest.raises(ValueError, match="defense-aware"):
-        build_attack("deepwordbug-adaptive", plain, cfg)
+    unadapted = build_attack("deepwordbug-adaptive", plain, cfg)  # nothing to adapt to: the stock recipe
+    assert unadapted.recipe == "deepwordbug-adaptive" and "stock deepwordbug" in unadapted.notes[-1]
+    assert type(unadapted.attack.transformation).__name__ == type(build_attack("deepwordbug", plain, cfg)
+                                                                   .attack.transformation).__name__
     local = _local_classes()
     swap = local.RealWordCharSwap(defense.known_words().__contains__)
     assert swap._get_replacement_words("flat") == ["fat", "flit"]  # deletion, substitution: both real words

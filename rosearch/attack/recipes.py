@@ -93,7 +93,10 @@ class RecipeSpec:
     setting: str
     needs: tuple[str, ...]  # subset of {"wordnet", "neighbors", "internet"}
     build: Callable[[ModelWrapper, AttackConfig], BuiltAttack]
-    defense_aware: bool = False  # an adaptive check: built from the attacked model's defense, so it needs one
+    defense_aware: bool = False  # an adaptive check: built from the attacked model's defense
+    # what a defense-aware recipe runs on a model with no input defense: with nothing to adapt to, the
+    # strongest attacker of its family is the unrestricted stock recipe
+    stock: str | None = None
 
 
 # --------------------------------------------------------------------------------------------
@@ -423,14 +426,14 @@ RECIPES: Mapping[str, RecipeSpec] = types.MappingProxyType({
     "deepwordbug-adaptive": RecipeSpec(
         name="deepwordbug-adaptive", paper="adaptive check of word recognition (after Pruthi et al. 2019, sec. 5)",
         setting="DeepWordBug's search and constraints; one-letter edits that land on another word of the defended "
-                "model's lexicon (real-word typos); needs a defended model",
-        needs=(), build=_build_deepwordbug_adaptive, defense_aware=True,
+                "model's lexicon (real-word typos); on an undefended model, stock DeepWordBug",
+        needs=(), build=_build_deepwordbug_adaptive, defense_aware=True, stock="deepwordbug",
     ),
     "pwws-adaptive": RecipeSpec(
         name="pwws-adaptive", paper="adaptive check of synonym encoding (after Wang et al. 2021)",
         setting="PWWS's search and constraints; WordNet swaps that cross the defended model's synonym clusters; "
-                "needs a defended model",
-        needs=("wordnet",), build=_build_pwws_adaptive, defense_aware=True,
+                "on an undefended model, stock PWWS",
+        needs=("wordnet",), build=_build_pwws_adaptive, defense_aware=True, stock="pwws",
     ),
 })
 
@@ -496,7 +499,12 @@ def build_attack(name: str, wrapper: ModelWrapper, cfg: AttackConfig) -> BuiltAt
         raise ValueError(f"unknown attack recipe {name!r} (known: {', '.join(RECIPES)}; fix: set attack.recipe)")
     spec = RECIPES[name]
     _check_needs(spec, cfg)
-    built = spec.build(wrapper, cfg)
+    if spec.defense_aware and not getattr(wrapper, "defense", None) and spec.stock is not None:
+        stock = RECIPES[spec.stock].build(wrapper, cfg)
+        built = BuiltAttack(attack=stock.attack, recipe=name, constraints=stock.constraints, notes=stock.notes + (
+            f"the model carries no input defense to adapt to, so {name} is the stock {spec.stock} (unrestricted)",))
+    else:
+        built = spec.build(wrapper, cfg)
     goal_function = built.attack.goal_function
     # As TextAttack's AttackArgs does: the budget and batch size live on the goal function.
     goal_function.query_budget = float("inf") if cfg.query_budget is None else cfg.query_budget
