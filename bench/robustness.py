@@ -208,6 +208,7 @@ def summarise_row(row: RowModel, results: dict[str, dict[str, Any]], args: argpa
             "attack_success_rate": round(r["attack_success_rate"], 4), "successful": r["successful"],
             "failed": r["failed"], "skipped": r["skipped"], "mean_queries": round(r["mean_queries"], 1),
             "mean_perturbed_word_pct": round(r["mean_perturbed_word_pct"], 2), "seconds": round(r["seconds"], 1),
+            "file": r.get("file"),  # the per-example outcomes, under the work dir's attacks/ (bench/paired_attacks.py)
         }
     if results and set(stock_recipes(args)) <= set(results):
         mean = np.mean([_bits(results[r]["robust"]) for r in stock_recipes(args)], axis=0)
@@ -354,7 +355,7 @@ def run(args: argparse.Namespace) -> int:
             if args.saved_only and not path.is_file():
                 logger.info("%s / %s: not attacked yet; left out (--saved-only)", row.name, recipe)
                 continue
-            results[recipe] = attack_row(row, recipe, examples, config, args.seed, path, device)
+            results[recipe] = {**attack_row(row, recipe, examples, config, args.seed, path, device), "file": path.name}
             publish()
             logger.info("%s / %s: accuracy under attack %.3f (%.0fs since start)", row.name, recipe,
                         results[recipe]["accuracy_under_attack"], time.perf_counter() - start)

@@ -99,6 +99,18 @@ def test_quick_run_writes_the_schema_and_resumes(tmp_path, tiny_sst2_dir, tiny_t
     assert {c["row"] for c in summary["comparisons"]} == {rows["teacher"]["name"], rows["defense:word_recognition"]["name"]}
     text = out.read_text()
     assert not re.search(r'"[01]{24}"', text)  # no per-example rows in the committed summary
+    # each attack names its saved per-example file; bench/paired_attacks.py pairs two of them as the summary does
+    import paired_attacks
+
+    saved = {kind: paired_attacks.load_attack(tmp_path / "work" / "attacks" / rows[kind]["attacks"]["deepwordbug"]["file"])
+             for kind in ("teacher", "plain_kd")}
+    pair = paired_attacks.paired(saved["teacher"], saved["plain_kd"], resamples=proto["bootstrap"]["resamples"], seed=0)
+    figures = next(c["figures"] for c in summary["comparisons"] if c["row"] == rows["teacher"]["name"])
+    for figure, key in (("clean", "clean"), ("deepwordbug", "robust")):
+        assert [round(pair[key]["difference"], 4), [round(v, 4) for v in pair[key]["ci95"]]] == [
+            figures[figure]["difference"], figures[figure]["ci95"]]
+    with pytest.raises(bench_module.BenchError, match="do not pair"):
+        paired_attacks.paired(saved["teacher"], {**saved["plain_kd"], "recipe": "pwws"}, resamples=10, seed=0)
     table = out.with_suffix(".md").read_text()
     assert "deepwordbug acc" in table and rows["defense:word_recognition"]["name"] in table
     # the defense travels with the distilled student
