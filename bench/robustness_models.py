@@ -254,6 +254,11 @@ def student_key(config: Config, genome: Genome, teacher_key: str) -> str:
                     "teacher": teacher_key})[:16]
 
 
+def _reference_genome_hash() -> str:
+    """The hash of ``bench/reference_genome.json``: rows of another ``--genome`` are named by theirs."""
+    return Genome.from_json((Path(__file__).parent / "reference_genome.json").read_text()).hash()
+
+
 def load_distilled_row(spec: RowSpec, config: Config, genome: Genome, work_dir: Path) -> RowModel:
     """The reference genome distilled as ``spec`` says, from the cache or trained now."""
     from rosearch.evaluate.candidate import evaluate_candidate
@@ -291,7 +296,8 @@ def load_distilled_row(spec: RowSpec, config: Config, genome: Genome, work_dir: 
             shutil.rmtree(partial, ignore_errors=True)
     else:
         logger.info("distil %s: reusing %s", spec.kind, folder.name)
-    name = "plain KD (reference genome)" if spec.kind == "plain_kd" else f"reference genome, {spec.kind}"
+    label = "reference genome" if genome.hash() == _reference_genome_hash() else f"genome {genome.hash()[:12]}"
+    name = f"plain KD ({label})" if spec.kind == "plain_kd" else f"{label}, {spec.kind}"
     row = load_export_row(RowSpec(kind="export", path=folder), config, name=name)
     metrics = json.loads((folder / "metrics.json").read_text())
     row.spec = spec
