@@ -268,6 +268,8 @@ def load_distilled_row(spec: RowSpec, config: Config, genome: Genome, work_dir: 
     from rosearch.files.tokenizer_files import read_tokenizer_files
 
     row_config = _row_config(config, spec)
+    bare = genome.hash()
+    label = "reference genome" if bare == _reference_genome_hash() else f"genome {bare[:12]}"
     genome = Genome(genome.hidden_size, genome.embedding_size, genome.cells, spec.defenses)
     teacher = teacher_dir(config)
     key = student_key(row_config, genome, teacher_fingerprint(teacher))
@@ -296,7 +298,6 @@ def load_distilled_row(spec: RowSpec, config: Config, genome: Genome, work_dir: 
             shutil.rmtree(partial, ignore_errors=True)
     else:
         logger.info("distil %s: reusing %s", spec.kind, folder.name)
-    label = "reference genome" if genome.hash() == _reference_genome_hash() else f"genome {genome.hash()[:12]}"
     name = f"plain KD ({label})" if spec.kind == "plain_kd" else f"{label}, {spec.kind}"
     row = load_export_row(RowSpec(kind="export", path=folder), config, name=name)
     metrics = json.loads((folder / "metrics.json").read_text())
