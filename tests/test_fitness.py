@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from rosearch.config import config_from_dict
+from rosearch.config import ConfigError, config_from_dict
 from rosearch.evaluate.fitness import WORST, MissingMetricError, fitness_spec
 
 TEACHER = {"params": 20_000_000, "flops": 1_000_000_000}
@@ -77,3 +77,28 @@ def test_panel_is_the_default_figure_and_multi_fidelity_compares_on_its_first_re
     assert spec.robustness_key == "attack.deepwordbug.accuracy_under_attack"
     cheap = METRICS | {"attack.deepwordbug.accuracy_under_attack": 0.2}  # the full panel's mean (0.40) is ignored
     assert spec.values(cheap) == pytest.approx((0.85 + 0.5 * 0.2,))
+
+
+def test_accuracy_floor_ranks_every_candidate_below_it_after_those_above_it():
+    config = config_from_dict({"fitness": {"robustness_weight": 1.0, "efficiency_weight": 0.1, "accuracy_floor": 0.84},
+                               "attack": {"enabled": True, "full_attack": "all"}})
+    spec = fitness_spec(config, teacher_cost=TEACHER)
+    above = dict(METRICS, val_accuracy=0.84, robust_accuracy=0.0, params=20_000_000)  # on the floor, no robustness
+    below = dict(METRICS, val_accuracy=0.83, robust_accuracy=1.0, params=1)  # 1 point under it, perfectly robust
+    further = dict(below, val_accuracy=0.70)
+    assert spec.values(above) == pytest.approx((0.84,))  # at the floor: the plain weighted sum
+    assert spec.values(below) == pytest.approx((0.83 + 1.0 + 0.1 * (1 - 1 / 20_000_000) - 2.1 - 0.01,))
+    assert spec.values(further)[0] < spec.values(below)[0] < 0 <= spec.values(above)[0]
+    unbounded = fitness_spec(config_from_dict({"fitness": {"robustness_weight": 1.0, "efficiency_weight": 0.1},
+                                               "attack": {"enabled": True, "full_attack": "all"}}), teacher_cost=TEACHER)
+    assert unbounded.values(below)[0] > unbounded.values(above)[0]  # without the floor robustness buys the rank
+
+
+@pytest.mark.parametrize("fitness, evolution, match", [
+    ({"accuracy_floor": 1.5}, {}, "fitness.accuracy_floor.*must be an accuracy"),
+    ({"accuracy_floor": 0}, {}, "fitness.accuracy_floor.*must be an accuracy"),
+    ({"accuracy_floor": 0.8}, {"mode": "nsga2"}, "fitness.accuracy_floor.*weighted"),
+])
+def test_accuracy_floor_is_validated(fitness, evolution, match):
+    with pytest.raises(ConfigError, match=match):
+        config_from_dict({"fitness": fitness, "evolution": evolution})

@@ -363,9 +363,17 @@ class FitnessConfig:
     robustness_weight: float = 1.0
     efficiency_weight: float = 0.1
     efficiency_metric: Literal["params", "flops", "latency"] = "params"
+    # Weighted mode: a candidate whose selection accuracy (validation slice, else dev) is below this
+    # ranks after every candidate at or above it, so robustness cannot be bought with clean accuracy
+    # past the floor (e.g. 3 points under plain KD's accuracy on the slice). None: no floor.
+    accuracy_floor: float | None = None
 
     def check(self) -> None:
         at_least(self, ("accuracy_weight", "robustness_weight", "efficiency_weight"), "fitness", 0)
+        if self.accuracy_floor is not None:
+            require(not isinstance(self.accuracy_floor, bool) and isinstance(self.accuracy_floor, (int, float))
+                    and 0 < self.accuracy_floor <= 1, "fitness.accuracy_floor",
+                    f"must be an accuracy in (0, 1], got {self.accuracy_floor!r} (fix: e.g. 0.84, or unset it)")
 
 
 @dataclass(frozen=True)

@@ -147,6 +147,9 @@ def validate(config: Config) -> None:
             "fitness.efficiency_metric",
             "latency has no teacher reference to normalise against in weighted mode "
             "(fix: use params or flops, set fitness.efficiency_weight=0, or evolution.mode=nsga2)")
+    require(fit.accuracy_floor is None or config.evolution.mode == "weighted", "fitness.accuracy_floor",
+            "applies to evolution.mode weighted; NSGA-II keeps accuracy as an objective of its own "
+            "(fix: unset fitness.accuracy_floor, or use evolution.mode=weighted)")
 
 
 def _check_distill_across(config: Config) -> None:

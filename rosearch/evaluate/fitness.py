@@ -3,7 +3,10 @@
 Weighted mode (RoSearch): one scalar,
     fitness = w_acc * accuracy + w_rob * robustness + w_eff * efficiency,
 with efficiency = 1 - min(cost / reference, 1) in [0, 1] (cost = params, FLOPs or latency;
-reference = the teacher's value unless configured), so all three terms share a 0..1 scale.
+reference = the teacher's value unless configured), so all three terms share a 0..1 scale. With
+``fitness.accuracy_floor``, a candidate below the floor loses (w_acc + w_rob + w_eff) + its
+shortfall: it ranks after every candidate at or above the floor (whose fitness is >= 0), and nearer
+the floor ranks higher among those below it (Deb's feasibility rule).
 Multi-objective mode (NSGA-II): the vector (accuracy, [robustness,] cost) with weights
 (+1, [+1,] -1): no weights to tune, the whole Pareto front is kept.
 Robustness enters when the run measures it (``attack.enabled``). Every candidate must be
@@ -48,6 +51,7 @@ class FitnessSpec:
     robustness_weight: float
     efficiency_weight: float
     accuracy_key: str = "dev_accuracy"
+    accuracy_floor: float | None = None
 
     def values(self, metrics: Mapping[str, Any]) -> tuple[float, ...]:
         """Selection values of a finished candidate (see the module docstring)."""
@@ -60,6 +64,8 @@ class FitnessSpec:
         total = self.accuracy_weight * accuracy + self.efficiency_weight * efficiency
         if self.use_robustness:
             total += self.robustness_weight * robustness
+        if self.accuracy_floor is not None and accuracy < self.accuracy_floor:
+            total -= self.accuracy_weight + self.robustness_weight + self.efficiency_weight + (self.accuracy_floor - accuracy)
         return (total,)
 
     def worst(self) -> tuple[float, ...]:
@@ -119,4 +125,5 @@ def fitness_spec(config: Config, *, teacher_cost: Mapping[str, float]) -> Fitnes
         robustness_key=robustness_key(config.attack), cost_key=cost_key, reference_cost=reference or 1.0,
         accuracy_weight=fit.accuracy_weight, robustness_weight=fit.robustness_weight,
         efficiency_weight=fit.efficiency_weight, accuracy_key=accuracy_key(config.data),
+        accuracy_floor=fit.accuracy_floor,
     )

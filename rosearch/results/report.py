@@ -225,7 +225,9 @@ def _run_section(run_dir: Path, config: Mapping[str, Any], report: StatsReport, 
             + (f" (best {attack_cfg.get('top_k')} per generation and of the run)" if full in ("top_k", "multi_fidelity") else ""))))
     pairs += [
         ("selection", f"{evo.get('mode', 'weighted')}; weights accuracy {fit.get('accuracy_weight')}, robustness "
-                      f"{fit.get('robustness_weight')}, efficiency {fit.get('efficiency_weight')} ({fit.get('efficiency_metric')})"),
+                      f"{fit.get('robustness_weight')}, efficiency {fit.get('efficiency_weight')} ({fit.get('efficiency_metric')})"
+                      + (f"; accuracy floor {fit['accuracy_floor']} (below it a candidate ranks after all above it)"
+                         if fit.get("accuracy_floor") is not None else "")),
         ("population × generations", f"{evo.get('population_size', '?')} × {evo.get('generations', '?')}"),
         ("distillation steps per candidate", dist.get("max_steps") if evo.get("strategy") != "halving" else
          f"successive halving: rungs of {dist.get('max_steps')} / {evo.get('halving_eta')}^k steps, "
