@@ -213,6 +213,7 @@ def test_known_library_noise_goes_to_debug(caplog) -> None:
     with caplog.at_level(logging.INFO):
         ray_logger.warning("Token authentication is enabled for this Ray cluster. Set RAY_AUTH_MODE=disabled")
         ta_logger.warning("Unknown if model of class <X> compatible with goal function <Y>.")
+        ta_logger.info("Goal function <class 'UntargetedClassification'> compatible with model BertForSequenceClassification.")
         ray_logger.warning("Token authentication is enabled but no token was found")  # a real problem: stays
     shown = [r.getMessage()[:40] for r in caplog.records if r.name in (ray_logger.name, ta_logger.name)]
     assert shown == ["Token authentication is enabled but no t"]

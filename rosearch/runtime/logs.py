@@ -54,6 +54,7 @@ KNOWN_MESSAGES: tuple[KnownMessage, ...] = (
     KnownMessage("ray._private.authentication.authentication_token_setup",
                  "Token authentication is enabled for this Ray cluster"),
     KnownMessage("textattack.shared.utils.install", "Unknown if model"),  # TextAttack has one logger
+    KnownMessage("textattack.shared.utils.install", "Goal function "),  # "... compatible with model ..." (HF models)
     KnownMessage("torch.onnx._internal.exporter._registration", "torchvision is not installed"),
     KnownMessage("textattack.shared.utils.install", "Updating TextAttack package dependencies"),
     KnownMessage("textattack.shared.utils.install", "Downloading NLTK required packages"),
