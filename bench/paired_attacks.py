@@ -9,7 +9,8 @@ invocations; their per-example outcomes are saved under the work dir's ``attacks
     python bench/paired_attacks.py runs/bench-robustness/attacks/pwws-A.json runs/bench-robustness/attacks/pwws-B.json
 
 It prints A - B for clean accuracy and accuracy under attack, in points, with a 95 % paired
-bootstrap interval, and refuses files of different recipes or sample sizes.
+bootstrap interval, and refuses files of different recipes, sample sizes or samples (the sentences'
+sha256, recorded in every result saved since 2026-12-07).
 """
 
 from __future__ import annotations
@@ -20,14 +21,9 @@ import sys
 from pathlib import Path
 from typing import Any, Sequence
 
-import numpy as np
-
 from common import BenchError
+from robustness import outcome_bits
 from rosearch.evaluate.bootstrap import paired_difference_interval
-
-
-def _bits(text: str) -> np.ndarray:
-    return np.frombuffer(text.encode("ascii"), dtype=np.uint8) - ord("0")
 
 
 def load_attack(path: Path) -> dict[str, Any]:
@@ -44,12 +40,15 @@ def load_attack(path: Path) -> dict[str, Any]:
 
 def paired(a: dict[str, Any], b: dict[str, Any], *, resamples: int, seed: int) -> dict[str, Any]:
     """A - B for clean accuracy and accuracy under attack (fractions), with paired 95 % intervals."""
-    if a["recipe"] != b["recipe"] or a["n"] != b["n"] or len(a["clean"]) != len(b["clean"]):
-        raise BenchError(f"the two results do not pair: {a['recipe']} on {a['n']} vs {b['recipe']} on {b['n']} sentences "
-                         "(fix: compare one recipe's results on the same --n and --seed)")
+    sample_a, sample_b = a.get("examples"), b.get("examples")
+    same_sample = sample_a is None or sample_b is None or sample_a == sample_b  # older results have no digest
+    if a["recipe"] != b["recipe"] or a["n"] != b["n"] or len(a["clean"]) != len(b["clean"]) or not same_sample:
+        raise BenchError(f"the two results do not pair: {a['recipe']} on {a['n']} sentences "
+                         f"(sample {str(sample_a)[:12]}) vs {b['recipe']} on {b['n']} "
+                         f"(sample {str(sample_b)[:12]}) (fix: compare one recipe's results on the same --n and --seed)")
     out: dict[str, Any] = {"recipe": a["recipe"], "n": a["n"]}
     for figure in ("clean", "robust"):
-        x, y = _bits(a[figure]), _bits(b[figure])
+        x, y = outcome_bits(a[figure]), outcome_bits(b[figure])
         diff, low, high = paired_difference_interval(x, y, resamples=resamples, seed=seed)
         out[figure] = {"a": float(x.mean()), "b": float(y.mean()), "difference": diff, "ci95": [low, high]}
     return out

@@ -39,7 +39,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from common import BenchError, console, describe_machine
-from robustness_models import RowModel, RowSpec, load_row, parse_row
+from robustness_models import REFERENCE_GENOME, RowModel, RowSpec, load_row, parse_row
 from rosearch.attack.recipes import RECIPES
 from rosearch.config import Config, ConfigError, load_config
 from rosearch.data.tasks import DataError, Example, load_examples, task_spec
@@ -50,7 +50,6 @@ logger = logging.getLogger("bench.robustness")
 
 BENCH_DIR = Path(__file__).resolve().parent
 DEFAULT_CONFIG = Path("configs/bench_robustness.yaml")
-DEFAULT_GENOME = BENCH_DIR / "reference_genome.json"
 DEFAULT_JSON = BENCH_DIR / "results" / "robustness.json"
 # the panel every row faces: two character-level and two word-substitution attacks, plus the adaptive
 # checks built from a defended row's own defense (n/a on undefended rows)
@@ -73,7 +72,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                         help="add the best student of this search as a row (= --row searched:RUN_DIR)")
     parser.add_argument("--export", action="append", default=[], type=Path, metavar="DIR",
                         help="add an exported student directory as a row (= --row export:DIR)")
-    parser.add_argument("--genome", type=Path, default=DEFAULT_GENOME,
+    parser.add_argument("--genome", type=Path, default=REFERENCE_GENOME,
                         help="reference genome of the distilled rows (default: bench/reference_genome.json)")
     parser.add_argument("--recipe", action="append", help=f"attack recipe, repeatable (default: {', '.join(DEFAULT_RECIPES)})")
     parser.add_argument("--n", type=int, help="dev sentences attacked per row (default 500; --quick: 24)")
@@ -160,6 +159,7 @@ def attack_row(row: RowModel, recipe: str, examples: Sequence[Example], config: 
         "mean_queries": report.mean_queries, "mean_perturbed_word_pct": report.mean_perturbed_word_pct,
         "seconds": report.wall_seconds, "constraints": list(report.constraints), "notes": list(report.notes),
         # per example, in sample order: 1 = correct before the attack / still correct after it
+        "examples": examples_digest(examples),  # the sample's sha256: what bench/paired_attacks.py pairs on
         "clean": "".join("0" if e.status == "skipped" else "1" for e in report.examples),
         "robust": "".join("1" if e.status == "failed" else "0" for e in report.examples),
     }
@@ -170,7 +170,8 @@ def attack_row(row: RowModel, recipe: str, examples: Sequence[Example], config: 
     return result
 
 
-def _bits(text: str) -> np.ndarray:
+def outcome_bits(text: str) -> np.ndarray:
+    """A saved per-example outcome string ('0'/'1' per sentence, in sample order) as an array."""
     return np.frombuffer(text.encode("ascii"), dtype=np.uint8) - ord("0")
 
 
@@ -197,12 +198,12 @@ def summarise_row(row: RowModel, results: dict[str, dict[str, Any]], args: argpa
     out["fingerprint"] = row.fingerprint
     if results:
         first = next(iter(results.values()))
-        clean = _bits(first["clean"])
+        clean = outcome_bits(first["clean"])
         out["clean_accuracy"] = round(float(clean.mean()), 4)
         out["clean_ci95"] = _interval(clean, args)
     out["attacks"] = {}
     for recipe, r in results.items():
-        robust = _bits(r["robust"])
+        robust = outcome_bits(r["robust"])
         out["attacks"][recipe] = {
             "accuracy_under_attack": round(r["accuracy_under_attack"], 4), "ci95": _interval(robust, args),
             "attack_success_rate": round(r["attack_success_rate"], 4), "successful": r["successful"],
@@ -211,7 +212,7 @@ def summarise_row(row: RowModel, results: dict[str, dict[str, Any]], args: argpa
             "file": r.get("file"),  # the per-example outcomes, under the work dir's attacks/ (bench/paired_attacks.py)
         }
     if results and set(stock_recipes(args)) <= set(results):
-        mean = np.mean([_bits(results[r]["robust"]) for r in stock_recipes(args)], axis=0)
+        mean = np.mean([outcome_bits(results[r]["robust"]) for r in stock_recipes(args)], axis=0)
         out["mean_accuracy_under_attack"] = round(float(mean.mean()), 4)
         out["mean_ci95"] = _interval(mean, args)
     return out
@@ -229,9 +230,9 @@ def comparisons(rows: list[tuple[RowModel, dict[str, dict[str, Any]]]], args: ar
             continue
         figures: dict[str, Any] = {}
         shared = [r for r in stock_recipes(args) if r in results and r in ref_results]
-        pairs = [(r, _bits(results[r]["robust"]), _bits(ref_results[r]["robust"])) for r in shared]
+        pairs = [(r, outcome_bits(results[r]["robust"]), outcome_bits(ref_results[r]["robust"])) for r in shared]
         if shared:
-            pairs.insert(0, ("clean", _bits(results[shared[0]]["clean"]), _bits(ref_results[shared[0]]["clean"])))
+            pairs.insert(0, ("clean", outcome_bits(results[shared[0]]["clean"]), outcome_bits(ref_results[shared[0]]["clean"])))
         if len(shared) == len(stock_recipes(args)):
             pairs.append(("mean", np.mean([p[1] for p in pairs[1:]], axis=0), np.mean([p[2] for p in pairs[1:]], axis=0)))
         for figure, a, b in pairs:

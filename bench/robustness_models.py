@@ -39,6 +39,7 @@ from rosearch.search_space.genome import Genome
 logger = logging.getLogger("bench.robustness")
 
 _PREFIXES = ("defense", "method")
+REFERENCE_GENOME = Path(__file__).resolve().parent / "reference_genome.json"  # the distilled rows' default genome
 
 
 @dataclass(frozen=True)
@@ -255,8 +256,8 @@ def student_key(config: Config, genome: Genome, teacher_key: str) -> str:
 
 
 def _reference_genome_hash() -> str:
-    """The hash of ``bench/reference_genome.json``: rows of another ``--genome`` are named by theirs."""
-    return Genome.from_json((Path(__file__).parent / "reference_genome.json").read_text()).hash()
+    """The hash of :data:`REFERENCE_GENOME`: rows of another ``--genome`` are named by theirs."""
+    return Genome.from_json(REFERENCE_GENOME.read_text()).hash()
 
 
 def load_distilled_row(spec: RowSpec, config: Config, genome: Genome, work_dir: Path) -> RowModel:

@@ -109,8 +109,13 @@ def test_quick_run_writes_the_schema_and_resumes(tmp_path, tiny_sst2_dir, tiny_t
     for figure, key in (("clean", "clean"), ("deepwordbug", "robust")):
         assert [round(pair[key]["difference"], 4), [round(v, 4) for v in pair[key]["ci95"]]] == [
             figures[figure]["difference"], figures[figure]["ci95"]]
-    with pytest.raises(bench_module.BenchError, match="do not pair"):
-        paired_attacks.paired(saved["teacher"], {**saved["plain_kd"], "recipe": "pwws"}, resamples=10, seed=0)
+    for other in ({"recipe": "pwws"}, {"examples": "0" * 64}):  # another recipe, another sample of the same size
+        with pytest.raises(bench_module.BenchError, match="do not pair"):
+            paired_attacks.paired(saved["teacher"], {**saved["plain_kd"], **other}, resamples=10, seed=0)
+    from rosearch.search_space.genome import Genome
+
+    # a distilled row of a --genome other than bench/reference_genome.json is named by that genome
+    assert rows["plain_kd"]["name"] == f"plain KD (genome {Genome.from_json(json.dumps(TINY_GENOME)).hash()[:12]})"
     table = out.with_suffix(".md").read_text()
     assert "deepwordbug acc" in table and rows["defense:word_recognition"]["name"] in table
     # the defense travels with the distilled student
