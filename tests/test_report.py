@@ -136,3 +136,15 @@ def test_figures_are_png_and_leave_pyplot_alone() -> None:
         assert sys.modules["matplotlib.pyplot"].get_fignums() == figures_before
     else:
         assert "matplotlib.pyplot" not in sys.modules
+
+
+
+def test_report_names_the_accuracy_floor_when_the_run_has_one(plain_run: Path, tmp_path: Path, tiny_sst2_dir,
+                                                               tiny_teacher_dir, single_thread) -> None:
+    assert "accuracy floor" not in write_report(plain_run, tmp_path / "none.html").read_text(encoding="utf-8")
+    data = tiny_search_dict(tmp_path, tiny_sst2_dir, tiny_teacher_dir)
+    data["fitness"] = {**data.get("fitness", {}), "accuracy_floor": 0.3}
+    config = config_from_dict(data)
+    run_search(config)
+    page = write_report(config.run.run_dir, tmp_path / "floored.html").read_text(encoding="utf-8")
+    assert "accuracy floor 0.3 (below it a candidate ranks after all above it)" in page
